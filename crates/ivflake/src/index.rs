@@ -1,0 +1,540 @@
+//! `IvfIndex`: an index opened from its header, searched by fetching only the
+//! lists each batch probes. See ARCHITECTURE.md for the flow of one search.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ivflake_faiss::{CoarseAssignment, HeaderProbe, IdFilter, IndexInfo, ListSlice};
+use object_store::GetOptions;
+use rayon::prelude::*;
+
+use crate::compute::ComputePool;
+use crate::error::{Error, Result};
+use crate::fetch::{FetchConfig, FetchScheduler, IndexObject, ListRequest};
+use crate::layout::{ListLayout, ListRange};
+use crate::location::IndexLocation;
+use crate::stats::{ms, SearchIo, SearchStats};
+
+/// The largest `k` a search accepts. Faiss keeps a k-sized heap per query;
+/// beyond this, callers want an export, not a search.
+pub const MAX_K: usize = 10_000;
+/// The most result slots (queries × k) one call may ask for: 12 bytes each,
+/// so about 120 MB of output at most.
+pub const MAX_RESULT_SLOTS: usize = 10_000_000;
+/// Open reads this many bytes first; most headers fit, so open is one GET.
+pub const HEADER_PROBE_BYTES: u64 = 1024 * 1024;
+/// A header that needs more rounds than this is not a header we should trust.
+pub const MAX_OPEN_REQUESTS: usize = 8;
+
+/// How to open an index.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub scheduler: Arc<FetchScheduler>,
+    pub compute: ComputePool,
+    pub header_probe_bytes: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            scheduler: FetchScheduler::new(FetchConfig::default()),
+            compute: ComputePool::global(),
+            header_probe_bytes: HEADER_PROBE_BYTES,
+        }
+    }
+}
+
+/// Which ids a search may return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum IdFilterSpec {
+    #[default]
+    All,
+    Allow(Vec<i64>),
+    Deny(Vec<i64>),
+    Range { start: i64, end: i64 },
+}
+
+impl IdFilterSpec {
+    fn as_faiss(&self) -> IdFilter<'_> {
+        match self {
+            IdFilterSpec::All => IdFilter::All,
+            IdFilterSpec::Allow(ids) => IdFilter::Allow(ids),
+            IdFilterSpec::Deny(ids) => IdFilter::Deny(ids),
+            IdFilterSpec::Range { start, end } => IdFilter::Range(*start, *end),
+        }
+    }
+}
+
+/// Everything about one search call besides the vectors.
+#[derive(Debug, Clone)]
+pub struct SearchParams {
+    pub k: usize,
+    pub nprobe: usize,
+    pub filter: IdFilterSpec,
+    /// Return what could be scanned when some lists fail, naming them in the stats.
+    pub allow_partial: bool,
+    /// The whole search fails with `DeadlineExceeded` past this.
+    pub deadline: Option<Duration>,
+}
+
+impl SearchParams {
+    pub fn new(k: usize, nprobe: usize) -> Self {
+        Self { k, nprobe, filter: IdFilterSpec::All, allow_partial: false, deadline: None }
+    }
+}
+
+/// Results of a batch: `k` ids and distances per query, row-major, `-1` ids
+/// where fewer than `k` neighbours were found.
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub k: usize,
+    pub ids: Vec<i64>,
+    pub distances: Vec<f32>,
+    pub stats: SearchStats,
+}
+
+impl SearchResults {
+    pub fn len(&self) -> usize {
+        self.ids.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Ids and distances of query `i`.
+    pub fn query(&self, i: usize) -> (&[i64], &[f32]) {
+        let r = i * self.k..(i + 1) * self.k;
+        (&self.ids[r.clone()], &self.distances[r])
+    }
+}
+
+struct Inner {
+    faiss: ivflake_faiss::Index,
+    info: IndexInfo,
+    layout: ListLayout,
+    object: Arc<IndexObject>,
+    scheduler: Arc<FetchScheduler>,
+    compute: ComputePool,
+    probe_bytes: u64,
+}
+
+/// An IVF index served from object storage. Cheap to clone; clones share the header.
+#[derive(Clone)]
+pub struct IvfIndex {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for IvfIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IvfIndex")
+            .field("uri", &self.inner.object.uri())
+            .field("info", &self.inner.info)
+            .finish()
+    }
+}
+
+impl IvfIndex {
+    /// Opens the index at `uri` with default options.
+    pub async fn open(uri: &str) -> Result<Self> {
+        let options = OpenOptions::default();
+        let location = IndexLocation::parse(uri, options.scheduler.config())?;
+        Self::open_at(location, options).await
+    }
+
+    /// Opens the index at `location`: reads the header only, never list data.
+    pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
+        let uri = location.uri.clone();
+        let probe = options.header_probe_bytes.max(64);
+        let first = location
+            .store
+            .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe)))
+            .await
+            .map_err(|e| Error::from_store(&uri, None, e))?;
+        let size = first.meta.size;
+        let e_tag = first.meta.e_tag.clone();
+        let first = first.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;
+        let object = Arc::new(IndexObject::new(location, size, e_tag));
+        check_magic(&first, &uri)?;
+
+        let mut prefix = BytesMut::from(first.as_ref());
+        let mut requests = 1;
+        // Any single C++ allocation while parsing: a few times the file, with
+        // room for sparse list-size tables of huge, mostly empty indexes.
+        let alloc_cap = (size as usize).saturating_mul(2).max(256 << 20);
+        let faiss = loop {
+            let bytes = prefix.clone().freeze();
+            let parsed = options
+                .compute
+                .run(move || Ok(ivflake_faiss::open_header(&bytes, size, alloc_cap)))
+                .await?;
+            match parsed {
+                Ok(HeaderProbe::Opened(index)) => break index,
+                Ok(HeaderProbe::NeedBytes(needed)) => {
+                    if requests >= MAX_OPEN_REQUESTS {
+                        return Err(Error::Corrupt {
+                            uri,
+                            reason: format!("header still incomplete after {requests} reads"),
+                        });
+                    }
+                    let have = prefix.len() as u64;
+                    let want = needed.max(have.saturating_mul(2)).min(size);
+                    let more = object
+                        .location
+                        .store
+                        .get_opts(
+                            &object.location.path,
+                            GetOptions::new().with_range(Some(have..want)).with_if_match(object.e_tag.clone()),
+                        )
+                        .await
+                        .map_err(|e| Error::from_store(&uri, object.e_tag.as_deref(), e))?
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::from_store(&uri, object.e_tag.as_deref(), e))?;
+                    if more.len() as u64 != want - have {
+                        return Err(Error::Corrupt { uri, reason: "store returned a short header read".into() });
+                    }
+                    prefix.extend_from_slice(&more);
+                    requests += 1;
+                }
+                Err(e) => return Err(classify_open_error(&uri, e)),
+            }
+        };
+        drop(prefix);
+        let info = faiss.info().clone();
+        let layout = ListLayout::new(&faiss.list_sizes(), info.code_size, info.list_data_offset, size, &uri)?;
+        tracing::debug!(uri = %uri, requests, header_bytes = info.list_data_offset, "opened index");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                faiss,
+                info,
+                layout,
+                object,
+                scheduler: options.scheduler,
+                compute: options.compute,
+                probe_bytes: probe,
+            }),
+        })
+    }
+
+    /// Opens the object's current version at the same location with the same
+    /// scheduler. Searches still running on `self` finish on the old version.
+    pub async fn reload(&self) -> Result<Self> {
+        let options = OpenOptions {
+            scheduler: self.inner.scheduler.clone(),
+            compute: self.inner.compute.clone(),
+            header_probe_bytes: self.inner.probe_bytes,
+        };
+        Self::open_at(self.inner.object.location.clone(), options).await
+    }
+
+    pub fn info(&self) -> &IndexInfo {
+        &self.inner.info
+    }
+
+    pub fn layout(&self) -> &ListLayout {
+        &self.inner.layout
+    }
+
+    pub fn uri(&self) -> &str {
+        self.inner.object.uri()
+    }
+
+    /// The ETag pinned at open, if the store gives one.
+    pub fn e_tag(&self) -> Option<&str> {
+        self.inner.object.e_tag.as_deref()
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.inner.object.size
+    }
+
+    pub fn scheduler(&self) -> &Arc<FetchScheduler> {
+        &self.inner.scheduler
+    }
+
+    /// Searches `queries` (row-major, `d` floats each) for `k` neighbours.
+    pub async fn search(&self, queries: &[f32], k: usize, nprobe: usize) -> Result<SearchResults> {
+        self.search_with(queries, &SearchParams::new(k, nprobe)).await
+    }
+
+    pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
+        let n = self.validate(queries, params)?;
+        let work = self.run_search(queries.to_vec(), n, params.clone());
+        match params.deadline {
+            None => work.await,
+            Some(deadline) => tokio::time::timeout(deadline, work)
+                .await
+                .map_err(|_| Error::DeadlineExceeded { deadline, stage: "searching" })?,
+        }
+    }
+
+    fn validate(&self, queries: &[f32], params: &SearchParams) -> Result<usize> {
+        let d = self.inner.info.d;
+        if queries.is_empty() {
+            return Err(Error::invalid("queries", "the batch is empty"));
+        }
+        if queries.len() % d != 0 {
+            return Err(Error::invalid(
+                "queries",
+                format!("{} floats is not a whole number of {d}-dimensional vectors", queries.len()),
+            ));
+        }
+        if let Some(pos) = queries.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "queries",
+                format!("query {} has a non-finite value at dimension {}", pos / d, pos % d),
+            ));
+        }
+        let n = queries.len() / d;
+        if params.k == 0 || params.k > MAX_K {
+            return Err(Error::invalid("k", format!("must be between 1 and {MAX_K}, got {}", params.k)));
+        }
+        let nlist = self.inner.info.nlist;
+        if params.nprobe == 0 || params.nprobe > nlist {
+            return Err(Error::invalid(
+                "nprobe",
+                format!("must be between 1 and nlist = {nlist}, got {}", params.nprobe),
+            ));
+        }
+        if n.saturating_mul(params.k) > MAX_RESULT_SLOTS {
+            return Err(Error::invalid(
+                "queries",
+                format!("{n} queries × k = {} exceeds {MAX_RESULT_SLOTS} result slots", params.k),
+            ));
+        }
+        if let IdFilterSpec::Range { start, end } = params.filter {
+            if start > end {
+                return Err(Error::invalid("filter", format!("range start {start} is after end {end}")));
+            }
+        }
+        Ok(n)
+    }
+
+    async fn run_search(&self, queries: Vec<f32>, n: usize, params: SearchParams) -> Result<SearchResults> {
+        let started = Instant::now();
+        let inner = self.inner.clone();
+        let mut stats = SearchStats { queries: n, ..Default::default() };
+
+        // 1. Coarse quantizer (and pre-transforms) on the compute pool.
+        let nprobe = params.nprobe;
+        let (xt, assignment) = {
+            let inner = inner.clone();
+            self.inner
+                .compute
+                .run(move || {
+                    let xt = inner.faiss.apply_transform(&queries)?;
+                    let assignment = inner.faiss.coarse_search(&xt, nprobe)?;
+                    Ok((xt, assignment))
+                })
+                .await?
+        };
+        stats.quantizer_ms = ms(started.elapsed());
+
+        // 2. Every distinct non-empty probed list of the batch, in one wave.
+        let fetch_started = Instant::now();
+        let mut wanted: Vec<usize> = assignment.lists.iter().filter(|&&l| l >= 0).map(|&l| l as usize).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let requests: Vec<ListRequest> = wanted
+            .iter()
+            .filter_map(|&list| self.inner.layout.get(list).map(|range| ListRequest { list, range: *range }))
+            .filter(|r| r.range.count > 0)
+            .collect();
+        stats.lists_probed = requests.len();
+        stats.bytes_probed = requests.iter().map(|r| r.range.len).sum();
+        let io = Arc::new(SearchIo::default());
+        let fetched = self.inner.scheduler.fetch(&self.inner.object, &requests, &io).await;
+        stats.fetch_ms = ms(fetch_started.elapsed());
+
+        let ranges: HashMap<usize, ListRange> = requests.iter().map(|r| (r.list, r.range)).collect();
+        let code_size = self.inner.info.code_size;
+        let mut views = Vec::with_capacity(fetched.len());
+        let mut first_error = None;
+        for (list, outcome) in fetched {
+            match outcome {
+                Ok(bytes) => views.push((list, ListView::new(bytes, &ranges[&list], code_size))),
+                Err(e) => {
+                    stats.failed_lists.push(list);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            if !params.allow_partial {
+                return Err(Arc::try_unwrap(e).unwrap_or_else(|shared| Error::Internal(shared.to_string())));
+            }
+            tracing::warn!(uri = %self.uri(), failed = ?stats.failed_lists, error = %e, "partial search");
+        }
+        stats.failed_lists.sort_unstable();
+
+        // 3. Scan the fetched buffers with Faiss's scanners, queries in parallel.
+        let scan_started = Instant::now();
+        let slot_of: HashMap<usize, i32> = views.iter().enumerate().map(|(slot, (list, _))| (*list, slot as i32)).collect();
+        let slots: Vec<i32> = assignment
+            .lists
+            .iter()
+            .map(|&l| if l < 0 { -1 } else { slot_of.get(&(l as usize)).copied().unwrap_or(-1) })
+            .collect();
+        let k = params.k;
+        let neighbors = {
+            let inner = inner.clone();
+            let compute = self.inner.compute.clone();
+            self.inner
+                .compute
+                .run(move || {
+                    let slices: Vec<ListSlice<'_>> = views.iter().map(|(_, v)| v.slice()).collect();
+                    scan_parallel(&inner, &compute, &xt, k, nprobe, &assignment, &slots, &slices, &params)
+                })
+                .await?
+        };
+        stats.scan_ms = ms(scan_started.elapsed());
+        stats.absorb(&io);
+        stats.total_ms = ms(started.elapsed());
+        Ok(SearchResults { k, ids: neighbors.labels, distances: neighbors.distances, stats })
+    }
+}
+
+/// Splits the batch across the compute pool; each chunk runs the same
+/// single-threaded Faiss scan, so results do not depend on the split.
+#[allow(clippy::too_many_arguments)]
+fn scan_parallel(
+    inner: &Inner,
+    compute: &ComputePool,
+    xt: &[f32],
+    k: usize,
+    nprobe: usize,
+    assignment: &CoarseAssignment,
+    slots: &[i32],
+    lists: &[ListSlice<'_>],
+    params: &SearchParams,
+) -> Result<ivflake_faiss::Neighbors> {
+    let d = inner.info.ivf_d;
+    let n = xt.len() / d;
+    let chunk = n.div_ceil(compute.threads().max(1)).max(1);
+    let filter = params.filter.as_faiss();
+    let parts: Vec<Result<ivflake_faiss::Neighbors>> = compute.install(|| {
+        (0..n)
+            .step_by(chunk)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let end = (start + chunk).min(n);
+                let probes = start * nprobe..end * nprobe;
+                let sub = CoarseAssignment {
+                    distances: assignment.distances[probes.clone()].to_vec(),
+                    lists: assignment.lists[probes.clone()].to_vec(),
+                };
+                Ok(inner.faiss.scan_lists(&xt[start * d..end * d], k, &sub, &slots[probes], lists, filter)?)
+            })
+            .collect()
+    });
+    let mut out = ivflake_faiss::Neighbors { distances: Vec::with_capacity(n * k), labels: Vec::with_capacity(n * k) };
+    for part in parts {
+        let part = part?;
+        out.distances.extend(part.distances);
+        out.labels.extend(part.labels);
+    }
+    Ok(out)
+}
+
+/// A fetched list as Faiss wants it: codes 4-byte aligned, ids as `i64`s.
+/// Zero-copy when the store's buffer is aligned, a copy only when it is not.
+struct ListView {
+    codes: Bytes,
+    ids: ListIds,
+}
+
+enum ListIds {
+    Aligned(Bytes),
+    Copied(Vec<i64>),
+}
+
+impl ListView {
+    fn new(bytes: Bytes, range: &ListRange, code_size: usize) -> Self {
+        let codes_len = range.codes_len(code_size) as usize;
+        let mut codes = bytes.slice(..codes_len);
+        if codes.as_ptr() as usize % std::mem::align_of::<u32>() != 0 {
+            codes = aligned_copy(&codes);
+        }
+        let id_bytes = bytes.slice(codes_len..);
+        let ids = if bytemuck::try_cast_slice::<u8, i64>(&id_bytes).is_ok() {
+            ListIds::Aligned(id_bytes)
+        } else {
+            ListIds::Copied(
+                id_bytes
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let mut le = [0u8; 8];
+                        le.copy_from_slice(c);
+                        i64::from_le_bytes(le)
+                    })
+                    .collect(),
+            )
+        };
+        Self { codes, ids }
+    }
+
+    fn slice(&self) -> ListSlice<'_> {
+        let ids: &[i64] = match &self.ids {
+            ListIds::Aligned(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
+            ListIds::Copied(v) => v,
+        };
+        ListSlice { codes: &self.codes, ids }
+    }
+}
+
+/// Bytes backed by `u32` storage, so they start 4-byte aligned.
+struct AlignedBytes {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for AlignedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+}
+
+fn aligned_copy(src: &[u8]) -> Bytes {
+    let mut words = vec![0u32; src.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..src.len()].copy_from_slice(src);
+    Bytes::from_owner(AlignedBytes { words, len: src.len() })
+}
+
+/// Names what a file is when its first bytes are not a Faiss float index.
+fn check_magic(prefix: &[u8], uri: &str) -> Result<()> {
+    if prefix.len() < 4 {
+        return Err(Error::Corrupt { uri: uri.into(), reason: format!("file has only {} bytes", prefix.len()) });
+    }
+    let magic = &prefix[..4];
+    if !magic.iter().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Error::Corrupt {
+            uri: uri.into(),
+            reason: format!("not a Faiss index file: it starts with bytes {magic:02x?}"),
+        });
+    }
+    if magic.starts_with(b"IB") {
+        return Err(Error::Unsupported {
+            uri: uri.into(),
+            reason: format!("binary index ({}); ivflake serves float IVF indexes", String::from_utf8_lossy(magic)),
+        });
+    }
+    Ok(())
+}
+
+fn classify_open_error(uri: &str, e: ivflake_faiss::FaissError) -> Error {
+    let msg = e.message();
+    if msg.starts_with("unsupported") {
+        Error::Unsupported { uri: uri.into(), reason: msg.to_string() }
+    } else if msg.contains("not recognized") {
+        Error::Unsupported {
+            uri: uri.into(),
+            reason: format!("an index type or format this Faiss build does not know: {msg}"),
+        }
+    } else {
+        Error::Corrupt { uri: uri.into(), reason: msg.to_string() }
+    }
+}

@@ -1,0 +1,36 @@
+//! ivflake serves Faiss IVF indexes straight from object storage.
+//!
+//! Opening an index reads only its header (coarse quantizer, pre-transforms,
+//! codec parameters, list sizes). A search runs the quantizer on a compute
+//! pool, fetches every probed inverted list in one concurrent wave of range
+//! GETs through the [`FetchScheduler`], and scans the fetched buffers with
+//! Faiss's own scanners. See `docs/ARCHITECTURE.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> ivflake::Result<()> {
+//! let index = ivflake::IvfIndex::open("s3://bucket/index.faiss").await?;
+//! let query = vec![0.0f32; index.info().d];
+//! let results = index.search(&query, 10, 16).await?;
+//! println!("{:?} {:?}", results.query(0), results.stats);
+//! # Ok(()) }
+//! ```
+
+mod compute;
+mod error;
+mod fetch;
+mod index;
+mod layout;
+mod location;
+mod stats;
+
+pub use compute::ComputePool;
+pub use error::{Error, Result};
+pub use fetch::{FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest};
+pub use index::{
+    IdFilterSpec, IvfIndex, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
+    MAX_RESULT_SLOTS,
+};
+pub use ivflake_faiss::{IndexInfo, Metric};
+pub use layout::{ListLayout, ListRange};
+pub use location::{default_retry, IndexLocation};
+pub use stats::SearchStats;

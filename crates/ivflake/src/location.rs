@@ -1,0 +1,135 @@
+//! Turns an index URI into an object store and a path inside it.
+//!
+//! Cloud stores take credentials and endpoints from the environment
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as object_store's `from_env` builders read them.
+
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::fetch::FetchConfig;
+
+/// Where an index lives: a store, a path in it, and the URI users gave.
+#[derive(Debug, Clone)]
+pub struct IndexLocation {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    pub uri: String,
+}
+
+impl IndexLocation {
+    /// An index at `path` in a store the caller built (tests, wrappers).
+    pub fn new(store: Arc<dyn ObjectStore>, path: impl Into<Path>, uri: impl Into<String>) -> Self {
+        Self { store, path: path.into(), uri: uri.into() }
+    }
+
+    /// Parses `s3://bucket/key`, `gs://…`, `az://…`, `file:///abs`, `memory://…`
+    /// or a plain filesystem path. Every `memory://` URI gets a fresh, empty store.
+    pub fn parse(uri: &str, fetch: &FetchConfig) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUri { uri: uri.to_string(), reason };
+        if !uri.contains("://") {
+            return Self::local_path(uri, uri);
+        }
+        let url = Url::parse(uri).map_err(|e| invalid(e.to_string()))?;
+        let key = || -> Result<Path> {
+            let p = url.path().trim_start_matches('/');
+            if p.is_empty() {
+                return Err(invalid("no object key after the bucket".into()));
+            }
+            Path::parse(p).map_err(|e| invalid(e.to_string()))
+        };
+        let bucket = || -> Result<String> {
+            url.host_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| invalid("no bucket".into()))
+        };
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "file" => {
+                let path = url.to_file_path().map_err(|_| invalid("not an absolute file path".into()))?;
+                return Self::local_path(&path.to_string_lossy(), uri);
+            }
+            "memory" => Arc::new(InMemory::new()),
+            "s3" | "s3a" => Arc::new(
+                AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket()?)
+                    .with_retry(fetch.retry.clone())
+                    .with_client_options(client_options(fetch))
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket()?)
+                    .with_retry(fetch.retry.clone())
+                    .with_client_options(client_options(fetch))
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket()?)
+                    .with_retry(fetch.retry.clone())
+                    .with_client_options(client_options(fetch))
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            other => return Err(invalid(format!("unsupported scheme {other:?}"))),
+        };
+        Ok(Self { store, path: key()?, uri: uri.to_string() })
+    }
+
+    fn local_path(fs_path: &str, uri: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUri { uri: uri.to_string(), reason };
+        let path = std::path::Path::new(fs_path);
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| invalid("no file name".into()))?
+            .to_string_lossy()
+            .to_string();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(Error::NotFound {
+                uri: uri.to_string(),
+                source: object_store::Error::NotFound {
+                    path: dir.display().to_string(),
+                    source: "directory does not exist".into(),
+                },
+            });
+        }
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| invalid(e.to_string()))?;
+        let key = Path::parse(&file_name).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { store: Arc::new(store), path: key, uri: uri.to_string() })
+    }
+}
+
+fn client_options(fetch: &FetchConfig) -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(fetch.request_timeout)
+        .with_connect_timeout(fetch.connect_timeout)
+}
+
+/// object_store's retry policy as ivflake tunes it: a search has a deadline of
+/// its own, so a few quick retries beat object_store's default 180 s budget.
+pub fn default_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(50),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+    }
+}

@@ -1,0 +1,85 @@
+//! Per-search statistics: what a search read, from where, and where its time went.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Counters one search's fetches update, possibly from spawned GET tasks.
+#[derive(Debug, Default)]
+pub struct SearchIo {
+    gets: AtomicU64,
+    bytes_fetched: AtomicU64,
+    lists_from_memory: AtomicU64,
+    bytes_from_memory: AtomicU64,
+    lists_shared: AtomicU64,
+    shared_wait_us: AtomicU64,
+    hedges: AtomicU64,
+}
+
+impl SearchIo {
+    pub(crate) fn record_get(&self, bytes: u64) {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_memory(&self, bytes: u64) {
+        self.lists_from_memory.fetch_add(1, Ordering::Relaxed);
+        self.bytes_from_memory.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_shared(&self, waited: Duration) {
+        self.lists_shared.fetch_add(1, Ordering::Relaxed);
+        self.shared_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_hedge(&self) {
+        self.hedges.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reported with every search result.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SearchStats {
+    pub queries: usize,
+    /// Distinct non-empty lists the batch probed.
+    pub lists_probed: usize,
+    pub lists_from_memory: usize,
+    /// Lists this search loaded from the store itself.
+    pub lists_from_store: usize,
+    /// Lists another search was already fetching; this one waited for it.
+    pub lists_shared: usize,
+    /// Range GETs this search issued (hedges included).
+    pub gets: u64,
+    pub bytes_fetched: u64,
+    pub bytes_from_memory: u64,
+    /// Bytes of the probed lists themselves (fetched bytes minus coalescing gaps).
+    pub bytes_probed: u64,
+    pub hedged_gets: u64,
+    /// Lists that failed, when partial results were allowed.
+    pub failed_lists: Vec<usize>,
+    pub quantizer_ms: f64,
+    pub fetch_ms: f64,
+    pub scan_ms: f64,
+    pub shared_wait_ms: f64,
+    pub total_ms: f64,
+}
+
+impl SearchStats {
+    pub(crate) fn absorb(&mut self, io: &SearchIo) {
+        self.gets = io.gets.load(Ordering::Relaxed);
+        self.bytes_fetched = io.bytes_fetched.load(Ordering::Relaxed);
+        self.lists_from_memory = io.lists_from_memory.load(Ordering::Relaxed) as usize;
+        self.bytes_from_memory = io.bytes_from_memory.load(Ordering::Relaxed);
+        self.lists_shared = io.lists_shared.load(Ordering::Relaxed) as usize;
+        self.shared_wait_ms = io.shared_wait_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        self.hedged_gets = io.hedges.load(Ordering::Relaxed);
+        self.lists_from_store = self
+            .lists_probed
+            .saturating_sub(self.lists_from_memory + self.lists_shared + self.failed_lists.len());
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
