@@ -1,1 +1,60 @@
-fn main(){}
+//! `ivflake`: search, inspect and build Faiss IVF indexes served lazily from
+//! object storage, and a self-contained demo.
+
+mod build;
+mod demo;
+mod inspect;
+mod search;
+mod util;
+mod vectors;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Serve Faiss IVF indexes lazily from object storage.
+///
+/// Index URIs: s3://bucket/key, gs://bucket/key, az://container/key,
+/// file:///abs/path or a plain filesystem path. Cloud credentials come from
+/// the usual AWS_*, GOOGLE_* and AZURE_* environment variables. Set RUST_LOG
+/// (e.g. RUST_LOG=ivflake=debug) for logs on stderr.
+#[derive(Debug, Parser)]
+#[command(name = "ivflake", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Search an index for the nearest neighbours of query vectors; one JSON line per query on stdout.
+    Search(search::SearchArgs),
+    /// Describe an index from its header: type, dimensions, list-size distribution.
+    Inspect(inspect::InspectArgs),
+    /// Train and fill an index from a vector file and write it to a URI.
+    Build(build::BuildArgs),
+    /// Generate data, build an index, and search it lazily against exact ground truth.
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let outcome = match cli.command {
+        Command::Search(args) => search::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
+        Command::Build(args) => build::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

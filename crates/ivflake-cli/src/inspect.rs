@@ -1,0 +1,156 @@
+//! `ivflake inspect`: what an index is, read from its header alone.
+
+use anyhow::{Context, Result};
+use ivflake::IvfIndex;
+use serde::Serialize;
+
+use crate::util::{human_bytes, metric_name, open_index, write_stdout};
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The index: s3://…, gs://…, az://…, file:///… or a local path.
+    pub uri: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct Report {
+    uri: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    d: usize,
+    ivf_d: usize,
+    has_transform: bool,
+    metric: &'static str,
+    ntotal: i64,
+    nlist: usize,
+    code_size: usize,
+    default_nprobe: usize,
+    header_bytes: u64,
+    data_bytes: u64,
+    file_bytes: u64,
+    e_tag: Option<String>,
+    list_sizes: ListSizes,
+}
+
+/// The distribution of vectors per inverted list (nearest-rank percentiles).
+#[derive(Debug, Default, Serialize, PartialEq)]
+struct ListSizes {
+    min: u64,
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    max: u64,
+    mean: f64,
+    empty: usize,
+}
+
+impl ListSizes {
+    fn of(mut sizes: Vec<u64>) -> Self {
+        if sizes.is_empty() {
+            return Self::default();
+        }
+        sizes.sort_unstable();
+        let n = sizes.len();
+        let rank = |p: f64| sizes[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Self {
+            min: sizes[0],
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: sizes[n - 1],
+            mean: sizes.iter().sum::<u64>() as f64 / n as f64,
+            empty: sizes.iter().filter(|&&s| s == 0).count(),
+        }
+    }
+}
+
+impl Report {
+    fn of(index: &IvfIndex) -> Self {
+        let info = index.info();
+        let layout = index.layout();
+        Self {
+            uri: index.uri().to_string(),
+            type_name: info.type_name.clone(),
+            d: info.d,
+            ivf_d: info.ivf_d,
+            has_transform: info.has_transform,
+            metric: metric_name(info.metric),
+            ntotal: info.ntotal,
+            nlist: info.nlist,
+            code_size: info.code_size,
+            default_nprobe: info.default_nprobe,
+            header_bytes: layout.header_len(),
+            data_bytes: layout.data_len(),
+            file_bytes: index.file_len(),
+            e_tag: index.e_tag().map(str::to_string),
+            list_sizes: ListSizes::of(layout.iter().map(|(_, r)| r.count).collect()),
+        }
+    }
+
+    fn table(&self) -> String {
+        let bytes = |b: u64| format!("{b} ({})", human_bytes(b));
+        let s = &self.list_sizes;
+        let rows: Vec<(&str, String)> = vec![
+            ("uri", self.uri.clone()),
+            ("type", self.type_name.clone()),
+            (
+                "d",
+                if self.has_transform {
+                    format!("{} (IVF works in {} after the pre-transform)", self.d, self.ivf_d)
+                } else {
+                    self.d.to_string()
+                },
+            ),
+            ("metric", self.metric.to_string()),
+            ("ntotal", self.ntotal.to_string()),
+            ("nlist", self.nlist.to_string()),
+            ("code_size", format!("{} bytes per vector (+8 for its id)", self.code_size)),
+            ("default nprobe", self.default_nprobe.to_string()),
+            ("header bytes", bytes(self.header_bytes)),
+            ("list data bytes", bytes(self.data_bytes)),
+            ("file bytes", bytes(self.file_bytes)),
+            ("etag", self.e_tag.clone().unwrap_or_else(|| "-".into())),
+            (
+                "list sizes",
+                format!(
+                    "min {}  p50 {}  p90 {}  p99 {}  max {}  mean {:.1}",
+                    s.min, s.p50, s.p90, s.p99, s.max, s.mean
+                ),
+            ),
+            ("empty lists", format!("{} of {}", s.empty, self.nlist)),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+    }
+}
+
+pub async fn run(args: InspectArgs) -> Result<()> {
+    let index = open_index(&args.uri).await?;
+    let report = Report::of(&index);
+    let text = if args.json {
+        serde_json::to_string(&report).context("cannot serialize the report")? + "\n"
+    } else {
+        report.table()
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_size_percentiles() {
+        let s = ListSizes::of((1..=100).rev().collect());
+        assert_eq!((s.min, s.p50, s.p90, s.p99, s.max, s.empty), (1, 50, 90, 99, 100, 0));
+        assert!((s.mean - 50.5).abs() < 1e-9);
+        let s = ListSizes::of(vec![0, 0, 7]);
+        assert_eq!((s.min, s.p50, s.max, s.empty), (0, 0, 7, 2));
+        assert_eq!(ListSizes::of(vec![]), ListSizes::default());
+        assert_eq!(ListSizes::of(vec![5]).p99, 5);
+    }
+}

@@ -1,0 +1,125 @@
+//! Helpers the subcommands share.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ivflake::{FetchConfig, IndexLocation, IvfIndex, Metric, OpenOptions};
+
+use crate::vectors::{self, Vectors};
+
+/// Opens an index lazily (header only) with the library's defaults.
+pub async fn open_index(uri: &str) -> Result<IvfIndex> {
+    let location = IndexLocation::parse(uri, &FetchConfig::default()).context("cannot open the index")?;
+    IvfIndex::open_at(location, OpenOptions::default()).await.context("cannot open the index")
+}
+
+/// Reads a vector file off the async runtime.
+pub async fn load_vectors(path: &Path) -> Result<Arc<Vectors>> {
+    let owned = path.to_path_buf();
+    let vectors = tokio::task::spawn_blocking(move || vectors::read_vectors(&owned))
+        .await
+        .context("the file-reading task failed")??;
+    Ok(Arc::new(vectors))
+}
+
+/// `--metric` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricArg {
+    /// Euclidean (squared L2) distance.
+    L2,
+    /// Inner product (larger is closer).
+    Ip,
+}
+
+impl From<MetricArg> for Metric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::L2 => Metric::L2,
+            MetricArg::Ip => Metric::InnerProduct,
+        }
+    }
+}
+
+pub fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::L2 => "l2",
+        Metric::InnerProduct => "ip",
+    }
+}
+
+/// A clap value parser for integers of at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    let v: usize = s.trim().parse().map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
+    if v == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(v)
+}
+
+/// `1234567` → `"1.2 MiB"`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Writes `buf` to stdout. Returns `Ok(false)` when the reader went away
+/// (`ivflake search … | head`), so the caller can stop quietly.
+pub fn write_stdout(buf: &[u8]) -> Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(buf).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | ':' | ',' | '=' | '+'));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_bytes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+    }
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(shell_quote("demo-data/index.faiss"), "demo-data/index.faiss");
+        assert_eq!(shell_quote("my dir/x"), "'my dir/x'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn parses_positive_numbers() {
+        assert_eq!(positive("16"), Ok(16));
+        assert!(positive("0").is_err());
+        assert!(positive("-3").is_err());
+        assert!(positive("x").is_err());
+    }
+}

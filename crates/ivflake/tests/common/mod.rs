@@ -1,0 +1,342 @@
+//! Shared test support: generated data, fixtures, and store wrappers in the
+//! style of object_store's `limit.rs`/`throttle.rs` (every trait method forwarded).
+#![allow(dead_code)]
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use ivflake::{FetchConfig, FetchScheduler, IndexLocation, IvfIndex, Metric, OpenOptions};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Clustered vectors, so IVF lists are uneven like real data.
+pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let centers: Vec<f32> = (0..20 * d).map(|_| rng.gen_range(-4.0..4.0)).collect();
+    let mut out = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let c = rng.gen_range(0..20);
+        for j in 0..d {
+            out.push(centers[c * d + j] + rng.gen_range(-1.0..1.0));
+        }
+    }
+    out
+}
+
+/// Builds, trains and serializes an index with Faiss.
+pub fn build_index(factory: &str, metric: Metric, d: usize, n: usize) -> Vec<u8> {
+    let data = clustered(n, d, 1);
+    let mut index = ivflake_faiss::Index::factory(d, factory, metric).expect("factory");
+    index.train(&data).expect("train");
+    index.add(&data).expect("add");
+    index.to_bytes().expect("serialize")
+}
+
+pub fn scheduler(config: FetchConfig) -> Arc<FetchScheduler> {
+    FetchScheduler::new(config)
+}
+
+/// No caching and no coalescing: one GET per list, every time.
+pub fn uncached() -> FetchConfig {
+    FetchConfig { memory_cache_bytes: 0, coalesce_gap: 0, max_coalesced: 0, ..FetchConfig::default() }
+}
+
+pub fn options(config: FetchConfig) -> OpenOptions {
+    OpenOptions { scheduler: scheduler(config), ..OpenOptions::default() }
+}
+
+pub async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
+    store.put(&Path::from(key), PutPayload::from(bytes)).await.expect("put");
+}
+
+/// Puts `bytes` into a fresh in-memory store behind `wrap` and opens it.
+pub async fn open_in_memory(bytes: Vec<u8>, config: FetchConfig) -> (IvfIndex, Arc<CountingStore>) {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put(&inner, "idx.faiss", bytes).await;
+    let counting = Arc::new(CountingStore::new(inner));
+    let store: Arc<dyn ObjectStore> = counting.clone();
+    let index = IvfIndex::open_at(IndexLocation::new(store, "idx.faiss", "memory://test/idx.faiss"), options(config))
+        .await
+        .expect("open");
+    (index, counting)
+}
+
+/// The directory `make test` generated with faiss-cpu from PyPI.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var("IVFLAKE_FIXTURES")
+        .expect("IVFLAKE_FIXTURES is not set: run the tests with `make test`, which generates the faiss-cpu fixtures");
+    PathBuf::from(dir)
+}
+
+pub struct Fixture {
+    pub name: String,
+    pub metric: String,
+}
+
+pub struct Manifest {
+    pub d: usize,
+    pub k: usize,
+    pub nprobe: usize,
+    pub supported: Vec<Fixture>,
+    pub unsupported: Vec<String>,
+}
+
+pub fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("manifest json");
+    Manifest {
+        d: v["d"].as_u64().unwrap() as usize,
+        k: v["k"].as_u64().unwrap() as usize,
+        nprobe: v["nprobe"].as_u64().unwrap() as usize,
+        supported: v["supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| Fixture { name: f["name"].as_str().unwrap().into(), metric: f["metric"].as_str().unwrap().into() })
+            .collect(),
+        unsupported: v["unsupported"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().into()).collect(),
+    }
+}
+
+/// Reads a little-endian 2-D (or 1-D) `.npy` of f4 or i8 the fixture script wrote.
+pub fn read_npy(path: &std::path::Path) -> (Vec<u8>, Vec<usize>) {
+    let raw = std::fs::read(path).expect("npy");
+    assert_eq!(&raw[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([raw[8], raw[9]]) as usize;
+    let header = std::str::from_utf8(&raw[10..10 + header_len]).unwrap();
+    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    (raw[10 + header_len..].to_vec(), shape)
+}
+
+pub fn npy_f32(path: &std::path::Path) -> (Vec<f32>, Vec<usize>) {
+    let (b, s) = read_npy(path);
+    (b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), s)
+}
+
+pub fn npy_i64(path: &std::path::Path) -> Vec<i64> {
+    let (b, _) = read_npy(path);
+    b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// The loopback S3 server `make test` started (moto), with its bucket.
+pub struct S3Env {
+    pub bucket: String,
+}
+
+pub fn s3() -> S3Env {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto's S3 server");
+    assert!(endpoint.starts_with("http://127.0.0.1"), "tests only talk to loopback, got {endpoint}");
+    S3Env { bucket: std::env::var("IVFLAKE_S3_BUCKET").expect("IVFLAKE_S3_BUCKET") }
+}
+
+/// Counts GETs (range reads and heads) and the ranges asked for.
+#[derive(Debug)]
+pub struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    gets: AtomicUsize,
+    ranges: Mutex<Vec<Range<u64>>>,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner, gets: AtomicUsize::new(0), ranges: Mutex::new(Vec::new()) }
+    }
+
+    pub fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.gets.store(0, Ordering::SeqCst);
+        self.ranges.lock().unwrap().clear();
+    }
+
+    pub fn ranges(&self) -> Vec<Range<u64>> {
+        self.ranges.lock().unwrap().clone()
+    }
+}
+
+impl fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountingStore({})", self.inner)
+    }
+}
+
+/// What a `FaultyStore` does to GETs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    None,
+    /// Every GET hangs forever.
+    StallAll,
+    /// The first GET of each distinct range hangs forever; retries answer.
+    StallFirstPerRange,
+    /// Every GET fails.
+    FailAll,
+    /// GETs overlapping this byte offset fail.
+    FailAt(u64),
+}
+
+/// Injects stalls and failures into GETs of list data (reads past `after`).
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    pub fault: Mutex<Fault>,
+    after: u64,
+    seen: Mutex<Vec<Range<u64>>>,
+    pub stalled: AtomicBool,
+}
+
+impl FaultyStore {
+    /// Faults only apply to ranges starting at or after `after`, so open still works.
+    pub fn new(inner: Arc<dyn ObjectStore>, after: u64) -> Self {
+        Self { inner, fault: Mutex::new(Fault::None), after, seen: Mutex::new(Vec::new()), stalled: AtomicBool::new(false) }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+fn requested(options: &GetOptions) -> Option<Range<u64>> {
+    match &options.range {
+        Some(object_store::GetRange::Bounded(r)) => Some(r.clone()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ObjectStore for CountingStore {
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        if let Some(r) = requested(&options) {
+            self.ranges.lock().unwrap().push(r);
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+            self.inner.get_ranges(location, ranges).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list_with_offset(prefix, offset)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ObjectStore for FaultyStore {
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let fault = *self.fault.lock().unwrap();
+        if let Some(r) = requested(&options).filter(|r| r.start >= self.after) {
+            let stall = match fault {
+                Fault::StallAll => true,
+                Fault::StallFirstPerRange => {
+                    let mut seen = self.seen.lock().unwrap();
+                    let first = !seen.contains(&r);
+                    seen.push(r.clone());
+                    first
+                }
+                Fault::FailAll => {
+                    return Err(object_store::Error::Generic { store: "FaultyStore", source: "injected failure".into() })
+                }
+                Fault::FailAt(at) if r.contains(&at) => {
+                    return Err(object_store::Error::Generic { store: "FaultyStore", source: "injected failure".into() })
+                }
+                _ => false,
+            };
+            if stall {
+                self.stalled.store(true, Ordering::SeqCst);
+                futures::future::pending::<()>().await;
+            }
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+            self.inner.get_ranges(location, ranges).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list_with_offset(prefix, offset)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+}
+
+/// Asserts two result sets are bit-identical.
+pub fn assert_same(ours: &ivflake::SearchResults, faiss: &ivflake_faiss::Neighbors, what: &str) {
+    assert_eq!(ours.ids, faiss.labels, "{what}: ids differ");
+    let a: Vec<u32> = ours.distances.iter().map(|f| f.to_bits()).collect();
+    let b: Vec<u32> = faiss.distances.iter().map(|f| f.to_bits()).collect();
+    assert_eq!(a, b, "{what}: distances differ");
+}
+
+pub const SHORT: Duration = Duration::from_millis(300);

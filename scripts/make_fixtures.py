@@ -1,0 +1,88 @@
+"""Writes index fixtures with a current faiss-cpu from PyPI, plus faiss-cpu's
+own search results, so the Rust tests can check ivflake against them.
+
+Usage: python scripts/make_fixtures.py OUT_DIR
+Everything is generated from fixed seeds; nothing is downloaded.
+"""
+import json
+import os
+import sys
+
+import faiss
+import numpy as np
+
+D = 32
+N = 6000
+NQ = 200
+K = 10
+NPROBE = 8
+
+# (name, factory, metric, nprobe)
+SUPPORTED = [
+    ("ivfflat_l2", "IVF64,Flat", faiss.METRIC_L2),
+    ("ivfflat_ip", "IVF64,Flat", faiss.METRIC_INNER_PRODUCT),
+    ("ivfpq_l2", "IVF64,PQ8", faiss.METRIC_L2),
+    ("ivfpq_ip", "IVF64,PQ8", faiss.METRIC_INNER_PRODUCT),
+    ("ivfsq8_l2", "IVF64,SQ8", faiss.METRIC_L2),
+    ("ivfsq4_ip", "IVF64,SQ4", faiss.METRIC_INNER_PRODUCT),
+    ("ivfsqfp16_l2", "IVF64,SQfp16", faiss.METRIC_L2),
+    ("opq_ivfpq_l2", "OPQ8,IVF64,PQ8", faiss.METRIC_L2),
+    ("opq_ivfpq_ip", "OPQ8,IVF64,PQ8", faiss.METRIC_INNER_PRODUCT),
+    ("pca_ivfflat_l2", "PCA16,IVF64,Flat", faiss.METRIC_L2),
+    ("hnsw_ivfflat_l2", "IVF64_HNSW16,Flat", faiss.METRIC_L2),
+]
+
+UNSUPPORTED = [
+    ("fastscan", "IVF64,PQ8x4fs", faiss.METRIC_L2),
+    ("hnsw_flat", "HNSW16", faiss.METRIC_L2),
+    ("idmap_flat", "IDMap,Flat", faiss.METRIC_L2),
+]
+
+
+def data():
+    rng = np.random.default_rng(7)
+    centers = rng.normal(size=(40, D)).astype("float32") * 4
+    xb = centers[rng.integers(0, 40, N)] + rng.normal(size=(N, D)).astype("float32")
+    xq = centers[rng.integers(0, 40, NQ)] + rng.normal(size=(NQ, D)).astype("float32")
+    return xb.astype("float32"), xq.astype("float32")
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    xb, xq = data()
+    np.save(os.path.join(out, "queries.npy"), xq)
+    manifest = {"d": D, "k": K, "nprobe": NPROBE, "faiss_version": faiss.__version__, "supported": [], "unsupported": []}
+    for name, factory, metric in SUPPORTED:
+        index = faiss.index_factory(D, factory, metric)
+        index.train(xb)
+        index.add(xb)
+        faiss.write_index(index, os.path.join(out, name + ".faiss"))
+        faiss.extract_index_ivf(index).nprobe = NPROBE
+        dist, ids = index.search(xq, K)
+        np.save(os.path.join(out, name + ".ids.npy"), ids.astype("int64"))
+        np.save(os.path.join(out, name + ".dist.npy"), dist.astype("float32"))
+        manifest["supported"].append(
+            {"name": name, "factory": factory, "metric": "ip" if metric == faiss.METRIC_INNER_PRODUCT else "l2"}
+        )
+    for name, factory, metric in UNSUPPORTED:
+        index = faiss.index_factory(D, factory, metric)
+        index.train(xb)
+        if name == "idmap_flat":
+            index.add_with_ids(xb, np.arange(N, dtype="int64"))
+        else:
+            index.add(xb)
+        faiss.write_index(index, os.path.join(out, name + ".faiss"))
+        manifest["unsupported"].append({"name": name, "factory": factory})
+    binary = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, 8)
+    bits = np.random.default_rng(3).integers(0, 256, size=(2000, 8)).astype("uint8")
+    binary.train(bits)
+    binary.add(bits)
+    faiss.write_index_binary(binary, os.path.join(out, "binary_ivf.faiss"))
+    manifest["unsupported"].append({"name": "binary_ivf", "factory": "BIVF8"})
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    print(f"wrote {len(SUPPORTED)} supported and {len(manifest['unsupported'])} unsupported fixtures to {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
