@@ -107,7 +107,10 @@ impl Report {
             ("metric", self.metric.to_string()),
             ("ntotal", self.ntotal.to_string()),
             ("nlist", self.nlist.to_string()),
-            ("code_size", format!("{} bytes per vector (+8 for its id)", self.code_size)),
+            (
+                "code_size",
+                format!("{} bytes per vector (+8 for its id)", self.code_size),
+            ),
             ("default nprobe", self.default_nprobe.to_string()),
             ("header bytes", bytes(self.header_bytes)),
             ("list data bytes", bytes(self.data_bytes)),

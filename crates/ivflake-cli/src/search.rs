@@ -55,7 +55,11 @@ pub async fn run(args: SearchArgs) -> Result<()> {
     for (b, chunk) in queries.data.chunks(batch * d).enumerate() {
         let first = b * batch;
         let results = index.search(chunk, args.k, args.nprobe).await.with_context(|| {
-            format!("searching queries {first}..{} of {}", first + chunk.len() / d, queries.n)
+            format!(
+                "searching queries {first}..{} of {}",
+                first + chunk.len() / d,
+                queries.n
+            )
         })?;
         if args.stats {
             let line = serde_json::to_string(&results.stats).context("cannot serialize the search stats")?;

@@ -12,7 +12,9 @@ use crate::vectors::{self, Vectors};
 /// Opens an index lazily (header only) with the library's defaults.
 pub async fn open_index(uri: &str) -> Result<IvfIndex> {
     let location = IndexLocation::parse(uri, &FetchConfig::default()).context("cannot open the index")?;
-    IvfIndex::open_at(location, OpenOptions::default()).await.context("cannot open the index")
+    IvfIndex::open_at(location, OpenOptions::default())
+        .await
+        .context("cannot open the index")
 }
 
 /// Reads a vector file off the async runtime.
@@ -51,7 +53,10 @@ pub fn metric_name(m: Metric) -> &'static str {
 
 /// A clap value parser for integers of at least 1.
 pub fn positive(s: &str) -> Result<usize, String> {
-    let v: usize = s.trim().parse().map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
     if v == 0 {
         return Err("must be at least 1".into());
     }
@@ -87,7 +92,8 @@ pub fn write_stdout(buf: &[u8]) -> Result<bool> {
 /// Quotes `s` for a POSIX shell when it needs it.
 pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | ':' | ',' | '=' | '+'));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | ':' | ',' | '=' | '+'));
     if plain {
         s.to_string()
     } else {

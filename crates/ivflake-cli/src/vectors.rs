@@ -36,12 +36,10 @@ impl Vectors {
 
     /// The first vector holding a NaN or infinity, as `(vector, dimension)`.
     pub fn first_non_finite(&self) -> Option<(usize, usize)> {
-        self.data.iter().position(|v| !v.is_finite()).map(|p| (p / self.d, p % self.d))
-    }
-
-    /// Size in bytes of the raw float data.
-    pub fn byte_len(&self) -> u64 {
-        self.data.len() as u64 * 4
+        self.data
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|p| (p / self.d, p % self.d))
     }
 }
 
@@ -78,7 +76,12 @@ pub fn read_vectors(path: &Path) -> Result<Vectors> {
 }
 
 fn detect_format(path: &Path, file: &File) -> Result<Format> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("npy") => return Ok(Format::Npy),
         Some("fvecs") => return Ok(Format::Fvecs),
         _ => {}
@@ -158,8 +161,13 @@ fn read_f32s<R: Read>(r: &mut R, count: usize) -> Result<Vec<f32>> {
     while left > 0 {
         let take = left.min(READ_CHUNK_FLOATS);
         let bytes = &mut buf[..take * 4];
-        r.read_exact(bytes).context("the file ended early (was it truncated while being read?)")?;
-        data.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        r.read_exact(bytes)
+            .context("the file ended early (was it truncated while being read?)")?;
+        data.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
         left -= take;
     }
     Ok(data)
@@ -213,7 +221,7 @@ impl NpyHeader {
                 bail!("the array is big-endian float32 ('>f4'); save it with arr.astype('<f4')")
             }
             PyValue::Str(s) => bail!(
-                "unsupported dtype {s:?}: ivflake reads little-endian float32 ('<f4'); \
+                "unsupported dtype '{s}': ivflake reads little-endian float32 ('<f4'); \
                  save it with np.save(path, arr.astype('<f4'))"
             ),
             other => bail!("unsupported structured dtype {other}: ivflake reads plain float32 arrays ('<f4')"),
@@ -245,7 +253,11 @@ impl NpyHeader {
                 dims.len()
             ),
         };
-        ensure!(d > 0, "the array has shape {}: vectors with zero dimensions", self.shape);
+        ensure!(
+            d > 0,
+            "the array has shape {}: vectors with zero dimensions",
+            self.shape
+        );
         ensure!(n > 0, "the array has shape {}: it holds no vectors", self.shape);
         Ok((n, d))
     }
@@ -315,7 +327,11 @@ impl<'a> PyParser<'a> {
     const MAX_DEPTH: usize = 16;
 
     fn new(text: &'a str) -> Self {
-        Self { s: text.as_bytes(), pos: 0, depth: 0 }
+        Self {
+            s: text.as_bytes(),
+            pos: 0,
+            depth: 0,
+        }
     }
 
     fn parse_all(mut self) -> Result<PyValue> {
@@ -424,7 +440,9 @@ impl<'a> PyParser<'a> {
             self.pos += 1;
         }
         let digits = std::str::from_utf8(&self.s[start..self.pos]).context("header integer is not UTF-8")?;
-        let v: u64 = digits.parse().with_context(|| format!("integer {digits} in the header is too large"))?;
+        let v: u64 = digits
+            .parse()
+            .with_context(|| format!("integer {digits} in the header is too large"))?;
         // Python 2 era files write longs as `10L`.
         if self.s.get(self.pos) == Some(&b'L') {
             self.pos += 1;
@@ -454,7 +472,10 @@ pub fn read_fvecs<R: Read>(mut r: R, len: u64) -> Result<Vectors> {
     r.read_exact(&mut dim)
         .map_err(|_| anyhow::anyhow!("the file has only {len} bytes, too short for an .fvecs record"))?;
     let d = i32::from_le_bytes(dim);
-    ensure!(d > 0, "the first vector declares dimension {d}; .fvecs dimensions must be positive");
+    ensure!(
+        d > 0,
+        "the first vector declares dimension {d}; .fvecs dimensions must be positive"
+    );
     let d = d as usize;
     let record = (d as u64 + 1) * 4;
     ensure!(
@@ -472,14 +493,20 @@ pub fn read_fvecs<R: Read>(mut r: R, len: u64) -> Result<Vectors> {
             ensure!(di == d as i32, "vector {i} has dimension {di} but vector 0 has {d}");
         }
         r.read_exact(&mut buf).context("the file ended early")?;
-        data.extend(buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        data.extend(
+            buf.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
     }
     Vectors::new(n, d, data)
 }
 
 /// Serializes `v` as a version 1.0 `.npy` file of shape `(n, d)`.
 pub fn npy_bytes_into<W: Write>(v: &Vectors, mut w: W) -> std::io::Result<()> {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", v.n, v.d);
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        v.n, v.d
+    );
     // Magic, version, u16 length, dict, spaces, newline: padded to 64 bytes as NumPy does.
     let unpadded = 10 + dict.len() + 1;
     let header_len = dict.len() + 1 + (64 - unpadded % 64) % 64;
@@ -607,7 +634,11 @@ mod tests {
         let one = npy_with_header((1, 0), "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", 12);
         let v = parse_npy(&one).unwrap();
         assert_eq!((v.n, v.d), (1, 3));
-        let v2 = npy_with_header((2, 0), "{\"shape\":(2,2),\"fortran_order\":False,\"descr\":\"<f4\"}", 16);
+        let v2 = npy_with_header(
+            (2, 0),
+            "{\"shape\":(2,2),\"fortran_order\":False,\"descr\":\"<f4\"}",
+            16,
+        );
         assert_eq!(parse_npy(&v2).unwrap().n, 2);
         let v3 = npy_with_header((3, 0), "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 1L)}", 8);
         assert_eq!(parse_npy(&v3).unwrap().d, 1);
@@ -615,29 +646,56 @@ mod tests {
 
     #[test]
     fn npy_rejects_bad_headers() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"PK\x03\x04 not numpy at all", "magic"),
-            (b"\x93NUM", "too short"),
-        ];
+        let cases: &[(&[u8], &str)] = &[(b"PK\x03\x04 not numpy at all", "magic"), (b"\x93NUM", "too short")];
         for (bytes, want) in cases {
             let e = err_of(parse_npy(bytes));
             assert!(e.contains(want), "{e}");
         }
         let dict_cases = [
             ("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", "'<f8'"),
-            ("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }", "big-endian"),
-            ("{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (2, 2), }", "structured"),
+            (
+                "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }",
+                "big-endian",
+            ),
+            (
+                "{'descr': [('x', '<f4')], 'fortran_order': False, 'shape': (2, 2), }",
+                "structured",
+            ),
             ("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", "Fortran"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 1), }", "3 dimensions"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", "0 dimensions"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }", "no vectors"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 0), }", "zero dimensions"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 1), }",
+                "3 dimensions",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+                "0 dimensions",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }",
+                "no vectors",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 0), }",
+                "zero dimensions",
+            ),
             ("{'descr': '<f4', 'fortran_order': False, }", "no \"shape\""),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'x': 1}", "unexpected key"),
-            ("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)}", "twice"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)", "cannot parse"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'x': 1}",
+                "unexpected key",
+            ),
+            (
+                "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)}",
+                "twice",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)",
+                "cannot parse",
+            ),
             ("[1, 2]", "not a dictionary"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 2)}", "too large"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 2)}",
+                "too large",
+            ),
         ];
         for (dict, want) in dict_cases {
             let e = err_of(parse_npy(&npy_with_header((1, 0), dict, 16)));

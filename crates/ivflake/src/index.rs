@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ivflake_faiss::{CoarseAssignment, HeaderProbe, IdFilter, IndexInfo, ListSlice};
-use object_store::GetOptions;
+use object_store::{GetOptions, ObjectStoreExt};
 use rayon::prelude::*;
 
 use crate::compute::ComputePool;
@@ -148,11 +148,17 @@ impl IvfIndex {
     pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
         let uri = location.uri.clone();
         let probe = options.header_probe_bytes.max(64);
-        let first = location
-            .store
-            .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe)))
-            .await
-            .map_err(|e| Error::from_store(&uri, None, e))?;
+        let first = match location.store.get_opts(&location.path, GetOptions::new().with_range(Some(0..probe))).await {
+            Ok(first) => first,
+            // A range read of an empty object fails; say what is wrong with it.
+            Err(e @ object_store::Error::Generic { .. }) => {
+                return match location.store.head(&location.path).await {
+                    Ok(meta) if meta.size == 0 => Err(Error::Corrupt { uri, reason: "the file is empty".into() }),
+                    _ => Err(Error::from_store(&uri, None, e)),
+                }
+            }
+            Err(e) => return Err(Error::from_store(&uri, None, e)),
+        };
         let size = first.meta.size;
         let e_tag = first.meta.e_tag.clone();
         let first = first.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;

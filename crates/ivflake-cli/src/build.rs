@@ -1,0 +1,323 @@
+//! `ivflake build`: train and fill a Faiss index, write it to any URI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ivflake::{FetchConfig, IndexInfo, IndexLocation, IvfIndex, Metric, OpenOptions};
+use object_store::buffered::BufWriter;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+use crate::util::{human_bytes, load_vectors, metric_name, positive, MetricArg};
+use crate::vectors::Vectors;
+
+/// Vectors handed to Faiss's `add` per call (one progress-bar step).
+const ADD_BATCH: usize = 10_000;
+/// Buffer of the object-store writer: objects larger than this go up as multipart parts of this size.
+const WRITE_BUFFER: usize = 8 << 20;
+/// Seed of the training sample, so builds are reproducible.
+const SAMPLE_SEED: u64 = 42;
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Vectors to index: float32 .npy of shape (n, d), or .fvecs. Ids are row numbers.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Faiss index factory string, e.g. "IVF1024,PQ32" or "OPQ16,IVF256,PQ16".
+    #[arg(long)]
+    pub factory: String,
+    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
+    pub metric: MetricArg,
+    /// Where to write the index: s3://…, gs://…, az://…, file:///… or a local path.
+    #[arg(long, short = 'o')]
+    pub output: String,
+    /// Train on a random sample of at most this many vectors [default: all].
+    #[arg(long, value_parser = positive)]
+    pub train_size: Option<usize>,
+}
+
+/// What to build and where.
+#[derive(Debug, Clone)]
+pub struct BuildSpec<'a> {
+    pub factory: &'a str,
+    pub metric: Metric,
+    pub train_size: Option<usize>,
+    pub output: &'a str,
+}
+
+#[derive(Debug)]
+pub struct BuildReport {
+    pub uri: String,
+    pub factory: String,
+    pub info: IndexInfo,
+    pub file_bytes: u64,
+    pub header_bytes: u64,
+    /// Vectors the index was trained on (0 when it needed no training).
+    pub trained_on: usize,
+    pub train_time: Duration,
+    pub add_time: Duration,
+    pub write_time: Duration,
+}
+
+impl BuildReport {
+    pub fn summary(&self) -> String {
+        let i = &self.info;
+        let trained = if self.trained_on == 0 {
+            "no training needed".to_string()
+        } else {
+            format!(
+                "trained on {} in {:.1} s",
+                self.trained_on,
+                self.train_time.as_secs_f64()
+            )
+        };
+        format!(
+            "built {:?} ({}, {} metric): {} vectors of d={} in {} lists; {trained}, added in {:.1} s; \
+             wrote {} to {} in {:.2} s (header {})",
+            self.factory,
+            i.type_name,
+            metric_name(i.metric),
+            i.ntotal,
+            i.d,
+            i.nlist,
+            self.add_time.as_secs_f64(),
+            human_bytes(self.file_bytes),
+            self.uri,
+            self.write_time.as_secs_f64(),
+            human_bytes(self.header_bytes),
+        )
+    }
+}
+
+pub async fn run(args: BuildArgs) -> Result<()> {
+    let vectors = load_vectors(&args.input).await?;
+    let spec = BuildSpec {
+        factory: &args.factory,
+        metric: args.metric.into(),
+        train_size: args.train_size,
+        output: &args.output,
+    };
+    let report = build_index(vectors, &spec).await?;
+    println!("{}", report.summary());
+    Ok(())
+}
+
+/// Builds, trains and fills an index from `vectors`, writes it to
+/// `spec.output`, and checks that ivflake can open what it wrote.
+pub async fn build_index(vectors: Arc<Vectors>, spec: &BuildSpec<'_>) -> Result<BuildReport> {
+    // Check the destination before the expensive part.
+    let location = prepare_output(spec.output)?;
+    let (factory, metric, train_size) = (spec.factory.to_string(), spec.metric, spec.train_size);
+    let built = tokio::task::spawn_blocking(move || train_and_add(&vectors, &factory, metric, train_size))
+        .await
+        .context("the index-building task failed")??;
+
+    let started = Instant::now();
+    write_object(&location, &built.bytes).await?;
+    let write_time = started.elapsed();
+
+    let index = IvfIndex::open_at(location, OpenOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "the index was written to {} but ivflake cannot open it lazily",
+                spec.output
+            )
+        })?;
+    if index.file_len() != built.bytes.len() as u64 || index.info().ntotal != built.info.ntotal {
+        bail!(
+            "read-back check failed: wrote {} bytes holding {} vectors, but {} has {} bytes holding {}",
+            built.bytes.len(),
+            built.info.ntotal,
+            spec.output,
+            index.file_len(),
+            index.info().ntotal
+        );
+    }
+    Ok(BuildReport {
+        uri: spec.output.to_string(),
+        factory: spec.factory.to_string(),
+        info: index.info().clone(),
+        file_bytes: index.file_len(),
+        header_bytes: index.layout().header_len(),
+        trained_on: built.trained_on,
+        train_time: built.train_time,
+        add_time: built.add_time,
+        write_time,
+    })
+}
+
+struct Built {
+    bytes: Vec<u8>,
+    info: IndexInfo,
+    trained_on: usize,
+    train_time: Duration,
+    add_time: Duration,
+}
+
+/// The CPU-heavy part; runs on a blocking thread.
+fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: Option<usize>) -> Result<Built> {
+    let mut index = ivflake_faiss::Index::factory(vectors.d, factory, metric)
+        .with_context(|| format!("Faiss cannot build {factory:?} for d={}", vectors.d))?;
+    if index.info().nlist == 0 {
+        bail!(
+            "{factory:?} builds a {} index, not an IVF index; ivflake serves IVF indexes (e.g. \"IVF1024,PQ32\")",
+            index.info().type_name
+        );
+    }
+
+    let started = Instant::now();
+    let mut trained_on = 0;
+    if !index.is_trained() {
+        let sample = train_size
+            .filter(|&t| t < vectors.n)
+            .map(|t| training_sample(vectors, t));
+        let train: &[f32] = sample.as_deref().unwrap_or(&vectors.data);
+        trained_on = train.len() / vectors.d;
+        let spinner = spinner(format!("training {factory} on {trained_on} vectors"));
+        let outcome = index.train(train);
+        spinner.finish_and_clear();
+        outcome.with_context(|| format!("training {factory:?} on {trained_on} vectors failed"))?;
+    }
+    let train_time = started.elapsed();
+
+    let started = Instant::now();
+    let bar = progress_bar(vectors.n as u64, "adding", "vectors");
+    for (b, chunk) in vectors.data.chunks(ADD_BATCH * vectors.d).enumerate() {
+        index
+            .add(chunk)
+            .with_context(|| format!("adding vectors from row {} failed", b * ADD_BATCH))?;
+        bar.inc((chunk.len() / vectors.d) as u64);
+    }
+    bar.finish_and_clear();
+    let add_time = started.elapsed();
+
+    let bytes = index.to_bytes().context("serializing the index failed")?;
+    Ok(Built {
+        bytes,
+        info: index.info().clone(),
+        trained_on,
+        train_time,
+        add_time,
+    })
+}
+
+/// A reproducible random sample of `size` rows, in row order.
+fn training_sample(vectors: &Vectors, size: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(SAMPLE_SEED);
+    let mut rows = rand::seq::index::sample(&mut rng, vectors.n, size).into_vec();
+    rows.sort_unstable();
+    let mut out = Vec::with_capacity(size * vectors.d);
+    for r in rows {
+        out.extend_from_slice(vectors.row(r));
+    }
+    out
+}
+
+/// Parses the output URI; for local outputs, creates the parent directory
+/// first (the library requires it to exist).
+fn prepare_output(uri: &str) -> Result<IndexLocation> {
+    let local = if uri.contains("://") {
+        let url = Url::parse(uri).with_context(|| format!("invalid output URI {uri:?}"))?;
+        match url.scheme() {
+            "file" => Some(
+                url.to_file_path()
+                    .map_err(|()| anyhow!("output {uri:?} is not an absolute file:// path"))?,
+            ),
+            "memory" => bail!("output {uri:?}: a memory:// store vanishes when the command exits"),
+            _ => None,
+        }
+    } else {
+        Some(PathBuf::from(uri))
+    };
+    if let Some(path) = local {
+        if path.is_dir() {
+            bail!(
+                "output {uri:?} is a directory; give a file path such as {}",
+                path.join("index.faiss").display()
+            );
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create the output directory {}", parent.display()))?;
+        }
+    }
+    IndexLocation::parse(uri, &FetchConfig::default()).context("invalid output location")
+}
+
+/// Streams `bytes` to the store; objects above the buffer size go up as a
+/// multipart upload, aborted if a part fails.
+async fn write_object(location: &IndexLocation, bytes: &[u8]) -> Result<()> {
+    let mut writer = BufWriter::with_capacity(location.store.clone(), location.path.clone(), WRITE_BUFFER);
+    let bar = progress_bar(bytes.len() as u64, "writing", "bytes");
+    for chunk in bytes.chunks(WRITE_BUFFER) {
+        if let Err(e) = writer.write_all(chunk).await {
+            bar.finish_and_clear();
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "aborting the failed upload failed too");
+            }
+            return Err(e).with_context(|| format!("writing the index to {} failed", location.uri));
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    let finished = writer.shutdown().await;
+    bar.finish_and_clear();
+    finished.with_context(|| format!("completing the write of the index to {} failed", location.uri))
+}
+
+fn spinner(message: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar(len: u64, verb: &str, unit: &str) -> ProgressBar {
+    let template = if unit == "bytes" {
+        format!("{verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, eta {{eta}})")
+    } else {
+        format!("{verb} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})")
+    };
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    ProgressBar::new(len).with_style(style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_sample_is_reproducible_rows() {
+        let v = Vectors::new(100, 2, (0..200).map(|i| i as f32).collect()).unwrap();
+        let a = training_sample(&v, 10);
+        assert_eq!(a, training_sample(&v, 10));
+        assert_eq!(a.len(), 20);
+        for row in a.chunks(2) {
+            assert_eq!(row[1], row[0] + 1.0);
+            assert_eq!(row[0] as usize % 2, 0);
+        }
+    }
+
+    #[test]
+    fn output_checks() {
+        let e = prepare_output("memory://x/y").unwrap_err();
+        assert!(format!("{e:#}").contains("vanishes"), "{e:#}");
+        let e = prepare_output(&std::env::temp_dir().display().to_string()).unwrap_err();
+        assert!(format!("{e:#}").contains("is a directory"), "{e:#}");
+        let e = prepare_output("file://relative/x").unwrap_err();
+        assert!(format!("{e:#}").contains("file://"), "{e:#}");
+        let dir = std::env::temp_dir().join(format!("ivflake-cli-out-{}", std::process::id()));
+        let out = dir.join("a/b/index.faiss");
+        let loc = prepare_output(&format!("file://{}", out.display())).unwrap();
+        assert_eq!(loc.path.as_ref(), "index.faiss");
+        assert!(dir.join("a/b").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,146 @@
+//! Bad input gets a clear, typed error, never a panic or an unbounded allocation.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ivflake::{Error, FetchConfig, IndexLocation, IvfIndex, Metric};
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+const D: usize = 16;
+
+async fn open_bytes(bytes: Vec<u8>) -> ivflake::Result<IvfIndex> {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put(&store, "x.faiss", bytes).await;
+    IvfIndex::open_at(IndexLocation::new(store, "x.faiss", "memory://t/x.faiss"), options(FetchConfig::default())).await
+}
+
+fn ivfpq() -> Vec<u8> {
+    build_index("IVF16,PQ4", Metric::L2, D, 2000)
+}
+
+#[tokio::test]
+async fn missing_object_is_not_found() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let err = IvfIndex::open_at(IndexLocation::new(store, "nope.faiss", "memory://t/nope"), options(FetchConfig::default()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let err = IvfIndex::open("/definitely/not/here/x.faiss").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let dir = std::env::temp_dir();
+    let err = IvfIndex::open(&format!("{}/ivflake-missing-{}.faiss", dir.display(), std::process::id())).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn bad_uris_are_refused() {
+    for uri in ["s3://", "ftp://host/x", "s3://bucket/"] {
+        let err = IvfIndex::open(uri).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidUri { .. }), "{uri}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn truncated_files_are_corrupt_at_every_cut() {
+    let bytes = ivfpq();
+    let header = {
+        let (index, _) = open_in_memory(bytes.clone(), FetchConfig::default()).await;
+        index.layout().header_len() as usize
+    };
+    // Cuts inside the header and inside the list data.
+    let cuts: Vec<usize> =
+        [0, 3, 4, 20, 100, header / 2, header - 1, header, header + 1, bytes.len() - 8, bytes.len() - 1].into();
+    for cut in cuts {
+        let err = open_bytes(bytes[..cut].to_vec()).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "cut at {cut}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_magic_and_garbage_are_refused() {
+    let mut bytes = ivfpq();
+    bytes[..4].copy_from_slice(b"\0\x01\x02\x03");
+    assert!(matches!(open_bytes(bytes).await.unwrap_err(), Error::Corrupt { .. }));
+    let mut bytes = ivfpq();
+    bytes[..4].copy_from_slice(b"ZZZZ");
+    let err = open_bytes(bytes).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. } | Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("ZZZZ"), "the error names the magic: {err}");
+}
+
+#[tokio::test]
+async fn corrupt_length_fields_do_not_allocate_without_bound() {
+    // Overwrite each 8-byte word of the header in turn with a huge length.
+    let bytes = build_index("IVF8,Flat", Metric::L2, D, 500);
+    let (index, _) = open_in_memory(bytes.clone(), FetchConfig::default()).await;
+    let header = index.layout().header_len() as usize;
+    let mut refused = 0;
+    for at in (4..header.saturating_sub(8)).step_by(4) {
+        let mut b = bytes.clone();
+        b[at..at + 8].copy_from_slice(&(1u64 << 38).to_le_bytes());
+        match open_bytes(b).await {
+            Err(Error::Corrupt { .. } | Error::Unsupported { .. }) => refused += 1,
+            Err(e) => panic!("offset {at}: unexpected error kind {e:?}"),
+            Ok(_) => {}
+        }
+    }
+    assert!(refused > 10, "most corrupted headers are refused ({refused})");
+}
+
+#[tokio::test]
+async fn list_sizes_that_do_not_fit_the_file_are_corrupt() {
+    let mut bytes = build_index("IVF8,Flat", Metric::L2, D, 500);
+    bytes.extend_from_slice(&[0u8; 16]);
+    let err = open_bytes(bytes).await.unwrap_err();
+    assert!(err.to_string().contains("trailing"), "{err}");
+}
+
+#[tokio::test]
+async fn unsupported_types_name_the_type() {
+    let flat = ivflake_faiss::Index::factory(D, "Flat", Metric::L2).unwrap().to_bytes().unwrap();
+    let err = open_bytes(flat).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("IndexFlat"), "{err}");
+    let hnsw = build_index("HNSW8", Metric::L2, D, 300);
+    let err = open_bytes(hnsw).await.unwrap_err();
+    assert!(err.to_string().contains("IndexHNSW"), "{err}");
+    let fastscan = build_index("IVF8,PQ4x4fs", Metric::L2, D, 1000);
+    let err = open_bytes(fastscan).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("FastScan"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_queries_and_parameters_are_invalid_arguments() {
+    let (index, counting) = open_in_memory(ivfpq(), FetchConfig::default()).await;
+    let nlist = index.info().nlist;
+    let q = clustered(2, D, 3);
+    let field = |e: Error| match e {
+        Error::InvalidArgument { field, .. } => field,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    counting.reset();
+    assert_eq!(field(index.search(&q[..D - 1], 5, 4).await.unwrap_err()), "queries");
+    assert_eq!(field(index.search(&[], 5, 4).await.unwrap_err()), "queries");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut q = q.clone();
+        q[D + 3] = bad;
+        let err = index.search(&q, 5, 4).await.unwrap_err();
+        assert!(err.to_string().contains("query 1"), "{err}");
+    }
+    assert_eq!(field(index.search(&q, 0, 4).await.unwrap_err()), "k");
+    assert_eq!(field(index.search(&q, ivflake::MAX_K + 1, 4).await.unwrap_err()), "k");
+    assert_eq!(field(index.search(&q, usize::MAX, 4).await.unwrap_err()), "k");
+    assert_eq!(field(index.search(&q, 5, 0).await.unwrap_err()), "nprobe");
+    assert_eq!(field(index.search(&q, 5, nlist + 1).await.unwrap_err()), "nprobe");
+    assert_eq!(field(index.search(&q, 5, usize::MAX).await.unwrap_err()), "nprobe");
+    let many = clustered(2000, D, 4);
+    assert_eq!(field(index.search(&many, ivflake::MAX_K, 1).await.unwrap_err()), "queries");
+    assert_eq!(counting.gets(), 0, "invalid searches never reach the store");
+    // k larger than ntotal is valid: Faiss pads with -1.
+    let r = index.search(&q[..D], 5000, nlist).await.unwrap();
+    assert_eq!(r.ids.iter().filter(|&&i| i == -1).count(), 5000 - 2000);
+}

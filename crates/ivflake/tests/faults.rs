@@ -1,0 +1,95 @@
+//! A store that fails or stalls: deadlines, hedged reads and partial results.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ivflake::{Error, FetchConfig, HedgeConfig, IndexLocation, IvfIndex, Metric, SearchParams};
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+const D: usize = 16;
+
+async fn faulty(config: FetchConfig) -> (IvfIndex, Arc<FaultyStore>, Vec<u8>) {
+    let bytes = build_index("IVF16,Flat", Metric::L2, D, 2000);
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put(&inner, "i.faiss", bytes.clone()).await;
+    // Open reads from byte 0; faults touch only reads that start later (list data).
+    let faulty = Arc::new(FaultyStore::new(inner, 1));
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let index = IvfIndex::open_at(IndexLocation::new(store, "i.faiss", "memory://f/i.faiss"), options(config))
+        .await
+        .unwrap();
+    (index, faulty, bytes)
+}
+
+#[tokio::test]
+async fn a_stalled_store_fails_the_search_at_its_deadline_and_the_next_search_succeeds() {
+    let (index, store, _) = faulty(uncached()).await;
+    store.set(Fault::StallAll);
+    let q = clustered(1, D, 1);
+    let mut params = SearchParams::new(5, 4);
+    params.deadline = Some(SHORT);
+    let started = std::time::Instant::now();
+    let err = index.search_with(&q, &params).await.unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    store.set(Fault::None);
+    let ok = index.search_with(&q, &params).await.unwrap();
+    assert!(ok.ids[0] >= 0);
+}
+
+#[tokio::test]
+async fn a_hedge_beats_a_stalled_first_get() {
+    let hedge = HedgeConfig { percentile: 0.5, budget: 1.0, min_delay: Duration::from_millis(20) };
+    let (index, store, bytes) = faulty(FetchConfig { hedge: Some(hedge), ..uncached() }).await;
+    store.set(Fault::StallFirstPerRange);
+    let q = clustered(1, D, 2);
+    let mut params = SearchParams::new(5, 2);
+    params.deadline = Some(Duration::from_secs(10));
+    let r = index.search_with(&q, &params).await.unwrap();
+    assert!(store.stalled.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(r.stats.hedged_gets as usize, r.stats.lists_probed);
+    let reference = ivflake_faiss::read_index(&bytes).unwrap();
+    assert_same(&r, &reference.search(&q, 5, 2).unwrap(), "hedged");
+}
+
+#[tokio::test]
+async fn failures_fail_the_search_unless_partial_results_are_allowed() {
+    let (index, store, _) = faulty(uncached()).await;
+    let q = clustered(1, D, 3);
+    let all = index.search(&q, 5, 16).await.unwrap();
+    let victim = index.layout().iter().find(|(_, l)| l.count > 0).map(|(i, l)| (i, l.offset)).unwrap();
+    store.set(Fault::FailAt(victim.1));
+    let err = index.search(&q, 5, 16).await.unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    let mut params = SearchParams::new(5, 16);
+    params.allow_partial = true;
+    let partial = index.search_with(&q, &params).await.unwrap();
+    assert_eq!(partial.stats.failed_lists, vec![victim.0]);
+    assert_eq!(partial.stats.lists_probed, all.stats.lists_probed);
+    store.set(Fault::FailAll);
+    let none = index.search_with(&q, &params).await.unwrap();
+    assert_eq!(none.stats.failed_lists.len(), all.stats.lists_probed);
+    assert!(none.ids.iter().all(|&i| i == -1));
+}
+
+#[tokio::test]
+async fn the_memory_cache_never_exceeds_its_budget() {
+    use rand::{Rng, SeedableRng};
+    let bytes = build_index("IVF64,Flat", Metric::L2, D, 6000);
+    for (seed, budget) in [(1u64, 8 * 1024), (2, 40 * 1024), (3, 150 * 1024)] {
+        let config = FetchConfig { memory_cache_bytes: budget, ..FetchConfig::default() };
+        let (index, _) = open_in_memory(bytes.clone(), config).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for round in 0..40 {
+            let n = rng.gen_range(1..8);
+            let q = clustered(n, D, rng.gen());
+            index.search(&q, 5, rng.gen_range(1..32)).await.unwrap();
+            let resident = index.scheduler().memory_resident_bytes().await;
+            assert!(resident <= budget, "round {round}: {resident} > {budget}");
+        }
+    }
+}
