@@ -32,12 +32,8 @@ mod ffi {
 
         type IvfIndex;
 
-        fn open_header(
-            prefix: &[u8],
-            file_len: u64,
-            alloc_cap: usize,
-            needed: &mut u64,
-        ) -> Result<UniquePtr<IvfIndex>>;
+        fn open_header(prefix: &[u8], file_len: u64, alloc_cap: usize, needed: &mut u64)
+            -> Result<UniquePtr<IvfIndex>>;
         fn read_index_bytes(bytes: &[u8]) -> Result<UniquePtr<IvfIndex>>;
         fn info(index: &IvfIndex) -> IndexInfo;
         fn list_sizes(index: &IvfIndex) -> Vec<u64>;
@@ -99,7 +95,9 @@ pub struct FaissError {
 
 impl FaissError {
     fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 
     pub fn message(&self) -> &str {
@@ -237,7 +235,11 @@ impl Index {
             type_name: raw.type_name,
             d: raw.d,
             ivf_d: raw.ivf_d,
-            metric: if raw.metric_l2 { Metric::L2 } else { Metric::InnerProduct },
+            metric: if raw.metric_l2 {
+                Metric::L2
+            } else {
+                Metric::InnerProduct
+            },
             ntotal: raw.ntotal,
             nlist: raw.nlist,
             code_size: raw.code_size,
@@ -266,7 +268,7 @@ impl Index {
     }
 
     fn rows(&self, x: &[f32], d: usize) -> Result<usize> {
-        if d == 0 || x.len() % d != 0 {
+        if d == 0 || !x.len().is_multiple_of(d) {
             return Err(FaissError::new(format!(
                 "vector buffer of {} floats is not a whole number of {d}-dimensional vectors",
                 x.len()
@@ -310,7 +312,7 @@ impl Index {
     ) -> Result<Neighbors> {
         let n = self.rows(xt, self.info.ivf_d)?;
         let probes = assignment.lists.len();
-        if n == 0 || probes % n != 0 || assignment.distances.len() != probes || slots.len() != probes {
+        if n == 0 || !probes.is_multiple_of(n) || assignment.distances.len() != probes || slots.len() != probes {
             return Err(FaissError::new("coarse assignment does not match the queries"));
         }
         let nprobe = probes / n;
@@ -327,7 +329,7 @@ impl Index {
                 )));
             }
             // IVFFlat reads codes as floats and SQfp16 as u16s.
-            if list.codes.as_ptr() as usize % std::mem::align_of::<f32>() != 0 {
+            if !(list.codes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) {
                 return Err(FaissError::new(format!("list slot {i}: codes are not 4-byte aligned")));
             }
             codes_addr.push(list.codes.as_ptr() as usize);

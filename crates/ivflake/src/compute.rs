@@ -13,7 +13,9 @@ pub struct ComputePool {
 
 impl std::fmt::Debug for ComputePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComputePool").field("threads", &self.pool.current_num_threads()).finish()
+        f.debug_struct("ComputePool")
+            .field("threads", &self.pool.current_num_threads())
+            .finish()
     }
 }
 
@@ -52,7 +54,8 @@ impl ComputePool {
                 .unwrap_or_else(|_| Err(Error::Internal("compute task panicked".into())));
             let _ = tx.send(outcome);
         });
-        rx.await.map_err(|_| Error::Internal("compute pool dropped a task".into()))?
+        rx.await
+            .map_err(|_| Error::Internal("compute pool dropped a task".into()))?
     }
 
     /// Runs `work` for each item in parallel on the pool (inside a task already on it).

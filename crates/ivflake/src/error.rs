@@ -61,23 +61,35 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument { field, reason: reason.into() }
+        Error::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// Maps a store error on `uri`, keeping "not found" and "changed" apart.
     pub(crate) fn from_store(uri: &str, e_tag: Option<&str>, source: object_store::Error) -> Self {
         match source {
-            object_store::Error::NotFound { .. } => Error::NotFound { uri: uri.to_string(), source },
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                uri: uri.to_string(),
+                source,
+            },
             object_store::Error::Precondition { .. } => Error::IndexChanged {
                 uri: uri.to_string(),
                 e_tag: e_tag.unwrap_or("").to_string(),
             },
-            source => Error::Store { uri: uri.to_string(), source },
+            source => Error::Store {
+                uri: uri.to_string(),
+                source,
+            },
         }
     }
 
     /// True for errors a caller may retry as-is (the store, not the input).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Store { .. } | Error::DeadlineExceeded { .. } | Error::ShortRead { .. })
+        matches!(
+            self,
+            Error::Store { .. } | Error::DeadlineExceeded { .. } | Error::ShortRead { .. }
+        )
     }
 }

@@ -83,7 +83,11 @@ pub struct HedgeConfig {
 
 impl Default for HedgeConfig {
     fn default() -> Self {
-        Self { percentile: 0.95, budget: 0.05, min_delay: Duration::from_millis(5) }
+        Self {
+            percentile: 0.95,
+            budget: 0.05,
+            min_delay: Duration::from_millis(5),
+        }
     }
 }
 
@@ -104,7 +108,12 @@ impl IndexObject {
         e_tag.hash(&mut h);
         size.hash(&mut h);
         (Arc::as_ptr(&location.store) as *const () as usize).hash(&mut h);
-        Self { id: h.finish(), location, size, e_tag }
+        Self {
+            id: h.finish(),
+            location,
+            size,
+            e_tag,
+        }
     }
 
     pub fn uri(&self) -> &str {
@@ -112,7 +121,9 @@ impl IndexObject {
     }
 
     fn get_options(&self, range: Range<u64>) -> GetOptions {
-        GetOptions::new().with_range(Some(range)).with_if_match(self.e_tag.clone())
+        GetOptions::new()
+            .with_range(Some(range))
+            .with_if_match(self.e_tag.clone())
     }
 }
 
@@ -211,7 +222,10 @@ impl FetchScheduler {
         let mut out = Vec::with_capacity(requests.len());
         let mut misses = Vec::new();
         for req in requests {
-            let key = ListKey { object: object.id, list: req.list as u32 };
+            let key = ListKey {
+                object: object.id,
+                list: req.list as u32,
+            };
             match self.memory.get(&key).await {
                 Some(bytes) => {
                     self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +246,10 @@ impl FetchScheduler {
             let end = group.last().map(|r| r.range.offset + r.range.len).unwrap_or(start);
             let get = self.group_get(object, start..end, io, &per_search);
             for req in group {
-                let key = ListKey { object: object.id, list: req.list as u32 };
+                let key = ListKey {
+                    object: object.id,
+                    list: req.list as u32,
+                };
                 let rel = (req.range.offset - start) as usize..(req.range.offset - start + req.range.len) as usize;
                 let get = get.clone();
                 let ran = Arc::new(AtomicBool::new(false));
@@ -243,7 +260,11 @@ impl FetchScheduler {
                     ran_in.store(true, Ordering::Relaxed);
                     let group = get.await?;
                     let bytes = group.get(rel).map(|_| ()).ok_or_else(|| {
-                        Arc::new(Error::ShortRead { list, expected, got: group.len() as u64 })
+                        Arc::new(Error::ShortRead {
+                            list,
+                            expected,
+                            got: group.len() as u64,
+                        })
                     });
                     bytes?;
                     let start = (req.range.offset - start) as usize;
@@ -402,7 +423,11 @@ impl GetContext {
         };
         let expected = range.end - range.start;
         if bytes.len() as u64 != expected {
-            return Err(Error::ShortRead { list: usize::MAX, expected, got: bytes.len() as u64 });
+            return Err(Error::ShortRead {
+                list: usize::MAX,
+                expected,
+                got: bytes.len() as u64,
+            });
         }
         self.latencies.record(started.elapsed());
         self.counters.bytes.fetch_add(expected, Ordering::Relaxed);
@@ -431,7 +456,9 @@ impl LatencyWindow {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        let Ok(q) = self.recent.lock() else { return Duration::ZERO };
+        let Ok(q) = self.recent.lock() else {
+            return Duration::ZERO;
+        };
         if q.is_empty() {
             return Duration::ZERO;
         }

@@ -53,7 +53,10 @@ pub enum IdFilterSpec {
     All,
     Allow(Vec<i64>),
     Deny(Vec<i64>),
-    Range { start: i64, end: i64 },
+    Range {
+        start: i64,
+        end: i64,
+    },
 }
 
 impl IdFilterSpec {
@@ -81,7 +84,13 @@ pub struct SearchParams {
 
 impl SearchParams {
     pub fn new(k: usize, nprobe: usize) -> Self {
-        Self { k, nprobe, filter: IdFilterSpec::All, allow_partial: false, deadline: None }
+        Self {
+            k,
+            nprobe,
+            filter: IdFilterSpec::All,
+            allow_partial: false,
+            deadline: None,
+        }
     }
 }
 
@@ -148,12 +157,19 @@ impl IvfIndex {
     pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
         let uri = location.uri.clone();
         let probe = options.header_probe_bytes.max(64);
-        let first = match location.store.get_opts(&location.path, GetOptions::new().with_range(Some(0..probe))).await {
+        let first = match location
+            .store
+            .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe)))
+            .await
+        {
             Ok(first) => first,
             // A range read of an empty object fails; say what is wrong with it.
             Err(e @ object_store::Error::Generic { .. }) => {
                 return match location.store.head(&location.path).await {
-                    Ok(meta) if meta.size == 0 => Err(Error::Corrupt { uri, reason: "the file is empty".into() }),
+                    Ok(meta) if meta.size == 0 => Err(Error::Corrupt {
+                        uri,
+                        reason: "the file is empty".into(),
+                    }),
                     _ => Err(Error::from_store(&uri, None, e)),
                 }
             }
@@ -192,7 +208,9 @@ impl IvfIndex {
                         .store
                         .get_opts(
                             &object.location.path,
-                            GetOptions::new().with_range(Some(have..want)).with_if_match(object.e_tag.clone()),
+                            GetOptions::new()
+                                .with_range(Some(have..want))
+                                .with_if_match(object.e_tag.clone()),
                         )
                         .await
                         .map_err(|e| Error::from_store(&uri, object.e_tag.as_deref(), e))?
@@ -200,7 +218,10 @@ impl IvfIndex {
                         .await
                         .map_err(|e| Error::from_store(&uri, object.e_tag.as_deref(), e))?;
                     if more.len() as u64 != want - have {
-                        return Err(Error::Corrupt { uri, reason: "store returned a short header read".into() });
+                        return Err(Error::Corrupt {
+                            uri,
+                            reason: "store returned a short header read".into(),
+                        });
                     }
                     prefix.extend_from_slice(&more);
                     requests += 1;
@@ -273,7 +294,10 @@ impl IvfIndex {
             None => work.await,
             Some(deadline) => tokio::time::timeout(deadline, work)
                 .await
-                .map_err(|_| Error::DeadlineExceeded { deadline, stage: "searching" })?,
+                .map_err(|_| Error::DeadlineExceeded {
+                    deadline,
+                    stage: "searching",
+                })?,
         }
     }
 
@@ -282,10 +306,13 @@ impl IvfIndex {
         if queries.is_empty() {
             return Err(Error::invalid("queries", "the batch is empty"));
         }
-        if queries.len() % d != 0 {
+        if !queries.len().is_multiple_of(d) {
             return Err(Error::invalid(
                 "queries",
-                format!("{} floats is not a whole number of {d}-dimensional vectors", queries.len()),
+                format!(
+                    "{} floats is not a whole number of {d}-dimensional vectors",
+                    queries.len()
+                ),
             ));
         }
         if let Some(pos) = queries.iter().position(|v| !v.is_finite()) {
@@ -296,7 +323,10 @@ impl IvfIndex {
         }
         let n = queries.len() / d;
         if params.k == 0 || params.k > MAX_K {
-            return Err(Error::invalid("k", format!("must be between 1 and {MAX_K}, got {}", params.k)));
+            return Err(Error::invalid(
+                "k",
+                format!("must be between 1 and {MAX_K}, got {}", params.k),
+            ));
         }
         let nlist = self.inner.info.nlist;
         if params.nprobe == 0 || params.nprobe > nlist {
@@ -313,7 +343,10 @@ impl IvfIndex {
         }
         if let IdFilterSpec::Range { start, end } = params.filter {
             if start > end {
-                return Err(Error::invalid("filter", format!("range start {start} is after end {end}")));
+                return Err(Error::invalid(
+                    "filter",
+                    format!("range start {start} is after end {end}"),
+                ));
             }
         }
         Ok(n)
@@ -322,7 +355,10 @@ impl IvfIndex {
     async fn run_search(&self, queries: Vec<f32>, n: usize, params: SearchParams) -> Result<SearchResults> {
         let started = Instant::now();
         let inner = self.inner.clone();
-        let mut stats = SearchStats { queries: n, ..Default::default() };
+        let mut stats = SearchStats {
+            queries: n,
+            ..Default::default()
+        };
 
         // 1. Coarse quantizer (and pre-transforms) on the compute pool.
         let nprobe = params.nprobe;
@@ -341,12 +377,22 @@ impl IvfIndex {
 
         // 2. Every distinct non-empty probed list of the batch, in one wave.
         let fetch_started = Instant::now();
-        let mut wanted: Vec<usize> = assignment.lists.iter().filter(|&&l| l >= 0).map(|&l| l as usize).collect();
+        let mut wanted: Vec<usize> = assignment
+            .lists
+            .iter()
+            .filter(|&&l| l >= 0)
+            .map(|&l| l as usize)
+            .collect();
         wanted.sort_unstable();
         wanted.dedup();
         let requests: Vec<ListRequest> = wanted
             .iter()
-            .filter_map(|&list| self.inner.layout.get(list).map(|range| ListRequest { list, range: *range }))
+            .filter_map(|&list| {
+                self.inner
+                    .layout
+                    .get(list)
+                    .map(|range| ListRequest { list, range: *range })
+            })
             .filter(|r| r.range.count > 0)
             .collect();
         stats.lists_probed = requests.len();
@@ -378,11 +424,21 @@ impl IvfIndex {
 
         // 3. Scan the fetched buffers with Faiss's scanners, queries in parallel.
         let scan_started = Instant::now();
-        let slot_of: HashMap<usize, i32> = views.iter().enumerate().map(|(slot, (list, _))| (*list, slot as i32)).collect();
+        let slot_of: HashMap<usize, i32> = views
+            .iter()
+            .enumerate()
+            .map(|(slot, (list, _))| (*list, slot as i32))
+            .collect();
         let slots: Vec<i32> = assignment
             .lists
             .iter()
-            .map(|&l| if l < 0 { -1 } else { slot_of.get(&(l as usize)).copied().unwrap_or(-1) })
+            .map(|&l| {
+                if l < 0 {
+                    -1
+                } else {
+                    slot_of.get(&(l as usize)).copied().unwrap_or(-1)
+                }
+            })
             .collect();
         let k = params.k;
         let neighbors = {
@@ -399,7 +455,12 @@ impl IvfIndex {
         stats.scan_ms = ms(scan_started.elapsed());
         stats.absorb(&io);
         stats.total_ms = ms(started.elapsed());
-        Ok(SearchResults { k, ids: neighbors.labels, distances: neighbors.distances, stats })
+        Ok(SearchResults {
+            k,
+            ids: neighbors.labels,
+            distances: neighbors.distances,
+            stats,
+        })
     }
 }
 
@@ -433,11 +494,16 @@ fn scan_parallel(
                     distances: assignment.distances[probes.clone()].to_vec(),
                     lists: assignment.lists[probes.clone()].to_vec(),
                 };
-                Ok(inner.faiss.scan_lists(&xt[start * d..end * d], k, &sub, &slots[probes], lists, filter)?)
+                Ok(inner
+                    .faiss
+                    .scan_lists(&xt[start * d..end * d], k, &sub, &slots[probes], lists, filter)?)
             })
             .collect()
     });
-    let mut out = ivflake_faiss::Neighbors { distances: Vec::with_capacity(n * k), labels: Vec::with_capacity(n * k) };
+    let mut out = ivflake_faiss::Neighbors {
+        distances: Vec::with_capacity(n * k),
+        labels: Vec::with_capacity(n * k),
+    };
     for part in parts {
         let part = part?;
         out.distances.extend(part.distances);
@@ -462,7 +528,7 @@ impl ListView {
     fn new(bytes: Bytes, range: &ListRange, code_size: usize) -> Self {
         let codes_len = range.codes_len(code_size) as usize;
         let mut codes = bytes.slice(..codes_len);
-        if codes.as_ptr() as usize % std::mem::align_of::<u32>() != 0 {
+        if !(codes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u32>()) {
             codes = aligned_copy(&codes);
         }
         let id_bytes = bytes.slice(codes_len..);
@@ -488,7 +554,10 @@ impl ListView {
             ListIds::Aligned(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
             ListIds::Copied(v) => v,
         };
-        ListSlice { codes: &self.codes, ids }
+        ListSlice {
+            codes: &self.codes,
+            ids,
+        }
     }
 }
 
@@ -513,7 +582,10 @@ fn aligned_copy(src: &[u8]) -> Bytes {
 /// Names what a file is when its first bytes are not a Faiss float index.
 fn check_magic(prefix: &[u8], uri: &str) -> Result<()> {
     if prefix.len() < 4 {
-        return Err(Error::Corrupt { uri: uri.into(), reason: format!("file has only {} bytes", prefix.len()) });
+        return Err(Error::Corrupt {
+            uri: uri.into(),
+            reason: format!("file has only {} bytes", prefix.len()),
+        });
     }
     let magic = &prefix[..4];
     if !magic.iter().all(|b| b.is_ascii_alphanumeric()) {
@@ -525,7 +597,10 @@ fn check_magic(prefix: &[u8], uri: &str) -> Result<()> {
     if magic.starts_with(b"IB") {
         return Err(Error::Unsupported {
             uri: uri.into(),
-            reason: format!("binary index ({}); ivflake serves float IVF indexes", String::from_utf8_lossy(magic)),
+            reason: format!(
+                "binary index ({}); ivflake serves float IVF indexes",
+                String::from_utf8_lossy(magic)
+            ),
         });
     }
     Ok(())
@@ -534,13 +609,19 @@ fn check_magic(prefix: &[u8], uri: &str) -> Result<()> {
 fn classify_open_error(uri: &str, e: ivflake_faiss::FaissError) -> Error {
     let msg = e.message();
     if msg.starts_with("unsupported") {
-        Error::Unsupported { uri: uri.into(), reason: msg.to_string() }
+        Error::Unsupported {
+            uri: uri.into(),
+            reason: msg.to_string(),
+        }
     } else if msg.contains("not recognized") {
         Error::Unsupported {
             uri: uri.into(),
             reason: format!("an index type or format this Faiss build does not know: {msg}"),
         }
     } else {
-        Error::Corrupt { uri: uri.into(), reason: msg.to_string() }
+        Error::Corrupt {
+            uri: uri.into(),
+            reason: msg.to_string(),
+        }
     }
 }

@@ -39,7 +39,10 @@ impl ListLayout {
     /// Computes every list's range, checking with overflow-safe arithmetic that
     /// the lists exactly fill the file after the header.
     pub fn new(sizes: &[u64], code_size: usize, data_offset: u64, file_len: u64, uri: &str) -> Result<Self> {
-        let corrupt = |reason: String| Error::Corrupt { uri: uri.to_string(), reason };
+        let corrupt = |reason: String| Error::Corrupt {
+            uri: uri.to_string(),
+            reason,
+        };
         let per_vector = (code_size as u64)
             .checked_add(8)
             .ok_or_else(|| corrupt(format!("code size {code_size} overflows")))?;
@@ -64,7 +67,12 @@ impl ListLayout {
                  trailing data means a layout ivflake does not know"
             )));
         }
-        Ok(Self { lists, code_size, data_offset, data_end: offset })
+        Ok(Self {
+            lists,
+            code_size,
+            data_offset,
+            data_end: offset,
+        })
     }
 
     pub fn nlist(&self) -> usize {

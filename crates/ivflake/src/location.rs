@@ -28,13 +28,20 @@ pub struct IndexLocation {
 impl IndexLocation {
     /// An index at `path` in a store the caller built (tests, wrappers).
     pub fn new(store: Arc<dyn ObjectStore>, path: impl Into<Path>, uri: impl Into<String>) -> Self {
-        Self { store, path: path.into(), uri: uri.into() }
+        Self {
+            store,
+            path: path.into(),
+            uri: uri.into(),
+        }
     }
 
     /// Parses `s3://bucket/key`, `gs://…`, `az://…`, `file:///abs`, `memory://…`
     /// or a plain filesystem path. Every `memory://` URI gets a fresh, empty store.
     pub fn parse(uri: &str, fetch: &FetchConfig) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidUri { uri: uri.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidUri {
+            uri: uri.to_string(),
+            reason,
+        };
         if !uri.contains("://") {
             return Self::local_path(uri, uri);
         }
@@ -54,7 +61,9 @@ impl IndexLocation {
         };
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "file" => {
-                let path = url.to_file_path().map_err(|_| invalid("not an absolute file path".into()))?;
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| invalid("not an absolute file path".into()))?;
                 return Self::local_path(&path.to_string_lossy(), uri);
             }
             "memory" => Arc::new(InMemory::new()),
@@ -84,11 +93,18 @@ impl IndexLocation {
             ),
             other => return Err(invalid(format!("unsupported scheme {other:?}"))),
         };
-        Ok(Self { store, path: key()?, uri: uri.to_string() })
+        Ok(Self {
+            store,
+            path: key()?,
+            uri: uri.to_string(),
+        })
     }
 
     fn local_path(fs_path: &str, uri: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidUri { uri: uri.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidUri {
+            uri: uri.to_string(),
+            reason,
+        };
         let path = std::path::Path::new(fs_path);
         let file_name = path
             .file_name()
@@ -110,7 +126,11 @@ impl IndexLocation {
         }
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| invalid(e.to_string()))?;
         let key = Path::parse(&file_name).map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { store: Arc::new(store), path: key, uri: uri.to_string() })
+        Ok(Self {
+            store: Arc::new(store),
+            path: key,
+            uri: uri.to_string(),
+        })
     }
 }
 

@@ -30,7 +30,8 @@ impl SearchIo {
 
     pub(crate) fn record_shared(&self, waited: Duration) {
         self.lists_shared.fetch_add(1, Ordering::Relaxed);
-        self.shared_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        self.shared_wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_hedge(&self) {

@@ -14,7 +14,11 @@ const D: usize = 16;
 async fn open_bytes(bytes: Vec<u8>) -> ivflake::Result<IvfIndex> {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&store, "x.faiss", bytes).await;
-    IvfIndex::open_at(IndexLocation::new(store, "x.faiss", "memory://t/x.faiss"), options(FetchConfig::default())).await
+    IvfIndex::open_at(
+        IndexLocation::new(store, "x.faiss", "memory://t/x.faiss"),
+        options(FetchConfig::default()),
+    )
+    .await
 }
 
 fn ivfpq() -> Vec<u8> {
@@ -24,14 +28,23 @@ fn ivfpq() -> Vec<u8> {
 #[tokio::test]
 async fn missing_object_is_not_found() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let err = IvfIndex::open_at(IndexLocation::new(store, "nope.faiss", "memory://t/nope"), options(FetchConfig::default()))
-        .await
-        .unwrap_err();
+    let err = IvfIndex::open_at(
+        IndexLocation::new(store, "nope.faiss", "memory://t/nope"),
+        options(FetchConfig::default()),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     let err = IvfIndex::open("/definitely/not/here/x.faiss").await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     let dir = std::env::temp_dir();
-    let err = IvfIndex::open(&format!("{}/ivflake-missing-{}.faiss", dir.display(), std::process::id())).await.unwrap_err();
+    let err = IvfIndex::open(&format!(
+        "{}/ivflake-missing-{}.faiss",
+        dir.display(),
+        std::process::id()
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
 
@@ -51,8 +64,20 @@ async fn truncated_files_are_corrupt_at_every_cut() {
         index.layout().header_len() as usize
     };
     // Cuts inside the header and inside the list data.
-    let cuts: Vec<usize> =
-        [0, 3, 4, 20, 100, header / 2, header - 1, header, header + 1, bytes.len() - 8, bytes.len() - 1].into();
+    let cuts: Vec<usize> = [
+        0,
+        3,
+        4,
+        20,
+        100,
+        header / 2,
+        header - 1,
+        header,
+        header + 1,
+        bytes.len() - 8,
+        bytes.len() - 1,
+    ]
+    .into();
     for cut in cuts {
         let err = open_bytes(bytes[..cut].to_vec()).await.unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "cut at {cut}: {err}");
@@ -67,7 +92,10 @@ async fn wrong_magic_and_garbage_are_refused() {
     let mut bytes = ivfpq();
     bytes[..4].copy_from_slice(b"ZZZZ");
     let err = open_bytes(bytes).await.unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. } | Error::Corrupt { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Unsupported { .. } | Error::Corrupt { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("ZZZZ"), "the error names the magic: {err}");
 }
 
@@ -100,7 +128,10 @@ async fn list_sizes_that_do_not_fit_the_file_are_corrupt() {
 
 #[tokio::test]
 async fn unsupported_types_name_the_type() {
-    let flat = ivflake_faiss::Index::factory(D, "Flat", Metric::L2).unwrap().to_bytes().unwrap();
+    let flat = ivflake_faiss::Index::factory(D, "Flat", Metric::L2)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
     let err = open_bytes(flat).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("IndexFlat"), "{err}");
@@ -138,7 +169,10 @@ async fn bad_queries_and_parameters_are_invalid_arguments() {
     assert_eq!(field(index.search(&q, 5, nlist + 1).await.unwrap_err()), "nprobe");
     assert_eq!(field(index.search(&q, 5, usize::MAX).await.unwrap_err()), "nprobe");
     let many = clustered(2000, D, 4);
-    assert_eq!(field(index.search(&many, ivflake::MAX_K, 1).await.unwrap_err()), "queries");
+    assert_eq!(
+        field(index.search(&many, ivflake::MAX_K, 1).await.unwrap_err()),
+        "queries"
+    );
     assert_eq!(counting.gets(), 0, "invalid searches never reach the store");
     // k larger than ntotal is valid: Faiss pads with -1.
     let r = index.search(&q[..D], 5000, nlist).await.unwrap();

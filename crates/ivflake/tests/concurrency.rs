@@ -7,13 +7,21 @@ use ivflake::{FetchConfig, Metric};
 
 #[test]
 fn five_hundred_concurrent_searches_on_two_workers() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let d = 16;
         let bytes = build_index("IVF32,PQ8", Metric::L2, d, 4000);
         let reference = ivflake_faiss::read_index(&bytes).unwrap();
         // A small cache, so searches both hit and miss while others fetch.
-        let config = FetchConfig { memory_cache_bytes: 16 * 1024, max_in_flight: 8, ..FetchConfig::default() };
+        let config = FetchConfig {
+            memory_cache_bytes: 16 * 1024,
+            max_in_flight: 8,
+            ..FetchConfig::default()
+        };
         let (index, _) = open_in_memory(bytes, config).await;
         let queries = clustered(500, d, 11);
         let tasks: Vec<_> = queries
@@ -33,7 +41,11 @@ fn five_hundred_concurrent_searches_on_two_workers() {
             let (i, result) = joined.unwrap();
             let result = result.unwrap();
             let q = &queries[i * d..(i + 1) * d];
-            assert_same(&result, &reference.search(q, 10, 1 + i % 8).unwrap(), &format!("query {i}"));
+            assert_same(
+                &result,
+                &reference.search(q, 10, 1 + i % 8).unwrap(),
+                &format!("query {i}"),
+            );
         }
     });
 }

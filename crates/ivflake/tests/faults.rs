@@ -19,9 +19,12 @@ async fn faulty(config: FetchConfig) -> (IvfIndex, Arc<FaultyStore>, Vec<u8>) {
     // Open reads from byte 0; faults touch only reads that start later (list data).
     let faulty = Arc::new(FaultyStore::new(inner, 1));
     let store: Arc<dyn ObjectStore> = faulty.clone();
-    let index = IvfIndex::open_at(IndexLocation::new(store, "i.faiss", "memory://f/i.faiss"), options(config))
-        .await
-        .unwrap();
+    let index = IvfIndex::open_at(
+        IndexLocation::new(store, "i.faiss", "memory://f/i.faiss"),
+        options(config),
+    )
+    .await
+    .unwrap();
     (index, faulty, bytes)
 }
 
@@ -43,8 +46,16 @@ async fn a_stalled_store_fails_the_search_at_its_deadline_and_the_next_search_su
 
 #[tokio::test]
 async fn a_hedge_beats_a_stalled_first_get() {
-    let hedge = HedgeConfig { percentile: 0.5, budget: 1.0, min_delay: Duration::from_millis(20) };
-    let (index, store, bytes) = faulty(FetchConfig { hedge: Some(hedge), ..uncached() }).await;
+    let hedge = HedgeConfig {
+        percentile: 0.5,
+        budget: 1.0,
+        min_delay: Duration::from_millis(20),
+    };
+    let (index, store, bytes) = faulty(FetchConfig {
+        hedge: Some(hedge),
+        ..uncached()
+    })
+    .await;
     store.set(Fault::StallFirstPerRange);
     let q = clustered(1, D, 2);
     let mut params = SearchParams::new(5, 2);
@@ -61,7 +72,12 @@ async fn failures_fail_the_search_unless_partial_results_are_allowed() {
     let (index, store, _) = faulty(uncached()).await;
     let q = clustered(1, D, 3);
     let all = index.search(&q, 5, 16).await.unwrap();
-    let victim = index.layout().iter().find(|(_, l)| l.count > 0).map(|(i, l)| (i, l.offset)).unwrap();
+    let victim = index
+        .layout()
+        .iter()
+        .find(|(_, l)| l.count > 0)
+        .map(|(i, l)| (i, l.offset))
+        .unwrap();
     store.set(Fault::FailAt(victim.1));
     let err = index.search(&q, 5, 16).await.unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err}");
@@ -81,7 +97,10 @@ async fn the_memory_cache_never_exceeds_its_budget() {
     use rand::{Rng, SeedableRng};
     let bytes = build_index("IVF64,Flat", Metric::L2, D, 6000);
     for (seed, budget) in [(1u64, 8 * 1024), (2, 40 * 1024), (3, 150 * 1024)] {
-        let config = FetchConfig { memory_cache_bytes: budget, ..FetchConfig::default() };
+        let config = FetchConfig {
+            memory_cache_bytes: budget,
+            ..FetchConfig::default()
+        };
         let (index, _) = open_in_memory(bytes.clone(), config).await;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for round in 0..40 {

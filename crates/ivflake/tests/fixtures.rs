@@ -24,7 +24,10 @@ async fn check_fixture(index: &IvfIndex, name: &str) {
     let cpu_ids = npy_i64(&dir.join(format!("{name}.ids.npy")));
     let same = ours.ids.iter().zip(&cpu_ids).filter(|(a, b)| a == b).count();
     let agreement = same as f64 / cpu_ids.len() as f64;
-    assert!(agreement >= 0.97, "{name}: only {agreement:.3} of ids agree with faiss-cpu");
+    assert!(
+        agreement >= 0.97,
+        "{name}: only {agreement:.3} of ids agree with faiss-cpu"
+    );
 }
 
 #[tokio::test]
@@ -33,8 +36,15 @@ async fn faiss_cpu_files_from_a_local_directory() {
     assert!(m.supported.len() >= 10);
     for f in &m.supported {
         let path = fixtures().join(format!("{}.faiss", f.name));
-        let index = IvfIndex::open(path.to_str().unwrap()).await.unwrap_or_else(|e| panic!("{}: {e}", f.name));
-        assert_eq!(index.info().metric == ivflake::Metric::InnerProduct, f.metric == "ip", "{}", f.name);
+        let index = IvfIndex::open(path.to_str().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        assert_eq!(
+            index.info().metric == ivflake::Metric::InnerProduct,
+            f.metric == "ip",
+            "{}",
+            f.name
+        );
         check_fixture(&index, &f.name).await;
         // file:// URIs reach the same file.
         let uri = format!("file://{}", path.canonicalize().unwrap().display());
@@ -60,7 +70,9 @@ async fn faiss_cpu_files_from_the_s3_server() {
         assert!(index.e_tag().is_some(), "S3 gives an ETag to pin");
         check_fixture(&index, &f.name).await;
     }
-    let err = IvfIndex::open(&format!("s3://{}/fixtures/absent.faiss", env.bucket)).await.unwrap_err();
+    let err = IvfIndex::open(&format!("s3://{}/fixtures/absent.faiss", env.bucket))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
 
@@ -74,13 +86,22 @@ async fn overwriting_the_object_gives_index_changed_then_reload_serves_the_new_v
     let uri = format!("s3://{}/{key}", env.bucket);
     let location = IndexLocation::parse(&uri, &FetchConfig::default()).unwrap();
     let store: Arc<dyn ObjectStore> = location.store.clone();
-    store.put(&Path::from(key.as_str()), PutPayload::from(v1)).await.unwrap();
-    let options = OpenOptions { scheduler: scheduler(uncached()), ..OpenOptions::default() };
+    store
+        .put(&Path::from(key.as_str()), PutPayload::from(v1))
+        .await
+        .unwrap();
+    let options = OpenOptions {
+        scheduler: scheduler(uncached()),
+        ..OpenOptions::default()
+    };
     let index = IvfIndex::open_at(location, options).await.unwrap();
     let q = clustered(4, d, 3);
     let before = index.search(&q, 5, 4).await.unwrap();
 
-    store.put(&Path::from(key.as_str()), PutPayload::from(v2.clone())).await.unwrap();
+    store
+        .put(&Path::from(key.as_str()), PutPayload::from(v2.clone()))
+        .await
+        .unwrap();
     let err = index.search(&q, 5, 4).await.unwrap_err();
     assert!(matches!(err, Error::IndexChanged { .. }), "{err:?}");
 

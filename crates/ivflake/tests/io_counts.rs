@@ -30,7 +30,10 @@ async fn a_large_header_takes_a_bounded_number_of_gets() {
     let gets = counting.gets();
     assert!((2..=3).contains(&gets), "{gets} GETs");
     for r in counting.ranges() {
-        assert!(r.end <= index.layout().header_len() * 2 + 64, "open never reads far into list data: {r:?}");
+        assert!(
+            r.end <= index.layout().header_len() * 2 + 64,
+            "open never reads far into list data: {r:?}"
+        );
     }
 }
 
@@ -51,7 +54,10 @@ async fn a_cold_search_makes_one_get_per_distinct_nonempty_list() {
         ranges.dedup();
         assert_eq!(ranges.len(), r.stats.lists_probed);
         for range in &ranges {
-            assert!(index.layout().iter().any(|(_, l)| l.range() == *range && l.count > 0), "{range:?}");
+            assert!(
+                index.layout().iter().any(|(_, l)| l.range() == *range && l.count > 0),
+                "{range:?}"
+            );
         }
         assert_eq!(r.stats.bytes_fetched, r.stats.bytes_probed);
     }
@@ -76,13 +82,20 @@ async fn a_warm_search_makes_no_gets() {
 #[tokio::test]
 async fn adjacent_lists_are_fetched_with_one_get() {
     let bytes = build_index("IVF16,Flat", Metric::L2, D, 2000);
-    let config = FetchConfig { memory_cache_bytes: 0, coalesce_gap: 0, ..FetchConfig::default() };
+    let config = FetchConfig {
+        memory_cache_bytes: 0,
+        coalesce_gap: 0,
+        ..FetchConfig::default()
+    };
     let (index, counting) = open_in_memory(bytes, config).await;
     let nlist = index.info().nlist;
     counting.reset();
     let r = index.search(&clustered(50, D, 3), 5, nlist).await.unwrap();
     // Every list probed, all adjacent in the file: one merged GET.
-    assert_eq!(r.stats.lists_probed, index.layout().iter().filter(|(_, l)| l.count > 0).count());
+    assert_eq!(
+        r.stats.lists_probed,
+        index.layout().iter().filter(|(_, l)| l.count > 0).count()
+    );
     assert_eq!(counting.gets(), 1, "{:?}", counting.ranges());
     assert_eq!(r.stats.bytes_fetched, index.layout().data_len());
 }
@@ -90,7 +103,11 @@ async fn adjacent_lists_are_fetched_with_one_get() {
 #[tokio::test]
 async fn concurrent_cold_searches_share_one_get_per_list() {
     let bytes = build_index("IVF32,Flat", Metric::L2, D, 3000);
-    let config = FetchConfig { coalesce_gap: 0, max_coalesced: 0, ..FetchConfig::default() };
+    let config = FetchConfig {
+        coalesce_gap: 0,
+        max_coalesced: 0,
+        ..FetchConfig::default()
+    };
     let (index, counting) = open_in_memory(bytes, config).await;
     counting.reset();
     let q = clustered(1, D, 77);
@@ -114,14 +131,23 @@ async fn concurrent_cold_searches_share_one_get_per_list() {
 #[tokio::test]
 async fn huge_lists_are_split_into_parallel_parts() {
     let bytes = build_index("IVF2,Flat", Metric::L2, 64, 4000);
-    let config = FetchConfig { split_threshold: 64 * 1024, part_size: 32 * 1024, memory_cache_bytes: 0, ..FetchConfig::default() };
+    let config = FetchConfig {
+        split_threshold: 64 * 1024,
+        part_size: 32 * 1024,
+        memory_cache_bytes: 0,
+        ..FetchConfig::default()
+    };
     let (index, counting) = open_in_memory(bytes.clone(), config).await;
     let reference = ivflake_faiss::read_index(&bytes).unwrap();
     counting.reset();
     let q = clustered(3, 64, 1);
     let r = index.search(&q, 10, 2).await.unwrap();
     assert_same(&r, &reference.search(&q, 10, 2).unwrap(), "split lists");
-    let expected_parts: u64 = index.layout().iter().map(|(_, l)| if l.len > 0 { l.len.div_ceil(32 * 1024) } else { 0 }).sum();
+    let expected_parts: u64 = index
+        .layout()
+        .iter()
+        .map(|(_, l)| if l.len > 0 { l.len.div_ceil(32 * 1024) } else { 0 })
+        .sum();
     assert_eq!(counting.gets() as u64, expected_parts);
     let _ = Arc::new(());
 }

@@ -50,11 +50,19 @@ pub fn scheduler(config: FetchConfig) -> Arc<FetchScheduler> {
 
 /// No caching and no coalescing: one GET per list, every time.
 pub fn uncached() -> FetchConfig {
-    FetchConfig { memory_cache_bytes: 0, coalesce_gap: 0, max_coalesced: 0, ..FetchConfig::default() }
+    FetchConfig {
+        memory_cache_bytes: 0,
+        coalesce_gap: 0,
+        max_coalesced: 0,
+        ..FetchConfig::default()
+    }
 }
 
 pub fn options(config: FetchConfig) -> OpenOptions {
-    OpenOptions { scheduler: scheduler(config), ..OpenOptions::default() }
+    OpenOptions {
+        scheduler: scheduler(config),
+        ..OpenOptions::default()
+    }
 }
 
 pub async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
@@ -67,9 +75,12 @@ pub async fn open_in_memory(bytes: Vec<u8>, config: FetchConfig) -> (IvfIndex, A
     put(&inner, "idx.faiss", bytes).await;
     let counting = Arc::new(CountingStore::new(inner));
     let store: Arc<dyn ObjectStore> = counting.clone();
-    let index = IvfIndex::open_at(IndexLocation::new(store, "idx.faiss", "memory://test/idx.faiss"), options(config))
-        .await
-        .expect("open");
+    let index = IvfIndex::open_at(
+        IndexLocation::new(store, "idx.faiss", "memory://test/idx.faiss"),
+        options(config),
+    )
+    .await
+    .expect("open");
     (index, counting)
 }
 
@@ -104,9 +115,17 @@ pub fn manifest() -> Manifest {
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| Fixture { name: f["name"].as_str().unwrap().into(), metric: f["metric"].as_str().unwrap().into() })
+            .map(|f| Fixture {
+                name: f["name"].as_str().unwrap().into(),
+                metric: f["metric"].as_str().unwrap().into(),
+            })
             .collect(),
-        unsupported: v["unsupported"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().into()).collect(),
+        unsupported: v["unsupported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().into())
+            .collect(),
     }
 }
 
@@ -117,18 +136,29 @@ pub fn read_npy(path: &std::path::Path) -> (Vec<u8>, Vec<usize>) {
     let header_len = u16::from_le_bytes([raw[8], raw[9]]) as usize;
     let header = std::str::from_utf8(&raw[10..10 + header_len]).unwrap();
     let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
     (raw[10 + header_len..].to_vec(), shape)
 }
 
 pub fn npy_f32(path: &std::path::Path) -> (Vec<f32>, Vec<usize>) {
     let (b, s) = read_npy(path);
-    (b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), s)
+    (
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        s,
+    )
 }
 
 pub fn npy_i64(path: &std::path::Path) -> Vec<i64> {
     let (b, _) = read_npy(path);
-    b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// The loopback S3 server `make test` started (moto), with its bucket.
@@ -139,8 +169,13 @@ pub struct S3Env {
 pub fn s3() -> S3Env {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto's S3 server");
-    assert!(endpoint.starts_with("http://127.0.0.1"), "tests only talk to loopback, got {endpoint}");
-    S3Env { bucket: std::env::var("IVFLAKE_S3_BUCKET").expect("IVFLAKE_S3_BUCKET") }
+    assert!(
+        endpoint.starts_with("http://127.0.0.1"),
+        "tests only talk to loopback, got {endpoint}"
+    );
+    S3Env {
+        bucket: std::env::var("IVFLAKE_S3_BUCKET").expect("IVFLAKE_S3_BUCKET"),
+    }
 }
 
 /// Counts GETs (range reads and heads) and the ranges asked for.
@@ -153,7 +188,11 @@ pub struct CountingStore {
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, gets: AtomicUsize::new(0), ranges: Mutex::new(Vec::new()) }
+        Self {
+            inner,
+            gets: AtomicUsize::new(0),
+            ranges: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn gets(&self) -> usize {
@@ -203,7 +242,13 @@ pub struct FaultyStore {
 impl FaultyStore {
     /// Faults only apply to ranges starting at or after `after`, so open still works.
     pub fn new(inner: Arc<dyn ObjectStore>, after: u64) -> Self {
-        Self { inner, fault: Mutex::new(Fault::None), after, seen: Mutex::new(Vec::new()), stalled: AtomicBool::new(false) }
+        Self {
+            inner,
+            fault: Mutex::new(Fault::None),
+            after,
+            seen: Mutex::new(Vec::new()),
+            stalled: AtomicBool::new(false),
+        }
     }
 
     pub fn set(&self, fault: Fault) {
@@ -235,37 +280,33 @@ impl ObjectStore for CountingStore {
         self.inner.get_opts(location, options).await
     }
 
-        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-            self.inner.get_ranges(location, ranges).await
-        }
-        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-            self.inner.list_with_offset(prefix, offset)
-        }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-            self.inner.rename_opts(from, to, options).await
-        }
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
 }
 
 #[async_trait]
@@ -283,10 +324,16 @@ impl ObjectStore for FaultyStore {
                     first
                 }
                 Fault::FailAll => {
-                    return Err(object_store::Error::Generic { store: "FaultyStore", source: "injected failure".into() })
+                    return Err(object_store::Error::Generic {
+                        store: "FaultyStore",
+                        source: "injected failure".into(),
+                    })
                 }
                 Fault::FailAt(at) if r.contains(&at) => {
-                    return Err(object_store::Error::Generic { store: "FaultyStore", source: "injected failure".into() })
+                    return Err(object_store::Error::Generic {
+                        store: "FaultyStore",
+                        source: "injected failure".into(),
+                    })
                 }
                 _ => false,
             };
@@ -298,37 +345,33 @@ impl ObjectStore for FaultyStore {
         self.inner.get_opts(location, options).await
     }
 
-        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-            self.inner.get_ranges(location, ranges).await
-        }
-        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-            self.inner.list_with_offset(prefix, offset)
-        }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-            self.inner.rename_opts(from, to, options).await
-        }
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
 }
 
 /// Asserts two result sets are bit-identical.

@@ -1,0 +1,56 @@
+# Two entry points for a fresh machine:
+#   make demo   builds a small index into ./demo-data and searches it with `ivflake search`
+#   make test   runs every test (lints included)
+# Both install what they need: Debian packages and a Python venv.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+FIXTURES := .fixtures
+BUCKET := ivflake-test
+# Faiss uses OpenMP and OpenBLAS; their spinning threads starve each other
+# when tests run in parallel.
+TEST_ENV := OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
+
+.PHONY: deps demo test lint fixtures clean
+
+deps: $(VENV)/.ok
+	@if [ ! -f /usr/include/faiss/IndexIVF.h ] || [ ! -e /usr/lib/x86_64-linux-gnu/libopenblas.so ]; then \
+		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libfaiss-dev libopenblas-dev; \
+	fi
+
+$(VENV)/.ok: scripts/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r scripts/requirements.txt
+	touch $@
+
+demo: deps
+	cargo build --release -p ivflake-cli
+	./target/release/ivflake demo --dir demo-data
+
+$(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
+	$(PY) scripts/make_fixtures.py $(FIXTURES) 2>/dev/null
+
+fixtures: deps $(FIXTURES)/manifest.json
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: fixtures lint
+	@set -euo pipefail; \
+	endpoint_file=$$(mktemp); rm -f $$endpoint_file; \
+	$(PY) scripts/s3_server.py $(FIXTURES) $$endpoint_file $(BUCKET) & server=$$!; \
+	trap 'kill $$server 2>/dev/null || true' EXIT; \
+	for i in $$(seq 1 100); do [ -s $$endpoint_file ] && break; sleep 0.2; done; \
+	[ -s $$endpoint_file ] || { echo "moto S3 server did not start"; exit 1; }; \
+	export AWS_ENDPOINT_URL=$$(cat $$endpoint_file) AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=test \
+		AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 IVFLAKE_S3_BUCKET=$(BUCKET) \
+		IVFLAKE_FIXTURES=$$(pwd)/$(FIXTURES) $(TEST_ENV); \
+	cargo test --workspace
+
+clean:
+	rm -rf $(FIXTURES) demo-data
