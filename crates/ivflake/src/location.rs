@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as S3Key};
+use object_store::azure::{AzureConfigKey as AzureKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as GcsKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -71,7 +71,8 @@ impl IndexLocation {
                 AmazonS3Builder::from_env()
                     .with_bucket_name(bucket()?)
                     .with_retry(fetch.retry.clone())
-                    .with_client_options(client_options(fetch))
+                    .with_config(S3Key::Client(ClientConfigKey::Timeout), secs(fetch.request_timeout))
+                    .with_config(S3Key::Client(ClientConfigKey::ConnectTimeout), secs(fetch.connect_timeout))
                     .build()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
@@ -79,7 +80,8 @@ impl IndexLocation {
                 GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket()?)
                     .with_retry(fetch.retry.clone())
-                    .with_client_options(client_options(fetch))
+                    .with_config(GcsKey::Client(ClientConfigKey::Timeout), secs(fetch.request_timeout))
+                    .with_config(GcsKey::Client(ClientConfigKey::ConnectTimeout), secs(fetch.connect_timeout))
                     .build()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
@@ -87,7 +89,8 @@ impl IndexLocation {
                 MicrosoftAzureBuilder::from_env()
                     .with_container_name(bucket()?)
                     .with_retry(fetch.retry.clone())
-                    .with_client_options(client_options(fetch))
+                    .with_config(AzureKey::Client(ClientConfigKey::Timeout), secs(fetch.request_timeout))
+                    .with_config(AzureKey::Client(ClientConfigKey::ConnectTimeout), secs(fetch.connect_timeout))
                     .build()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
@@ -134,10 +137,10 @@ impl IndexLocation {
     }
 }
 
-fn client_options(fetch: &FetchConfig) -> ClientOptions {
-    ClientOptions::new()
-        .with_timeout(fetch.request_timeout)
-        .with_connect_timeout(fetch.connect_timeout)
+/// Timeouts go in as config keys, not a whole `ClientOptions`, so settings the
+/// builders read from the environment (such as `AWS_ALLOW_HTTP`) survive.
+fn secs(d: std::time::Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 /// object_store's retry policy as ivflake tunes it: a search has a deadline of
