@@ -164,11 +164,14 @@ struct Built {
 fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: Option<usize>) -> Result<Built> {
     let mut index = ivflake_faiss::Index::factory(vectors.d, factory, metric)
         .with_context(|| format!("Faiss cannot build {factory:?} for d={}", vectors.d))?;
-    if index.info().nlist == 0 {
-        bail!(
-            "{factory:?} builds a {} index, not an IVF index; ivflake serves IVF indexes (e.g. \"IVF1024,PQ32\")",
-            index.info().type_name
-        );
+    check_servable(factory, &index.info().type_name)?;
+    if index.info().type_name.contains("IndexIVFPQ") {
+        if let Some(pq) = polysemous_pq(factory) {
+            eprintln!(
+                "note: for {pq:?} Faiss also trains the codebooks for polysemous search, which ivflake does not \
+                 use and which takes tens of seconds per index; write {pq}np to skip it"
+            );
+        }
     }
 
     let started = Instant::now();
@@ -204,6 +207,45 @@ fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: O
         trained_on,
         train_time,
         add_time,
+    })
+}
+
+/// IVF classes whose lists are plain arrays the library can range-read (as
+/// `ivflake-faiss`'s shim checks on open). Checked before training so an
+/// unservable factory fails in a second, not after the build; the read-back
+/// after writing stays the authority.
+const SERVABLE_IVF: &[&str] = &["IndexIVFFlat", "IndexIVFPQ", "IndexIVFScalarQuantizer"];
+
+/// Refuses factories ivflake could not serve, from the type name of the
+/// empty index (`[Transform,…]IvfClass[Quantizer]`).
+fn check_servable(factory: &str, type_name: &str) -> Result<()> {
+    let top = type_name.split('[').next().unwrap_or(type_name);
+    let class = top.rsplit(',').next().unwrap_or(top);
+    if !class.starts_with("IndexIVF") {
+        bail!(
+            "{factory:?} builds an index of type {type_name}, not an IVF index; \
+             ivflake serves IVF indexes (e.g. \"IVF1024,PQ32\")"
+        );
+    }
+    if !SERVABLE_IVF.contains(&class) {
+        bail!(
+            "{factory:?} builds an {class}, whose inverted lists ivflake cannot range-read; \
+             use IVF with Flat, PQ<M> or SQ<bits> codes (supported: {})",
+            SERVABLE_IVF.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The `PQ<M>[x<nbits>]` component of a factory string without the `np`
+/// suffix: Faiss's factory turns on polysemous training for it.
+fn polysemous_pq(factory: &str) -> Option<&str> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    factory.split(',').map(str::trim).find(|c| {
+        c.strip_prefix("PQ").is_some_and(|rest| match rest.split_once('x') {
+            Some((m, nbits)) => digits(m) && digits(nbits),
+            None => digits(rest),
+        })
     })
 }
 
@@ -303,6 +345,29 @@ mod tests {
             assert_eq!(row[1], row[0] + 1.0);
             assert_eq!(row[0] as usize % 2, 0);
         }
+    }
+
+    #[test]
+    fn refuses_unservable_factories() {
+        assert!(check_servable("IVF8,Flat", "IndexIVFFlat[IndexFlatL2]").is_ok());
+        assert!(check_servable("OPQ16,IVF8,PQ16", "OPQMatrix,IndexIVFPQ[IndexFlatL2]").is_ok());
+        assert!(check_servable("IVF8,SQ8", "IndexIVFScalarQuantizer[IndexFlatL2]").is_ok());
+        let e = check_servable("Flat", "IndexFlat").unwrap_err().to_string();
+        assert!(e.contains("not an IVF index"), "{e}");
+        let e = check_servable("IVF8,PQ16x4fs", "IndexIVFPQFastScan[IndexFlatL2]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IndexIVFPQFastScan"), "{e}");
+    }
+
+    #[test]
+    fn spots_polysemous_training() {
+        assert_eq!(polysemous_pq("OPQ16,IVF256,PQ16"), Some("PQ16"));
+        assert_eq!(polysemous_pq("IVF1024, PQ32x8"), Some("PQ32x8"));
+        assert_eq!(polysemous_pq("OPQ16,IVF256,PQ16np"), None);
+        assert_eq!(polysemous_pq("IVF256,PQ16x4fs"), None);
+        assert_eq!(polysemous_pq("IVF256,Flat"), None);
+        assert_eq!(polysemous_pq("IVF256,PQx8"), None);
     }
 
     #[test]

@@ -72,7 +72,10 @@ impl IndexLocation {
                     .with_bucket_name(bucket()?)
                     .with_retry(fetch.retry.clone())
                     .with_config(S3Key::Client(ClientConfigKey::Timeout), secs(fetch.request_timeout))
-                    .with_config(S3Key::Client(ClientConfigKey::ConnectTimeout), secs(fetch.connect_timeout))
+                    .with_config(
+                        S3Key::Client(ClientConfigKey::ConnectTimeout),
+                        secs(fetch.connect_timeout),
+                    )
                     .build()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
@@ -81,7 +84,10 @@ impl IndexLocation {
                     .with_bucket_name(bucket()?)
                     .with_retry(fetch.retry.clone())
                     .with_config(GcsKey::Client(ClientConfigKey::Timeout), secs(fetch.request_timeout))
-                    .with_config(GcsKey::Client(ClientConfigKey::ConnectTimeout), secs(fetch.connect_timeout))
+                    .with_config(
+                        GcsKey::Client(ClientConfigKey::ConnectTimeout),
+                        secs(fetch.connect_timeout),
+                    )
                     .build()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
@@ -90,7 +96,10 @@ impl IndexLocation {
                     .with_container_name(bucket()?)
                     .with_retry(fetch.retry.clone())
                     .with_config(AzureKey::Client(ClientConfigKey::Timeout), secs(fetch.request_timeout))
-                    .with_config(AzureKey::Client(ClientConfigKey::ConnectTimeout), secs(fetch.connect_timeout))
+                    .with_config(
+                        AzureKey::Client(ClientConfigKey::ConnectTimeout),
+                        secs(fetch.connect_timeout),
+                    )
                     .build()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
