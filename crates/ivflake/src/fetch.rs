@@ -259,16 +259,14 @@ impl FetchScheduler {
                 let init = async move {
                     ran_in.store(true, Ordering::Relaxed);
                     let group = get.await?;
-                    let bytes = group.get(rel).map(|_| ()).ok_or_else(|| {
-                        Arc::new(Error::ShortRead {
+                    if group.len() < rel.end {
+                        return Err(Arc::new(Error::ShortRead {
                             list,
                             expected,
                             got: group.len() as u64,
-                        })
-                    });
-                    bytes?;
-                    let start = (req.range.offset - start) as usize;
-                    Ok::<Bytes, Arc<Error>>(group.slice(start..start + expected as usize))
+                        }));
+                    }
+                    Ok::<Bytes, Arc<Error>>(group.slice(rel))
                 };
                 let memory = self.memory.clone();
                 let io = io.clone();
