@@ -479,7 +479,7 @@ pub fn read_fvecs<R: Read>(mut r: R, len: u64) -> Result<Vectors> {
     let d = d as usize;
     let record = (d as u64 + 1) * 4;
     ensure!(
-        len % record == 0,
+        len.is_multiple_of(record),
         "the file's {len} bytes are not a whole number of {d}-dimensional .fvecs records of {record} bytes \
          (truncated, or vectors of mixed dimensions)"
     );
