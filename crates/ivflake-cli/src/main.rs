@@ -1,10 +1,13 @@
 //! `ivflake`: search, inspect and build Faiss IVF indexes served lazily from
 //! object storage, and a self-contained demo.
 
+mod bench;
 mod build;
 mod demo;
 mod inspect;
+mod manifest;
 mod search;
+mod serve;
 mod util;
 mod vectors;
 
@@ -36,6 +39,12 @@ enum Command {
     Build(build::BuildArgs),
     /// Generate data, build an index, and search it lazily against exact ground truth.
     Demo(demo::DemoArgs),
+    /// Serve indexes over HTTP: search, metrics, warm-up, hot reload.
+    Serve(serve::ServeArgs),
+    /// Measure cold and warm search latency against in-memory Faiss and one store round trip.
+    Bench(bench::BenchArgs),
+    /// Write an index's checksum sidecar, so every fetched list is verified.
+    Manifest(manifest::ManifestArgs),
 }
 
 #[tokio::main]
@@ -52,6 +61,9 @@ async fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Build(args) => build::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Manifest(args) => manifest::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
