@@ -16,6 +16,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use object_store::{GetOptions, ObjectStore, RetryConfig};
 use tokio::sync::Semaphore;
 
+use crate::disk_cache::{object_key, DiskCache, DiskCacheConfig, DiskKey};
 use crate::error::{Error, Result};
 use crate::layout::ListRange;
 use crate::location::{default_retry, IndexLocation};
@@ -48,8 +49,13 @@ pub struct FetchConfig {
     pub connect_timeout: Duration,
     /// object_store's retry policy for transient errors.
     pub retry: RetryConfig,
+    /// A GET that exceeded `get_timeout` is re-sent this many times (object_store
+    /// already retries transient HTTP errors inside one attempt).
+    pub get_retries: u32,
     /// Hedged reads; `None` disables them.
     pub hedge: Option<HedgeConfig>,
+    /// The local-disk tier under the memory cache; `None` (the default) disables it.
+    pub disk_cache: Option<DiskCacheConfig>,
 }
 
 impl Default for FetchConfig {
@@ -66,7 +72,9 @@ impl Default for FetchConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             retry: default_retry(),
+            get_retries: 1,
             hedge: None,
+            disk_cache: None,
         }
     }
 }
@@ -97,8 +105,17 @@ pub struct IndexObject {
     pub location: IndexLocation,
     pub size: u64,
     pub e_tag: Option<String>,
-    /// Identity of this version for cache keys: URI, ETag, size and store instance.
-    id: u64,
+    /// Identity of this version for memory-cache keys: URI, ETag, size and store instance.
+    pub(crate) id: u64,
+    /// Identity of this version on disk: URI, ETag and size, stable across restarts.
+    disk_id: u64,
+    /// Per-list checksums from the manifest sidecar, when there is one.
+    verifier: Option<Arc<dyn ListVerifier>>,
+}
+
+/// Checks a fetched list before anything caches it.
+pub trait ListVerifier: Send + Sync + std::fmt::Debug {
+    fn verify(&self, list: usize, bytes: &[u8]) -> Result<()>;
 }
 
 impl IndexObject {
@@ -110,10 +127,22 @@ impl IndexObject {
         (Arc::as_ptr(&location.store) as *const () as usize).hash(&mut h);
         Self {
             id: h.finish(),
+            disk_id: object_key(&location.uri, e_tag.as_deref(), size),
             location,
             size,
             e_tag,
+            verifier: None,
         }
+    }
+
+    /// Every list fetched for this object is verified first.
+    pub fn with_verifier(mut self, verifier: Arc<dyn ListVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    pub fn is_verified(&self) -> bool {
+        self.verifier.is_some()
     }
 
     pub fn uri(&self) -> &str {
@@ -140,16 +169,35 @@ pub struct ListRequest {
     pub range: ListRange,
 }
 
-/// Process-wide counters, exported as metrics.
+/// Process-wide counters (also exported through the `metrics` facade).
 #[derive(Debug, Default)]
 pub struct FetchCounters {
     pub gets: AtomicU64,
     pub bytes: AtomicU64,
     pub hedges: AtomicU64,
+    pub retries: AtomicU64,
     pub memory_hits: AtomicU64,
     pub memory_misses: AtomicU64,
     pub evictions: AtomicU64,
     pub in_flight: AtomicU64,
+    pub checksum_failures: AtomicU64,
+}
+
+/// A snapshot of the cache tiers, for reporting.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct CacheReport {
+    pub memory_hits: u64,
+    pub memory_misses: u64,
+    pub memory_evictions: u64,
+    pub memory_resident_bytes: u64,
+    pub memory_capacity_bytes: u64,
+    pub disk_enabled: bool,
+    pub disk_hits: u64,
+    pub disk_misses: u64,
+    pub disk_evictions: u64,
+    pub disk_corrupt_entries: u64,
+    pub disk_resident_bytes: u64,
+    pub disk_capacity_bytes: u64,
 }
 
 type SharedGet = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
@@ -159,6 +207,7 @@ pub struct FetchScheduler {
     config: FetchConfig,
     global: Arc<Semaphore>,
     memory: moka::future::Cache<ListKey, Bytes>,
+    disk: Option<Arc<DiskCache>>,
     counters: Arc<FetchCounters>,
     latencies: Arc<LatencyWindow>,
 }
@@ -170,7 +219,34 @@ impl std::fmt::Debug for FetchScheduler {
 }
 
 impl FetchScheduler {
+    /// A scheduler; when the disk tier's directory cannot be created it runs
+    /// without the tier and says so (use [`FetchScheduler::try_new`] to refuse).
     pub fn new(config: FetchConfig) -> Arc<Self> {
+        let disk = config.disk_cache.as_ref().and_then(|dc| match DiskCache::open(dc) {
+            Ok(disk) => Some(Arc::new(disk)),
+            Err(e) => {
+                tracing::error!(dir = %dc.dir.display(), error = %e, "disk cache disabled");
+                None
+            }
+        });
+        Self::build(config, disk)
+    }
+
+    /// A scheduler, or an error when the disk tier's directory is unusable.
+    pub fn try_new(config: FetchConfig) -> Result<Arc<Self>> {
+        let disk = match &config.disk_cache {
+            Some(dc) => Some(Arc::new(DiskCache::open(dc).map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("disk cache directory {}: {e}", dc.dir.display()),
+                ))
+            })?)),
+            None => None,
+        };
+        Ok(Self::build(config, disk))
+    }
+
+    fn build(config: FetchConfig, disk: Option<Arc<DiskCache>>) -> Arc<Self> {
         let counters = Arc::new(FetchCounters::default());
         let evictions = counters.clone();
         let memory = moka::future::Cache::builder()
@@ -179,12 +255,14 @@ impl FetchScheduler {
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
                     evictions.evictions.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ivflake_cache_evictions_total", "tier" => "memory").increment(1);
                 }
             })
             .build();
         Arc::new(Self {
             global: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             memory,
+            disk,
             counters,
             latencies: Arc::new(LatencyWindow::default()),
             config,
@@ -205,9 +283,46 @@ impl FetchScheduler {
         self.memory.weighted_size()
     }
 
-    /// Number of lists of `object` resident in memory (for reporting).
+    /// Number of lists resident in memory, all indexes together.
     pub fn memory_entries(&self) -> u64 {
         self.memory.entry_count()
+    }
+
+    /// Lists and bytes of one index version in memory and on disk.
+    pub(crate) fn residency(&self, object: &IndexObject) -> (u64, u64, u64, u64) {
+        let (mem_lists, mem_bytes) = self
+            .memory
+            .iter()
+            .filter(|(k, _)| k.object == object.id)
+            .fold((0, 0), |(n, b), (_, v)| (n + 1, b + v.len() as u64));
+        let (disk_lists, disk_bytes) = self.disk.as_ref().map(|d| d.residency(object.disk_id)).unwrap_or((0, 0));
+        (mem_lists, mem_bytes, disk_lists, disk_bytes)
+    }
+
+    /// Hits, misses, evictions and resident bytes of both tiers.
+    pub async fn cache_report(&self) -> CacheReport {
+        let c = &self.counters;
+        let mut report = CacheReport {
+            memory_hits: c.memory_hits.load(Ordering::Relaxed),
+            memory_misses: c.memory_misses.load(Ordering::Relaxed),
+            memory_evictions: c.evictions.load(Ordering::Relaxed),
+            memory_resident_bytes: self.memory_resident_bytes().await,
+            memory_capacity_bytes: self.config.memory_cache_bytes,
+            ..Default::default()
+        };
+        if let Some(disk) = &self.disk {
+            let d = &disk.counters;
+            report.disk_enabled = true;
+            report.disk_hits = d.hits.load(Ordering::Relaxed);
+            report.disk_misses = d.misses.load(Ordering::Relaxed);
+            report.disk_evictions = d.evictions.load(Ordering::Relaxed);
+            report.disk_corrupt_entries = d.corrupt.load(Ordering::Relaxed);
+            report.disk_resident_bytes = disk.resident_bytes().await;
+            report.disk_capacity_bytes = disk.capacity();
+        }
+        metrics::gauge!("ivflake_cache_resident_bytes", "tier" => "memory").set(report.memory_resident_bytes as f64);
+        metrics::gauge!("ivflake_cache_resident_bytes", "tier" => "disk").set(report.disk_resident_bytes as f64);
+        report
     }
 
     /// Fetches every requested list concurrently, in one wave. Each list's
@@ -238,6 +353,8 @@ impl FetchScheduler {
                 }
             }
         }
+        metrics::counter!("ivflake_cache_hits_total", "tier" => "memory").increment(out.len() as u64);
+        metrics::counter!("ivflake_cache_misses_total", "tier" => "memory").increment(misses.len() as u64);
         misses.sort_by_key(|r| r.range.offset);
 
         let mut loads = Vec::with_capacity(misses.len());
@@ -250,29 +367,23 @@ impl FetchScheduler {
                     object: object.id,
                     list: req.list as u32,
                 };
-                let rel = (req.range.offset - start) as usize..(req.range.offset - start + req.range.len) as usize;
-                let get = get.clone();
-                let ran = Arc::new(AtomicBool::new(false));
-                let ran_in = ran.clone();
-                let list = req.list;
-                let expected = req.range.len;
-                let init = async move {
-                    ran_in.store(true, Ordering::Relaxed);
-                    let group = get.await?;
-                    if group.len() < rel.end {
-                        return Err(Arc::new(Error::ShortRead {
-                            list,
-                            expected,
-                            got: group.len() as u64,
-                        }));
-                    }
-                    Ok::<Bytes, Arc<Error>>(group.slice(rel))
+                let load = ListLoad {
+                    object: object.clone(),
+                    list: req.list,
+                    rel: (req.range.offset - start) as usize..(req.range.offset - start + req.range.len) as usize,
+                    get: get.clone(),
+                    disk: self.disk.clone(),
+                    io: io.clone(),
+                    counters: self.counters.clone(),
+                    ran: Arc::new(AtomicBool::new(false)),
                 };
+                let ran = load.ran.clone();
                 let memory = self.memory.clone();
                 let io = io.clone();
+                let list = req.list;
                 loads.push(async move {
                     let waited = Instant::now();
-                    let result = memory.try_get_with(key, init).await.map_err(|e| (*e).clone());
+                    let result = memory.try_get_with(key, load.run()).await.map_err(|e| (*e).clone());
                     if result.is_ok() && !ran.load(Ordering::Relaxed) {
                         io.record_shared(waited.elapsed());
                     }
@@ -334,6 +445,60 @@ impl FetchScheduler {
     }
 }
 
+/// Loads one list on a memory miss: from disk if a valid entry is there,
+/// else by slicing its group's shared GET; verified before anything caches it.
+struct ListLoad {
+    object: Arc<IndexObject>,
+    list: usize,
+    rel: Range<usize>,
+    get: SharedGet,
+    disk: Option<Arc<DiskCache>>,
+    io: Arc<SearchIo>,
+    counters: Arc<FetchCounters>,
+    /// Set when this search ran the load (rather than waiting on another's).
+    ran: Arc<AtomicBool>,
+}
+
+impl ListLoad {
+    async fn run(self) -> Result<Bytes, Arc<Error>> {
+        self.ran.store(true, Ordering::Relaxed);
+        let expected = (self.rel.end - self.rel.start) as u64;
+        let disk_key = DiskKey {
+            object: self.object.disk_id,
+            list: self.list as u32,
+        };
+        if let Some(disk) = &self.disk {
+            if let Some(bytes) = disk.get(disk_key, expected).await {
+                metrics::counter!("ivflake_cache_hits_total", "tier" => "disk").increment(1);
+                // Disk entries were verified when written and are hashed on read.
+                self.io.record_disk(bytes.len() as u64);
+                return Ok(bytes);
+            }
+            metrics::counter!("ivflake_cache_misses_total", "tier" => "disk").increment(1);
+        }
+        let group = self.get.await?;
+        if group.len() < self.rel.end {
+            return Err(Arc::new(Error::ShortRead {
+                list: self.list,
+                expected,
+                got: group.len().saturating_sub(self.rel.start) as u64,
+            }));
+        }
+        let bytes = group.slice(self.rel);
+        if let Some(verifier) = &self.object.verifier {
+            if let Err(e) = verifier.verify(self.list, &bytes) {
+                self.counters.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ivflake_checksum_failures_total").increment(1);
+                return Err(Arc::new(e));
+            }
+        }
+        if let Some(disk) = &self.disk {
+            disk.put(disk_key, bytes.clone());
+        }
+        Ok(bytes)
+    }
+}
+
 struct GetContext {
     object: Arc<IndexObject>,
     io: Arc<SearchIo>,
@@ -380,6 +545,7 @@ impl GetContext {
             return first.await;
         }
         self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ivflake_store_hedged_gets_total").increment(1);
         self.io.record_hedge();
         let second = self.get_once(range);
         tokio::pin!(second);
@@ -390,11 +556,45 @@ impl GetContext {
         }
     }
 
+    /// One GET, re-sent up to `get_retries` times when an attempt exceeds `get_timeout`.
     async fn get_once(&self, range: Range<u64>) -> Result<Bytes> {
+        let mut attempt = 0;
+        loop {
+            match self.attempt(range.clone()).await {
+                Err(Attempt::TimedOut) if attempt < self.config.get_retries => {
+                    attempt += 1;
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ivflake_store_retries_total").increment(1);
+                    self.io.record_retry();
+                    tracing::debug!(uri = %self.object.uri(), ?range, attempt, "GET timed out; re-sending");
+                }
+                Err(Attempt::TimedOut) => {
+                    return Err(Error::Store {
+                        uri: self.object.uri().to_string(),
+                        source: object_store::Error::Generic {
+                            store: "ivflake",
+                            source: format!(
+                                "GET of bytes {range:?} timed out after {:?}, {} time(s)",
+                                self.config.get_timeout,
+                                attempt + 1
+                            )
+                            .into(),
+                        },
+                    })
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(bytes) => return Ok(bytes),
+            }
+        }
+    }
+
+    async fn attempt(&self, range: Range<u64>) -> Result<Bytes, Attempt> {
         let _search_slot = self.per_search.clone().acquire_owned().await;
         let _global_slot = self.global.clone().acquire_owned().await;
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
-        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.io.record_get();
+        metrics::counter!("ivflake_store_gets_total").increment(1);
+        let in_flight = InFlight::enter(&self.counters);
         let started = Instant::now();
         let store: &Arc<dyn ObjectStore> = &self.object.location.store;
         let request = async {
@@ -405,32 +605,50 @@ impl GetContext {
                 .await
         };
         let outcome = tokio::time::timeout(self.config.get_timeout, request).await;
-        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let uri = self.object.uri();
+        drop(in_flight);
         let bytes = match outcome {
-            Err(_) => {
-                return Err(Error::Store {
-                    uri: uri.to_string(),
-                    source: object_store::Error::Generic {
-                        store: "ivflake",
-                        source: format!("GET of bytes {range:?} timed out after {:?}", self.config.get_timeout).into(),
-                    },
-                })
-            }
-            Ok(r) => r.map_err(|e| Error::from_store(uri, self.object.e_tag.as_deref(), e))?,
+            Err(_) => return Err(Attempt::TimedOut),
+            Ok(r) => r.map_err(|e| {
+                metrics::counter!("ivflake_store_errors_total").increment(1);
+                Attempt::Failed(Error::from_store(self.object.uri(), self.object.e_tag.as_deref(), e))
+            })?,
         };
         let expected = range.end - range.start;
         if bytes.len() as u64 != expected {
-            return Err(Error::ShortRead {
+            return Err(Attempt::Failed(Error::ShortRead {
                 list: usize::MAX,
                 expected,
                 got: bytes.len() as u64,
-            });
+            }));
         }
         self.latencies.record(started.elapsed());
         self.counters.bytes.fetch_add(expected, Ordering::Relaxed);
-        self.io.record_get(expected);
+        metrics::counter!("ivflake_store_bytes_total").increment(expected);
+        self.io.record_bytes(expected);
         Ok(bytes)
+    }
+}
+
+enum Attempt {
+    TimedOut,
+    Failed(Error),
+}
+
+/// Counts a GET in flight for as long as it lives, even if its future is dropped.
+struct InFlight<'a>(&'a FetchCounters);
+
+impl<'a> InFlight<'a> {
+    fn enter(counters: &'a FetchCounters) -> Self {
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("ivflake_fetches_in_flight").increment(1.0);
+        Self(counters)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("ivflake_fetches_in_flight").decrement(1.0);
     }
 }
 

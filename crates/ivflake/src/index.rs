@@ -2,6 +2,7 @@
 //! lists each batch probes. See ARCHITECTURE.md for the flow of one search.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::fetch::{FetchConfig, FetchScheduler, IndexObject, ListRequest};
 use crate::layout::{ListLayout, ListRange};
 use crate::location::IndexLocation;
 use crate::stats::{ms, SearchIo, SearchStats};
+use crate::warm::{ProbeCounts, Residency, WarmReport, WarmSpec};
 
 /// The largest `k` a search accepts. Faiss keeps a k-sized heap per query;
 /// beyond this, callers want an export, not a search.
@@ -34,6 +36,8 @@ pub struct OpenOptions {
     pub scheduler: Arc<FetchScheduler>,
     pub compute: ComputePool,
     pub header_probe_bytes: u64,
+    /// Where per-index probe counts persist across restarts; `None` keeps them in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for OpenOptions {
@@ -42,6 +46,7 @@ impl Default for OpenOptions {
             scheduler: FetchScheduler::new(FetchConfig::default()),
             compute: ComputePool::global(),
             header_probe_bytes: HEADER_PROBE_BYTES,
+            state_dir: None,
         }
     }
 }
@@ -128,6 +133,8 @@ struct Inner {
     scheduler: Arc<FetchScheduler>,
     compute: ComputePool,
     probe_bytes: u64,
+    state_dir: Option<PathBuf>,
+    probes: ProbeCounts,
 }
 
 /// An IVF index served from object storage. Cheap to clone; clones share the header.
@@ -233,6 +240,7 @@ impl IvfIndex {
         let info = faiss.info().clone();
         let layout = ListLayout::new(&faiss.list_sizes(), info.code_size, info.list_data_offset, size, &uri)?;
         tracing::debug!(uri = %uri, requests, header_bytes = info.list_data_offset, "opened index");
+        let probes = ProbeCounts::load(options.state_dir.as_deref(), &uri, info.nlist);
         Ok(Self {
             inner: Arc::new(Inner {
                 faiss,
@@ -242,6 +250,8 @@ impl IvfIndex {
                 scheduler: options.scheduler,
                 compute: options.compute,
                 probe_bytes: probe,
+                state_dir: options.state_dir,
+                probes,
             }),
         })
     }
@@ -253,7 +263,12 @@ impl IvfIndex {
             scheduler: self.inner.scheduler.clone(),
             compute: self.inner.compute.clone(),
             header_probe_bytes: self.inner.probe_bytes,
+            state_dir: self.inner.state_dir.clone(),
         };
+        // The new version resumes from the counts this one gathered.
+        if let Err(e) = self.persist_probe_counts() {
+            tracing::warn!(uri = %self.uri(), error = %e, "cannot save probe counts");
+        }
         Self::open_at(self.inner.object.location.clone(), options).await
     }
 
@@ -290,15 +305,102 @@ impl IvfIndex {
     pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
         let n = self.validate(queries, params)?;
         let work = self.run_search(queries.to_vec(), n, params.clone());
-        match params.deadline {
+        let _in_flight = SearchInFlight::enter();
+        let outcome = match params.deadline {
             None => work.await,
             Some(deadline) => tokio::time::timeout(deadline, work)
                 .await
-                .map_err(|_| Error::DeadlineExceeded {
+                .unwrap_or(Err(Error::DeadlineExceeded {
                     deadline,
                     stage: "searching",
-                })?,
+                })),
+        };
+        match &outcome {
+            Ok(r) => {
+                metrics::counter!("ivflake_searches_total", "outcome" => "ok").increment(1);
+                let s = &r.stats;
+                for (stage, v) in [
+                    ("quantizer", s.quantizer_ms),
+                    ("fetch", s.fetch_ms),
+                    ("scan", s.scan_ms),
+                    ("total", s.total_ms),
+                ] {
+                    metrics::histogram!("ivflake_search_seconds", "stage" => stage).record(v / 1000.0);
+                }
+            }
+            Err(_) => metrics::counter!("ivflake_searches_total", "outcome" => "error").increment(1),
         }
+        outcome
+    }
+
+    /// Loads lists into the caches before searches need them: the given
+    /// lists, the largest, and the most probed, in one wave.
+    pub async fn warm(&self, spec: &WarmSpec) -> Result<WarmReport> {
+        let started = Instant::now();
+        let nlist = self.inner.info.nlist;
+        if let Some(&bad) = spec.lists.iter().find(|&&l| l >= nlist) {
+            return Err(Error::invalid(
+                "lists",
+                format!("list {bad} does not exist; the index has {nlist} lists"),
+            ));
+        }
+        let mut wanted = spec.lists.clone();
+        if spec.largest > 0 {
+            let mut by_size: Vec<(u64, usize)> = (0..nlist)
+                .filter_map(|l| self.inner.layout.get(l).map(|r| (r.len, l)))
+                .collect();
+            by_size.sort_unstable_by(|a, b| b.cmp(a));
+            wanted.extend(by_size.into_iter().take(spec.largest).map(|(_, l)| l));
+        }
+        wanted.extend(self.inner.probes.hottest(spec.most_probed));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let requests: Vec<ListRequest> = wanted
+            .iter()
+            .filter_map(|&list| self.inner.layout.get(list).map(|range| ListRequest { list, range: *range }))
+            .filter(|r| r.range.count > 0)
+            .collect();
+        let io = Arc::new(SearchIo::default());
+        let fetched = self.inner.scheduler.fetch(&self.inner.object, &requests, &io).await;
+        let mut stats = SearchStats {
+            lists_probed: requests.len(),
+            failed_lists: fetched
+                .iter()
+                .filter(|(_, r)| r.is_err())
+                .map(|(l, _)| *l)
+                .collect(),
+            ..Default::default()
+        };
+        stats.absorb(&io);
+        stats.failed_lists.sort_unstable();
+        tracing::info!(uri = %self.uri(), lists = requests.len(), bytes = stats.bytes_fetched, "warmed");
+        Ok(WarmReport {
+            lists_requested: requests.len(),
+            lists_already_in_memory: stats.lists_from_memory,
+            lists_from_disk: stats.lists_from_disk,
+            lists_from_store: stats.lists_from_store + stats.lists_shared,
+            gets: stats.gets,
+            bytes_fetched: stats.bytes_fetched,
+            failed_lists: stats.failed_lists,
+            ms: ms(started.elapsed()),
+        })
+    }
+
+    /// Lists and bytes of this index version held in memory and on disk.
+    pub async fn residency(&self) -> Residency {
+        let (lists_in_memory, bytes_in_memory, lists_on_disk, bytes_on_disk) =
+            self.inner.scheduler.residency(&self.inner.object);
+        Residency {
+            lists_in_memory,
+            bytes_in_memory,
+            lists_on_disk,
+            bytes_on_disk,
+        }
+    }
+
+    /// Saves the probe counts under the state directory (no-op without one).
+    pub fn persist_probe_counts(&self) -> Result<()> {
+        self.inner.probes.persist().map_err(Error::Io)
     }
 
     fn validate(&self, queries: &[f32], params: &SearchParams) -> Result<usize> {
@@ -396,6 +498,7 @@ impl IvfIndex {
             .filter(|r| r.range.count > 0)
             .collect();
         stats.lists_probed = requests.len();
+        self.inner.probes.record(&wanted);
         stats.bytes_probed = requests.iter().map(|r| r.range.len).sum();
         let io = Arc::new(SearchIo::default());
         let fetched = self.inner.scheduler.fetch(&self.inner.object, &requests, &io).await;
@@ -461,6 +564,27 @@ impl IvfIndex {
             distances: neighbors.distances,
             stats,
         })
+    }
+
+    /// The pinned object version (store, path, ETag), for the checksum manifest builder.
+    pub(crate) fn object(&self) -> &Arc<IndexObject> {
+        &self.inner.object
+    }
+}
+
+/// Counts a search in flight while it lives, cancelled or not.
+struct SearchInFlight;
+
+impl SearchInFlight {
+    fn enter() -> Self {
+        metrics::gauge!("ivflake_searches_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for SearchInFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("ivflake_searches_in_flight").decrement(1.0);
     }
 }
 

@@ -16,16 +16,22 @@
 //! ```
 
 mod compute;
+mod disk_cache;
 mod error;
 mod fetch;
 mod index;
 mod layout;
 mod location;
+mod manifest;
 mod stats;
+mod warm;
 
 pub use compute::ComputePool;
 pub use error::{Error, Result};
-pub use fetch::{FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest};
+pub use disk_cache::DiskCacheConfig;
+pub use fetch::{
+    CacheReport, FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest, ListVerifier,
+};
 pub use index::{
     IdFilterSpec, IvfIndex, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
     MAX_RESULT_SLOTS,
@@ -33,4 +39,6 @@ pub use index::{
 pub use ivflake_faiss::{IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};
 pub use location::{default_retry, IndexLocation};
+pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
 pub use stats::SearchStats;
+pub use warm::{Residency, WarmReport, WarmSpec};

@@ -12,15 +12,30 @@ pub struct SearchIo {
     bytes_fetched: AtomicU64,
     lists_from_memory: AtomicU64,
     bytes_from_memory: AtomicU64,
+    lists_from_disk: AtomicU64,
+    bytes_from_disk: AtomicU64,
+    retries: AtomicU64,
     lists_shared: AtomicU64,
     shared_wait_us: AtomicU64,
     hedges: AtomicU64,
 }
 
 impl SearchIo {
-    pub(crate) fn record_get(&self, bytes: u64) {
+    pub(crate) fn record_get(&self) {
         self.gets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_bytes(&self, bytes: u64) {
         self.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_disk(&self, bytes: u64) {
+        self.lists_from_disk.fetch_add(1, Ordering::Relaxed);
+        self.bytes_from_disk.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_memory(&self, bytes: u64) {
@@ -46,17 +61,23 @@ pub struct SearchStats {
     /// Distinct non-empty lists the batch probed.
     pub lists_probed: usize,
     pub lists_from_memory: usize,
+    /// Lists read from the local disk tier.
+    pub lists_from_disk: usize,
     /// Lists this search loaded from the store itself.
     pub lists_from_store: usize,
     /// Lists another search was already fetching; this one waited for it.
     pub lists_shared: usize,
-    /// Range GETs this search issued (hedges included).
+    /// Range GETs this search issued (hedges and retries included).
     pub gets: u64,
+    /// Bytes received from the store.
     pub bytes_fetched: u64,
     pub bytes_from_memory: u64,
+    pub bytes_from_disk: u64,
     /// Bytes of the probed lists themselves (fetched bytes minus coalescing gaps).
     pub bytes_probed: u64,
     pub hedged_gets: u64,
+    /// GETs re-sent after timing out (object_store's own HTTP retries are inside one GET).
+    pub retries: u64,
     /// Lists that failed, when partial results were allowed.
     pub failed_lists: Vec<usize>,
     pub quantizer_ms: f64,
@@ -72,12 +93,15 @@ impl SearchStats {
         self.bytes_fetched = io.bytes_fetched.load(Ordering::Relaxed);
         self.lists_from_memory = io.lists_from_memory.load(Ordering::Relaxed) as usize;
         self.bytes_from_memory = io.bytes_from_memory.load(Ordering::Relaxed);
+        self.lists_from_disk = io.lists_from_disk.load(Ordering::Relaxed) as usize;
+        self.bytes_from_disk = io.bytes_from_disk.load(Ordering::Relaxed);
+        self.retries = io.retries.load(Ordering::Relaxed);
         self.lists_shared = io.lists_shared.load(Ordering::Relaxed) as usize;
         self.shared_wait_ms = io.shared_wait_us.load(Ordering::Relaxed) as f64 / 1000.0;
         self.hedged_gets = io.hedges.load(Ordering::Relaxed);
         self.lists_from_store = self
             .lists_probed
-            .saturating_sub(self.lists_from_memory + self.lists_shared + self.failed_lists.len());
+            .saturating_sub(self.lists_from_memory + self.lists_from_disk + self.lists_shared + self.failed_lists.len());
     }
 }
 

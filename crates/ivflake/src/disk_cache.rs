@@ -1,0 +1,257 @@
+//! The optional local-disk tier under the memory cache. It owns files in one
+//! directory and nothing else; moka decides what to keep (weighted by file
+//! bytes) and its eviction listener deletes the file.
+//!
+//! Each entry is one file, `<object>/<list>.ivl`, where `<object>` hashes the
+//! URI, ETag and size of one version of an index, so a new version never
+//! reads old bytes. A file is a 32-byte header (magic, payload length, xxh3 of
+//! the payload, list number) then the payload. Files are written to a temporary
+//! name and renamed, and every read checks length and hash, so a torn or
+//! corrupted entry is dropped and counted, never served.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Where the disk tier lives and how many bytes it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCacheConfig {
+    pub dir: PathBuf,
+    pub capacity_bytes: u64,
+}
+
+const MAGIC: &[u8; 8] = b"IVFKDC01";
+const HEADER_LEN: usize = 32;
+const SUFFIX: &str = "ivl";
+
+/// Identity of one list of one index version, stable across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DiskKey {
+    pub object: u64,
+    pub list: u32,
+}
+
+/// Counters the scheduler exports.
+#[derive(Debug, Default)]
+pub(crate) struct DiskCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+pub(crate) struct DiskCache {
+    dir: PathBuf,
+    /// Keys to file sizes; the files themselves are the values.
+    index: moka::future::Cache<DiskKey, u64>,
+    /// Entries a previous process left are re-admitted on first use.
+    readmitted: tokio::sync::OnceCell<()>,
+    pub counters: Arc<DiskCounters>,
+}
+
+impl DiskCache {
+    /// Opens (creating if needed) the cache directory. The entries a previous
+    /// process left are re-admitted on first use, so the tier survives a restart.
+    pub fn open(config: &DiskCacheConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&config.dir)?;
+        let dir = config.dir.clone();
+        let counters = Arc::new(DiskCounters::default());
+        let listener_dir = dir.clone();
+        let listener_counters = counters.clone();
+        let index = moka::future::Cache::builder()
+            .max_capacity(config.capacity_bytes)
+            .weigher(|_k: &DiskKey, len: &u64| u32::try_from(*len).unwrap_or(u32::MAX))
+            .eviction_listener(move |k: Arc<DiskKey>, _len, cause| {
+                // A replaced entry's file is the new one: keep it.
+                if cause.was_evicted() {
+                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    let _ = std::fs::remove_file(entry_path(&listener_dir, &k));
+                }
+            })
+            .build();
+        Ok(Self {
+            dir,
+            index,
+            readmitted: tokio::sync::OnceCell::new(),
+            counters,
+        })
+    }
+
+    async fn ready(&self) {
+        self.readmitted
+            .get_or_init(|| async {
+                let dir = self.dir.clone();
+                let found = tokio::task::spawn_blocking(move || scan(&dir)).await;
+                match found {
+                    Ok(Ok(entries)) => {
+                        for (key, len) in entries {
+                            self.index.insert(key, len).await;
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot scan the disk cache; starting empty"),
+                    Err(e) => tracing::warn!(error = %e, "disk cache scan failed; starting empty"),
+                }
+            })
+            .await;
+    }
+
+    /// The list's bytes if a valid entry is on disk. A damaged entry is
+    /// removed and reported as a miss.
+    pub async fn get(&self, key: DiskKey, expected_len: u64) -> Option<Bytes> {
+        self.ready().await;
+        if !self.index.contains_key(&key) {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let path = entry_path(&self.dir, &key);
+        let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await;
+        match read.ok().and_then(|r| r.ok()).map(|raw| decode(raw, key, expected_len)) {
+            Some(Some(bytes)) => {
+                self.index.get(&key).await;
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(bytes)
+            }
+            found => {
+                if matches!(found, Some(None)) {
+                    self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(object = key.object, list = key.list, "dropping a damaged disk cache entry");
+                }
+                self.index.invalidate(&key).await;
+                let _ = std::fs::remove_file(entry_path(&self.dir, &key));
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Writes an entry in the background; a failed write only costs a future miss.
+    pub fn put(self: &Arc<Self>, key: DiskKey, bytes: Bytes) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.ready().await;
+            let dir = this.dir.clone();
+            let written = tokio::task::spawn_blocking(move || write_entry(&dir, key, &bytes)).await;
+            match written {
+                Ok(Ok(len)) => this.index.insert(key, len).await,
+                Ok(Err(e)) => {
+                    this.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cannot write a disk cache entry");
+                }
+                Err(_) => {
+                    this.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Bytes on disk now (after pending evictions run).
+    pub async fn resident_bytes(&self) -> u64 {
+        self.ready().await;
+        self.index.run_pending_tasks().await;
+        self.index.weighted_size()
+    }
+
+    /// Lists and bytes of one index version on disk.
+    pub fn residency(&self, object: u64) -> (u64, u64) {
+        self.index
+            .iter()
+            .filter(|(k, _)| k.object == object)
+            .fold((0, 0), |(n, b), (_, len)| (n + 1, b + len))
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.index.policy().max_capacity().unwrap_or(0)
+    }
+}
+
+/// Every complete entry under `dir`; temporary files of a crashed write are removed.
+fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, u64)>> {
+    let mut found = Vec::new();
+    for object_dir in std::fs::read_dir(dir)? {
+        let object_dir = object_dir?;
+        let Some(object) = object_dir
+            .file_name()
+            .to_str()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+        else {
+            continue;
+        };
+        for entry in std::fs::read_dir(object_dir.path())? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match name.strip_suffix(".ivl").and_then(|n| n.parse::<u32>().ok()) {
+                Some(list) => found.push((DiskKey { object, list }, entry.metadata()?.len())),
+                // Leftover temporary files of a crash mid-write.
+                None => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn entry_path(dir: &Path, key: &DiskKey) -> PathBuf {
+    dir.join(format!("{:016x}", key.object))
+        .join(format!("{}.{SUFFIX}", key.list))
+}
+
+fn write_entry(dir: &Path, key: DiskKey, payload: &[u8]) -> std::io::Result<u64> {
+    let path = entry_path(dir, &key);
+    let parent = path.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!("{}.tmp-{:x}", key.list, rand_suffix()));
+    let mut file = std::fs::File::create(&tmp)?;
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    header[16..24].copy_from_slice(&xxh3_64(payload).to_le_bytes());
+    header[24..28].copy_from_slice(&key.list.to_le_bytes());
+    let written = file.write_all(&header).and_then(|_| file.write_all(payload));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    Ok((HEADER_LEN + payload.len()) as u64)
+}
+
+fn decode(raw: Vec<u8>, key: DiskKey, expected_len: u64) -> Option<Bytes> {
+    if raw.len() < HEADER_LEN || &raw[..8] != MAGIC {
+        return None;
+    }
+    let field = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap_or([0; 8]));
+    let len = field(8);
+    let hash = field(16);
+    let list = u32::from_le_bytes(raw[24..28].try_into().unwrap_or([0; 4]));
+    if len != expected_len || raw.len() as u64 != HEADER_LEN as u64 + len || list != key.list {
+        return None;
+    }
+    let bytes = Bytes::from(raw).slice(HEADER_LEN..);
+    (xxh3_64(&bytes) == hash).then_some(bytes)
+}
+
+/// Unique enough for concurrent writers of one key in one directory.
+fn rand_suffix() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let pid = u64::from(std::process::id());
+    (pid << 32) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Stable across processes (unlike the std hasher): names an index version's directory.
+pub(crate) fn object_key(uri: &str, e_tag: Option<&str>, size: u64) -> u64 {
+    let mut buf = Vec::with_capacity(uri.len() + 64);
+    buf.extend_from_slice(uri.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(e_tag.unwrap_or("").as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(&size.to_le_bytes());
+    xxh3_64(&buf)
+}
