@@ -119,7 +119,11 @@ impl DiskCache {
             found => {
                 if matches!(found, Some(None)) {
                     self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(object = key.object, list = key.list, "dropping a damaged disk cache entry");
+                    tracing::warn!(
+                        object = key.object,
+                        list = key.list,
+                        "dropping a damaged disk cache entry"
+                    );
                 }
                 self.index.invalidate(&key).await;
                 let _ = std::fs::remove_file(entry_path(&self.dir, &key));

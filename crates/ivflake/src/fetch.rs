@@ -295,7 +295,11 @@ impl FetchScheduler {
             .iter()
             .filter(|(k, _)| k.object == object.id)
             .fold((0, 0), |(n, b), (_, v)| (n + 1, b + v.len() as u64));
-        let (disk_lists, disk_bytes) = self.disk.as_ref().map(|d| d.residency(object.disk_id)).unwrap_or((0, 0));
+        let (disk_lists, disk_bytes) = self
+            .disk
+            .as_ref()
+            .map(|d| d.residency(object.disk_id))
+            .unwrap_or((0, 0));
         (mem_lists, mem_bytes, disk_lists, disk_bytes)
     }
 

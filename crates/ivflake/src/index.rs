@@ -357,18 +357,19 @@ impl IvfIndex {
         wanted.dedup();
         let requests: Vec<ListRequest> = wanted
             .iter()
-            .filter_map(|&list| self.inner.layout.get(list).map(|range| ListRequest { list, range: *range }))
+            .filter_map(|&list| {
+                self.inner
+                    .layout
+                    .get(list)
+                    .map(|range| ListRequest { list, range: *range })
+            })
             .filter(|r| r.range.count > 0)
             .collect();
         let io = Arc::new(SearchIo::default());
         let fetched = self.inner.scheduler.fetch(&self.inner.object, &requests, &io).await;
         let mut stats = SearchStats {
             lists_probed: requests.len(),
-            failed_lists: fetched
-                .iter()
-                .filter(|(_, r)| r.is_err())
-                .map(|(l, _)| *l)
-                .collect(),
+            failed_lists: fetched.iter().filter(|(_, r)| r.is_err()).map(|(l, _)| *l).collect(),
             ..Default::default()
         };
         stats.absorb(&io);

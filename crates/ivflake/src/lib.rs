@@ -27,8 +27,8 @@ mod stats;
 mod warm;
 
 pub use compute::ComputePool;
-pub use error::{Error, Result};
 pub use disk_cache::DiskCacheConfig;
+pub use error::{Error, Result};
 pub use fetch::{
     CacheReport, FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest, ListVerifier,
 };

@@ -99,9 +99,9 @@ impl SearchStats {
         self.lists_shared = io.lists_shared.load(Ordering::Relaxed) as usize;
         self.shared_wait_ms = io.shared_wait_us.load(Ordering::Relaxed) as f64 / 1000.0;
         self.hedged_gets = io.hedges.load(Ordering::Relaxed);
-        self.lists_from_store = self
-            .lists_probed
-            .saturating_sub(self.lists_from_memory + self.lists_from_disk + self.lists_shared + self.failed_lists.len());
+        self.lists_from_store = self.lists_probed.saturating_sub(
+            self.lists_from_memory + self.lists_from_disk + self.lists_shared + self.failed_lists.len(),
+        );
     }
 }
 

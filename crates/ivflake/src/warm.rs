@@ -57,7 +57,10 @@ impl ProbeCounts {
     /// Counts for an index of `nlist` lists, resumed from `state_dir` when a
     /// file for this URI and list count is there.
     pub fn load(state_dir: Option<&Path>, uri: &str, nlist: usize) -> Self {
-        let file = state_dir.map(|d| d.join("probe-counts").join(format!("{:016x}.bin", xxh3_64(uri.as_bytes()))));
+        let file = state_dir.map(|d| {
+            d.join("probe-counts")
+                .join(format!("{:016x}.bin", xxh3_64(uri.as_bytes())))
+        });
         let saved = file.as_deref().and_then(|f| std::fs::read(f).ok());
         let counts = match saved.as_deref().and_then(|raw| decode(raw, nlist)) {
             Some(saved) => saved.into_iter().map(AtomicU64::new).collect(),
@@ -113,7 +116,11 @@ fn decode(raw: &[u8], nlist: usize) -> Option<Vec<u64>> {
     if raw.len() != body_len + 8 || &raw[..8] != MAGIC {
         return None;
     }
-    let word = |at: usize| raw.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let word = |at: usize| {
+        raw.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
     if word(8)? != nlist as u64 || word(body_len)? != xxh3_64(&raw[..body_len]) {
         return None;
     }
@@ -135,12 +142,16 @@ mod tests {
         let again = ProbeCounts::load(Some(&dir), "file:///x.faiss", 8);
         assert_eq!(again.hottest(10), vec![3, 5, 1]);
         // A different list count is another index: start from zero.
-        assert!(ProbeCounts::load(Some(&dir), "file:///x.faiss", 9).hottest(10).is_empty());
+        assert!(ProbeCounts::load(Some(&dir), "file:///x.faiss", 9)
+            .hottest(10)
+            .is_empty());
         // A torn file is ignored.
         let file = again.file.clone().unwrap();
         let raw = std::fs::read(&file).unwrap();
         std::fs::write(&file, &raw[..raw.len() - 3]).unwrap();
-        assert!(ProbeCounts::load(Some(&dir), "file:///x.faiss", 8).hottest(10).is_empty());
+        assert!(ProbeCounts::load(Some(&dir), "file:///x.faiss", 8)
+            .hottest(10)
+            .is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
