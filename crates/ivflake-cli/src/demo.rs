@@ -19,9 +19,9 @@ use crate::util::{human_bytes, open_index, positive, shell_quote};
 use crate::vectors::{write_vectors, Vectors};
 
 /// The generator's seed: the same arguments always give the same data.
-const SEED: u64 = 42;
+pub(crate) const SEED: u64 = 42;
 /// Number of clusters in the generated data (fewer when `n` is smaller).
-const BLOBS: usize = 256;
+pub(crate) const BLOBS: usize = 256;
 /// Each cluster spreads along a random subspace of this many dimensions, as
 /// real embeddings have a low intrinsic dimension.
 const BLOB_RANK: usize = 8;
@@ -206,7 +206,7 @@ fn describe(s: &SearchStats) -> String {
 
 /// Database and query vectors: points around `BLOBS` random centres, each
 /// cluster stretched along its own random low-rank subspace plus a little noise.
-fn generate(n: usize, nq: usize, d: usize) -> (Vectors, Vectors) {
+pub(crate) fn generate(n: usize, nq: usize, d: usize) -> (Vectors, Vectors) {
     let mut rng = StdRng::seed_from_u64(SEED);
     let blobs = BLOBS.min(n).max(1);
     let rank = BLOB_RANK.min(d);
