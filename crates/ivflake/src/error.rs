@@ -85,6 +85,59 @@ impl Error {
         }
     }
 
+    /// An error shared by every search that waited on one failed load, as this
+    /// search's own: same variant, the shared one kept as the source.
+    pub(crate) fn from_shared(shared: std::sync::Arc<Error>) -> Self {
+        let shared = match std::sync::Arc::try_unwrap(shared) {
+            Ok(owned) => return owned,
+            Err(shared) => shared,
+        };
+        match &*shared {
+            Error::InvalidUri { uri, reason } => Error::InvalidUri {
+                uri: uri.clone(),
+                reason: reason.clone(),
+            },
+            Error::IndexChanged { uri, e_tag } => Error::IndexChanged {
+                uri: uri.clone(),
+                e_tag: e_tag.clone(),
+            },
+            Error::Corrupt { uri, reason } => Error::Corrupt {
+                uri: uri.clone(),
+                reason: reason.clone(),
+            },
+            Error::Unsupported { uri, reason } => Error::Unsupported {
+                uri: uri.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                field,
+                reason: reason.clone(),
+            },
+            &Error::ShortRead { list, expected, got } => Error::ShortRead { list, expected, got },
+            Error::Checksum { uri, list } => Error::Checksum {
+                uri: uri.clone(),
+                list: *list,
+            },
+            &Error::DeadlineExceeded { deadline, stage } => Error::DeadlineExceeded { deadline, stage },
+            Error::Internal(msg) => Error::Internal(msg.clone()),
+            Error::NotFound { uri, source } => Error::NotFound {
+                uri: uri.clone(),
+                source: object_store::Error::NotFound {
+                    path: uri.clone(),
+                    source: source.to_string().into(),
+                },
+            },
+            Error::Store { uri, .. } => Error::Store {
+                uri: uri.clone(),
+                source: object_store::Error::Generic {
+                    store: "ivflake",
+                    source: Box::new(shared.clone()),
+                },
+            },
+            Error::Faiss(_) | Error::Io(_) => Error::Internal(shared.to_string()),
+        }
+    }
+
     /// True for errors a caller may retry as-is (the store, not the input).
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -13,9 +13,10 @@ use rayon::prelude::*;
 
 use crate::compute::ComputePool;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchConfig, FetchScheduler, IndexObject, ListRequest};
+use crate::fetch::{FetchConfig, FetchScheduler, IndexObject, ListRequest, ListVerifier};
 use crate::layout::{ListLayout, ListRange};
 use crate::location::IndexLocation;
+use crate::manifest::Manifest;
 use crate::stats::{ms, SearchIo, SearchStats};
 use crate::warm::{ProbeCounts, Residency, WarmReport, WarmSpec};
 
@@ -38,6 +39,34 @@ pub struct OpenOptions {
     pub header_probe_bytes: u64,
     /// Where per-index probe counts persist across restarts; `None` keeps them in memory.
     pub state_dir: Option<PathBuf>,
+    /// Whether to look for the checksum sidecar `ivflake manifest` writes.
+    pub manifest: ManifestMode,
+}
+
+/// What open does about the checksum sidecar (`<index>.ivfmanifest`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ManifestMode {
+    /// Use it when present and describing this file; otherwise log why and
+    /// serve unverified. Open takes 2 requests: the sidecar, then the header.
+    #[default]
+    Auto,
+    /// Do not look: open takes 1 request for most headers.
+    Ignore,
+    /// Refuse to open without a sidecar that describes this file.
+    Require,
+}
+
+/// Verifies fetched lists against the manifest's checksums.
+#[derive(Debug)]
+struct ManifestVerifier {
+    manifest: Manifest,
+    uri: String,
+}
+
+impl ListVerifier for ManifestVerifier {
+    fn verify(&self, list: usize, bytes: &[u8]) -> Result<()> {
+        self.manifest.verify_list(list, bytes, &self.uri)
+    }
 }
 
 impl Default for OpenOptions {
@@ -47,6 +76,7 @@ impl Default for OpenOptions {
             compute: ComputePool::global(),
             header_probe_bytes: HEADER_PROBE_BYTES,
             state_dir: None,
+            manifest: ManifestMode::Auto,
         }
     }
 }
@@ -134,6 +164,7 @@ struct Inner {
     compute: ComputePool,
     probe_bytes: u64,
     state_dir: Option<PathBuf>,
+    manifest_mode: ManifestMode,
     probes: ProbeCounts,
 }
 
@@ -163,7 +194,26 @@ impl IvfIndex {
     /// Opens the index at `location`: reads the header only, never list data.
     pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
         let uri = location.uri.clone();
-        let probe = options.header_probe_bytes.max(64);
+        let manifest = match options.manifest {
+            ManifestMode::Ignore => None,
+            ManifestMode::Auto => Manifest::read_at(&location).await.unwrap_or_else(|e| {
+                tracing::warn!(uri = %uri, error = %e, "ignoring the checksum sidecar; lists are not verified");
+                None
+            }),
+            ManifestMode::Require => Some(Manifest::read_at(&location).await?.ok_or_else(|| Error::NotFound {
+                uri: Manifest::sidecar_uri(&uri),
+                source: object_store::Error::NotFound {
+                    path: Manifest::sidecar_path(&location.path).to_string(),
+                    source: "the checksum sidecar is required; write it with `ivflake manifest`".into(),
+                },
+            })?),
+        };
+        // With a sidecar the header's length is known: read exactly that.
+        let probe = manifest
+            .as_ref()
+            .map(|m| m.header_len)
+            .unwrap_or(options.header_probe_bytes)
+            .max(64);
         let first = match location
             .store
             .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe)))
@@ -185,7 +235,6 @@ impl IvfIndex {
         let size = first.meta.size;
         let e_tag = first.meta.e_tag.clone();
         let first = first.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;
-        let object = Arc::new(IndexObject::new(location, size, e_tag));
         check_magic(&first, &uri)?;
 
         let mut prefix = BytesMut::from(first.as_ref());
@@ -210,20 +259,19 @@ impl IvfIndex {
                     }
                     let have = prefix.len() as u64;
                     let want = needed.max(have.saturating_mul(2)).min(size);
-                    let more = object
-                        .location
+                    let more = location
                         .store
                         .get_opts(
-                            &object.location.path,
+                            &location.path,
                             GetOptions::new()
                                 .with_range(Some(have..want))
-                                .with_if_match(object.e_tag.clone()),
+                                .with_if_match(e_tag.clone()),
                         )
                         .await
-                        .map_err(|e| Error::from_store(&uri, object.e_tag.as_deref(), e))?
+                        .map_err(|e| Error::from_store(&uri, e_tag.as_deref(), e))?
                         .bytes()
                         .await
-                        .map_err(|e| Error::from_store(&uri, object.e_tag.as_deref(), e))?;
+                        .map_err(|e| Error::from_store(&uri, e_tag.as_deref(), e))?;
                     if more.len() as u64 != want - have {
                         return Err(Error::Corrupt {
                             uri,
@@ -236,9 +284,23 @@ impl IvfIndex {
                 Err(e) => return Err(classify_open_error(&uri, e)),
             }
         };
-        drop(prefix);
         let info = faiss.info().clone();
         let layout = ListLayout::new(&faiss.list_sizes(), info.code_size, info.list_data_offset, size, &uri)?;
+        let mut object = IndexObject::new(location, size, e_tag);
+        if let Some(manifest) = manifest {
+            match manifest.check_against(&layout, size, &prefix, &uri) {
+                Ok(()) => {
+                    object = object.with_verifier(Arc::new(ManifestVerifier {
+                        manifest,
+                        uri: uri.clone(),
+                    }))
+                }
+                Err(e) if options.manifest == ManifestMode::Require => return Err(e),
+                Err(e) => tracing::warn!(uri = %uri, error = %e, "lists are not verified"),
+            }
+        }
+        drop(prefix);
+        let object = Arc::new(object);
         tracing::debug!(uri = %uri, requests, header_bytes = info.list_data_offset, "opened index");
         let probes = ProbeCounts::load(options.state_dir.as_deref(), &uri, info.nlist);
         Ok(Self {
@@ -251,6 +313,7 @@ impl IvfIndex {
                 compute: options.compute,
                 probe_bytes: probe,
                 state_dir: options.state_dir,
+                manifest_mode: options.manifest,
                 probes,
             }),
         })
@@ -264,6 +327,7 @@ impl IvfIndex {
             compute: self.inner.compute.clone(),
             header_probe_bytes: self.inner.probe_bytes,
             state_dir: self.inner.state_dir.clone(),
+            manifest: self.inner.manifest_mode,
         };
         // The new version resumes from the counts this one gathered.
         if let Err(e) = self.persist_probe_counts() {
@@ -282,6 +346,11 @@ impl IvfIndex {
 
     pub fn uri(&self) -> &str {
         self.inner.object.uri()
+    }
+
+    /// Whether every fetched list is checked against a checksum sidecar.
+    pub fn is_verified(&self) -> bool {
+        self.inner.object.is_verified()
     }
 
     /// The ETag pinned at open, if the store gives one.
@@ -520,7 +589,7 @@ impl IvfIndex {
         }
         if let Some(e) = first_error {
             if !params.allow_partial {
-                return Err(Arc::try_unwrap(e).unwrap_or_else(|shared| Error::Internal(shared.to_string())));
+                return Err(Error::from_shared(e));
             }
             tracing::warn!(uri = %self.uri(), failed = ?stats.failed_lists, error = %e, "partial search");
         }

@@ -33,7 +33,7 @@ pub use fetch::{
     CacheReport, FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest, ListVerifier,
 };
 pub use index::{
-    IdFilterSpec, IvfIndex, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
+    IdFilterSpec, IvfIndex, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
     MAX_RESULT_SLOTS,
 };
 pub use ivflake_faiss::{IndexInfo, Metric};

@@ -5,7 +5,15 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use ivflake::{FetchConfig, Metric};
+use ivflake::{FetchConfig, ManifestMode, Metric, OpenOptions};
+
+/// Open without looking for a checksum sidecar: the header alone.
+fn header_only() -> OpenOptions {
+    OpenOptions {
+        manifest: ManifestMode::Ignore,
+        ..options(FetchConfig::default())
+    }
+}
 
 const D: usize = 16;
 
@@ -13,8 +21,11 @@ const D: usize = 16;
 async fn open_reads_only_the_header_in_one_get() {
     let bytes = build_index("IVF64,PQ8", Metric::L2, D, 5000);
     let total = bytes.len() as u64;
-    let (index, counting) = open_in_memory(bytes, FetchConfig::default()).await;
+    let (index, counting) = open_in_memory_with(bytes.clone(), header_only()).await;
     assert_eq!(counting.gets(), 1, "open is a single GET");
+    // Looking for a sidecar that is not there costs one more.
+    let (_, counting) = open_in_memory(bytes, FetchConfig::default()).await;
+    assert_eq!(counting.gets(), 2, "sidecar lookup + header");
     let header = index.layout().header_len();
     assert!(header < total, "the header is a strict prefix");
     assert_eq!(index.layout().data_len() + header, total);
@@ -25,7 +36,7 @@ async fn open_reads_only_the_header_in_one_get() {
 async fn a_large_header_takes_a_bounded_number_of_gets() {
     // 4096 lists of 64-d centroids: a 1 MiB+ quantizer, past the first probe.
     let bytes = build_index("IVF4096,Flat", Metric::L2, 64, 4096 * 2);
-    let (index, counting) = open_in_memory(bytes, FetchConfig::default()).await;
+    let (index, counting) = open_in_memory_with(bytes, header_only()).await;
     assert!(index.layout().header_len() > ivflake::HEADER_PROBE_BYTES);
     let gets = counting.gets();
     assert!((2..=3).contains(&gets), "{gets} GETs");

@@ -69,15 +69,19 @@ pub async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
     store.put(&Path::from(key), PutPayload::from(bytes)).await.expect("put");
 }
 
-/// Puts `bytes` into a fresh in-memory store behind `wrap` and opens it.
+/// Puts `bytes` into a fresh in-memory store behind a counting wrapper and opens it.
 pub async fn open_in_memory(bytes: Vec<u8>, config: FetchConfig) -> (IvfIndex, Arc<CountingStore>) {
+    open_in_memory_with(bytes, options(config)).await
+}
+
+pub async fn open_in_memory_with(bytes: Vec<u8>, options: OpenOptions) -> (IvfIndex, Arc<CountingStore>) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "idx.faiss", bytes).await;
     let counting = Arc::new(CountingStore::new(inner));
     let store: Arc<dyn ObjectStore> = counting.clone();
     let index = IvfIndex::open_at(
         IndexLocation::new(store, "idx.faiss", "memory://test/idx.faiss"),
-        options(config),
+        options,
     )
     .await
     .expect("open");
