@@ -1,10 +1,85 @@
-//! `ivflake serve` (being written).
+//! `ivflake serve`: runs the HTTP search server from a config file, or from
+//! `NAME=URI` pairs for a quick start, until Ctrl-C or SIGTERM.
 
-use anyhow::{bail, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use ivflake_server::{IndexConfig, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Indexes to serve, as NAME=URI (added to those in the config file).
+    #[arg(value_name = "NAME=URI")]
+    pub indexes: Vec<String>,
+    /// TOML config file; every setting has a default (see examples/ivflake.toml).
+    #[arg(long, short = 'c', env = "IVFLAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, overriding the config (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
 
-pub async fn run(_args: ServeArgs) -> Result<()> {
-    bail!("`ivflake serve` is not built yet")
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    for pair in &args.indexes {
+        let Some((name, uri)) = pair.split_once('=') else {
+            bail!("{pair:?} is not NAME=URI (e.g. demo=demo-data/index.faiss)");
+        };
+        if uri.is_empty() {
+            bail!("{pair:?} has an empty URI");
+        }
+        if config.indexes.contains_key(name) {
+            bail!("index {name:?} is named twice (on the command line and in the config)");
+        }
+        config.indexes.insert(name.to_string(), IndexConfig::new(uri));
+    }
+    if config.indexes.is_empty() {
+        bail!("no indexes to serve: give NAME=URI arguments or a --config with [indexes.NAME] tables");
+    }
+    config.resolve_env();
+    let auth = config.auth.token.is_some();
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr();
+    println!(
+        "ivflake serving {} on http://{addr}{}",
+        server.index_names().join(", "),
+        if auth { " (bearer-token auth on)" } else { "" }
+    );
+    println!("  search: POST http://{addr}/v1/indexes/NAME/search   API: http://{addr}/openapi.json   Ctrl-C stops");
+    server
+        .run(shutdown_signal())
+        .await
+        .context("the server stopped with an error")
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what container runtimes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = futures::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    eprintln!("shutting down: finishing searches in flight");
 }

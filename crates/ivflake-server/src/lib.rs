@@ -1,2 +1,199 @@
-//! The ivflake HTTP search server (axum): index registry, search API,
-//! metrics, limits and hot reload. Under construction (issue 4).
+//! The ivflake HTTP search server (axum + tower).
+//!
+//! [`Server::bind`] opens every configured index (headers only), then
+//! [`Server::run`] serves the API until its shutdown future resolves, and
+//! drains searches in flight before returning. [`serve`] does both.
+//!
+//! - `config`: the TOML settings, each with a default.
+//! - `registry`: names → the version of each index served; atomic reloads.
+//! - `routes`: handlers (search, indexes, warm, reload, metrics, health).
+//! - `admission`: bounded work in flight, 503 past it.
+//! - `auth`: optional bearer token, compared in constant time.
+//! - `error`: the JSON error body and the library error → status mapping.
+//! - `openapi`: the document at `/openapi.json`.
+//!
+//! All indexes share one fetch scheduler (I/O limits, caches) and one compute
+//! pool: Faiss never runs on a tokio worker, so I/O keeps flowing under CPU load.
+
+mod admission;
+pub mod api;
+mod auth;
+pub mod config;
+mod error;
+mod names;
+mod openapi;
+mod registry;
+mod routes;
+mod telemetry;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
+use ivflake::{ComputePool, FetchScheduler, IndexLocation, OpenOptions};
+
+pub use admission::Admission;
+pub use config::{IndexConfig, Secret, ServerConfig};
+pub use error::{ApiError, ErrorBody};
+pub use names::validate_name;
+pub use openapi::ApiDoc;
+pub use registry::{IndexEntry, Loaded, Registry};
+pub use routes::{ROWS_HEADER, VERSION_HEADER};
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    state: routes::AppState,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.local_addr).finish()
+    }
+}
+
+impl Server {
+    /// Validates `config`, opens its indexes and binds the listen address.
+    /// Environment settings are the caller's to apply ([`ServerConfig::resolve_env`]).
+    pub async fn bind(config: ServerConfig) -> Result<Self> {
+        config.validate()?;
+        let metrics = telemetry::prometheus();
+        let compute = ComputePool::new(config.compute_threads).context("cannot start the compute pool")?;
+        let open = OpenOptions {
+            scheduler: FetchScheduler::new(config.fetch_config()),
+            compute,
+            ..OpenOptions::default()
+        };
+        let registry = Registry::new(open);
+        let opened = futures::future::join_all(config.indexes.iter().map(|(name, index)| {
+            let registry = &registry;
+            async move {
+                registry
+                    .open(name, index.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open index {name:?} at {}: {}", index.uri, e.message))
+            }
+        }))
+        .await;
+        for entry in opened {
+            registry.insert(entry?).map_err(|e| anyhow::anyhow!(e.message))?;
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr().context("cannot read the bound address")?;
+        let auth = auth::Auth::new(config.auth.token.clone());
+        if auth.enabled() {
+            tracing::info!("bearer-token auth is on");
+        }
+        let state = Arc::new(routes::Shared {
+            registry,
+            admission: Admission::new(config.limits.max_queries_in_flight),
+            config,
+            metrics,
+            draining: AtomicBool::new(false),
+        });
+        let router = routes::router(state.clone(), auth);
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            state,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves an index from a store the caller built (a wrapped or in-memory
+    /// store), beside those of the config. `config.uri` is only reported.
+    pub async fn add_index(&self, name: &str, location: IndexLocation, config: IndexConfig) -> Result<()> {
+        validate_name(name, self.state.config.limits.max_name_len)
+            .map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
+        let entry = self
+            .state
+            .registry
+            .open_at(name, location, config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open index {name:?}: {}", e.message))?;
+        self.state
+            .registry
+            .insert(entry)
+            .map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Names of the indexes served.
+    pub fn index_names(&self) -> Vec<String> {
+        self.state.registry.all().iter().map(|e| e.name.clone()).collect()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and
+    /// lets requests in flight finish, for at most `shutdown_grace_ms`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Self {
+            listener,
+            local_addr,
+            router,
+            state,
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let draining = {
+            let mut stop = stop_rx.clone();
+            let state = state.clone();
+            async move {
+                // An Err means the sender is gone without a signal: keep serving.
+                if stop.wait_for(|s| *s).await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+                state.draining.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    queries_in_flight = state.admission.in_flight(),
+                    "shutting down: draining requests in flight"
+                );
+            }
+        };
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let grace_expired = {
+            let mut stop = stop_rx;
+            async move {
+                if stop.wait_for(|s| *s).await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+                tokio::time::sleep(grace).await;
+            }
+        };
+        // Small JSON answers should leave at once, not wait on Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tracing::info!(addr = %local_addr, indexes = state.registry.len(), "serving");
+        let server = axum::serve(listener, router).with_graceful_shutdown(draining);
+        tokio::select! {
+            outcome = server.into_future() => outcome.context("the HTTP server failed")?,
+            () = grace_expired => tracing::warn!(
+                queries_in_flight = state.admission.in_flight(),
+                "shutdown grace period over; abandoning requests still in flight"
+            ),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds and runs a server until `shutdown` resolves (what `ivflake serve` calls).
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    Server::bind(config).await?.run(shutdown).await
+}

@@ -1,0 +1,140 @@
+//! Request and response bodies of the HTTP API (JSON), with their OpenAPI schemas.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// A batch search (`Content-Type: application/json`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Query vectors, each with the index's `d` finite values.
+    pub vectors: Vec<Vec<f32>>,
+    /// Neighbours per query; the index's or server's default when left out.
+    pub k: Option<usize>,
+    /// Lists probed per query; the index's or server's default (capped at nlist) when left out.
+    pub nprobe: Option<usize>,
+    pub filter: Option<FilterSpec>,
+    /// Return what could be scanned when some lists fail to fetch (they are named in the stats).
+    #[serde(default)]
+    pub allow_partial: bool,
+    /// The search's deadline in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Which ids a search may return (Faiss's IDSelector).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FilterSpec {
+    /// Only these ids.
+    Allow(Vec<i64>),
+    /// Any id but these.
+    Deny(Vec<i64>),
+    /// Ids in `start..end` (end excluded).
+    Range { start: i64, end: i64 },
+}
+
+/// Query-string parameters of a binary search (`Content-Type: application/octet-stream`,
+/// body = `rows × d` little-endian float32). `rows` may come as the `X-Ivflake-Rows` header instead.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BinarySearchParams {
+    /// Number of vectors in the body.
+    pub rows: Option<usize>,
+    /// The vectors' dimension; checked against the index's when given.
+    pub d: Option<usize>,
+    pub k: Option<usize>,
+    pub nprobe: Option<usize>,
+    pub timeout_ms: Option<u64>,
+    pub allow_partial: Option<bool>,
+}
+
+/// Neighbours of one query, nearest first; id -1 where fewer than k were found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryResult {
+    pub ids: Vec<i64>,
+    pub distances: Vec<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub index: String,
+    /// The index version (object ETag) every result of this response came from.
+    pub version: String,
+    /// Counts the versions this index name has served since the server started.
+    pub generation: u64,
+    pub k: usize,
+    pub nprobe: usize,
+    /// One entry per query vector, in order.
+    pub results: Vec<QueryResult>,
+    /// What the search read, from where, and where its time went.
+    #[schema(value_type = Object)]
+    pub stats: ivflake::SearchStats,
+}
+
+/// What the server knows about one index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexStatus {
+    pub name: String,
+    pub uri: String,
+    /// Faiss type, e.g. `IndexIVFPQ[IndexFlat]`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub d: usize,
+    /// `l2` or `inner_product`.
+    pub metric: String,
+    pub ntotal: i64,
+    pub nlist: usize,
+    pub code_size: usize,
+    /// The object's ETag (or size) of the version being served.
+    pub version: String,
+    pub generation: u64,
+    /// Size of the index object in the store.
+    pub bytes_on_store: u64,
+    pub default_k: usize,
+    pub default_nprobe: usize,
+    /// Lists and bytes of this index held in the memory and disk caches.
+    #[schema(value_type = Object)]
+    pub residency: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexList {
+    pub indexes: Vec<IndexStatus>,
+}
+
+/// Adds an index at run time; its URI must be under an allowed prefix.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddIndexRequest {
+    pub name: String,
+    pub uri: String,
+    pub k: Option<usize>,
+    pub nprobe: Option<usize>,
+    pub max_k: Option<usize>,
+    pub max_nprobe: Option<usize>,
+    pub max_batch: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadResponse {
+    pub index: String,
+    /// False when the object had not changed.
+    pub changed: bool,
+    pub previous_version: String,
+    pub version: String,
+    pub generation: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemoveResponse {
+    pub index: String,
+    pub removed: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indexes: Option<usize>,
+}

@@ -1,0 +1,85 @@
+//! Optional bearer-token auth for the API routes. The token is compared in
+//! constant time and never logged; health endpoints stay open.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+use crate::error::ApiError;
+
+/// The expected token; `None` turns auth off.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    token: Option<Arc<Secret>>,
+}
+
+impl Auth {
+    pub fn new(token: Option<Secret>) -> Self {
+        Self {
+            token: token.map(Arc::new),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether an `Authorization` header value carries the right token.
+    fn check(&self, authorization: Option<&HeaderValue>) -> Result<(), &'static str> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let Some(value) = authorization else {
+            return Err("missing bearer token: send `Authorization: Bearer <token>`");
+        };
+        let bytes = value.as_bytes();
+        let scheme = b"bearer ";
+        if bytes.len() < scheme.len() || !bytes[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Err("the Authorization header is not a bearer token");
+        }
+        let given = bytes[scheme.len()..].trim_ascii();
+        // Lengths differing ends the comparison early; only the length leaks.
+        if bool::from(given.ct_eq(expected.expose().as_bytes())) {
+            Ok(())
+        } else {
+            Err("invalid bearer token")
+        }
+    }
+}
+
+/// Middleware for the protected routes.
+pub async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+    match auth.check(request.headers().get(header::AUTHORIZATION)) {
+        Ok(()) => next.run(request).await,
+        Err(message) => {
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_tokens() {
+        let auth = Auth::new(Some(Secret::new("s3cret")));
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(auth.check(Some(&hv("Bearer s3cret"))).is_ok());
+        assert!(auth.check(Some(&hv("bearer s3cret"))).is_ok());
+        assert!(auth.check(Some(&hv("Bearer s3cre"))).is_err());
+        assert!(auth.check(Some(&hv("Bearer s3cretx"))).is_err());
+        assert!(auth.check(Some(&hv("Basic s3cret"))).is_err());
+        assert!(auth.check(None).is_err());
+        assert!(Auth::new(None).check(None).is_ok());
+    }
+}

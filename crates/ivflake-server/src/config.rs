@@ -1,0 +1,366 @@
+//! Server configuration: a TOML file where every setting has a default, so an
+//! empty file (or none) is a working server. Secrets never live here: the
+//! bearer token and store credentials come from the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::names::validate_name;
+
+/// The whole server configuration (`ivflake.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default: exposing the server is a choice.
+    pub listen: SocketAddr,
+    /// Indexes served from startup, by name.
+    pub indexes: BTreeMap<String, IndexConfig>,
+    /// Search parameters a request may leave out.
+    pub defaults: SearchDefaults,
+    pub limits: Limits,
+    pub cache: CacheConfig,
+    pub fetch: FetchSettings,
+    pub auth: AuthConfig,
+    /// Indexes added at run time (`POST /v1/indexes`) must have a URI starting
+    /// with one of these prefixes. Empty: adding at run time is refused.
+    pub allowed_uri_prefixes: Vec<String>,
+    /// Threads of the Faiss compute pool; 0 means one per core.
+    pub compute_threads: usize,
+    /// Where per-index state (probe counts) persists across restarts; none by default.
+    pub state_dir: Option<PathBuf>,
+    /// On shutdown, searches in flight get this long to finish before the process exits anyway.
+    pub shutdown_grace_ms: u64,
+    /// Any request still running after this is answered 408; a safety net
+    /// behind each search's own deadline, sized for slow warm-ups and reloads.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            indexes: BTreeMap::new(),
+            defaults: SearchDefaults::default(),
+            limits: Limits::default(),
+            cache: CacheConfig::default(),
+            fetch: FetchSettings::default(),
+            auth: AuthConfig::default(),
+            allowed_uri_prefixes: Vec::new(),
+            compute_threads: 0,
+            state_dir: None,
+            shutdown_grace_ms: 30_000,
+            request_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// One index: where it lives, and per-index defaults and limits that
+/// override the server-wide ones.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    pub uri: String,
+    pub k: Option<usize>,
+    pub nprobe: Option<usize>,
+    pub max_k: Option<usize>,
+    pub max_nprobe: Option<usize>,
+    pub max_batch: Option<usize>,
+}
+
+impl IndexConfig {
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchDefaults {
+    pub k: usize,
+    /// Lists probed when neither the request nor the index config says;
+    /// capped at the index's nlist.
+    pub nprobe: usize,
+    /// A search's deadline when the request gives no `timeout_ms`.
+    pub timeout_ms: u64,
+}
+
+impl Default for SearchDefaults {
+    fn default() -> Self {
+        Self {
+            k: 10,
+            nprobe: 16,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Request limits, checked after defaults are applied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body. 32 MiB holds a 1,024 × 1,024 float batch as JSON.
+    pub max_body_bytes: usize,
+    /// Most query vectors in one request.
+    pub max_batch: usize,
+    pub max_k: usize,
+    pub max_nprobe: usize,
+    /// Longest `timeout_ms` a request may ask for.
+    pub max_timeout_ms: u64,
+    /// Most ids in an allow- or deny-list filter.
+    pub max_filter_ids: usize,
+    /// Admission control: query vectors being searched at once, across all
+    /// requests. Past it, requests get 503 + Retry-After at once. On two cores a
+    /// query costs about a millisecond of CPU, so 1,024 queued queries is
+    /// about half a second of work: latency stays bounded.
+    pub max_queries_in_flight: usize,
+    /// Longest index name, in bytes.
+    pub max_name_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 << 20,
+            max_batch: 1024,
+            max_k: 1000,
+            max_nprobe: 1024,
+            max_timeout_ms: 60_000,
+            max_filter_ids: 100_000,
+            max_queries_in_flight: 1024,
+            max_name_len: 64,
+        }
+    }
+}
+
+/// Cache budgets, shared by every index of the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub memory_bytes: u64,
+    /// A directory for the disk cache tier; none disables it.
+    pub disk_dir: Option<PathBuf>,
+    pub disk_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_bytes: ivflake::FetchConfig::default().memory_cache_bytes,
+            disk_dir: None,
+            // 10 GiB: several times the memory tier, small beside a data disk.
+            disk_bytes: 10 << 30,
+        }
+    }
+}
+
+/// Object-store fetch limits (see `ivflake::FetchConfig` for the reasons behind each default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchSettings {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_search: usize,
+    pub get_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Hedge slow GETs with a second request.
+    pub hedge: bool,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        let lib = ivflake::FetchConfig::default();
+        Self {
+            max_in_flight: lib.max_in_flight,
+            max_in_flight_per_search: lib.max_in_flight_per_search,
+            get_timeout_ms: lib.get_timeout.as_millis() as u64,
+            request_timeout_ms: lib.request_timeout.as_millis() as u64,
+            connect_timeout_ms: lib.connect_timeout.as_millis() as u64,
+            hedge: false,
+        }
+    }
+}
+
+/// Bearer-token auth. The token itself is read from the environment
+/// variable named here; auth is on when that variable is set and non-empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub token_env: String,
+    /// The token, filled from the environment by [`ServerConfig::resolve_env`]
+    /// (or set directly by embedders and tests). Never read from the file.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_env: "IVFLAKE_API_TOKEN".into(),
+            token: None,
+        }
+    }
+}
+
+/// A secret string that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl ServerConfig {
+    /// Parses a TOML config. Unknown keys are errors, so typos do not pass silently.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).context("invalid server config")
+    }
+
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Fills the settings that come from the environment (the bearer token).
+    pub fn resolve_env(&mut self) {
+        if self.auth.token.is_none() && !self.auth.token_env.is_empty() {
+            if let Ok(token) = std::env::var(&self.auth.token_env) {
+                if !token.is_empty() {
+                    self.auth.token = Some(Secret(token));
+                }
+            }
+        }
+    }
+
+    /// Checks the settings make sense together; every error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_batch", l.max_batch),
+            ("limits.max_k", l.max_k),
+            ("limits.max_nprobe", l.max_nprobe),
+            ("limits.max_queries_in_flight", l.max_queries_in_flight),
+            ("limits.max_name_len", l.max_name_len),
+            ("defaults.k", self.defaults.k),
+            ("defaults.nprobe", self.defaults.nprobe),
+            ("fetch.max_in_flight", self.fetch.max_in_flight),
+            ("fetch.max_in_flight_per_search", self.fetch.max_in_flight_per_search),
+        ] {
+            if value == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
+        if l.max_k > ivflake::MAX_K {
+            bail!(
+                "limits.max_k = {} is above the library's limit of {}",
+                l.max_k,
+                ivflake::MAX_K
+            );
+        }
+        if l.max_batch > l.max_queries_in_flight {
+            bail!(
+                "limits.max_batch = {} is larger than limits.max_queries_in_flight = {}: such a batch could never be admitted",
+                l.max_batch,
+                l.max_queries_in_flight
+            );
+        }
+        if l.max_queries_in_flight > u32::MAX as usize {
+            bail!("limits.max_queries_in_flight is too large");
+        }
+        if self.defaults.timeout_ms == 0 || self.defaults.timeout_ms > l.max_timeout_ms {
+            bail!(
+                "defaults.timeout_ms = {} must be between 1 and limits.max_timeout_ms = {}",
+                self.defaults.timeout_ms,
+                l.max_timeout_ms
+            );
+        }
+        if self.defaults.k > l.max_k {
+            bail!("defaults.k = {} is above limits.max_k = {}", self.defaults.k, l.max_k);
+        }
+        for (name, index) in &self.indexes {
+            validate_name(name, l.max_name_len).map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
+            if index.uri.is_empty() {
+                bail!("indexes.{name}.uri is empty");
+            }
+            for (key, value) in [
+                ("k", index.k),
+                ("nprobe", index.nprobe),
+                ("max_k", index.max_k),
+                ("max_nprobe", index.max_nprobe),
+                ("max_batch", index.max_batch),
+            ] {
+                if value == Some(0) {
+                    bail!("indexes.{name}.{key} must be at least 1");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The library's fetch configuration these settings describe.
+    pub fn fetch_config(&self) -> ivflake::FetchConfig {
+        let f = &self.fetch;
+        ivflake::FetchConfig {
+            max_in_flight: f.max_in_flight,
+            max_in_flight_per_search: f.max_in_flight_per_search,
+            memory_cache_bytes: self.cache.memory_bytes,
+            get_timeout: Duration::from_millis(f.get_timeout_ms),
+            request_timeout: Duration::from_millis(f.request_timeout_ms),
+            connect_timeout: Duration::from_millis(f.connect_timeout_ms),
+            hedge: f.hedge.then(ivflake::HedgeConfig::default),
+            ..ivflake::FetchConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid() {
+        let c = ServerConfig::from_toml("").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = ServerConfig::from_toml("[limits]\nmax_kk = 3\n").unwrap_err();
+        assert!(format!("{e:#}").contains("max_kk"), "{e:#}");
+    }
+
+    #[test]
+    fn bad_index_names_are_rejected() {
+        let c = ServerConfig::from_toml("[indexes.\"../x\"]\nuri = \"a.faiss\"\n").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

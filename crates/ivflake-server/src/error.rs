@@ -1,0 +1,124 @@
+//! The one error type of the HTTP API: a status, a stable code, the request
+//! field at fault (for 400s) and a message, rendered as a JSON body.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An API error; see [`ErrorBody`] for how it is rendered.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub field: Option<String>,
+    pub message: String,
+    /// Seconds for a `Retry-After` header (503s).
+    pub retry_after: Option<u32>,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_argument`, `not_found`, `overloaded`.
+    pub code: String,
+    /// The request field that was wrong, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            field: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A 400 naming the request field at fault.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = format!("invalid {field}: {}", message.into());
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// Overloaded or briefly unable to answer: 503 with `Retry-After`.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<ivflake::Error> for ApiError {
+    fn from(e: ivflake::Error) -> Self {
+        use ivflake::Error as E;
+        let message = e.to_string();
+        match e {
+            // The library calls the batch `queries`; the API calls it `vectors`.
+            E::InvalidArgument { field, reason } => {
+                ApiError::invalid(if field == "queries" { "vectors" } else { field }, reason)
+            }
+            E::InvalidUri { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_uri", message),
+            E::Unsupported { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_index", message),
+            E::DeadlineExceeded { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message),
+            E::IndexChanged { .. } => ApiError::unavailable("index_changed", message),
+            // Transient store trouble: worth retrying soon.
+            E::Store { .. } | E::ShortRead { .. } => ApiError::unavailable("store_unavailable", message),
+            E::NotFound { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "index_object_missing", message),
+            E::Checksum { .. } | E::Corrupt { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "index_corrupt", message),
+            _ => ApiError::internal(message),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+        } else {
+            tracing::debug!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                field: self.field,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,210 @@
+//! The index registry: names → the version of each index being served.
+//!
+//! A reload opens the object's current version and swaps it in atomically.
+//! Searches hold an `Arc` of the version they started on, so they finish on
+//! it, and its memory (header, quantizer) is freed when the last one drops it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use ivflake::{IndexLocation, IvfIndex, OpenOptions};
+
+use crate::config::IndexConfig;
+use crate::error::ApiError;
+
+/// One opened version of an index.
+#[derive(Debug)]
+pub struct Loaded {
+    pub index: IvfIndex,
+    /// Counts the versions this name has served, from 1.
+    pub generation: u64,
+    /// The object's ETag, or its size when the store gives no ETag.
+    pub version: String,
+}
+
+impl Loaded {
+    fn new(index: IvfIndex, generation: u64) -> Self {
+        let version = match index.e_tag() {
+            Some(tag) => tag.trim_matches('"').to_string(),
+            None => format!("size-{}", index.file_len()),
+        };
+        Self {
+            index,
+            generation,
+            version,
+        }
+    }
+}
+
+/// A served index: its configuration and current version.
+#[derive(Debug)]
+pub struct IndexEntry {
+    pub name: String,
+    pub config: IndexConfig,
+    current: ArcSwap<Loaded>,
+    generations: AtomicU64,
+    /// One reload at a time per index; concurrent callers wait and reuse its outcome.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    pub changed: bool,
+    pub previous: Arc<Loaded>,
+    pub current: Arc<Loaded>,
+}
+
+impl IndexEntry {
+    /// The version new searches use.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Opens the object's current version and switches to it when it differs.
+    pub async fn reload(&self) -> Result<ReloadOutcome, ApiError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        self.reload_locked().await
+    }
+
+    /// Reloads because a search on generation `stale` found the object changed.
+    /// When another request already reloaded past it, that version is reused.
+    pub async fn reload_after(&self, stale: u64) -> Result<Arc<Loaded>, ApiError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.current();
+        if current.generation != stale {
+            return Ok(current);
+        }
+        Ok(self.reload_locked().await?.current)
+    }
+
+    async fn reload_locked(&self) -> Result<ReloadOutcome, ApiError> {
+        let previous = self.current();
+        let index = previous.index.reload().await.map_err(ApiError::from)?;
+        let same_object = index.e_tag().is_some()
+            && index.e_tag() == previous.index.e_tag()
+            && index.file_len() == previous.index.file_len();
+        if same_object {
+            return Ok(ReloadOutcome {
+                changed: false,
+                current: previous.clone(),
+                previous,
+            });
+        }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let current = Arc::new(Loaded::new(index, generation));
+        self.current.store(current.clone());
+        tracing::info!(
+            index = %self.name,
+            from = %previous.version,
+            to = %current.version,
+            generation,
+            "reloaded index"
+        );
+        Ok(ReloadOutcome {
+            changed: true,
+            previous,
+            current,
+        })
+    }
+}
+
+/// Every index the server serves, and how to open more.
+#[derive(Debug)]
+pub struct Registry {
+    indexes: RwLock<BTreeMap<String, Arc<IndexEntry>>>,
+    open: OpenOptions,
+}
+
+impl Registry {
+    /// An empty registry whose indexes share `open`'s scheduler and compute pool.
+    pub fn new(open: OpenOptions) -> Self {
+        Self {
+            indexes: RwLock::new(BTreeMap::new()),
+            open,
+        }
+    }
+
+    pub fn open_options(&self) -> &OpenOptions {
+        &self.open
+    }
+
+    /// Opens `config.uri` (the header only) without registering it.
+    pub async fn open(&self, name: &str, config: IndexConfig) -> Result<Arc<IndexEntry>, ApiError> {
+        let location = IndexLocation::parse(&config.uri, self.open.scheduler.config()).map_err(ApiError::from)?;
+        self.open_at(name, location, config).await
+    }
+
+    /// Opens an index in a store the caller built (wrapped stores, embedders).
+    pub async fn open_at(
+        &self,
+        name: &str,
+        location: IndexLocation,
+        config: IndexConfig,
+    ) -> Result<Arc<IndexEntry>, ApiError> {
+        let index = IvfIndex::open_at(location, self.open.clone())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(
+            index = name,
+            uri = %config.uri,
+            ntotal = index.info().ntotal,
+            nlist = index.info().nlist,
+            "opened index"
+        );
+        Ok(Arc::new(IndexEntry {
+            name: name.to_string(),
+            config,
+            current: ArcSwap::from_pointee(Loaded::new(index, 1)),
+            generations: AtomicU64::new(1),
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Registers an opened index; refuses a name already taken.
+    pub fn insert(&self, entry: Arc<IndexEntry>) -> Result<(), ApiError> {
+        let mut map = self.write();
+        if map.contains_key(&entry.name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "already_exists",
+                format!("an index named {:?} is already served", entry.name),
+            ));
+        }
+        map.insert(entry.name.clone(), entry);
+        Ok(())
+    }
+
+    /// Unregisters `name`. Searches already running on it finish.
+    pub fn remove(&self, name: &str) -> Option<Arc<IndexEntry>> {
+        self.write().remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<IndexEntry>> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<IndexEntry>> {
+        self.read().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    // The maps are only touched in short, non-panicking sections, so a
+    // poisoned lock still holds a consistent map.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<IndexEntry>>> {
+        self.indexes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<IndexEntry>>> {
+        self.indexes.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,780 @@
+//! HTTP routes and handlers. Handlers are async and only parse, validate and
+//! await the library: Faiss work runs on the compute pool, and bodies large
+//! enough to matter are parsed and rendered on tokio's blocking pool.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ivflake::{IdFilterSpec, Metric, SearchParams};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+
+use crate::admission::Admission;
+use crate::api::*;
+use crate::auth::{require_token, Auth};
+use crate::config::{IndexConfig, ServerConfig};
+use crate::error::{ApiError, ErrorBody};
+use crate::names::{check_uri_allowed, validate_name};
+use crate::registry::{IndexEntry, Loaded, Registry};
+use crate::telemetry::track_http;
+
+/// Bodies above this are parsed on the blocking pool: about a millisecond of
+/// JSON parsing, the most a tokio worker should spend on one request.
+const INLINE_PARSE_BYTES: usize = 1 << 20;
+/// Responses with more result slots than this are rendered on the blocking pool.
+const INLINE_RENDER_SLOTS: usize = 65_536;
+/// The header naming the index version a search response came from.
+pub const VERSION_HEADER: &str = "x-ivflake-index-version";
+/// The header giving the row count of a binary search body.
+pub const ROWS_HEADER: &str = "x-ivflake-rows";
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub registry: Registry,
+    pub admission: Admission,
+    pub config: ServerConfig,
+    pub metrics: PrometheusHandle,
+    /// Set once shutdown starts: `/readyz` turns 503 so balancers stop sending.
+    pub draining: AtomicBool,
+}
+
+pub type AppState = Arc<Shared>;
+
+/// The whole API with its middleware: request ids, tracing, metrics, auth, limits.
+pub fn router(state: AppState, auth: Auth) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    let request_timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let api = Router::new()
+        .route("/v1/indexes", get(list_indexes).post(add_index))
+        .route("/v1/indexes/{name}", get(get_index).delete(remove_index))
+        .route("/v1/indexes/{name}/search", post(search))
+        .route("/v1/indexes/{name}/warm", post(warm))
+        .route("/v1/indexes/{name}/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(auth, require_token));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi));
+    open.merge(api)
+        .fallback(no_route)
+        .layer(from_fn(track_http))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    request_timeout,
+                )),
+        )
+}
+
+/// A span per request carrying its id; headers (and so tokens) are never recorded.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path())
+}
+
+/// Looks up the index a path names, after checking the name is well formed.
+fn lookup(state: &Shared, name: Result<Path<String>, PathRejection>) -> Result<Arc<IndexEntry>, ApiError> {
+    let Path(name) = name.map_err(|e| ApiError::invalid("name", e.body_text()))?;
+    validate_name(&name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
+    state
+        .registry
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no index named {name:?}")))
+}
+
+fn body_error(e: BytesRejection) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            field: Some("body".into()),
+            ..ApiError::new(status, "body_too_large", e.body_text())
+        };
+    }
+    ApiError {
+        field: Some("body".into()),
+        ..ApiError::new(status, "bad_body", e.body_text())
+    }
+}
+
+/// One parsed search request, whichever encoding it came in.
+struct Batch {
+    vectors: Vec<f32>,
+    rows: usize,
+    k: Option<usize>,
+    nprobe: Option<usize>,
+    filter: Option<FilterSpec>,
+    allow_partial: bool,
+    timeout_ms: Option<u64>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/search",
+    tag = "search",
+    params(("name" = String, Path, description = "Index name"), BinarySearchParams),
+    request_body(
+        description = "JSON, or raw little-endian float32 (`rows × d`) with `rows` in the query string or the `X-Ivflake-Rows` header",
+        content((SearchRequest = "application/json"), (Vec<u8> = "application/octet-stream"))
+    ),
+    responses(
+        (status = 200, description = "Neighbours of every query, with search stats", body = SearchResponse),
+        (status = 400, description = "Invalid request; `error.field` names the field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such index", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "Overloaded or the index changed; retry after `Retry-After`", body = ErrorBody),
+        (status = 504, description = "The search's deadline passed", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let entry = lookup(&state, name)?;
+    let body = body.map_err(body_error)?;
+    let loaded = entry.current();
+    let d = loaded.index.info().d;
+    let batch = match content_type(&headers)? {
+        BodyKind::Json => parse_json(body, d).await?,
+        BodyKind::Binary => parse_binary(&uri, &headers, &body, d, max_batch(&state.config, &entry.config))?,
+    };
+    let params = resolve(&state.config, &entry.config, &loaded, &batch)?;
+    let _admitted = state.admission.try_admit(batch.rows)?;
+
+    // A search that finds the object changed under it reloads once and runs
+    // again on the new version, so a response always comes from one version.
+    let started = Instant::now();
+    let timeout = params.deadline.unwrap_or(Duration::MAX);
+    let mut loaded = loaded;
+    let mut reloaded = false;
+    let results = loop {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let attempt = SearchParams {
+            deadline: Some(remaining),
+            ..params.clone()
+        };
+        match loaded.index.search_with(&batch.vectors, &attempt).await {
+            Ok(results) => break results,
+            Err(ivflake::Error::IndexChanged { .. }) if !reloaded => {
+                reloaded = true;
+                let remaining = timeout.saturating_sub(started.elapsed());
+                loaded = match tokio::time::timeout(remaining, entry.reload_after(loaded.generation)).await {
+                    Ok(next) => next?,
+                    Err(_) => {
+                        return Err(ApiError::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "deadline_exceeded",
+                            "the deadline passed while reloading the changed index",
+                        ))
+                    }
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+
+    let k = results.k;
+    let slots = results.ids.len();
+    let response = SearchResponse {
+        index: entry.name.clone(),
+        version: loaded.version.clone(),
+        generation: loaded.generation,
+        k,
+        nprobe: params.nprobe,
+        results: results
+            .ids
+            .chunks(k.max(1))
+            .zip(results.distances.chunks(k.max(1)))
+            .map(|(ids, distances)| QueryResult {
+                ids: ids.to_vec(),
+                distances: distances.to_vec(),
+            })
+            .collect(),
+        stats: results.stats,
+    };
+    let json = if slots > INLINE_RENDER_SLOTS {
+        tokio::task::spawn_blocking(move || serde_json::to_vec(&response))
+            .await
+            .map_err(|e| ApiError::internal(format!("rendering the response failed: {e}")))?
+    } else {
+        serde_json::to_vec(&response)
+    }
+    .map_err(|e| ApiError::internal(format!("rendering the response failed: {e}")))?;
+    let mut http = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&loaded.version) {
+        http.headers_mut().insert(VERSION_HEADER, v);
+    }
+    Ok(http)
+}
+
+enum BodyKind {
+    Json,
+    Binary,
+}
+
+/// JSON unless the body says it is raw floats; a missing Content-Type is read as JSON.
+fn content_type(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Json);
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "application/octet-stream" => Ok(BodyKind::Binary),
+        _ => Err(ApiError {
+            field: Some("content-type".into()),
+            ..ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send application/json or application/octet-stream (raw little-endian float32)",
+            )
+        }),
+    }
+}
+
+async fn parse_json(body: Bytes, d: usize) -> Result<Batch, ApiError> {
+    let request = if body.len() > INLINE_PARSE_BYTES {
+        tokio::task::spawn_blocking(move || decode_json(&body))
+            .await
+            .map_err(|e| ApiError::internal(format!("parsing the request failed: {e}")))??
+    } else {
+        decode_json(&body)?
+    };
+    if request.vectors.is_empty() {
+        return Err(ApiError::invalid(
+            "vectors",
+            "the batch is empty; send at least one vector",
+        ));
+    }
+    let rows = request.vectors.len();
+    let mut vectors = Vec::with_capacity(rows.saturating_mul(d));
+    for (i, row) in request.vectors.iter().enumerate() {
+        if row.len() != d {
+            return Err(ApiError::invalid(
+                "vectors",
+                format!("vectors[{i}] has {} values; the index has d = {d}", row.len()),
+            ));
+        }
+        vectors.extend_from_slice(row);
+    }
+    check_finite(&vectors, d)?;
+    Ok(Batch {
+        vectors,
+        rows,
+        k: request.k,
+        nprobe: request.nprobe,
+        filter: request.filter,
+        allow_partial: request.allow_partial,
+        timeout_ms: request.timeout_ms,
+    })
+}
+
+/// Parses a JSON search body, naming the field at fault when a value is wrong.
+fn decode_json(body: &[u8]) -> Result<SearchRequest, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let request: SearchRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() && path != "." {
+            let field = path.split(['.', '[']).next().unwrap_or("body").to_string();
+            ApiError::invalid(field, format!("at {path}: {inner}"))
+        } else if inner.is_data() {
+            ApiError::invalid("body", inner.to_string())
+        } else {
+            ApiError::invalid("body", format!("malformed JSON: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
+    Ok(request)
+}
+
+/// serde_json reads a too-large number such as 1e39 into f32 as infinity;
+/// every non-finite value is refused here, before the library sees it.
+fn check_finite(vectors: &[f32], d: usize) -> Result<(), ApiError> {
+    if let Some(pos) = vectors.iter().position(|v| !v.is_finite()) {
+        let (i, j) = (pos / d.max(1), pos % d.max(1));
+        return Err(ApiError::invalid(
+            "vectors",
+            format!(
+                "vectors[{i}][{j}] is {}, not a finite float32 (values beyond ±3.4e38 overflow float32)",
+                vectors[pos]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn max_batch(config: &ServerConfig, index: &IndexConfig) -> usize {
+    index
+        .max_batch
+        .unwrap_or(config.limits.max_batch)
+        .min(config.limits.max_queries_in_flight)
+}
+
+fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], d: usize, max_batch: usize) -> Result<Batch, ApiError> {
+    let Query(params) =
+        Query::<BinarySearchParams>::try_from_uri(uri).map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let header_rows = match headers.get(ROWS_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| ApiError::invalid("rows", format!("the {ROWS_HEADER} header is not a number")))?,
+        ),
+    };
+    let rows = match (params.rows, header_rows) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::invalid(
+                "rows",
+                format!("the query says rows={a} but the {ROWS_HEADER} header says {b}"),
+            ))
+        }
+        (Some(r), _) | (None, Some(r)) => r,
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "rows",
+                format!("a binary body needs its shape: give ?rows=N or the {ROWS_HEADER} header"),
+            ))
+        }
+    };
+    if let Some(given) = params.d {
+        if given != d {
+            return Err(ApiError::invalid(
+                "d",
+                format!("the body has d = {given}; the index has d = {d}"),
+            ));
+        }
+    }
+    if rows == 0 {
+        return Err(ApiError::invalid(
+            "vectors",
+            "the batch is empty; send at least one vector",
+        ));
+    }
+    if rows > max_batch {
+        return Err(ApiError::invalid(
+            "vectors",
+            format!("{rows} vectors is more than the limit of {max_batch} per request"),
+        ));
+    }
+    let expected = rows.checked_mul(d).and_then(|n| n.checked_mul(4));
+    if expected != Some(body.len()) {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "{} bytes is not rows × d × 4 = {rows} × {d} × 4 bytes of float32",
+                body.len()
+            ),
+        ));
+    }
+    let vectors: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    check_finite(&vectors, d)?;
+    Ok(Batch {
+        vectors,
+        rows,
+        k: params.k,
+        nprobe: params.nprobe,
+        filter: None,
+        allow_partial: params.allow_partial.unwrap_or(false),
+        timeout_ms: params.timeout_ms,
+    })
+}
+
+/// Applies defaults, then checks every value against the limits.
+fn resolve(
+    config: &ServerConfig,
+    index: &IndexConfig,
+    loaded: &Loaded,
+    batch: &Batch,
+) -> Result<SearchParams, ApiError> {
+    let limits = &config.limits;
+    let nlist = loaded.index.info().nlist;
+
+    let max_batch = max_batch(config, index);
+    if batch.rows > max_batch {
+        return Err(ApiError::invalid(
+            "vectors",
+            format!(
+                "{} vectors is more than the limit of {max_batch} per request",
+                batch.rows
+            ),
+        ));
+    }
+    let k = batch.k.or(index.k).unwrap_or(config.defaults.k);
+    let max_k = index.max_k.unwrap_or(limits.max_k).min(ivflake::MAX_K);
+    if k == 0 || k > max_k {
+        return Err(ApiError::invalid(
+            "k",
+            format!("must be between 1 and {max_k}, got {k}"),
+        ));
+    }
+    // A default never exceeds the index's nlist; an explicit value must not either.
+    let nprobe = batch
+        .nprobe
+        .unwrap_or_else(|| index.nprobe.unwrap_or(config.defaults.nprobe).min(nlist));
+    let max_nprobe = index.max_nprobe.unwrap_or(limits.max_nprobe).min(nlist);
+    if nprobe == 0 || nprobe > max_nprobe {
+        return Err(ApiError::invalid(
+            "nprobe",
+            format!("must be between 1 and {max_nprobe} (the limit, at most nlist = {nlist}), got {nprobe}"),
+        ));
+    }
+    let timeout_ms = batch.timeout_ms.unwrap_or(config.defaults.timeout_ms);
+    if timeout_ms == 0 || timeout_ms > limits.max_timeout_ms {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("must be between 1 and {}, got {timeout_ms}", limits.max_timeout_ms),
+        ));
+    }
+    let filter = match &batch.filter {
+        None => IdFilterSpec::All,
+        Some(FilterSpec::Allow(ids)) | Some(FilterSpec::Deny(ids)) if ids.len() > limits.max_filter_ids => {
+            return Err(ApiError::invalid(
+                "filter",
+                format!("{} ids is more than the limit of {}", ids.len(), limits.max_filter_ids),
+            ))
+        }
+        Some(FilterSpec::Allow(ids)) => IdFilterSpec::Allow(ids.clone()),
+        Some(FilterSpec::Deny(ids)) => IdFilterSpec::Deny(ids.clone()),
+        Some(FilterSpec::Range { start, end }) => {
+            if start > end {
+                return Err(ApiError::invalid(
+                    "filter",
+                    format!("range start {start} is after its end {end}"),
+                ));
+            }
+            IdFilterSpec::Range {
+                start: *start,
+                end: *end,
+            }
+        }
+    };
+    Ok(SearchParams {
+        k,
+        nprobe,
+        filter,
+        allow_partial: batch.allow_partial,
+        deadline: Some(Duration::from_millis(timeout_ms)),
+    })
+}
+
+async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
+    let loaded = entry.current();
+    let info = loaded.index.info();
+    IndexStatus {
+        name: entry.name.clone(),
+        uri: entry.config.uri.clone(),
+        type_name: info.type_name.clone(),
+        d: info.d,
+        metric: match info.metric {
+            Metric::L2 => "l2",
+            Metric::InnerProduct => "inner_product",
+        }
+        .into(),
+        ntotal: info.ntotal,
+        nlist: info.nlist,
+        code_size: info.code_size,
+        version: loaded.version.clone(),
+        generation: loaded.generation,
+        bytes_on_store: loaded.index.file_len(),
+        default_k: entry.config.k.unwrap_or(config.defaults.k),
+        default_nprobe: entry.config.nprobe.unwrap_or(config.defaults.nprobe).min(info.nlist),
+        residency: residency(&loaded).await,
+    }
+}
+
+async fn residency(_loaded: &Loaded) -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/indexes",
+    tag = "indexes",
+    responses((status = 200, description = "Every index served", body = IndexList)),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn list_indexes(State(state): State<AppState>) -> Json<IndexList> {
+    let mut indexes = Vec::new();
+    for entry in state.registry.all() {
+        indexes.push(status(&state.config, &entry).await);
+    }
+    Json(IndexList { indexes })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/indexes/{name}",
+    tag = "indexes",
+    params(("name" = String, Path, description = "Index name")),
+    responses(
+        (status = 200, description = "The index", body = IndexStatus),
+        (status = 404, description = "No such index", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn get_index(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<IndexStatus>, ApiError> {
+    let entry = lookup(&state, name)?;
+    Ok(Json(status(&state.config, &entry).await))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes",
+    tag = "indexes",
+    request_body = AddIndexRequest,
+    responses(
+        (status = 201, description = "Opened and now served", body = IndexStatus),
+        (status = 400, description = "Bad name or URI", body = ErrorBody),
+        (status = 403, description = "The URI is not under an allowed prefix", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn add_index(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IndexStatus>), ApiError> {
+    let body = body.map_err(body_error)?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let request: AddIndexRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(
+            path.split(['.', '['])
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("body"),
+            e.into_inner().to_string(),
+        )
+    })?;
+    validate_name(&request.name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
+    check_uri_allowed(&request.uri, &state.config.allowed_uri_prefixes)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "uri_not_allowed", e))?;
+    for (field, value) in [
+        ("k", request.k),
+        ("nprobe", request.nprobe),
+        ("max_k", request.max_k),
+        ("max_nprobe", request.max_nprobe),
+        ("max_batch", request.max_batch),
+    ] {
+        if value == Some(0) {
+            return Err(ApiError::invalid(field, "must be at least 1"));
+        }
+    }
+    if state.registry.get(&request.name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("an index named {:?} is already served", request.name),
+        ));
+    }
+    let config = IndexConfig {
+        uri: request.uri,
+        k: request.k,
+        nprobe: request.nprobe,
+        max_k: request.max_k,
+        max_nprobe: request.max_nprobe,
+        max_batch: request.max_batch,
+    };
+    let entry = state.registry.open(&request.name, config).await?;
+    state.registry.insert(entry.clone())?;
+    Ok((StatusCode::CREATED, Json(status(&state.config, &entry).await)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/indexes/{name}",
+    tag = "indexes",
+    params(("name" = String, Path, description = "Index name")),
+    responses(
+        (status = 200, description = "No longer served; searches in flight finish", body = RemoveResponse),
+        (status = 404, description = "No such index", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn remove_index(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<RemoveResponse>, ApiError> {
+    let entry = lookup(&state, name)?;
+    let removed = state.registry.remove(&entry.name).is_some();
+    tracing::info!(index = %entry.name, "removed index");
+    Ok(Json(RemoveResponse {
+        index: entry.name.clone(),
+        removed,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/reload",
+    tag = "indexes",
+    params(("name" = String, Path, description = "Index name")),
+    responses(
+        (status = 200, description = "Serving the object's current version", body = ReloadResponse),
+        (status = 404, description = "No such index", body = ErrorBody),
+        (status = 502, description = "The store's object is missing or corrupt; the old version is still served", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn reload(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    let entry = lookup(&state, name)?;
+    let outcome = entry.reload().await?;
+    Ok(Json(ReloadResponse {
+        index: entry.name.clone(),
+        changed: outcome.changed,
+        previous_version: outcome.previous.version.clone(),
+        version: outcome.current.version.clone(),
+        generation: outcome.current.generation,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/warm",
+    tag = "indexes",
+    params(("name" = String, Path, description = "Index name")),
+    responses(
+        (status = 200, description = "What was loaded into the caches"),
+        (status = 404, description = "No such index", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn warm(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    _body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let _entry = lookup(&state, name)?;
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "warm-up is not available in this build",
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        indexes: None,
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 503, description = "Shutting down", body = Health),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "draining".into(),
+                indexes: None,
+            }),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(Health {
+            status: "ready".into(),
+            indexes: Some(state.registry.len()),
+        }),
+    )
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::ApiDoc::openapi())
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,269 @@
+//! Shared support for the server tests: small generated indexes, a server on
+//! a loopback port, an HTTP client, and a store wrapper that slows reads down.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use ivflake::{IdFilterSpec, IvfIndex, Metric, SearchParams};
+use ivflake_server::{Server, ServerConfig};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::Value;
+
+pub const D: usize = 16;
+
+/// Clustered vectors, so IVF lists are uneven like real data.
+pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let centers: Vec<f32> = (0..20 * d).map(|_| rng.gen_range(-4.0..4.0)).collect();
+    let mut out = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let c = rng.gen_range(0..20);
+        for j in 0..d {
+            out.push(centers[c * d + j] + rng.gen_range(-1.0..1.0));
+        }
+    }
+    out
+}
+
+/// A small IVF index (d = 16, 32 lists) over data drawn with `seed`, serialized by Faiss.
+pub fn index_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let data = clustered(n, D, seed);
+    let mut index = ivflake_faiss::Index::factory(D, "IVF32,Flat", Metric::L2).expect("factory");
+    index.train(&data).expect("train");
+    index.add(&data).expect("add");
+    index.to_bytes().expect("serialize")
+}
+
+/// Query vectors near the data of any seed's clusters.
+pub fn queries(n: usize) -> Vec<f32> {
+    clustered(n, D, 7)
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file, then a rename), as
+/// a deployment replacing an index would.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write index");
+    std::fs::rename(&tmp, path).expect("rename index");
+}
+
+/// A config for tests: an ephemeral loopback port, two compute threads.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        compute_threads: 2,
+        shutdown_grace_ms: 5_000,
+        ..ServerConfig::default()
+    }
+}
+
+/// A server running on its own task until stopped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: ServerConfig) -> Self {
+        Self::run(Server::bind(config).await.expect("server binds")).await
+    }
+
+    pub async fn run(server: Server) -> Self {
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown and waits (bounded) for the server to drain and stop.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the server stops within 20 s")
+                .expect("server task")
+                .expect("server ran without error");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// What the library returns for these queries, the reference every response is checked against.
+pub async fn library_results(
+    path: &str,
+    queries: &[f32],
+    k: usize,
+    nprobe: usize,
+    filter: IdFilterSpec,
+) -> ivflake::SearchResults {
+    let index = IvfIndex::open(path).await.expect("library opens the index");
+    let params = SearchParams {
+        filter,
+        ..SearchParams::new(k, nprobe)
+    };
+    index.search_with(queries, &params).await.expect("library search")
+}
+
+/// The ids and distance bits of a search response, row-major.
+pub fn response_results(body: &Value) -> (Vec<i64>, Vec<u32>) {
+    let mut ids = Vec::new();
+    let mut dist = Vec::new();
+    for r in body["results"].as_array().expect("results") {
+        ids.extend(r["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()));
+        dist.extend(
+            r["distances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (v.as_f64().unwrap() as f32).to_bits()),
+        );
+    }
+    (ids, dist)
+}
+
+pub fn library_bits(r: &ivflake::SearchResults) -> (Vec<i64>, Vec<u32>) {
+    (r.ids.clone(), r.distances.iter().map(|f| f.to_bits()).collect())
+}
+
+/// The JSON body of a search for `rows` of `queries`.
+pub fn search_body(queries: &[f32], rows: Range<usize>, k: usize, nprobe: usize) -> Value {
+    let vectors: Vec<Vec<f32>> = rows.map(|i| queries[i * D..(i + 1) * D].to_vec()).collect();
+    serde_json::json!({ "vectors": vectors, "k": k, "nprobe": nprobe })
+}
+
+/// Resident memory of this process in bytes (the server runs in it).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Delays every range read at or past `after` (list data, not the header) by `delay`.
+#[derive(Debug)]
+pub struct SlowStore {
+    inner: Arc<dyn ObjectStore>,
+    after: u64,
+    delay: Duration,
+}
+
+impl SlowStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, after: u64, delay: Duration) -> Self {
+        Self { inner, after, delay }
+    }
+}
+
+impl fmt::Display for SlowStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SlowStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ObjectStore for SlowStore {
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if let Some(object_store::GetRange::Bounded(r)) = &options.range {
+            if r.start >= self.after {
+                tokio::time::sleep(self.delay).await;
+            }
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// The loopback S3 server `make test` started (moto): its bucket, and a store for it.
+pub fn s3_store() -> (String, Arc<dyn ObjectStore>) {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto's S3 server");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1"),
+        "tests only talk to loopback, got {endpoint}"
+    );
+    let bucket = std::env::var("IVFLAKE_S3_BUCKET").expect("IVFLAKE_S3_BUCKET");
+    let store = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(&bucket)
+        .build()
+        .expect("S3 store from the environment");
+    (bucket, Arc::new(store))
+}
+
+/// A key unique to this test run, so reruns against one moto never collide.
+pub fn unique_key(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("server-tests/{what}-{}-{nanos}.faiss", std::process::id())
+}

@@ -1,0 +1,353 @@
+//! The server under load on loopback: 1,000 concurrent clients, overload past
+//! the admission limit, reload while searches run (local directory and the
+//! S3-protocol server), and a shutdown that drains searches in flight.
+//! Every loop is bounded in count, and every wait in time.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::future::join_all;
+use ivflake::{IdFilterSpec, IndexLocation};
+use ivflake_server::{IndexConfig, Server};
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::Value;
+
+const N: usize = 4000;
+const K: usize = 10;
+const NPROBE: usize = 8;
+/// Distinct queries the clients cycle through.
+const QUERIES: usize = 50;
+
+/// Expected (ids, distance bits) of each single query, from the library.
+async fn expected_rows(path: &str, q: &[f32]) -> Vec<(Vec<i64>, Vec<u32>)> {
+    let all = library_results(path, q, K, NPROBE, IdFilterSpec::All).await;
+    let (ids, bits) = library_bits(&all);
+    (0..q.len() / D)
+        .map(|i| (ids[i * K..(i + 1) * K].to_vec(), bits[i * K..(i + 1) * K].to_vec()))
+        .collect()
+}
+
+/// One search of query `i`: status, and the body when it is JSON.
+async fn search_one(client: &reqwest::Client, url: &str, q: &[f32], i: usize) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    match client.post(url).json(&search_body(q, i..i + 1, K, NPROBE)).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry_after = r.headers().contains_key("retry-after");
+            let mut body: Value = r.json().await.unwrap_or(Value::Null);
+            if retry_after {
+                body["retry_after_header"] = Value::Bool(true);
+            }
+            (status, body, started.elapsed())
+        }
+        Err(e) => (0, Value::String(e.to_string()), started.elapsed()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_clients() {
+    const CLIENTS: usize = 1000;
+    const REQUESTS_EACH: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx.faiss");
+    std::fs::write(&path, index_bytes(1, N)).unwrap();
+    let path = path.to_string_lossy().to_string();
+    let mut config = config();
+    config.indexes.insert("idx".into(), IndexConfig::new(&path));
+    // Every client's query must be admitted: this test is about load, not overload.
+    config.limits.max_queries_in_flight = 2 * CLIENTS;
+    let server = TestServer::start(config).await;
+    let url = server.url("/v1/indexes/idx/search");
+    let q = queries(QUERIES);
+    let expected = Arc::new(expected_rows(&path, &q).await);
+    let q = Arc::new(q);
+
+    let client = client();
+    assert_eq!(search_one(&client, &url, &q, 0).await.0, 200);
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..CLIENTS).map(|c| {
+        let (client, url, q, expected, wrong) =
+            (client.clone(), url.clone(), q.clone(), expected.clone(), wrong.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::with_capacity(REQUESTS_EACH);
+            for r in 0..REQUESTS_EACH {
+                let i = (c * REQUESTS_EACH + r) % QUERIES;
+                let (status, body, _) = search_one(&client, &url, &q, i).await;
+                if status == 200 && response_results(&body) != expected[i] {
+                    wrong.fetch_add(1, Ordering::Relaxed);
+                }
+                statuses.push(status);
+            }
+            statuses
+        })
+    });
+    let outcomes = tokio::time::timeout(Duration::from_secs(90), join_all(tasks))
+        .await
+        .expect("3,000 requests finish within 90 s: no deadlock");
+    let elapsed = started.elapsed();
+    let statuses: Vec<u16> = outcomes.into_iter().flat_map(|o| o.expect("client task")).collect();
+    let errors = statuses.iter().filter(|&&s| s != 200).count();
+    let growth = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "{} requests from {CLIENTS} clients in {elapsed:?}: {errors} errors, RSS grew {} MiB",
+        statuses.len(),
+        growth >> 20
+    );
+    assert_eq!(statuses.len(), CLIENTS * REQUESTS_EACH);
+    assert_eq!(
+        errors,
+        0,
+        "statuses other than 200: {:?}",
+        statuses.iter().filter(|&&s| s != 200).take(10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        wrong.load(Ordering::Relaxed),
+        0,
+        "every response equals the library's results"
+    );
+    // 1,000 connections' buffers and a few thousand responses: well under 300 MiB.
+    assert!(growth < 300 << 20, "RSS grew by {} MiB", growth >> 20);
+    server.stop().await;
+}
+
+/// A server whose one index, `slow`, answers every list read after `delay`,
+/// with no cache, so every search holds its admission for at least `delay`.
+async fn slow_server(delay: Duration, max_queries_in_flight: usize) -> (TestServer, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx.faiss");
+    let bytes = index_bytes(1, N);
+    std::fs::write(&path, &bytes).unwrap();
+    let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    memory
+        .put(&object_store::path::Path::from("idx.faiss"), PutPayload::from(bytes))
+        .await
+        .unwrap();
+    // Reads starting past byte 0 are list reads; the header read starts at 0.
+    let store: Arc<dyn ObjectStore> = Arc::new(SlowStore::new(memory, 1, delay));
+    let mut config = config();
+    config.cache.memory_bytes = 0;
+    config.limits.max_queries_in_flight = max_queries_in_flight;
+    config.limits.max_batch = max_queries_in_flight;
+    let server = Server::bind(config).await.unwrap();
+    let uri = "memory://slow/idx.faiss";
+    server
+        .add_index(
+            "slow",
+            IndexLocation::new(store, "idx.faiss", uri),
+            IndexConfig::new(uri),
+        )
+        .await
+        .unwrap();
+    (TestServer::run(server).await, dir, path.to_string_lossy().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_at_once_and_admitted_requests_succeed() {
+    const DELAY: Duration = Duration::from_millis(500);
+    const CONCURRENT: usize = 40;
+    let (server, _dir, path) = slow_server(DELAY, 4).await;
+    let url = server.url("/v1/indexes/slow/search");
+    let q = queries(QUERIES);
+    let expected = expected_rows(&path, &q).await;
+    let client = client();
+
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        join_all((0..CONCURRENT).map(|i| search_one(&client, &url, &q, i % QUERIES))),
+    )
+    .await
+    .expect("bounded");
+    let mut admitted = 0;
+    let mut refused = 0;
+    for (i, (status, body, took)) in outcomes.iter().enumerate() {
+        match status {
+            200 => {
+                admitted += 1;
+                assert_eq!(
+                    response_results(body),
+                    expected[i % QUERIES],
+                    "admitted request {i} is right"
+                );
+            }
+            503 => {
+                refused += 1;
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                assert_eq!(body["retry_after_header"], true, "503 carries Retry-After");
+                assert!(*took < DELAY / 2, "refused in {took:?}: at once, not after queueing");
+            }
+            other => panic!("request {i}: unexpected status {other}: {body}"),
+        }
+    }
+    println!("{admitted} admitted, {refused} refused");
+    assert!((1..=CONCURRENT - 4).contains(&admitted), "{admitted} admitted");
+    assert!(refused >= CONCURRENT / 2, "{refused} refused");
+
+    // Capacity comes back once the admitted searches finish.
+    let (status, body, _) = search_one(&client, &url, &q, 0).await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ivflake_admission_rejected_total"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_searches_in_flight() {
+    let (server, _dir, path) = slow_server(Duration::from_millis(600), 64).await;
+    let url = server.url("/v1/indexes/slow/search");
+    let q = queries(QUERIES);
+    let expected = expected_rows(&path, &q).await;
+    let client = client();
+    let in_flight = {
+        let (client, url, q) = (client.clone(), url.clone(), q.clone());
+        tokio::spawn(async move { search_one(&client, &url, &q, 3).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let addr = server.addr;
+    let started = Instant::now();
+    server.stop().await;
+    let (status, body, _) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "the search in flight finished: {body}");
+    assert_eq!(response_results(&body), expected[3]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited only for the search"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
+
+/// Clients search while the index object is replaced and a reload is asked
+/// for. Every response must be a 200 whose results are exactly one version's.
+async fn reload_under_load(
+    server: &TestServer,
+    expected_a: &[(Vec<i64>, Vec<u32>)],
+    expected_b: &[(Vec<i64>, Vec<u32>)],
+    clients: usize,
+    requests_each: usize,
+    replace: impl std::future::Future<Output = ()>,
+) {
+    let url = server.url("/v1/indexes/idx/search");
+    let q = Arc::new(queries(QUERIES));
+    let client = client();
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, url, q, done) = (client.clone(), url.clone(), q.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(requests_each);
+                for r in 0..requests_each {
+                    let i = (c * requests_each + r) % QUERIES;
+                    let (status, body, _) = search_one(&client, &url, &q, i).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    seen.push((i, status, body));
+                }
+                seen
+            })
+        })
+        .collect();
+
+    // Replace the object a quarter of the way in, then ask for a reload.
+    let quarter = clients * requests_each / 4;
+    let waited = Instant::now();
+    while done.load(Ordering::Relaxed) < quarter && waited.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    replace.await;
+    let r = client.post(server.url("/v1/indexes/idx/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "reload: {}", r.text().await.unwrap_or_default());
+
+    let outcomes = tokio::time::timeout(Duration::from_secs(90), join_all(tasks))
+        .await
+        .expect("bounded: no deadlock");
+    let mut per_generation = [0usize; 3];
+    for (i, status, body) in outcomes.into_iter().flat_map(|o| o.expect("client task")) {
+        assert_eq!(status, 200, "query {i}: {body}");
+        let generation = body["generation"].as_u64().unwrap() as usize;
+        let got = response_results(&body);
+        match generation {
+            1 => assert_eq!(got, expected_a[i], "query {i}: a generation-1 response is version A's"),
+            2 => assert_eq!(got, expected_b[i], "query {i}: a generation-2 response is version B's"),
+            g => panic!("unexpected generation {g}"),
+        }
+        per_generation[generation] += 1;
+    }
+    println!("responses by version: A {}, B {}", per_generation[1], per_generation[2]);
+    assert!(per_generation[1] > 0 && per_generation[2] > 0, "{per_generation:?}");
+    // After the reload, new searches answer from B.
+    let (_, body, _) = search_one(&client, &url, &q, 0).await;
+    assert_eq!(body["generation"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (index_bytes(1, N), index_bytes(5, N));
+    let (path_a, path_b, served) = (
+        dir.path().join("a.faiss"),
+        dir.path().join("b.faiss"),
+        dir.path().join("idx.faiss"),
+    );
+    std::fs::write(&path_a, &a).unwrap();
+    std::fs::write(&path_b, &b).unwrap();
+    std::fs::write(&served, &a).unwrap();
+    let q = queries(QUERIES);
+    let expected_a = expected_rows(&path_a.to_string_lossy(), &q).await;
+    let expected_b = expected_rows(&path_b.to_string_lossy(), &q).await;
+    assert_ne!(expected_a, expected_b, "the two versions answer differently");
+
+    let mut config = config();
+    config
+        .indexes
+        .insert("idx".into(), IndexConfig::new(served.to_string_lossy()));
+    // No cache: searches still running on A after the swap read the store,
+    // find it changed, and reload themselves.
+    config.cache.memory_bytes = 0;
+    let server = TestServer::start(config).await;
+    reload_under_load(&server, &expected_a, &expected_b, 50, 40, async {
+        replace_file(&served, &b);
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_s3() {
+    let (bucket, store) = s3_store();
+    let key = object_store::path::Path::from(unique_key("reload").as_str());
+    let (a, b) = (index_bytes(1, N), index_bytes(5, N));
+    let dir = tempfile::tempdir().unwrap();
+    let (path_a, path_b) = (dir.path().join("a.faiss"), dir.path().join("b.faiss"));
+    std::fs::write(&path_a, &a).unwrap();
+    std::fs::write(&path_b, &b).unwrap();
+    let q = queries(QUERIES);
+    let expected_a = expected_rows(&path_a.to_string_lossy(), &q).await;
+    let expected_b = expected_rows(&path_b.to_string_lossy(), &q).await;
+    store.put(&key, PutPayload::from(a)).await.unwrap();
+
+    let mut config = config();
+    config
+        .indexes
+        .insert("idx".into(), IndexConfig::new(format!("s3://{bucket}/{key}")));
+    let server = TestServer::start(config).await;
+    reload_under_load(&server, &expected_a, &expected_b, 20, 20, async {
+        store.put(&key, PutPayload::from(b)).await.unwrap();
+    })
+    .await;
+    server.stop().await;
+}
