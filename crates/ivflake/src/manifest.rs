@@ -51,8 +51,8 @@ const MAX_SIDECAR_BYTES: u64 = 512 << 20;
 /// magnitude); a stream that yields nothing for this long is a dead connection.
 const STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Block size for reading a local index. object_store's own file stream reads
-/// 8 KiB per blocking task, which makes the task hop the bottleneck; 4 MiB
-/// amortizes it while keeping memory small.
+/// 8 KiB per blocking task: about 0.3 GB/s on a 2-core box, where 4 MiB blocks
+/// reach several GB/s (page cache) while keeping memory small.
 const LOCAL_READ_BYTES: u64 = 4 << 20;
 
 /// Where every list of one index file is and what its bytes hash to.
@@ -181,14 +181,11 @@ impl Manifest {
                     "list {list} starts at byte {offset}, before the previous section ends at {prev_end}"
                 )));
             }
-            let end = offset
-                .checked_add(len)
-                .filter(|end| *end <= file_len)
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "list {list} ({len} bytes at {offset}) runs past the file's {file_len} bytes"
-                    ))
-                })?;
+            let end = offset.checked_add(len).filter(|end| *end <= file_len).ok_or_else(|| {
+                corrupt(format!(
+                    "list {list} ({len} bytes at {offset}) runs past the file's {file_len} bytes"
+                ))
+            })?;
             lists.push(ManifestList { offset, len, xxh3 });
             prev_end = end;
         }
@@ -291,7 +288,10 @@ impl Manifest {
         let got = object
             .location
             .store
-            .get_opts(&object.location.path, GetOptions::new().with_if_match(object.e_tag.clone()))
+            .get_opts(
+                &object.location.path,
+                GetOptions::new().with_if_match(object.e_tag.clone()),
+            )
             .await
             .map_err(store_error)?;
         if got.meta.size != index.file_len() {
@@ -519,7 +519,14 @@ mod tests {
         };
         assert_eq!(whole.header_xxh3, xxh3_64(&file[..10]));
         assert_eq!(whole.lists[0].xxh3, xxh3_64(&file[10..34]));
-        assert_eq!(whole.lists[1], ManifestList { offset: 34, len: 0, xxh3: xxh3_64(&[]) });
+        assert_eq!(
+            whole.lists[1],
+            ManifestList {
+                offset: 34,
+                len: 0,
+                xxh3: xxh3_64(&[])
+            }
+        );
         assert_eq!(whole.lists[2].xxh3, xxh3_64(&file[34..46]));
         assert_eq!(whole.lists[3].offset, 46);
         for size in [1, 3, 7, 10, 11, 45] {
