@@ -433,7 +433,7 @@ struct SectionHasher<'a> {
     /// Bytes fed so far.
     pos: u64,
     header: Xxh3Default,
-    /// The list being hashed: `lists.len()`.
+    /// Hasher of list `lists.len()`, the one the stream is in.
     current: Xxh3Default,
     lists: Vec<ManifestList>,
 }
