@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// Stop measuring after this many seconds, whatever --iterations says.
     #[arg(long, default_value_t = 600, value_parser = positive)]
     pub max_seconds: usize,
+    /// Also time batches of this many queries per iteration: in-memory Faiss,
+    /// warm, and cold at the default coalesce_gap (0: no batch rows).
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -115,6 +119,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     gaps.push(default_gap);
     gaps.sort_unstable();
     gaps.dedup();
+
+    let destination = destination(&args, &delay).await?;
 
     // 1. Data and the index, built in memory.
     let (n, d, nq) = (args.n, args.d, args.queries);
@@ -134,7 +140,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let queries = Arc::new(queries);
 
     // 2. The store, and the indexes opened from it.
-    let target = prepare_store(&args, &built.bytes, &delay).await?;
+    let target = fill(destination, &built.bytes, &delay, args.uri.is_none()).await?;
     let file_len = built.bytes.len() as u64;
     let open_started = Instant::now();
     let warm_config = FetchConfig::default();
@@ -167,8 +173,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
 
     // 3. Fill the warm cache with every list the queries probe.
-    let bar = progress_bar(queries.n.min(args.iterations) as u64, "warming the cache");
-    for q in 0..queries.n.min(args.iterations) {
+    let bar = progress_bar(queries.n as u64, "warming the cache");
+    for q in 0..queries.n {
         warm.search(queries.row(q), args.k, args.nprobe)
             .await
             .with_context(|| format!("warm-up search of query {q} failed"))?;
@@ -183,6 +189,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let mut round_trip_ms = Vec::with_capacity(args.iterations);
     let mut cold_rows: Vec<RowSamples> = gaps.iter().map(|_| RowSamples::default()).collect();
     let mut identical = 0;
+    let default_index = gaps.iter().position(|&g| g == default_gap).unwrap_or(0);
+    let mut batch_faiss_ms = Vec::new();
+    let mut batch_warm = RowSamples::default();
+    let mut batch_cold = RowSamples::default();
     let mut rng = StdRng::seed_from_u64(SEED);
     let rt_len = ROUND_TRIP_BYTES.min(file_len);
     let rt_lo = warm.layout().header_len().min(file_len - rt_len);
@@ -248,6 +258,31 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("cold search {i} with coalesce_gap {} failed", gaps[g]))?;
             cold_rows[g].record(started.elapsed(), &found.stats);
+        }
+        if args.batch > 0 {
+            let first = (i * args.batch) % queries.n;
+            let batch: Vec<f32> = (first..first + args.batch)
+                .flat_map(|q| queries.row(q % queries.n).iter().copied())
+                .collect();
+            let elapsed = {
+                let (reference, batch, k, nprobe) = (reference.clone(), batch.clone(), args.k, args.nprobe);
+                tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    reference.search(&batch, k, nprobe).map(|_| started.elapsed())
+                })
+                .await
+                .context("the in-memory Faiss task failed")?
+                .context("in-memory Faiss batch search failed")?
+            };
+            batch_faiss_ms.push(ms(elapsed));
+            for (index, row) in [(&warm, &mut batch_warm), (&cold[default_index], &mut batch_cold)] {
+                let started = Instant::now();
+                let found = index
+                    .search(&batch, args.k, args.nprobe)
+                    .await
+                    .with_context(|| format!("batch search {i} failed"))?;
+                row.record(started.elapsed(), &found.stats);
+            }
         }
         iterations_run += 1;
         bar.inc(1);
@@ -315,6 +350,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         round_trip_bytes: rt_len,
         coalesce_sweep: sweep,
         warm_identical_to_faiss: identical,
+        batch: match (Summary::of(&batch_faiss_ms), batch_warm.report(), batch_cold.report()) {
+            (Some(faiss), Some(warm), Some(cold)) => Some(BatchReport {
+                size: args.batch,
+                compute_threads: ivflake::ComputePool::global().threads(),
+                warm_over_faiss_p50: ratio(warm.latency_ms.p50, faiss.p50),
+                faiss,
+                warm,
+                cold,
+            }),
+            _ => None,
+        },
     };
     let text = if args.json {
         serde_json::to_string_pretty(&report).context("cannot encode the report")? + "\n"
@@ -326,7 +372,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn check_sizes(args: &BenchArgs) -> Result<()> {
-    for (what, count) in [("--n", args.n), ("--queries", args.queries)] {
+    for (what, count) in [("--n", args.n), ("--queries", args.queries), ("--batch", args.batch)] {
         if count.checked_mul(args.d).is_none_or(|f| f > MAX_FLOATS) {
             bail!(
                 "{what} × d = {count} × {} is more than the bench's limit of {MAX_FLOATS} floats",
@@ -450,42 +496,46 @@ struct Target {
     description: String,
 }
 
-async fn prepare_store(args: &BenchArgs, bytes: &Bytes, delay: &Delay) -> Result<Target> {
-    let (base, path, uri, kind): (Arc<dyn ObjectStore>, Path, String, String) = match &args.uri {
-        None => {
-            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-            let path = Path::from(MEMORY_KEY);
-            store
-                .put(&path, PutPayload::from(bytes.clone()))
-                .await
-                .context("cannot put the index in the in-memory store")?;
-            (store, path, format!("memory:///{MEMORY_KEY}"), "in-memory store".into())
-        }
-        Some(uri) => {
-            let local = !uri.contains("://") || uri.starts_with("file://");
-            if local && !delay.is_zero() {
-                bail!(
-                    "{uri} is a local file, and object_store's ThrottledStore cannot delay local file reads; \
-                     pass --latency-ms 0 --throughput-mbps 0, or bench an s3:// URI"
-                );
-            }
-            let location = IndexLocation::parse(uri, &FetchConfig::default()).context("invalid --uri")?;
-            match location.store.head(&location.path).await {
-                Ok(_) if !args.overwrite => {
-                    bail!("{uri} already exists; pass --overwrite to replace it with the bench's index")
-                }
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot check whether {uri} exists")),
-            }
-            upload(&location, bytes).await?;
-            (location.store, location.path, uri.clone(), uri.clone())
-        }
+/// Where the index goes, checked before the expensive build: `--uri` parsed,
+/// not a local file when delays are asked for, and not already there.
+async fn destination(args: &BenchArgs, delay: &Delay) -> Result<IndexLocation> {
+    let Some(uri) = &args.uri else {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        return Ok(IndexLocation::new(store, MEMORY_KEY, format!("memory:///{MEMORY_KEY}")));
     };
+    let local = !uri.contains("://") || uri.starts_with("file://");
+    if local && !delay.is_zero() {
+        bail!(
+            "{uri} is a local file, and object_store's ThrottledStore cannot delay local file reads; \
+             pass --latency-ms 0 --throughput-mbps 0, or bench an s3:// URI"
+        );
+    }
+    let location = IndexLocation::parse(uri, &FetchConfig::default()).context("invalid --uri")?;
+    match location.store.head(&location.path).await {
+        Ok(_) if !args.overwrite => {
+            bail!("{uri} already exists; pass --overwrite to replace it with the bench's index")
+        }
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(location),
+        Err(e) => Err(e).with_context(|| format!("cannot check whether {uri} exists")),
+    }
+}
+
+/// Writes the index to its destination and puts the delay in front of the store.
+async fn fill(location: IndexLocation, bytes: &Bytes, delay: &Delay, in_memory: bool) -> Result<Target> {
+    if in_memory {
+        location
+            .store
+            .put(&location.path, PutPayload::from(bytes.clone()))
+            .await
+            .context("cannot put the index in the in-memory store")?;
+    } else {
+        upload(&location, bytes).await?;
+    }
     let store: Arc<dyn ObjectStore> = if delay.is_zero() {
-        base
+        location.store
     } else {
         Arc::new(ThrottledStore::new(
-            base,
+            location.store,
             ThrottleConfig {
                 wait_get_per_call: delay.per_call,
                 wait_get_per_byte: delay.per_byte,
@@ -493,11 +543,16 @@ async fn prepare_store(args: &BenchArgs, bytes: &Bytes, delay: &Delay) -> Result
             },
         ))
     };
+    let kind = if in_memory {
+        "object_store InMemory"
+    } else {
+        "the store at --uri"
+    };
     Ok(Target {
         store,
-        path,
-        uri,
-        description: format!("{kind}, {}", delay.describe()),
+        path: location.path,
+        uri: location.uri,
+        description: format!("{kind}; {}", delay.describe()),
     })
 }
 
@@ -761,6 +816,19 @@ struct Report {
     coalesce_sweep: Vec<SweepRow>,
     /// Warm searches whose ids and distance bits equal in-memory Faiss's.
     warm_identical_to_faiss: usize,
+    batch: Option<BatchReport>,
+}
+
+/// Rows for batches of queries; `None` without `--batch`.
+#[derive(Debug, Serialize)]
+struct BatchReport {
+    size: usize,
+    /// Threads of ivflake's compute pool, which splits a batch's scan; Faiss runs on one.
+    compute_threads: usize,
+    faiss: Summary,
+    warm: RowReport,
+    cold: RowReport,
+    warm_over_faiss_p50: Option<f64>,
 }
 
 impl Report {
@@ -881,6 +949,22 @@ impl Report {
             "warm results identical to in-memory Faiss (ids and distance bits): {}/{}",
             self.warm_identical_to_faiss, self.iterations_run
         );
+        if let Some(b) = &self.batch {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "batches of {} queries (ivflake's compute pool has {} threads; Faiss runs on 1):",
+                b.size, b.compute_threads
+            );
+            plain(&mut out, "in-memory Faiss, 1 thread", &b.faiss);
+            row(&mut out, "ivflake warm (memory cache)", &b.warm);
+            row(
+                &mut out,
+                &format!("ivflake cold (gap {})", human_bytes(default_gap)),
+                &b.cold,
+            );
+            let _ = writeln!(out, "warm / in-memory Faiss:  p50 {}", x(b.warm_over_faiss_p50));
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "coalesce_gap sweep (cold, no cache):");
         let _ = writeln!(
