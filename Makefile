@@ -27,9 +27,18 @@ $(VENV)/.ok: scripts/requirements.txt
 	$(VENV)/bin/pip install -q -r scripts/requirements.txt
 	touch $@
 
+# Where `make demo` serves; e.g. `make demo DEMO_ADDR=127.0.0.1:9000` when 8080 is taken.
+DEMO_ADDR ?= 127.0.0.1:8080
 demo: deps
 	cargo build --release -p ivflake-cli
 	./target/release/ivflake demo --dir demo-data
+	$(PY) -c 'import json, numpy as np; q = np.load("demo-data/queries.npy"); json.dump({"vectors": [q[0].tolist()], "k": 10, "nprobe": 16}, open("demo-data/query.json", "w"))'
+	@echo
+	@echo "Serving demo-data/index.faiss as index 'demo' on http://$(DEMO_ADDR) (Ctrl-C stops). Search it from another terminal:"
+	@echo
+	@echo "  curl -s http://$(DEMO_ADDR)/v1/indexes/demo/search -H 'Content-Type: application/json' --data @demo-data/query.json"
+	@echo
+	RUST_LOG=$${RUST_LOG:-warn,ivflake_server=info,tower_http=info} ./target/release/ivflake serve demo=demo-data/index.faiss --listen $(DEMO_ADDR)
 
 $(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
 	$(PY) scripts/make_fixtures.py $(FIXTURES) 2>/dev/null

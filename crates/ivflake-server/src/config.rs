@@ -330,6 +330,10 @@ impl ServerConfig {
             request_timeout: Duration::from_millis(f.request_timeout_ms),
             connect_timeout: Duration::from_millis(f.connect_timeout_ms),
             hedge: f.hedge.then(ivflake::HedgeConfig::default),
+            disk_cache: self.cache.disk_dir.as_ref().map(|dir| ivflake::DiskCacheConfig {
+                dir: dir.clone(),
+                capacity_bytes: self.cache.disk_bytes,
+            }),
             ..ivflake::FetchConfig::default()
         }
     }

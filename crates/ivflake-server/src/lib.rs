@@ -68,6 +68,7 @@ impl Server {
         let open = OpenOptions {
             scheduler: FetchScheduler::new(config.fetch_config()),
             compute,
+            state_dir: config.state_dir.clone(),
             ..OpenOptions::default()
         };
         let registry = Registry::new(open);
@@ -179,6 +180,17 @@ impl Server {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let persisting = state.config.state_dir.is_some().then(|| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(PROBE_COUNT_PERIOD);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    persist_probe_counts(&state.registry).await;
+                }
+            })
+        });
         tracing::info!(addr = %local_addr, indexes = state.registry.len(), "serving");
         let server = axum::serve(listener, router).with_graceful_shutdown(draining);
         tokio::select! {
@@ -188,8 +200,36 @@ impl Server {
                 "shutdown grace period over; abandoning requests still in flight"
             ),
         }
+        if let Some(task) = persisting {
+            task.abort();
+            persist_probe_counts(&state.registry).await;
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often probe counts are saved under `state_dir`: losing a minute of
+/// counts on a crash costs little, and the file is a few bytes per list.
+const PROBE_COUNT_PERIOD: Duration = Duration::from_secs(60);
+
+/// Saves every index's probe counts, on the blocking pool (file I/O).
+async fn persist_probe_counts(registry: &Registry) {
+    let indexes: Vec<(String, ivflake::IvfIndex)> = registry
+        .all()
+        .iter()
+        .map(|e| (e.name.clone(), e.current().index.clone()))
+        .collect();
+    let saved = tokio::task::spawn_blocking(move || {
+        for (name, index) in indexes {
+            if let Err(e) = index.persist_probe_counts() {
+                tracing::warn!(index = %name, error = %e, "cannot save probe counts");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = saved {
+        tracing::warn!(error = %e, "saving probe counts failed");
     }
 }
 

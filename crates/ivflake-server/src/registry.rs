@@ -82,6 +82,11 @@ impl IndexEntry {
 
     async fn reload_locked(&self) -> Result<ReloadOutcome, ApiError> {
         let previous = self.current();
+        // The new version resumes the probe counts from the state directory.
+        let old = previous.index.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || old.persist_probe_counts()).await {
+            tracing::warn!(index = %self.name, error = %e, "cannot save probe counts before reloading");
+        }
         let index = previous.index.reload().await.map_err(ApiError::from)?;
         let same_object = index.e_tag().is_some()
             && index.e_tag() == previous.index.e_tag()

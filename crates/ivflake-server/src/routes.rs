@@ -323,8 +323,7 @@ fn decode_json(body: &[u8]) -> Result<SearchRequest, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() && path != "." {
-            let field = path.split(['.', '[']).next().unwrap_or("body").to_string();
-            ApiError::invalid(field, format!("at {path}: {inner}"))
+            ApiError::invalid(top_field(&path), format!("at {path}: {inner}"))
         } else if inner.is_data() {
             ApiError::invalid("body", inner.to_string())
         } else {
@@ -334,6 +333,14 @@ fn decode_json(body: &[u8]) -> Result<SearchRequest, ApiError> {
     de.end()
         .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
     Ok(request)
+}
+
+/// The top-level request field a serde path such as `vectors[3][1]` starts with.
+fn top_field(path: &str) -> &str {
+    path.split(['.', '['])
+        .next()
+        .filter(|s| !s.is_empty() && *s != "?")
+        .unwrap_or("body")
 }
 
 /// serde_json reads a too-large number such as 1e39 into f32 as infinity;
@@ -535,8 +542,8 @@ async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
     }
 }
 
-async fn residency(_loaded: &Loaded) -> serde_json::Value {
-    serde_json::Value::Null
+async fn residency(loaded: &Loaded) -> serde_json::Value {
+    serde_json::to_value(loaded.index.residency().await).unwrap_or(serde_json::Value::Null)
 }
 
 #[utoipa::path(
@@ -594,13 +601,7 @@ pub(crate) async fn add_index(
     let mut de = serde_json::Deserializer::from_slice(&body);
     let request: AddIndexRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::invalid(
-            path.split(['.', '['])
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("body"),
-            e.into_inner().to_string(),
-        )
+        ApiError::invalid(top_field(&path), e.into_inner().to_string())
     })?;
     validate_name(&request.name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
     check_uri_allowed(&request.uri, &state.config.allowed_uri_prefixes)
@@ -692,8 +693,14 @@ pub(crate) async fn reload(
     path = "/v1/indexes/{name}/warm",
     tag = "indexes",
     params(("name" = String, Path, description = "Index name")),
+    request_body(
+        description = "Which lists to load: `{\"lists\": [..], \"largest\": N, \"most_probed\": N}`, combined; an empty body loads nothing",
+        content = inline(Object),
+        content_type = "application/json"
+    ),
     responses(
-        (status = 200, description = "What was loaded into the caches"),
+        (status = 200, description = "What was loaded into the caches", body = Object),
+        (status = 400, description = "Invalid spec; `error.field` names the field", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
     ),
     security((), ("bearer" = []))
@@ -701,14 +708,23 @@ pub(crate) async fn reload(
 pub(crate) async fn warm(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
-    _body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let _entry = lookup(&state, name)?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "warm-up is not available in this build",
-    ))
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ivflake::WarmReport>, ApiError> {
+    let entry = lookup(&state, name)?;
+    let body = body.map_err(body_error)?;
+    let spec: ivflake::WarmSpec = if body.iter().all(u8::is_ascii_whitespace) {
+        ivflake::WarmSpec::default()
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::invalid(top_field(&path), e.into_inner().to_string())
+        })?
+    };
+    let index = entry.current().index.clone();
+    let report = index.warm(&spec).await?;
+    tracing::info!(index = %entry.name, lists = report.lists_requested, ms = report.ms, "warmed");
+    Ok(Json(report))
 }
 
 #[utoipa::path(

@@ -244,8 +244,11 @@ async fn indexes_are_added_and_removed_at_run_time_under_allowed_prefixes() {
 async fn metrics_openapi_and_health() {
     let (server, _dir, _) = local(|_, _| {}).await;
     let q = queries(4);
-    let (status, _) = post_json(&server.url("/v1/indexes/idx/search"), &search_body(&q, 0..4, 5, 8)).await;
-    assert_eq!(status, 200);
+    // Cold, then warm: misses, then memory hits.
+    for _ in 0..2 {
+        let (status, _) = post_json(&server.url("/v1/indexes/idx/search"), &search_body(&q, 0..4, 5, 8)).await;
+        assert_eq!(status, 200);
+    }
 
     let r = client().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -271,11 +274,19 @@ async fn metrics_openapi_and_health() {
         ("ivflake_store_gets_total", vec![]),
         ("ivflake_store_bytes_total", vec![]),
         ("ivflake_cache_misses_total", vec!["tier=\"memory\""]),
+        ("ivflake_cache_hits_total", vec!["tier=\"memory\""]),
     ] {
         assert!(
             metric(&text, name, &labels) > 0.0,
             "{name} {labels:?} missing or zero:\n{text}"
         );
+    }
+    for gauge in [
+        "ivflake_searches_in_flight",
+        "ivflake_fetches_in_flight",
+        "ivflake_http_requests_in_flight",
+    ] {
+        assert!(text.contains(&format!("\n{gauge} ")), "{gauge} missing:\n{text}");
     }
 
     let doc: Value = client()
@@ -309,6 +320,57 @@ async fn metrics_openapi_and_health() {
         assert_eq!(body["status"], want);
     }
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_fills_the_caches_and_probe_counts_persist() {
+    let state = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    let (state_dir, disk_dir) = (state.path().to_path_buf(), disk.path().to_path_buf());
+    let (server, _dir, _) = local(move |c, _| {
+        c.state_dir = Some(state_dir);
+        c.cache.disk_dir = Some(disk_dir);
+    })
+    .await;
+    let residency = |body: &Value| body["residency"]["lists_in_memory"].as_u64().unwrap();
+    let status_url = server.url("/v1/indexes/idx");
+    let before: Value = client().get(&status_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(residency(&before), 0, "{before}");
+
+    let (status, report) = post_json(
+        &server.url("/v1/indexes/idx/warm"),
+        &json!({"largest": 4, "lists": [0]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert!(report["lists_requested"].as_u64().unwrap() >= 4, "{report}");
+    let after: Value = client().get(&status_url).send().await.unwrap().json().await.unwrap();
+    assert!(residency(&after) >= 4, "{after}");
+    assert!(after["residency"]["lists_on_disk"].as_u64().is_some(), "{after}");
+
+    let (status, body) = post_json(&server.url("/v1/indexes/idx/warm"), &json!({"lists": [999]})).await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["field"].as_str()),
+        (400, Some("lists")),
+        "{body}"
+    );
+    let (status, body) = post_json(&server.url("/v1/indexes/idx/warm"), &json!({"largest": "all"})).await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["field"].as_str()),
+        (400, Some("largest")),
+        "{body}"
+    );
+    let r = client().post(server.url("/v1/indexes/idx/warm")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "an empty body warms nothing");
+
+    let q = queries(4);
+    let (status, _) = post_json(&server.url("/v1/indexes/idx/search"), &search_body(&q, 0..4, 5, 8)).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+    let saved = std::fs::read_dir(state.path().join("probe-counts"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(saved, 1, "probe counts saved at shutdown");
 }
 
 /// Sum of the samples of `name` whose labels include all of `labels`.
