@@ -82,8 +82,20 @@ void operator delete[](void* p, std::size_t) noexcept {
     std::free(p);
 }
 
+// OpenBLAS's own thread pool fights OpenMP's for the same cores (an OPQ
+// build ran 3x slower here). Weak, so other BLAS builds still link.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
 namespace ivflake {
 namespace {
+
+// Faiss parallelises with OpenMP; BLAS calls inside it stay single-threaded.
+const bool kBlasSingleThreaded = [] {
+    if (openblas_set_num_threads != nullptr) {
+        openblas_set_num_threads(1);
+    }
+    return true;
+}();
 
 // Faiss 1.7 spells it Index::idx_t, later versions faiss::idx_t; both are int64_t.
 using idx_t = int64_t;
