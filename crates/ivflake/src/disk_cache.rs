@@ -25,6 +25,9 @@ pub struct DiskCacheConfig {
 }
 
 const MAGIC: &[u8; 8] = b"IVFKDC01";
+/// Background writes at once. Each pins its list's bytes until written, so
+/// past this a write is skipped (the list is simply fetched again later).
+const MAX_PENDING_WRITES: usize = 32;
 const HEADER_LEN: usize = 32;
 const SUFFIX: &str = "ivl";
 
@@ -43,6 +46,7 @@ pub(crate) struct DiskCounters {
     pub evictions: AtomicU64,
     pub corrupt: AtomicU64,
     pub write_errors: AtomicU64,
+    pub writes_skipped: AtomicU64,
 }
 
 pub(crate) struct DiskCache {
@@ -51,6 +55,7 @@ pub(crate) struct DiskCache {
     index: moka::future::Cache<DiskKey, u64>,
     /// Entries a previous process left are re-admitted on first use.
     readmitted: tokio::sync::OnceCell<()>,
+    writes: Arc<tokio::sync::Semaphore>,
     pub counters: Arc<DiskCounters>,
 }
 
@@ -78,6 +83,7 @@ impl DiskCache {
             dir,
             index,
             readmitted: tokio::sync::OnceCell::new(),
+            writes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_WRITES)),
             counters,
         })
     }
@@ -135,8 +141,13 @@ impl DiskCache {
 
     /// Writes an entry in the background; a failed write only costs a future miss.
     pub fn put(self: &Arc<Self>, key: DiskKey, bytes: Bytes) {
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+            self.counters.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let this = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             this.ready().await;
             let dir = this.dir.clone();
             let written = tokio::task::spawn_blocking(move || write_entry(&dir, key, &bytes)).await;
