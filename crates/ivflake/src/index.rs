@@ -424,16 +424,7 @@ impl IvfIndex {
         wanted.extend(self.inner.probes.hottest(spec.most_probed));
         wanted.sort_unstable();
         wanted.dedup();
-        let requests: Vec<ListRequest> = wanted
-            .iter()
-            .filter_map(|&list| {
-                self.inner
-                    .layout
-                    .get(list)
-                    .map(|range| ListRequest { list, range: *range })
-            })
-            .filter(|r| r.range.count > 0)
-            .collect();
+        let requests = self.list_requests(&wanted);
         let io = Arc::new(SearchIo::default());
         let fetched = self.inner.scheduler.fetch(&self.inner.object, &requests, &io).await;
         let mut stats = SearchStats {
@@ -454,6 +445,20 @@ impl IvfIndex {
             failed_lists: stats.failed_lists,
             ms: ms(started.elapsed()),
         })
+    }
+
+    /// Requests for the non-empty lists among `lists`.
+    fn list_requests(&self, lists: &[usize]) -> Vec<ListRequest> {
+        lists
+            .iter()
+            .filter_map(|&list| {
+                self.inner
+                    .layout
+                    .get(list)
+                    .map(|range| ListRequest { list, range: *range })
+            })
+            .filter(|r| r.range.count > 0)
+            .collect()
     }
 
     /// Lists and bytes of this index version held in memory and on disk.
@@ -557,16 +562,7 @@ impl IvfIndex {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let requests: Vec<ListRequest> = wanted
-            .iter()
-            .filter_map(|&list| {
-                self.inner
-                    .layout
-                    .get(list)
-                    .map(|range| ListRequest { list, range: *range })
-            })
-            .filter(|r| r.range.count > 0)
-            .collect();
+        let requests = self.list_requests(&wanted);
         stats.lists_probed = requests.len();
         self.inner.probes.record(&wanted);
         stats.bytes_probed = requests.iter().map(|r| r.range.len).sum();
