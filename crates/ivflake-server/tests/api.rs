@@ -198,6 +198,25 @@ async fn index_status_and_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_that_finds_the_object_changed_reloads_it_once() {
+    // No cache, so the search reads the store and its version check fires.
+    let (server, _dir, path) = local(|c, _| c.cache.memory_bytes = 0).await;
+    let url = server.url("/v1/indexes/idx/search");
+    let q = queries(3);
+    let (_, before) = post_json(&url, &search_body(&q, 0..3, 5, 8)).await;
+    assert_eq!(before["generation"], 1);
+
+    replace_file(std::path::Path::new(&path), &index_bytes(6, N));
+    let (status, after) = post_json(&url, &search_body(&q, 0..3, 5, 8)).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["generation"], 2, "reloaded without being asked");
+    assert_ne!(after["version"], before["version"]);
+    let expected = library_results(&path, &q, 5, 8, IdFilterSpec::All).await;
+    assert_eq!(response_results(&after), library_bits(&expected));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexes_are_added_and_removed_at_run_time_under_allowed_prefixes() {
     let (server, dir, _) = local(|c, dir| {
         c.allowed_uri_prefixes = vec![format!("{}/", dir.display())];

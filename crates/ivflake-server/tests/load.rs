@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,10 @@ const K: usize = 10;
 const NPROBE: usize = 8;
 /// Distinct queries the clients cycle through.
 const QUERIES: usize = 50;
+
+/// The tests here time responses; run them one at a time so the
+/// 1,000-client test's CPU load does not skew another's clock.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Expected (ids, distance bits) of each single query, from the library.
 async fn expected_rows(path: &str, q: &[f32]) -> Vec<(Vec<i64>, Vec<u32>)> {
@@ -51,6 +55,7 @@ async fn search_one(client: &reqwest::Client, url: &str, q: &[f32], i: usize) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_clients() {
+    let _serial = SERIAL.lock().await;
     const CLIENTS: usize = 1000;
     const REQUESTS_EACH: usize = 3;
     let dir = tempfile::tempdir().unwrap();
@@ -150,7 +155,8 @@ async fn slow_server(delay: Duration, max_queries_in_flight: usize) -> (TestServ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_at_once_and_admitted_requests_succeed() {
-    const DELAY: Duration = Duration::from_millis(500);
+    let _serial = SERIAL.lock().await;
+    const DELAY: Duration = Duration::from_millis(1_500);
     const CONCURRENT: usize = 40;
     let (server, _dir, path) = slow_server(DELAY, 4).await;
     let url = server.url("/v1/indexes/slow/search");
@@ -206,6 +212,7 @@ async fn overload_is_refused_at_once_and_admitted_requests_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_searches_in_flight() {
+    let _serial = SERIAL.lock().await;
     let (server, _dir, path) = slow_server(Duration::from_millis(600), 64).await;
     let url = server.url("/v1/indexes/slow/search");
     let q = queries(QUERIES);
@@ -239,20 +246,33 @@ async fn reload_under_load(
     expected_a: &[(Vec<i64>, Vec<u32>)],
     expected_b: &[(Vec<i64>, Vec<u32>)],
     clients: usize,
-    requests_each: usize,
+    before_each: usize,
     replace: impl std::future::Future<Output = ()>,
 ) {
+    // Each client searches until the reload is done and it has made a few
+    // more requests, at most MAX_EACH in all.
+    const AFTER_EACH: usize = 3;
+    const MAX_EACH: usize = 1_000;
     let url = server.url("/v1/indexes/idx/search");
     let q = Arc::new(queries(QUERIES));
     let client = client();
     let done = Arc::new(AtomicUsize::new(0));
+    let reloaded = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let (client, url, q, done) = (client.clone(), url.clone(), q.clone(), done.clone());
+            let (client, url, q, done, reloaded) =
+                (client.clone(), url.clone(), q.clone(), done.clone(), reloaded.clone());
             tokio::spawn(async move {
-                let mut seen = Vec::with_capacity(requests_each);
-                for r in 0..requests_each {
-                    let i = (c * requests_each + r) % QUERIES;
+                let mut seen = Vec::new();
+                let mut after = 0;
+                for r in 0..MAX_EACH {
+                    if reloaded.load(Ordering::Acquire) {
+                        after += 1;
+                        if after > AFTER_EACH {
+                            break;
+                        }
+                    }
+                    let i = (c * 7 + r) % QUERIES;
                     let (status, body, _) = search_one(&client, &url, &q, i).await;
                     done.fetch_add(1, Ordering::Relaxed);
                     seen.push((i, status, body));
@@ -262,15 +282,15 @@ async fn reload_under_load(
         })
         .collect();
 
-    // Replace the object a quarter of the way in, then ask for a reload.
-    let quarter = clients * requests_each / 4;
+    // Replace the object once every client has had a few answers, then ask for a reload.
     let waited = Instant::now();
-    while done.load(Ordering::Relaxed) < quarter && waited.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while done.load(Ordering::Relaxed) < clients * before_each && waited.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     replace.await;
     let r = client.post(server.url("/v1/indexes/idx/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200, "reload: {}", r.text().await.unwrap_or_default());
+    reloaded.store(true, Ordering::Release);
 
     let outcomes = tokio::time::timeout(Duration::from_secs(90), join_all(tasks))
         .await
@@ -296,6 +316,7 @@ async fn reload_under_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_local_directory() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (index_bytes(1, N), index_bytes(5, N));
     let (path_a, path_b, served) = (
@@ -319,7 +340,7 @@ async fn reload_under_load_local_directory() {
     // find it changed, and reload themselves.
     config.cache.memory_bytes = 0;
     let server = TestServer::start(config).await;
-    reload_under_load(&server, &expected_a, &expected_b, 50, 40, async {
+    reload_under_load(&server, &expected_a, &expected_b, 50, 10, async {
         replace_file(&served, &b);
     })
     .await;
@@ -328,6 +349,7 @@ async fn reload_under_load_local_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_s3() {
+    let _serial = SERIAL.lock().await;
     let (bucket, store) = s3_store();
     let key = object_store::path::Path::from(unique_key("reload").as_str());
     let (a, b) = (index_bytes(1, N), index_bytes(5, N));
@@ -345,9 +367,34 @@ async fn reload_under_load_s3() {
         .indexes
         .insert("idx".into(), IndexConfig::new(format!("s3://{bucket}/{key}")));
     let server = TestServer::start(config).await;
-    reload_under_load(&server, &expected_a, &expected_b, 20, 20, async {
+    reload_under_load(&server, &expected_a, &expected_b, 20, 5, async {
         store.put(&key, PutPayload::from(b)).await.unwrap();
     })
     .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_past_its_deadline_gets_504_on_time() {
+    let _serial = SERIAL.lock().await;
+    let (server, _dir, _) = slow_server(Duration::from_millis(2_000), 64).await;
+    let q = queries(1);
+    let mut body = search_body(&q, 0..1, K, NPROBE);
+    body["timeout_ms"] = serde_json::json!(200);
+    let started = Instant::now();
+    let r = client()
+        .post(server.url("/v1/indexes/slow/search"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "deadline_exceeded", "{body}");
+    assert!(
+        took < Duration::from_millis(1_500),
+        "answered after {took:?}, not at its 200 ms deadline"
+    );
     server.stop().await;
 }
