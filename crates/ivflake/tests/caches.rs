@@ -85,7 +85,7 @@ async fn disk_tier_survives_a_restart_and_drops_a_damaged_entry() {
     let bytes = build_index("IVF32,Flat", Metric::L2, D, 3000);
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "idx.faiss", bytes).await;
-    let counting = Arc::new(CountingStore::new(inner));
+    let counting = Arc::new(counting_store(inner));
     let uri = format!("memory://disk-{}/idx.faiss", rand::random::<u64>());
     let queries = clustered(8, D, 3);
 
@@ -146,7 +146,7 @@ async fn disk_tier_never_serves_another_version() {
     let dir = TempDir::new("versions");
     let root = TempDir::new("versions-store");
     let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&root.0).unwrap());
-    let counting = Arc::new(CountingStore::new(store.clone()));
+    let counting = Arc::new(counting_store(store.clone()));
     let uri = "file:///versions/idx.faiss";
     let queries = clustered(8, D, 5);
 
@@ -187,7 +187,7 @@ async fn disk_tier_stays_within_its_budget() {
     let budget = total / 4;
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "idx.faiss", bytes).await;
-    let counting = Arc::new(CountingStore::new(inner));
+    let counting = Arc::new(counting_store(inner));
     let uri = format!("memory://budget-{}/idx.faiss", rand::random::<u64>());
     let index = open(&counting, &uri, with_disk(&dir.0, budget)).await;
     for seed in 0..6 {
@@ -213,7 +213,7 @@ async fn warm_up_loads_given_largest_and_most_probed_lists() {
     let bytes = build_index("IVF32,Flat", Metric::L2, D, 3000);
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "idx.faiss", bytes).await;
-    let counting = Arc::new(CountingStore::new(inner));
+    let counting = Arc::new(counting_store(inner));
     let store: Arc<dyn ObjectStore> = counting.clone();
     let location = IndexLocation::new(store, "idx.faiss", "memory://warm/idx.faiss");
     let opts = |config: FetchConfig| OpenOptions {

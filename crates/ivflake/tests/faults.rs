@@ -17,7 +17,7 @@ async fn faulty(config: FetchConfig) -> (IvfIndex, Arc<FaultyStore>, Vec<u8>) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "i.faiss", bytes.clone()).await;
     // Open reads from byte 0; faults touch only reads that start later (list data).
-    let faulty = Arc::new(FaultyStore::new(inner, 1));
+    let faulty = Arc::new(faulty_store(inner, 1));
     let store: Arc<dyn ObjectStore> = faulty.clone();
     let index = IvfIndex::open_at(
         IndexLocation::new(store, "i.faiss", "memory://f/i.faiss"),

@@ -34,7 +34,7 @@ async fn open_counted(
     store: Arc<dyn ObjectStore>,
     options: OpenOptions,
 ) -> (ivflake::Result<IvfIndex>, Arc<CountingStore>) {
-    let counting = Arc::new(CountingStore::new(store));
+    let counting = Arc::new(counting_store(store));
     let dyn_store: Arc<dyn ObjectStore> = counting.clone();
     let index = IvfIndex::open_at(
         IndexLocation::new(dyn_store, "idx.faiss", "memory://m/idx.faiss"),

@@ -1,25 +1,18 @@
-//! Shared test support: generated data, fixtures, and store wrappers in the
-//! style of object_store's `limit.rs`/`throttle.rs` (every trait method forwarded).
-#![allow(dead_code)]
+//! Shared test support: generated data and fixtures. The store wrappers
+//! (counting, faults) are `ivflake_testkit`'s hooks on one `HookedStore`.
+#![allow(dead_code, unused_imports)]
 
-use std::fmt;
-use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use ivflake::{FetchConfig, FetchScheduler, IndexLocation, IvfIndex, Metric, OpenOptions};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+pub use ivflake_testkit::{counting_store, faulty_store, CountingStore, Fault, FaultyStore};
 
 /// Clustered vectors, so IVF lists are uneven like real data.
 pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -77,7 +70,7 @@ pub async fn open_in_memory(bytes: Vec<u8>, config: FetchConfig) -> (IvfIndex, A
 pub async fn open_in_memory_with(bytes: Vec<u8>, options: OpenOptions) -> (IvfIndex, Arc<CountingStore>) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "idx.faiss", bytes).await;
-    let counting = Arc::new(CountingStore::new(inner));
+    let counting = Arc::new(counting_store(inner));
     let store: Arc<dyn ObjectStore> = counting.clone();
     let index = IvfIndex::open_at(
         IndexLocation::new(store, "idx.faiss", "memory://test/idx.faiss"),
@@ -179,202 +172,6 @@ pub fn s3() -> S3Env {
     );
     S3Env {
         bucket: std::env::var("IVFLAKE_S3_BUCKET").expect("IVFLAKE_S3_BUCKET"),
-    }
-}
-
-/// Counts GETs (range reads and heads) and the ranges asked for.
-#[derive(Debug)]
-pub struct CountingStore {
-    inner: Arc<dyn ObjectStore>,
-    gets: AtomicUsize,
-    ranges: Mutex<Vec<Range<u64>>>,
-}
-
-impl CountingStore {
-    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self {
-            inner,
-            gets: AtomicUsize::new(0),
-            ranges: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub fn gets(&self) -> usize {
-        self.gets.load(Ordering::SeqCst)
-    }
-
-    pub fn reset(&self) {
-        self.gets.store(0, Ordering::SeqCst);
-        self.ranges.lock().unwrap().clear();
-    }
-
-    pub fn ranges(&self) -> Vec<Range<u64>> {
-        self.ranges.lock().unwrap().clone()
-    }
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CountingStore({})", self.inner)
-    }
-}
-
-/// What a `FaultyStore` does to GETs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Fault {
-    None,
-    /// Every GET hangs forever.
-    StallAll,
-    /// The first GET of each distinct range hangs forever; retries answer.
-    StallFirstPerRange,
-    /// Every GET fails.
-    FailAll,
-    /// GETs overlapping this byte offset fail.
-    FailAt(u64),
-}
-
-/// Injects stalls and failures into GETs of list data (reads past `after`).
-#[derive(Debug)]
-pub struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
-    pub fault: Mutex<Fault>,
-    after: u64,
-    seen: Mutex<Vec<Range<u64>>>,
-    pub stalled: AtomicBool,
-}
-
-impl FaultyStore {
-    /// Faults only apply to ranges starting at or after `after`, so open still works.
-    pub fn new(inner: Arc<dyn ObjectStore>, after: u64) -> Self {
-        Self {
-            inner,
-            fault: Mutex::new(Fault::None),
-            after,
-            seen: Mutex::new(Vec::new()),
-            stalled: AtomicBool::new(false),
-        }
-    }
-
-    pub fn set(&self, fault: Fault) {
-        *self.fault.lock().unwrap() = fault;
-    }
-}
-
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FaultyStore({})", self.inner)
-    }
-}
-
-fn requested(options: &GetOptions) -> Option<Range<u64>> {
-    match &options.range {
-        Some(object_store::GetRange::Bounded(r)) => Some(r.clone()),
-        _ => None,
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl ObjectStore for CountingStore {
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = requested(&options) {
-            self.ranges.lock().unwrap().push(r);
-        }
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl ObjectStore for FaultyStore {
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let fault = *self.fault.lock().unwrap();
-        if let Some(r) = requested(&options).filter(|r| r.start >= self.after) {
-            let stall = match fault {
-                Fault::StallAll => true,
-                Fault::StallFirstPerRange => {
-                    let mut seen = self.seen.lock().unwrap();
-                    let first = !seen.contains(&r);
-                    seen.push(r.clone());
-                    first
-                }
-                Fault::FailAll => {
-                    return Err(object_store::Error::Generic {
-                        store: "FaultyStore",
-                        source: "injected failure".into(),
-                    })
-                }
-                Fault::FailAt(at) if r.contains(&at) => {
-                    return Err(object_store::Error::Generic {
-                        store: "FaultyStore",
-                        source: "injected failure".into(),
-                    })
-                }
-                _ => false,
-            };
-            if stall {
-                self.stalled.store(true, Ordering::SeqCst);
-                futures::future::pending::<()>().await;
-            }
-        }
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.inner.rename_opts(from, to, options).await
     }
 }
 
