@@ -33,8 +33,8 @@ pub use fetch::{
     CacheReport, FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest, ListVerifier,
 };
 pub use index::{
-    IdFilterSpec, IvfIndex, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
-    MAX_RESULT_SLOTS,
+    IdFilterSpec, IvfIndex, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K,
+    MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 pub use ivflake_faiss::{IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};
