@@ -135,7 +135,7 @@ async fn slow_server(delay: Duration, max_queries_in_flight: usize) -> (TestServ
         .await
         .unwrap();
     // Reads starting past byte 0 are list reads; the header read starts at 0.
-    let store: Arc<dyn ObjectStore> = Arc::new(SlowStore::new(memory, 1, delay));
+    let store: Arc<dyn ObjectStore> = Arc::new(slow_store(memory, 1, delay));
     let mut config = config();
     config.cache.memory_bytes = 0;
     config.limits.max_queries_in_flight = max_queries_in_flight;

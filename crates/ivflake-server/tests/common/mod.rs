@@ -1,25 +1,20 @@
 //! Shared support for the server tests: small generated indexes, a server on
-//! a loopback port, an HTTP client, and a store wrapper that slows reads down.
-#![allow(dead_code)]
+//! a loopback port, and an HTTP client. Store wrappers come from `ivflake_testkit`.
+#![allow(dead_code, unused_imports)]
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use ivflake::{IdFilterSpec, IvfIndex, Metric, SearchParams};
 use ivflake_server::{Server, ServerConfig};
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, RenameOptions, Result,
-};
+use object_store::{ObjectStore, PutPayload};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
+
+pub use ivflake_testkit::{slow_store, SlowStore};
 
 pub const D: usize = 16;
 
@@ -180,67 +175,6 @@ pub fn rss_bytes() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
-}
-
-/// Delays every range read at or past `after` (list data, not the header) by `delay`.
-#[derive(Debug)]
-pub struct SlowStore {
-    inner: Arc<dyn ObjectStore>,
-    after: u64,
-    delay: Duration,
-}
-
-impl SlowStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, after: u64, delay: Duration) -> Self {
-        Self { inner, after, delay }
-    }
-}
-
-impl fmt::Display for SlowStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SlowStore({})", self.inner)
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl ObjectStore for SlowStore {
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if let Some(object_store::GetRange::Bounded(r)) = &options.range {
-            if r.start >= self.after {
-                tokio::time::sleep(self.delay).await;
-            }
-        }
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
 }
 
 /// The loopback S3 server `make test` started (moto): its bucket, and a store for it.
