@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// The library's default is always added.
     #[arg(long, value_delimiter = ',', default_value = "0,16K,64K,256K,1M", value_parser = parse_size)]
     pub gaps: Vec<u64>,
+    /// max_in_flight_per_search values for the cold rows, comma-separated: every gap is
+    /// run with each (GETs beyond the limit wait for a second wave). The library's default is always added.
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    pub in_flight_per_search: Vec<usize>,
     /// Upload the index here and bench this store instead of an in-memory one:
     /// s3://bucket/key, gs://…, az://…, or a path (local files take no injected delay).
     #[arg(long)]
@@ -114,11 +118,27 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         .factory
         .clone()
         .unwrap_or_else(|| format!("IVF{},{}", args.nlist, args.codec));
-    let mut gaps = args.gaps.clone();
-    let default_gap = FetchConfig::default().coalesce_gap;
-    gaps.push(default_gap);
-    gaps.sort_unstable();
-    gaps.dedup();
+    let defaults = FetchConfig::default();
+    let (default_gap, default_in_flight) = (defaults.coalesce_gap, defaults.max_in_flight_per_search);
+    let mut in_flight = args.in_flight_per_search.clone();
+    in_flight.push(default_in_flight);
+    let mut variants: Vec<ColdVariant> = args
+        .gaps
+        .iter()
+        .chain([&default_gap])
+        .flat_map(|&coalesce_gap| {
+            in_flight.iter().map(move |&in_flight_per_search| ColdVariant {
+                coalesce_gap,
+                in_flight_per_search,
+            })
+        })
+        .collect();
+    variants.sort_unstable();
+    variants.dedup();
+    let default_variant = ColdVariant {
+        coalesce_gap: default_gap,
+        in_flight_per_search: default_in_flight,
+    };
 
     let destination = destination(&args, &delay).await?;
 
@@ -162,10 +182,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.nprobe,
         info.nlist
     );
-    let mut cold = Vec::with_capacity(gaps.len());
-    for &gap in &gaps {
+    let mut cold = Vec::with_capacity(variants.len());
+    for v in &variants {
         let config = FetchConfig {
-            coalesce_gap: gap,
+            coalesce_gap: v.coalesce_gap,
+            max_in_flight_per_search: v.in_flight_per_search,
             memory_cache_bytes: 0,
             ..Default::default()
         };
@@ -187,9 +208,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let mut faiss_ms = Vec::with_capacity(args.iterations);
     let mut warm_row = RowSamples::default();
     let mut round_trip_ms = Vec::with_capacity(args.iterations);
-    let mut cold_rows: Vec<RowSamples> = gaps.iter().map(|_| RowSamples::default()).collect();
+    let mut cold_rows: Vec<RowSamples> = variants.iter().map(|_| RowSamples::default()).collect();
     let mut identical = 0;
-    let default_index = gaps.iter().position(|&g| g == default_gap).unwrap_or(0);
+    let default_index = variants.iter().position(|v| *v == default_variant).unwrap_or(0);
     let mut batch_faiss_ms = Vec::new();
     let mut batch_warm = RowSamples::default();
     let mut batch_cold = RowSamples::default();
@@ -256,7 +277,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let found = cold[g]
                 .search(&query, args.k, args.nprobe)
                 .await
-                .with_context(|| format!("cold search {i} with coalesce_gap {} failed", gaps[g]))?;
+                .with_context(|| format!("cold search {i} with {} failed", variants[g]))?;
             cold_rows[g].record(started.elapsed(), &found.stats);
         }
         if args.batch > 0 {
@@ -293,12 +314,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let round_trip = Summary::of(&round_trip_ms).ok_or_else(|| anyhow!("no iteration finished"))?;
     let faiss = Summary::of(&faiss_ms).ok_or_else(|| anyhow!("no iteration finished"))?;
     let warm_report = warm_row.report().ok_or_else(|| anyhow!("no iteration finished"))?;
-    let mut sweep = Vec::with_capacity(gaps.len());
-    for (gap, row) in gaps.iter().zip(&cold_rows) {
+    let mut sweep = Vec::with_capacity(variants.len());
+    for (v, row) in variants.iter().zip(&cold_rows) {
         let row = row.report().ok_or_else(|| anyhow!("no iteration finished"))?;
         sweep.push(SweepRow {
-            coalesce_gap: *gap,
-            is_default: *gap == default_gap,
+            coalesce_gap: v.coalesce_gap,
+            max_in_flight_per_search: v.in_flight_per_search,
+            is_default: *v == default_variant,
             p50_over_round_trip: ratio(row.latency_ms.p50, round_trip.p50),
             p99_over_round_trip: ratio(row.latency_ms.p99, round_trip.p99),
             row,
@@ -587,6 +609,23 @@ async fn upload(location: &IndexLocation, bytes: &Bytes) -> Result<()> {
     finished.with_context(|| format!("completing the upload to {} failed", location.uri))
 }
 
+/// One cold configuration: no cache, these scheduler settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ColdVariant {
+    coalesce_gap: u64,
+    in_flight_per_search: usize,
+}
+
+impl std::fmt::Display for ColdVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "coalesce_gap {} and max_in_flight_per_search {}",
+            self.coalesce_gap, self.in_flight_per_search
+        )
+    }
+}
+
 /// Samples of one row of the table.
 #[derive(Debug, Default)]
 struct RowSamples {
@@ -722,6 +761,7 @@ struct RowReport {
 #[derive(Debug, Serialize)]
 struct SweepRow {
     coalesce_gap: u64,
+    max_in_flight_per_search: usize,
     is_default: bool,
     #[serde(flatten)]
     row: RowReport,
@@ -813,6 +853,7 @@ struct Report {
     round_trip: Summary,
     round_trip_bytes: u64,
     ratios: Ratios,
+    /// Every cold configuration: each --gaps value with each --in-flight-per-search value.
     coalesce_sweep: Vec<SweepRow>,
     /// Warm searches whose ids and distance bits equal in-memory Faiss's.
     warm_identical_to_faiss: usize,
@@ -969,15 +1010,16 @@ impl Report {
         let _ = writeln!(out, "coalesce_gap sweep (cold, no cache):");
         let _ = writeln!(
             out,
-            "{:<12} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9}",
-            "gap", "GETs", "fetched", "f/p", "p50 ms", "p99 ms", "p50/RT", "p99/RT"
+            "{:<12} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "gap", "in flight", "GETs", "fetched", "f/p", "p50 ms", "p99 ms", "p50/RT", "p99/RT"
         );
         for s in &self.coalesce_sweep {
             let mark = if s.is_default { " *" } else { "" };
             let _ = writeln!(
                 out,
-                "{:<12} {:>7.1} {:>11} {:>8} {:>8.3} {:>8.3} {:>9} {:>9}",
+                "{:<12} {:>9} {:>7.1} {:>11} {:>8} {:>8.3} {:>8.3} {:>9} {:>9}",
                 format!("{}{mark}", human_bytes(s.coalesce_gap)),
+                s.max_in_flight_per_search,
                 s.row.gets_per_search,
                 human_bytes(s.row.bytes_fetched_per_search.round() as u64),
                 s.row.fetched_over_probed.map_or("-".into(), |v| format!("{v:.3}")),
@@ -989,7 +1031,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "* the library's default; f/p = bytes fetched / bytes of the probed lists; RT = one round trip"
+            "* the library's defaults; in flight = max_in_flight_per_search; \
+             f/p = bytes fetched / bytes of the probed lists; RT = one round trip"
         );
         out
     }
