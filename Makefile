@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine:
-#   make demo   builds a small index into ./demo-data and searches it with `ivflake search`
+#   make demo   builds a small index into ./demo-data, searches it, then serves it over HTTP
 #   make test   runs every test (lints included)
 # Both install what they need: Debian packages and a Python venv.
 

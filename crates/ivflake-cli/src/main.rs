@@ -50,11 +50,21 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    // A server logs its requests by default; one-shot commands only problems.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,ivflake=info,ivflake_server=info,tower_http=info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // Structured logs for collectors: IVFLAKE_LOG_FORMAT=json gives one JSON object a line.
+    if std::env::var("IVFLAKE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 
     let outcome = match cli.command {
         Command::Search(args) => search::run(args).await,

@@ -105,6 +105,7 @@ impl SearchStats {
     }
 }
 
+/// Milliseconds, rounded to the microsecond so reports do not carry float noise.
 pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    d.as_micros() as f64 / 1000.0
 }
