@@ -43,6 +43,8 @@ impl ComputePool {
     }
 
     /// Runs `work` on the pool and awaits it without blocking the runtime.
+    /// If the caller stops waiting (a deadline, a dropped request) before the
+    /// job starts, the job is skipped, so abandoned work never piles up.
     pub async fn run<T, F>(&self, work: F) -> Result<T>
     where
         F: FnOnce() -> Result<T> + Send + 'static,
@@ -50,6 +52,9 @@ impl ComputePool {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
+            if tx.is_closed() {
+                return;
+            }
             let outcome = catch_unwind(AssertUnwindSafe(work))
                 .unwrap_or_else(|_| Err(Error::Internal("compute task panicked".into())));
             let _ = tx.send(outcome);

@@ -210,6 +210,39 @@ pub struct FetchScheduler {
     disk: Option<Arc<DiskCache>>,
     counters: Arc<FetchCounters>,
     latencies: Arc<LatencyWindow>,
+    /// Open index handles per object version, so a version's memory entries
+    /// are dropped once nothing can search it any more.
+    versions: Mutex<std::collections::HashMap<u64, usize>>,
+}
+
+/// Keeps one object version's cache entries wanted; see [`FetchScheduler::pin_version`].
+pub(crate) struct VersionPin {
+    scheduler: Arc<FetchScheduler>,
+    object: u64,
+}
+
+impl Drop for VersionPin {
+    fn drop(&mut self) {
+        let Ok(mut versions) = self.scheduler.versions.lock() else {
+            return;
+        };
+        let last = match versions.get_mut(&self.object) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        };
+        if last {
+            versions.remove(&self.object);
+            let object = self.object;
+            // Runs during moka's maintenance; the entries' Bytes are freed then.
+            let _ = self
+                .scheduler
+                .memory
+                .invalidate_entries_if(move |k, _| k.object == object);
+        }
+    }
 }
 
 impl std::fmt::Debug for FetchScheduler {
@@ -252,6 +285,7 @@ impl FetchScheduler {
         let memory = moka::future::Cache::builder()
             .max_capacity(config.memory_cache_bytes)
             .weigher(|_k: &ListKey, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .support_invalidation_closures()
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
                     evictions.evictions.fetch_add(1, Ordering::Relaxed);
@@ -265,8 +299,21 @@ impl FetchScheduler {
             disk,
             counters,
             latencies: Arc::new(LatencyWindow::default()),
+            versions: Mutex::new(std::collections::HashMap::new()),
             config,
         })
+    }
+
+    /// Registers an open handle on `object`'s version; when the last pin of a
+    /// version drops (a reload drained, an index removed), its memory entries go.
+    pub(crate) fn pin_version(self: &Arc<Self>, object: &IndexObject) -> VersionPin {
+        if let Ok(mut versions) = self.versions.lock() {
+            *versions.entry(object.id).or_insert(0) += 1;
+        }
+        VersionPin {
+            scheduler: self.clone(),
+            object: object.id,
+        }
     }
 
     pub fn config(&self) -> &FetchConfig {

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::compute::ComputePool;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchConfig, FetchScheduler, IndexObject, ListRequest, ListVerifier};
+use crate::fetch::{FetchConfig, FetchScheduler, IndexObject, ListRequest, ListVerifier, VersionPin};
 use crate::layout::{ListLayout, ListRange};
 use crate::location::IndexLocation;
 use crate::manifest::Manifest;
@@ -165,7 +165,9 @@ struct Inner {
     probe_bytes: u64,
     state_dir: Option<PathBuf>,
     manifest_mode: ManifestMode,
-    probes: ProbeCounts,
+    probes: Arc<ProbeCounts>,
+    /// Dropped with the last handle on this version: its memory entries go too.
+    _pin: VersionPin,
 }
 
 /// An IVF index served from object storage. Cheap to clone; clones share the header.
@@ -302,7 +304,13 @@ impl IvfIndex {
         drop(prefix);
         let object = Arc::new(object);
         tracing::debug!(uri = %uri, requests, header_bytes = info.list_data_offset, "opened index");
-        let probes = ProbeCounts::load(options.state_dir.as_deref(), &uri, info.nlist);
+        let probes = {
+            let (dir, uri, nlist) = (options.state_dir.clone(), uri.clone(), info.nlist);
+            tokio::task::spawn_blocking(move || ProbeCounts::load(dir.as_deref(), &uri, nlist))
+                .await
+                .unwrap_or_else(|_| ProbeCounts::load(None, "", info.nlist))
+        };
+        let pin = options.scheduler.pin_version(&object);
         Ok(Self {
             inner: Arc::new(Inner {
                 faiss,
@@ -314,7 +322,8 @@ impl IvfIndex {
                 probe_bytes: probe,
                 state_dir: options.state_dir,
                 manifest_mode: options.manifest,
-                probes,
+                probes: Arc::new(probes),
+                _pin: pin,
             }),
         })
     }
@@ -330,8 +339,11 @@ impl IvfIndex {
             manifest: self.inner.manifest_mode,
         };
         // The new version resumes from the counts this one gathered.
-        if let Err(e) = self.persist_probe_counts() {
-            tracing::warn!(uri = %self.uri(), error = %e, "cannot save probe counts");
+        let probes = self.inner.probes.clone();
+        match tokio::task::spawn_blocking(move || probes.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(uri = %self.uri(), error = %e, "cannot save probe counts"),
+            Err(e) => tracing::warn!(uri = %self.uri(), error = %e, "saving probe counts failed"),
         }
         Self::open_at(self.inner.object.location.clone(), options).await
     }
@@ -474,6 +486,7 @@ impl IvfIndex {
     }
 
     /// Saves the probe counts under the state directory (no-op without one).
+    /// Blocking file I/O: call it from a blocking thread.
     pub fn persist_probe_counts(&self) -> Result<()> {
         self.inner.probes.persist().map_err(Error::Io)
     }

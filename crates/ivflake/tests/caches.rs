@@ -328,3 +328,30 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_version_s_memory_entries_go_when_its_last_handle_does() {
+    let cached = FetchConfig {
+        coalesce_gap: 0,
+        ..FetchConfig::default()
+    };
+    let (index, _) = open_in_memory(build_index("IVF16,Flat", Metric::L2, D, 2000), cached).await;
+    let scheduler = index.scheduler().clone();
+    index.search(&clustered(4, D, 1), 5, 8).await.unwrap();
+    let held = scheduler.memory_resident_bytes().await;
+    assert!(held > 0);
+
+    // A reload of an unchanged object is the same version: the entries stay.
+    let same = index.reload().await.unwrap();
+    drop(index);
+    assert_eq!(scheduler.memory_resident_bytes().await, held);
+    let r = same.search(&clustered(4, D, 1), 5, 8).await.unwrap();
+    assert_eq!(r.stats.lists_from_memory, r.stats.lists_probed);
+
+    // The last handle gone (clones and searches included), the bytes are freed.
+    let clone = same.clone();
+    drop(same);
+    assert_eq!(scheduler.memory_resident_bytes().await, held);
+    drop(clone);
+    assert_eq!(scheduler.memory_resident_bytes().await, 0);
+}
