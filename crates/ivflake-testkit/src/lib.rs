@@ -65,6 +65,11 @@ impl<H: GetHook> ObjectStore for HookedStore<H> {
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        // Each range is a GET the hook sees, as the provided method would make.
+        for r in ranges {
+            let options = GetOptions::new().with_range(Some(r.clone()));
+            self.hook.before_get(location, &options).await?;
+        }
         self.inner.get_ranges(location, ranges).await
     }
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
@@ -153,7 +158,7 @@ pub enum Fault {
 pub struct Faults {
     fault: Mutex<Fault>,
     after: u64,
-    seen: Mutex<Vec<Range<u64>>>,
+    seen: Mutex<std::collections::HashSet<Range<u64>>>,
     /// Set once any GET was stalled.
     pub stalled: AtomicBool,
 }
@@ -163,7 +168,7 @@ impl Faults {
         Self {
             fault: Mutex::new(Fault::None),
             after,
-            seen: Mutex::new(Vec::new()),
+            seen: Mutex::new(std::collections::HashSet::new()),
             stalled: AtomicBool::new(false),
         }
     }
@@ -189,9 +194,7 @@ impl GetHook for Faults {
             Fault::StallAll => true,
             Fault::StallFirstPerRange => {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                let first = !seen.contains(&r);
-                seen.push(r);
-                first
+                seen.insert(r)
             }
             Fault::FailAll => return Err(injected()),
             Fault::FailAt(at) if r.contains(&at) => return Err(injected()),

@@ -71,6 +71,9 @@ impl DiskCache {
         let index = moka::future::Cache::builder()
             .max_capacity(config.capacity_bytes)
             .weigher(|_k: &DiskKey, len: &u64| u32::try_from(*len).unwrap_or(u32::MAX))
+            // Plain LRU: TinyLFU's admission would reject fresh entries whose
+            // file was just written, costing a write and a delete for nothing.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .eviction_listener(move |k: Arc<DiskKey>, _len, cause| {
                 // A replaced entry's file is the new one: keep it.
                 if cause.was_evicted() {
@@ -185,10 +188,11 @@ impl DiskCache {
 }
 
 /// Every complete entry under `dir`; temporary files of a crashed write are removed.
+/// One unreadable entry is skipped, not a reason to forget the rest (their
+/// bytes would then sit outside the budget).
 fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, u64)>> {
     let mut found = Vec::new();
-    for object_dir in std::fs::read_dir(dir)? {
-        let object_dir = object_dir?;
+    for object_dir in std::fs::read_dir(dir)?.flatten() {
         let Some(object) = object_dir
             .file_name()
             .to_str()
@@ -196,12 +200,18 @@ fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, u64)>> {
         else {
             continue;
         };
-        for entry in std::fs::read_dir(object_dir.path())? {
-            let entry = entry?;
+        let Ok(entries) = std::fs::read_dir(object_dir.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             match name.strip_suffix(".ivl").and_then(|n| n.parse::<u32>().ok()) {
-                Some(list) => found.push((DiskKey { object, list }, entry.metadata()?.len())),
+                Some(list) => {
+                    if let Ok(meta) = entry.metadata() {
+                        found.push((DiskKey { object, list }, meta.len()));
+                    }
+                }
                 // Leftover temporary files of a crash mid-write.
                 None => {
                     let _ = std::fs::remove_file(entry.path());
@@ -234,7 +244,10 @@ fn write_entry(dir: &Path, key: DiskKey, payload: &[u8]) -> std::io::Result<u64>
         return Err(e);
     }
     drop(file);
-    std::fs::rename(&tmp, &path)?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok((HEADER_LEN + payload.len()) as u64)
 }
 

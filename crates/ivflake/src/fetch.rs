@@ -7,12 +7,12 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use object_store::{GetOptions, ObjectStore, RetryConfig};
 use tokio::sync::Semaphore;
 
@@ -135,10 +135,32 @@ impl IndexObject {
         }
     }
 
-    /// Every list fetched for this object is verified first.
+    /// Every list fetched for this object is verified first. Verified and
+    /// unverified handles on one version never share cache entries, so a
+    /// list that was never checked cannot be served as checked.
     pub fn with_verifier(mut self, verifier: Arc<dyn ListVerifier>) -> Self {
         self.verifier = Some(verifier);
+        self.mix_into_ids(b"verified");
         self
+    }
+
+    /// For stores that give no ETag: the modification time joins the cache
+    /// keys, so a rewrite of the same size is still another version.
+    pub fn with_last_modified(mut self, nanos: i64) -> Self {
+        if self.e_tag.is_none() {
+            self.mix_into_ids(&nanos.to_le_bytes());
+        }
+        self
+    }
+
+    fn mix_into_ids(&mut self, salt: &[u8]) {
+        let mix = |id: u64| {
+            let mut buf = id.to_le_bytes().to_vec();
+            buf.extend_from_slice(salt);
+            xxhash_rust::xxh3::xxh3_64(&buf)
+        };
+        self.id = mix(self.id);
+        self.disk_id = mix(self.disk_id);
     }
 
     pub fn is_verified(&self) -> bool {
@@ -160,6 +182,15 @@ impl IndexObject {
 struct ListKey {
     object: u64,
     list: u32,
+}
+
+impl ListKey {
+    fn new(object: &IndexObject, list: usize) -> Self {
+        Self {
+            object: object.id,
+            list: list as u32,
+        }
+    }
 }
 
 /// One list a search needs.
@@ -201,6 +232,18 @@ pub struct CacheReport {
 }
 
 type SharedGet = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+/// One list's load, run by a spawned task that any number of searches await.
+type SharedLoad = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+type WeakLoad = WeakShared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// Aborts a spawned fetch task once nothing awaits it any more.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// See the module docs.
 pub struct FetchScheduler {
@@ -213,6 +256,13 @@ pub struct FetchScheduler {
     /// Open index handles per object version, so a version's memory entries
     /// are dropped once nothing can search it any more.
     versions: Mutex<std::collections::HashMap<u64, usize>>,
+    /// Loads in flight: a search that needs a list being loaded joins its
+    /// load (single-flight). Each load is a spawned task that runs while any
+    /// search awaits it: cancelling one search, even the one that started it,
+    /// never cancels a load others wait on; when the last waiter is gone
+    /// (deadlines, dropped requests) the load and its GET are aborted, so a
+    /// stalled store does not keep slots busy for nobody.
+    in_flight: Arc<Mutex<std::collections::HashMap<ListKey, WeakLoad>>>,
 }
 
 /// Keeps one object version's cache entries wanted; see [`FetchScheduler::pin_version`].
@@ -255,28 +305,30 @@ impl FetchScheduler {
     /// A scheduler; when the disk tier's directory cannot be created it runs
     /// without the tier and says so (use [`FetchScheduler::try_new`] to refuse).
     pub fn new(config: FetchConfig) -> Arc<Self> {
-        let disk = config.disk_cache.as_ref().and_then(|dc| match DiskCache::open(dc) {
-            Ok(disk) => Some(Arc::new(disk)),
+        match Self::open_disk(&config) {
+            Ok(disk) => Self::build(config, disk),
             Err(e) => {
-                tracing::error!(dir = %dc.dir.display(), error = %e, "disk cache disabled");
-                None
+                tracing::error!(error = %e, "disk cache disabled");
+                Self::build(config, None)
             }
-        });
-        Self::build(config, disk)
+        }
     }
 
     /// A scheduler, or an error when the disk tier's directory is unusable.
     pub fn try_new(config: FetchConfig) -> Result<Arc<Self>> {
-        let disk = match &config.disk_cache {
-            Some(dc) => Some(Arc::new(DiskCache::open(dc).map_err(|e| {
-                Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("disk cache directory {}: {e}", dc.dir.display()),
-                ))
-            })?)),
-            None => None,
-        };
+        let disk = Self::open_disk(&config)?;
         Ok(Self::build(config, disk))
+    }
+
+    fn open_disk(config: &FetchConfig) -> Result<Option<Arc<DiskCache>>> {
+        let Some(dc) = &config.disk_cache else { return Ok(None) };
+        let disk = DiskCache::open(dc).map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("disk cache directory {}: {e}", dc.dir.display()),
+            ))
+        })?;
+        Ok(Some(Arc::new(disk)))
     }
 
     fn build(config: FetchConfig, disk: Option<Arc<DiskCache>>) -> Arc<Self> {
@@ -300,6 +352,7 @@ impl FetchScheduler {
             counters,
             latencies: Arc::new(LatencyWindow::default()),
             versions: Mutex::new(std::collections::HashMap::new()),
+            in_flight: Arc::new(Mutex::new(std::collections::HashMap::new())),
             config,
         })
     }
@@ -388,11 +441,7 @@ impl FetchScheduler {
         let mut out = Vec::with_capacity(requests.len());
         let mut misses = Vec::new();
         for req in requests {
-            let key = ListKey {
-                object: object.id,
-                list: req.list as u32,
-            };
-            match self.memory.get(&key).await {
+            match self.memory.get(&ListKey::new(object, req.list)).await {
                 Some(bytes) => {
                     self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
                     io.record_memory(bytes.len() as u64);
@@ -406,44 +455,96 @@ impl FetchScheduler {
         }
         metrics::counter!("ivflake_cache_hits_total", "tier" => "memory").increment(out.len() as u64);
         metrics::counter!("ivflake_cache_misses_total", "tier" => "memory").increment(misses.len() as u64);
-        misses.sort_by_key(|r| r.range.offset);
 
-        let mut loads = Vec::with_capacity(misses.len());
-        for group in self.plan(&misses) {
-            let start = group[0].range.offset;
-            let end = group.last().map(|r| r.range.offset + r.range.len).unwrap_or(start);
-            let get = self.group_get(object, start..end, io, &per_search);
-            for req in group {
-                let key = ListKey {
-                    object: object.id,
-                    list: req.list as u32,
-                };
-                let load = ListLoad {
-                    object: object.clone(),
-                    list: req.list,
-                    rel: (req.range.offset - start) as usize..(req.range.offset - start + req.range.len) as usize,
-                    get: get.clone(),
-                    disk: self.disk.clone(),
-                    io: io.clone(),
-                    counters: self.counters.clone(),
-                    ran: Arc::new(AtomicBool::new(false)),
-                };
-                let ran = load.ran.clone();
-                let memory = self.memory.clone();
-                let io = io.clone();
-                let list = req.list;
-                loads.push(async move {
-                    let waited = Instant::now();
-                    let result = memory.try_get_with(key, load.run()).await.map_err(|e| (*e).clone());
-                    if result.is_ok() && !ran.load(Ordering::Relaxed) {
-                        io.record_shared(waited.elapsed());
+        // Join loads already in flight; start the rest, grouped into GETs.
+        // Deciding and registering under one lock makes each list load once.
+        let mut joined = Vec::new();
+        let mut started = Vec::new();
+        {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                let broken = Arc::new(Error::Internal("fetch scheduler state poisoned".into()));
+                out.extend(misses.iter().map(|r| (r.list, Err(broken.clone()))));
+                return out;
+            };
+            misses.retain(
+                |req| match in_flight.get(&ListKey::new(object, req.list)).and_then(|w| w.upgrade()) {
+                    Some(load) => {
+                        joined.push((req.list, load));
+                        false
                     }
-                    (list, result)
-                });
+                    None => true,
+                },
+            );
+            misses.sort_by_key(|r| r.range.offset);
+            for group in self.plan(&misses) {
+                let start = group[0].range.offset;
+                let end = group.last().map(|r| r.range.offset + r.range.len).unwrap_or(start);
+                let get = self.group_get(object, start..end, io, &per_search);
+                for req in group {
+                    let load = ListLoad {
+                        object: object.clone(),
+                        list: req.list,
+                        rel: (req.range.offset - start) as usize..(req.range.offset - start + req.range.len) as usize,
+                        get: get.clone(),
+                        disk: self.disk.clone(),
+                        io: io.clone(),
+                        counters: self.counters.clone(),
+                    };
+                    let shared = self.spawn_load(ListKey::new(object, req.list), load);
+                    if let Some(weak) = shared.downgrade() {
+                        in_flight.insert(ListKey::new(object, req.list), weak);
+                    }
+                    started.push((req.list, shared));
+                }
             }
         }
-        out.extend(futures::future::join_all(loads).await);
+
+        let own = started
+            .into_iter()
+            .map(|(list, load)| async move { (list, load.await) });
+        let shared = joined.into_iter().map(|(list, load)| {
+            let io = io.clone();
+            async move {
+                let waited = Instant::now();
+                let result = load.await;
+                if result.is_ok() {
+                    io.record_shared(waited.elapsed());
+                }
+                (list, result)
+            }
+        });
+        let (own, shared) =
+            futures::future::join(futures::future::join_all(own), futures::future::join_all(shared)).await;
+        out.extend(own);
+        out.extend(shared);
         out
+    }
+
+    /// Runs one list's load as its own task: on success the list goes into the
+    /// memory cache before the load leaves the in-flight map, so a later search
+    /// finds it in one place or the other.
+    fn spawn_load(&self, key: ListKey, load: ListLoad) -> SharedLoad {
+        let memory = self.memory.clone();
+        let cache = self.config.memory_cache_bytes > 0;
+        let in_flight = self.in_flight.clone();
+        let task = tokio::spawn(async move {
+            let result = load.run().await;
+            if let (true, Ok(bytes)) = (cache, &result) {
+                memory.insert(key, bytes.clone()).await;
+            }
+            if let Ok(mut map) = in_flight.lock() {
+                map.remove(&key);
+            }
+            result
+        });
+        let guard = AbortOnDrop(task.abort_handle());
+        async move {
+            let _guard = guard;
+            task.await
+                .map_err(|e| Arc::new(Error::Internal(format!("list load task failed: {e}"))))?
+        }
+        .boxed()
+        .shared()
     }
 
     /// Groups sorted requests whose gaps are small into single GETs.
@@ -467,9 +568,8 @@ impl FetchScheduler {
         groups
     }
 
-    /// A lazily started GET of `range`, shared by the lists it covers. It is
-    /// spawned when first polled, so a cancelled search never cancels a GET
-    /// that other searches wait on.
+    /// A lazily started GET of `range`, shared by the lists it covers (their
+    /// load tasks poll it, so it runs whatever happens to the searches).
     fn group_get(
         &self,
         object: &Arc<IndexObject>,
@@ -488,6 +588,7 @@ impl FetchScheduler {
         };
         async move {
             let task = tokio::spawn(async move { ctx.get_split(range).await.map_err(Arc::new) });
+            let _guard = AbortOnDrop(task.abort_handle());
             task.await
                 .map_err(|e| Arc::new(Error::Internal(format!("fetch task failed: {e}"))))?
         }
@@ -506,13 +607,10 @@ struct ListLoad {
     disk: Option<Arc<DiskCache>>,
     io: Arc<SearchIo>,
     counters: Arc<FetchCounters>,
-    /// Set when this search ran the load (rather than waiting on another's).
-    ran: Arc<AtomicBool>,
 }
 
 impl ListLoad {
     async fn run(self) -> Result<Bytes, Arc<Error>> {
-        self.ran.store(true, Ordering::Relaxed);
         let expected = (self.rel.end - self.rel.start) as u64;
         let disk_key = DiskKey {
             object: self.object.disk_id,
@@ -535,7 +633,13 @@ impl ListLoad {
                 got: group.len().saturating_sub(self.rel.start) as u64,
             }));
         }
-        let bytes = group.slice(self.rel);
+        // A list merged with others is copied out, so caching it never pins
+        // the whole group's buffer (the cache weighs only the list's bytes).
+        let bytes = if group.len() == self.rel.len() {
+            group.slice(self.rel)
+        } else {
+            Bytes::copy_from_slice(&group[self.rel])
+        };
         if let Some(verifier) = &self.object.verifier {
             if let Err(e) = verifier.verify(self.list, &bytes) {
                 self.counters.checksum_failures.fetch_add(1, Ordering::Relaxed);
@@ -666,10 +770,12 @@ impl GetContext {
         };
         let expected = range.end - range.start;
         if bytes.len() as u64 != expected {
-            return Err(Attempt::Failed(Error::ShortRead {
-                list: usize::MAX,
-                expected,
-                got: bytes.len() as u64,
+            return Err(Attempt::Failed(Error::Store {
+                uri: self.object.uri().to_string(),
+                source: object_store::Error::Generic {
+                    store: "ivflake",
+                    source: format!("GET of bytes {range:?} returned {} bytes, not {expected}", bytes.len()).into(),
+                },
             }));
         }
         self.latencies.record(started.elapsed());

@@ -30,6 +30,10 @@ pub const MAX_RESULT_SLOTS: usize = 10_000_000;
 pub const HEADER_PROBE_BYTES: u64 = 1024 * 1024;
 /// A header that needs more rounds than this is not a header we should trust.
 pub const MAX_OPEN_REQUESTS: usize = 8;
+/// The most header bytes a sidecar may make open read at once: far above any
+/// real quantizer (a million 1024-d float centroids is 4 GiB; such indexes
+/// take the bounded extra reads instead).
+const MAX_SIDECAR_HEADER: u64 = 256 << 20;
 
 /// How to open an index.
 #[derive(Debug, Clone)]
@@ -210,10 +214,11 @@ impl IvfIndex {
                 },
             })?),
         };
-        // With a sidecar the header's length is known: read exactly that.
+        // With a sidecar the header's length is known: read exactly that (a
+        // stale sidecar cannot make the first read larger than a header can be).
         let probe = manifest
             .as_ref()
-            .map(|m| m.header_len)
+            .map(|m| m.header_len.min(MAX_SIDECAR_HEADER))
             .unwrap_or(options.header_probe_bytes)
             .max(64);
         let first = match location
@@ -236,6 +241,7 @@ impl IvfIndex {
         };
         let size = first.meta.size;
         let e_tag = first.meta.e_tag.clone();
+        let last_modified = first.meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
         let first = first.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;
         check_magic(&first, &uri)?;
 
@@ -288,7 +294,7 @@ impl IvfIndex {
         };
         let info = faiss.info().clone();
         let layout = ListLayout::new(&faiss.list_sizes(), info.code_size, info.list_data_offset, size, &uri)?;
-        let mut object = IndexObject::new(location, size, e_tag);
+        let mut object = IndexObject::new(location, size, e_tag).with_last_modified(last_modified);
         if let Some(manifest) = manifest {
             match manifest.check_against(&layout, size, &prefix, &uri) {
                 Ok(()) => {

@@ -103,7 +103,12 @@ impl ProbeCounts {
             raw.extend_from_slice(&c.load(Ordering::Relaxed).to_le_bytes());
         }
         raw.extend_from_slice(&xxh3_64(&raw).to_le_bytes());
-        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = file.with_extension(format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(&tmp, &raw)?;
         std::fs::rename(&tmp, file)
     }

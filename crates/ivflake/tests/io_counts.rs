@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use ivflake::{FetchConfig, ManifestMode, Metric, OpenOptions};
 
@@ -160,5 +158,4 @@ async fn huge_lists_are_split_into_parallel_parts() {
         .map(|(_, l)| if l.len > 0 { l.len.div_ceil(32 * 1024) } else { 0 })
         .sum();
     assert_eq!(counting.gets() as u64, expected_parts);
-    let _ = Arc::new(());
 }
