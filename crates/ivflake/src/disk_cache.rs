@@ -78,6 +78,7 @@ impl DiskCache {
                 // A replaced entry's file is the new one: keep it.
                 if cause.was_evicted() {
                     listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ivflake_cache_evictions_total", "tier" => "disk").increment(1);
                     let _ = std::fs::remove_file(entry_path(&listener_dir, &k));
                 }
             })
@@ -155,7 +156,11 @@ impl DiskCache {
             let dir = this.dir.clone();
             let written = tokio::task::spawn_blocking(move || write_entry(&dir, key, &bytes)).await;
             match written {
-                Ok(Ok(len)) => this.index.insert(key, len).await,
+                Ok(Ok(len)) => {
+                    this.index.insert(key, len).await;
+                    metrics::gauge!("ivflake_cache_resident_bytes", "tier" => "disk")
+                        .set(this.index.weighted_size() as f64);
+                }
                 Ok(Err(e)) => {
                     this.counters.write_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "cannot write a disk cache entry");

@@ -253,6 +253,7 @@ pub struct FetchScheduler {
     disk: Option<Arc<DiskCache>>,
     counters: Arc<FetchCounters>,
     latencies: Arc<LatencyWindow>,
+    hedge_budget: Arc<HedgeBudget>,
     /// Open index handles per object version, so a version's memory entries
     /// are dropped once nothing can search it any more.
     versions: Mutex<std::collections::HashMap<u64, usize>>,
@@ -351,6 +352,7 @@ impl FetchScheduler {
             disk,
             counters,
             latencies: Arc::new(LatencyWindow::default()),
+            hedge_budget: Arc::new(HedgeBudget::default()),
             versions: Mutex::new(std::collections::HashMap::new()),
             in_flight: Arc::new(Mutex::new(std::collections::HashMap::new())),
             config,
@@ -517,6 +519,8 @@ impl FetchScheduler {
             futures::future::join(futures::future::join_all(own), futures::future::join_all(shared)).await;
         out.extend(own);
         out.extend(shared);
+        // Cheap (no maintenance run): keeps the gauge current between reports.
+        metrics::gauge!("ivflake_cache_resident_bytes", "tier" => "memory").set(self.memory.weighted_size() as f64);
         out
     }
 
@@ -584,6 +588,7 @@ impl FetchScheduler {
             global: self.global.clone(),
             counters: self.counters.clone(),
             latencies: self.latencies.clone(),
+            hedge_budget: self.hedge_budget.clone(),
             config: self.config.clone(),
         };
         async move {
@@ -661,6 +666,7 @@ struct GetContext {
     global: Arc<Semaphore>,
     counters: Arc<FetchCounters>,
     latencies: Arc<LatencyWindow>,
+    hedge_budget: Arc<HedgeBudget>,
     config: FetchConfig,
 }
 
@@ -685,24 +691,28 @@ impl GetContext {
 
     async fn get_hedged(&self, range: Range<u64>) -> Result<Bytes> {
         let Some(hedge) = self.config.hedge else {
-            return self.get_once(range).await;
+            return self.get_once(range, None).await;
         };
         let delay = self.latencies.percentile(hedge.percentile).max(hedge.min_delay);
-        let first = self.get_once(range.clone());
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        let first = self.get_once(range.clone(), Some(sent_tx));
         tokio::pin!(first);
+        // The clock starts when the GET is sent, not while it queues for a slot.
+        tokio::select! {
+            r = &mut first => return r,
+            _ = sent_rx => {}
+        }
         tokio::select! {
             r = &mut first => return r,
             _ = tokio::time::sleep(delay) => {}
         }
-        let gets = self.counters.gets.load(Ordering::Relaxed) as f64;
-        let hedges = self.counters.hedges.load(Ordering::Relaxed) as f64;
-        if hedges + 1.0 > (gets * hedge.budget).max(1.0) {
+        if !self.hedge_budget.try_take() {
             return first.await;
         }
         self.counters.hedges.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ivflake_store_hedged_gets_total").increment(1);
         self.io.record_hedge();
-        let second = self.get_once(range);
+        let second = self.get_once(range, None);
         tokio::pin!(second);
         // Whichever answers first wins; a failed one defers to the other.
         tokio::select! {
@@ -712,10 +722,11 @@ impl GetContext {
     }
 
     /// One GET, re-sent up to `get_retries` times when an attempt exceeds `get_timeout`.
-    async fn get_once(&self, range: Range<u64>) -> Result<Bytes> {
+    /// `sent` hears when the first attempt holds its slots and goes out.
+    async fn get_once(&self, range: Range<u64>, mut sent: Option<tokio::sync::oneshot::Sender<()>>) -> Result<Bytes> {
         let mut attempt = 0;
         loop {
-            match self.attempt(range.clone()).await {
+            match self.attempt(range.clone(), sent.take()).await {
                 Err(Attempt::TimedOut) if attempt < self.config.get_retries => {
                     attempt += 1;
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -743,9 +754,19 @@ impl GetContext {
         }
     }
 
-    async fn attempt(&self, range: Range<u64>) -> Result<Bytes, Attempt> {
+    async fn attempt(
+        &self,
+        range: Range<u64>,
+        sent: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Bytes, Attempt> {
         let _search_slot = self.per_search.clone().acquire_owned().await;
         let _global_slot = self.global.clone().acquire_owned().await;
+        if let Some(sent) = sent {
+            let _ = sent.send(());
+        }
+        if let Some(hedge) = self.config.hedge {
+            self.hedge_budget.earn(hedge.budget);
+        }
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         self.io.record_get();
         metrics::counter!("ivflake_store_gets_total").increment(1);
@@ -806,6 +827,35 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("ivflake_fetches_in_flight").decrement(1.0);
+    }
+}
+
+/// Hedges a GET may spend: each GET sent earns `budget` of one, up to a small
+/// burst, so hedges stay near `budget` × GETs over recent traffic rather than
+/// since the process started (a quiet hour must not fund a storm).
+#[derive(Debug, Default)]
+struct HedgeBudget {
+    tokens: Mutex<f64>,
+}
+
+impl HedgeBudget {
+    /// At most this many hedges can fire back to back.
+    const BURST: f64 = 8.0;
+
+    fn earn(&self, budget: f64) {
+        if let Ok(mut t) = self.tokens.lock() {
+            *t = (*t + budget.max(0.0)).min(Self::BURST);
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        match self.tokens.lock() {
+            Ok(mut t) if *t >= 1.0 => {
+                *t -= 1.0;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

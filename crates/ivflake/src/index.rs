@@ -34,6 +34,9 @@ pub const MAX_OPEN_REQUESTS: usize = 8;
 /// real quantizer (a million 1024-d float centroids is 4 GiB; such indexes
 /// take the bounded extra reads instead).
 const MAX_SIDECAR_HEADER: u64 = 256 << 20;
+/// Bytes a warm-up fetches per wave: large enough to keep the store's
+/// pipeline full, small enough that warming a whole index stays bounded.
+const WARM_WAVE_BYTES: u64 = 64 << 20;
 
 /// How to open an index.
 #[derive(Debug, Clone)]
@@ -444,10 +447,30 @@ impl IvfIndex {
         wanted.dedup();
         let requests = self.list_requests(&wanted);
         let io = Arc::new(SearchIo::default());
-        let fetched = self.inner.scheduler.fetch(&self.inner.object, &requests, &io).await;
+        // In waves of bounded bytes: a warm-up of the whole index must not
+        // hold the whole index in memory at once.
+        let mut failed_lists = Vec::new();
+        let mut wave_start = 0;
+        while wave_start < requests.len() {
+            let mut wave_end = wave_start;
+            let mut bytes = 0;
+            while wave_end < requests.len()
+                && (wave_end == wave_start || bytes + requests[wave_end].range.len <= WARM_WAVE_BYTES)
+            {
+                bytes += requests[wave_end].range.len;
+                wave_end += 1;
+            }
+            let fetched = self
+                .inner
+                .scheduler
+                .fetch(&self.inner.object, &requests[wave_start..wave_end], &io)
+                .await;
+            failed_lists.extend(fetched.iter().filter(|(_, r)| r.is_err()).map(|(l, _)| *l));
+            wave_start = wave_end;
+        }
         let mut stats = SearchStats {
             lists_probed: requests.len(),
-            failed_lists: fetched.iter().filter(|(_, r)| r.is_err()).map(|(l, _)| *l).collect(),
+            failed_lists,
             ..Default::default()
         };
         stats.absorb(&io);
