@@ -40,16 +40,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         config.indexes.insert(name.to_string(), IndexConfig::new(uri));
     }
-    if config.indexes.is_empty() {
-        bail!("no indexes to serve: give NAME=URI arguments or a --config with [indexes.NAME] tables");
+    if config.indexes.is_empty() && config.allowed_uri_prefixes.is_empty() {
+        bail!(
+            "no indexes to serve: give NAME=URI arguments, a --config with [indexes.NAME] tables, \
+             or allowed_uri_prefixes so POST /v1/indexes can add them at run time"
+        );
     }
     config.resolve_env();
     let auth = config.auth.token.is_some();
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
+    let names = server.index_names();
     println!(
         "ivflake serving {} on http://{addr}{}",
-        server.index_names().join(", "),
+        if names.is_empty() {
+            "no indexes yet (add them with POST /v1/indexes)".to_string()
+        } else {
+            names.join(", ")
+        },
         if auth { " (bearer-token auth on)" } else { "" }
     );
     println!("  search: POST http://{addr}/v1/indexes/NAME/search   API: http://{addr}/openapi.json   Ctrl-C stops");

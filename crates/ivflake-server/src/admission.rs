@@ -1,51 +1,54 @@
-//! Admission control: a bounded amount of search work in flight, and an
-//! immediate 503 past it. Nothing queues without bound: a request either gets
-//! its permits now or is told to come back.
+//! Admission control: bounded work in flight, and an immediate 503 past it.
+//! Nothing queues without bound: a request either gets its permits now or is
+//! told to come back. The server has two: query vectors being searched, and
+//! requests in flight (checked before a body is read, so it also bounds the
+//! memory bodies can hold).
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-/// Counts query vectors being searched; a request holds one permit per vector.
+/// A bounded count of `what` (e.g. "query vectors"); a caller holds one
+/// permit per unit until it drops them.
 #[derive(Debug, Clone)]
 pub struct Admission {
     permits: Arc<Semaphore>,
-    capacity: u32,
+    capacity: usize,
+    what: &'static str,
 }
 
 impl Admission {
-    pub fn new(max_queries_in_flight: usize) -> Self {
-        let capacity = u32::try_from(max_queries_in_flight.max(1)).unwrap_or(u32::MAX);
+    /// `capacity` is at least 1 and at most `u32::MAX` (the config checks both).
+    pub fn new(capacity: usize, what: &'static str) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(capacity as usize)),
+            permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            what,
         }
     }
 
-    /// Admits `queries` vectors of work, or answers 503 with `Retry-After` at once.
-    pub fn try_admit(&self, queries: usize) -> Result<OwnedSemaphorePermit, ApiError> {
-        let weight = u32::try_from(queries).unwrap_or(u32::MAX).clamp(1, self.capacity);
-        match self.permits.clone().try_acquire_many_owned(weight) {
-            Ok(permit) => Ok(permit),
-            Err(TryAcquireError::NoPermits) => {
-                metrics::counter!("ivflake_admission_rejected_total").increment(1);
-                Err(ApiError::unavailable(
-                    "overloaded",
-                    format!(
-                        "the server is at its limit of {} query vectors in flight; retry shortly",
-                        self.capacity
-                    ),
-                ))
-            }
-            Err(TryAcquireError::Closed) => Err(ApiError::unavailable("shutting_down", "the server is shutting down")),
-        }
+    /// Admits `units` of work, or answers 503 with `Retry-After` at once.
+    /// Callers never ask for more than the capacity (the config sees to it).
+    pub fn try_admit(&self, units: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let weight = u32::try_from(units).unwrap_or(u32::MAX);
+        // Nothing closes the semaphore, so the only error is "no permits".
+        self.permits.clone().try_acquire_many_owned(weight).map_err(|_| {
+            metrics::counter!("ivflake_admission_rejected_total", "limit" => self.what).increment(1);
+            ApiError::unavailable(
+                "overloaded",
+                format!(
+                    "the server is at its limit of {} {} in flight; retry shortly",
+                    self.capacity, self.what
+                ),
+            )
+        })
     }
 
-    /// Query vectors admitted right now.
+    /// Units admitted right now.
     pub fn in_flight(&self) -> usize {
-        self.capacity as usize - self.permits.available_permits()
+        self.capacity - self.permits.available_permits()
     }
 }
 
@@ -55,14 +58,15 @@ mod tests {
 
     #[test]
     fn rejects_past_capacity_and_recovers() {
-        let a = Admission::new(4);
+        let a = Admission::new(4, "query vectors");
         let p = a.try_admit(3).unwrap();
         assert_eq!(a.in_flight(), 3);
         let e = a.try_admit(2).unwrap_err();
         assert_eq!(e.status.as_u16(), 503);
         assert_eq!(e.retry_after, Some(1));
+        assert!(e.message.contains("4 query vectors"), "{}", e.message);
         drop(p);
-        // A batch larger than the capacity is clamped, never unadmittable.
-        let _all = a.try_admit(100).unwrap();
+        let _all = a.try_admit(4).unwrap();
+        assert_eq!(a.in_flight(), 4);
     }
 }

@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// A batch search (`Content-Type: application/json`).
-#[derive(Debug, Deserialize, ToSchema)]
+/// A batch search (`Content-Type: application/json`). The server reads it
+/// with a streaming parser that enforces the limits as it goes; this type is
+/// its schema, and a typed body for Rust clients.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// Query vectors, each with the index's `d` finite values.
@@ -22,7 +24,7 @@ pub struct SearchRequest {
 }
 
 /// Which ids a search may return (Faiss's IDSelector).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FilterSpec {
     /// Only these ids.
@@ -35,18 +37,30 @@ pub enum FilterSpec {
 
 /// Query-string parameters of a binary search (`Content-Type: application/octet-stream`,
 /// body = `rows × d` little-endian float32). `rows` may come as the `X-Ivflake-Rows` header instead.
+/// A JSON search ignores the query string: its options are in the body.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct BinarySearchParams {
-    /// Number of vectors in the body.
+    /// Binary bodies only: number of vectors in the body.
     pub rows: Option<usize>,
-    /// The vectors' dimension; checked against the index's when given.
+    /// Binary bodies only: the vectors' dimension; checked against the index's when given.
     pub d: Option<usize>,
+    /// Binary bodies only: neighbours per query.
     pub k: Option<usize>,
+    /// Binary bodies only: lists probed per query.
     pub nprobe: Option<usize>,
+    /// Binary bodies only: the search's deadline in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Binary bodies only: return what could be scanned when some lists fail.
     pub allow_partial: Option<bool>,
+    /// Binary bodies only: only these ids, comma-separated (at most `limits.max_filter_ids`,
+    /// and the whole URI must fit the server's header limits; larger lists go in a JSON body).
+    pub allow: Option<String>,
+    /// Binary bodies only: any id but these, comma-separated (limits as `allow`).
+    pub deny: Option<String>,
+    /// Binary bodies only: ids in `start..end` (end excluded), as `start,end`.
+    pub range: Option<String>,
 }
 
 /// Neighbours of one query, nearest first; id -1 where fewer than k were found.
@@ -114,6 +128,35 @@ pub struct AddIndexRequest {
     pub max_k: Option<usize>,
     pub max_nprobe: Option<usize>,
     pub max_batch: Option<usize>,
+}
+
+/// Which lists to warm (the schema of `ivflake::WarmSpec`, which the server
+/// parses); the three sources are combined. An empty body loads nothing.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = WarmSpec)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmSpecSchema {
+    /// These list numbers.
+    pub lists: Vec<usize>,
+    /// The N lists with the most bytes.
+    pub largest: usize,
+    /// The N lists probed most often so far.
+    pub most_probed: usize,
+}
+
+/// What a warm-up loaded (the schema of `ivflake::WarmReport`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(as = WarmReport)]
+pub struct WarmReportSchema {
+    /// Distinct non-empty lists the spec named.
+    pub lists_requested: usize,
+    pub lists_already_in_memory: usize,
+    pub lists_from_disk: usize,
+    pub lists_from_store: usize,
+    pub gets: u64,
+    pub bytes_fetched: u64,
+    pub failed_lists: Vec<usize>,
+    pub ms: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

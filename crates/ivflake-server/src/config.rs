@@ -33,10 +33,17 @@ pub struct ServerConfig {
     pub compute_threads: usize,
     /// Where per-index state (probe counts) persists across restarts; none by default.
     pub state_dir: Option<PathBuf>,
-    /// On shutdown, searches in flight get this long to finish before the process exits anyway.
+    /// On shutdown, `/readyz` turns 503 at once, and the server keeps
+    /// accepting requests this long so a load balancer notices before
+    /// connections are refused. 0 (the default) stops accepting at once;
+    /// behind a balancer, a few of its health-check periods (e.g. 5000).
+    pub shutdown_ready_delay_ms: u64,
+    /// Once the server stops accepting, searches in flight get this long to
+    /// finish before the process exits anyway.
     pub shutdown_grace_ms: u64,
-    /// Any request still running after this is answered 408; a safety net
-    /// behind each search's own deadline, sized for slow warm-ups and reloads.
+    /// Any request still running after this is answered 504 (JSON error
+    /// body); a safety net behind each search's own deadline, sized for slow
+    /// warm-ups and reloads. At least `limits.max_timeout_ms`.
     pub request_timeout_ms: u64,
 }
 
@@ -53,6 +60,7 @@ impl Default for ServerConfig {
             allowed_uri_prefixes: Vec::new(),
             compute_threads: 0,
             state_dir: None,
+            shutdown_ready_delay_ms: 0,
             shutdown_grace_ms: 30_000,
             request_timeout_ms: 300_000,
         }
@@ -77,6 +85,48 @@ impl IndexConfig {
         Self {
             uri: uri.into(),
             ..Self::default()
+        }
+    }
+
+    /// Checks the per-index settings against the server-wide ones (the
+    /// config at load, and `POST /v1/indexes`); an error names the key.
+    pub fn check(&self, defaults: &SearchDefaults, limits: &Limits) -> Result<(), (&'static str, String)> {
+        for (key, value) in [
+            ("k", self.k),
+            ("nprobe", self.nprobe),
+            ("max_k", self.max_k),
+            ("max_nprobe", self.max_nprobe),
+            ("max_batch", self.max_batch),
+        ] {
+            if value == Some(0) {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        let max_k = self.max_k.unwrap_or(limits.max_k);
+        if max_k > ivflake::MAX_K {
+            return Err((
+                "max_k",
+                format!("{max_k} is above the library's limit of {}", ivflake::MAX_K),
+            ));
+        }
+        let k = self.k.unwrap_or(defaults.k);
+        if k > max_k {
+            return Err(("k", format!("the default k = {k} is above max_k = {max_k}")));
+        }
+        let max_nprobe = self.max_nprobe.unwrap_or(limits.max_nprobe);
+        let nprobe = self.nprobe.unwrap_or(defaults.nprobe);
+        if nprobe > max_nprobe {
+            return Err((
+                "nprobe",
+                format!("the default nprobe = {nprobe} is above max_nprobe = {max_nprobe}"),
+            ));
+        }
+        match self.max_batch {
+            Some(b) if b > limits.max_batch => Err((
+                "max_batch",
+                format!("{b} is above the server's limits.max_batch = {}", limits.max_batch),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -121,6 +171,11 @@ pub struct Limits {
     /// query costs about a millisecond of CPU, so 1,024 queued queries is
     /// about half a second of work: latency stays bounded.
     pub max_queries_in_flight: usize,
+    /// Requests in flight across the server, counted before a body is read:
+    /// past it a request gets 503 + Retry-After at once, without its body
+    /// being buffered. Request bodies can hold at most
+    /// `max_requests_in_flight × max_body_bytes` of memory.
+    pub max_requests_in_flight: usize,
     /// Longest index name, in bytes.
     pub max_name_len: usize,
 }
@@ -135,6 +190,9 @@ impl Default for Limits {
             max_timeout_ms: 60_000,
             max_filter_ids: 100_000,
             max_queries_in_flight: 1024,
+            // Room for a thousand concurrent clients with single-vector
+            // searches, plus status and metrics requests.
+            max_requests_in_flight: 2048,
             max_name_len: 64,
         }
     }
@@ -246,8 +304,10 @@ impl ServerConfig {
     pub fn resolve_env(&mut self) {
         if self.auth.token.is_none() && !self.auth.token_env.is_empty() {
             if let Ok(token) = std::env::var(&self.auth.token_env) {
+                // A token file read into the variable often ends in a newline.
+                let token = token.trim();
                 if !token.is_empty() {
-                    self.auth.token = Some(Secret(token));
+                    self.auth.token = Some(Secret(token.to_string()));
                 }
             }
         }
@@ -262,6 +322,7 @@ impl ServerConfig {
             ("limits.max_k", l.max_k),
             ("limits.max_nprobe", l.max_nprobe),
             ("limits.max_queries_in_flight", l.max_queries_in_flight),
+            ("limits.max_requests_in_flight", l.max_requests_in_flight),
             ("limits.max_name_len", l.max_name_len),
             ("defaults.k", self.defaults.k),
             ("defaults.nprobe", self.defaults.nprobe),
@@ -286,8 +347,13 @@ impl ServerConfig {
                 l.max_queries_in_flight
             );
         }
-        if l.max_queries_in_flight > u32::MAX as usize {
-            bail!("limits.max_queries_in_flight is too large");
+        for (key, value) in [
+            ("limits.max_queries_in_flight", l.max_queries_in_flight),
+            ("limits.max_requests_in_flight", l.max_requests_in_flight),
+        ] {
+            if value > u32::MAX as usize {
+                bail!("{key} = {value} is too large (at most {})", u32::MAX);
+            }
         }
         if self.defaults.timeout_ms == 0 || self.defaults.timeout_ms > l.max_timeout_ms {
             bail!(
@@ -299,22 +365,28 @@ impl ServerConfig {
         if self.defaults.k > l.max_k {
             bail!("defaults.k = {} is above limits.max_k = {}", self.defaults.k, l.max_k);
         }
+        if self.defaults.nprobe > l.max_nprobe {
+            bail!(
+                "defaults.nprobe = {} is above limits.max_nprobe = {}",
+                self.defaults.nprobe,
+                l.max_nprobe
+            );
+        }
+        if self.request_timeout_ms == 0 || self.request_timeout_ms < l.max_timeout_ms {
+            bail!(
+                "request_timeout_ms = {} must be at least limits.max_timeout_ms = {}: it is the safety net behind every search's deadline",
+                self.request_timeout_ms,
+                l.max_timeout_ms
+            );
+        }
         for (name, index) in &self.indexes {
             validate_name(name, l.max_name_len).map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
             if index.uri.is_empty() {
                 bail!("indexes.{name}.uri is empty");
             }
-            for (key, value) in [
-                ("k", index.k),
-                ("nprobe", index.nprobe),
-                ("max_k", index.max_k),
-                ("max_nprobe", index.max_nprobe),
-                ("max_batch", index.max_batch),
-            ] {
-                if value == Some(0) {
-                    bail!("indexes.{name}.{key} must be at least 1");
-                }
-            }
+            index
+                .check(&self.defaults, l)
+                .map_err(|(key, message)| anyhow::anyhow!("indexes.{name}.{key}: {message}"))?;
         }
         Ok(())
     }
@@ -360,6 +432,28 @@ mod tests {
     fn bad_index_names_are_rejected() {
         let c = ServerConfig::from_toml("[indexes.\"../x\"]\nuri = \"a.faiss\"\n").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn inconsistent_settings_name_their_key() {
+        for (toml, key) in [
+            ("[defaults]\nnprobe = 2000\n", "defaults.nprobe"),
+            ("request_timeout_ms = 0\n", "request_timeout_ms"),
+            ("request_timeout_ms = 1000\n", "request_timeout_ms"),
+            (
+                "[limits]\nmax_requests_in_flight = 0\n",
+                "limits.max_requests_in_flight",
+            ),
+            ("[indexes.a]\nuri = \"a\"\nk = 2000\n", "indexes.a.k"),
+            ("[indexes.a]\nuri = \"a\"\nmax_k = 5\n", "indexes.a.k"),
+            ("[indexes.a]\nuri = \"a\"\nnprobe = 5000\n", "indexes.a.nprobe"),
+            ("[indexes.a]\nuri = \"a\"\nmax_nprobe = 4\n", "indexes.a.nprobe"),
+            ("[indexes.a]\nuri = \"a\"\nmax_batch = 5000\n", "indexes.a.max_batch"),
+            ("[indexes.a]\nuri = \"a\"\nmax_batch = 0\n", "indexes.a.max_batch"),
+        ] {
+            let e = ServerConfig::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(e.to_string().starts_with(key), "{toml}: {e}");
+        }
     }
 
     #[test]

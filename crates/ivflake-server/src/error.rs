@@ -69,6 +69,29 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    /// Names the request field at fault, keeping the status and code.
+    pub fn with_field(self, field: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..self
+        }
+    }
+
+    /// An error opening an index a client named (`POST /v1/indexes`): a
+    /// missing or unreadable object is the client's URI at fault, so a 4xx,
+    /// where the same error during a search of a served index is a 502.
+    pub fn opening(e: ivflake::Error) -> Self {
+        use ivflake::Error as E;
+        let message = e.to_string();
+        match e {
+            E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "index_object_missing", message),
+            E::Checksum { .. } | E::Corrupt { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "index_corrupt", message)
+            }
+            other => other.into(),
+        }
+    }
 }
 
 impl From<ivflake::Error> for ApiError {

@@ -7,7 +7,8 @@
 //! - `config`: the TOML settings, each with a default.
 //! - `registry`: names → the version of each index served; atomic reloads.
 //! - `routes`: handlers (search, indexes, warm, reload, metrics, health).
-//! - `admission`: bounded work in flight, 503 past it.
+//! - `parse`: search bodies (JSON or raw float32) → a batch, limits checked as it reads.
+//! - `admission`: bounded requests and query vectors in flight, 503 past them.
 //! - `auth`: optional bearer token, compared in constant time.
 //! - `error`: the JSON error body and the library error → status mapping.
 //! - `openapi`: the document at `/openapi.json`.
@@ -22,6 +23,7 @@ pub mod config;
 mod error;
 mod names;
 mod openapi;
+mod parse;
 mod registry;
 mod routes;
 mod telemetry;
@@ -41,8 +43,9 @@ pub use config::{IndexConfig, Secret, ServerConfig};
 pub use error::{ApiError, ErrorBody};
 pub use names::validate_name;
 pub use openapi::ApiDoc;
+pub use parse::ROWS_HEADER;
 pub use registry::{IndexEntry, Loaded, Registry};
-pub use routes::{ROWS_HEADER, VERSION_HEADER};
+pub use routes::VERSION_HEADER;
 
 /// A bound server, ready to run.
 pub struct Server {
@@ -96,7 +99,8 @@ impl Server {
         }
         let state = Arc::new(routes::Shared {
             registry,
-            admission: Admission::new(config.limits.max_queries_in_flight),
+            admission: Admission::new(config.limits.max_queries_in_flight, "query vectors"),
+            requests: Admission::new(config.limits.max_requests_in_flight, "requests"),
             config,
             metrics,
             draining: AtomicBool::new(false),
@@ -118,8 +122,11 @@ impl Server {
     /// Serves an index from a store the caller built (a wrapped or in-memory
     /// store), beside those of the config. `config.uri` is only reported.
     pub async fn add_index(&self, name: &str, location: IndexLocation, config: IndexConfig) -> Result<()> {
-        validate_name(name, self.state.config.limits.max_name_len)
-            .map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
+        let limits = &self.state.config.limits;
+        validate_name(name, limits.max_name_len).map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
+        config
+            .check(&self.state.config.defaults, limits)
+            .map_err(|(key, message)| anyhow::anyhow!("index {name:?}: {key}: {message}"))?;
         let entry = self
             .state
             .registry
@@ -137,8 +144,10 @@ impl Server {
         self.state.registry.all().iter().map(|e| e.name.clone()).collect()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting connections and
-    /// lets requests in flight finish, for at most `shutdown_grace_ms`.
+    /// Serves until `shutdown` resolves. Then `/readyz` turns 503 at once,
+    /// the server keeps accepting for `shutdown_ready_delay_ms` (so a load
+    /// balancer sees it go unready first), stops accepting, and lets
+    /// requests in flight finish, for at most `shutdown_grace_ms`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Self {
             listener,
@@ -160,13 +169,23 @@ impl Server {
                     futures::future::pending::<()>().await;
                 }
                 state.draining.store(true, Ordering::Relaxed);
+                let delay = Duration::from_millis(state.config.shutdown_ready_delay_ms);
+                if !delay.is_zero() {
+                    tracing::info!(
+                        delay_ms = delay.as_millis() as u64,
+                        "shutting down: not ready; still accepting"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
                 tracing::info!(
                     queries_in_flight = state.admission.in_flight(),
-                    "shutting down: draining requests in flight"
+                    "shutting down: no new connections; draining requests in flight"
                 );
             }
         };
-        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        // The grace period starts once the server stops accepting.
+        let grace = Duration::from_millis(state.config.shutdown_ready_delay_ms)
+            .saturating_add(Duration::from_millis(state.config.shutdown_grace_ms));
         let grace_expired = {
             let mut stop = stop_rx;
             async move {
@@ -191,21 +210,25 @@ impl Server {
                 }
             })
         });
-        tracing::info!(addr = %local_addr, indexes = state.registry.len(), "serving");
+        tracing::info!(addr = %local_addr, indexes = state.registry.count(), "serving");
         let server = axum::serve(listener, router).with_graceful_shutdown(draining);
-        tokio::select! {
-            outcome = server.into_future() => outcome.context("the HTTP server failed")?,
-            () = grace_expired => tracing::warn!(
-                queries_in_flight = state.admission.in_flight(),
-                "shutdown grace period over; abandoning requests still in flight"
-            ),
-        }
+        let outcome = tokio::select! {
+            outcome = server.into_future() => outcome.context("the HTTP server failed"),
+            () = grace_expired => {
+                tracing::warn!(
+                    queries_in_flight = state.admission.in_flight(),
+                    "shutdown grace period over; abandoning requests still in flight"
+                );
+                Ok(())
+            }
+        };
+        // Stopped either way: the periodic save ends, and the counts are saved once more.
         if let Some(task) = persisting {
             task.abort();
             persist_probe_counts(&state.registry).await;
         }
         tracing::info!("stopped");
-        Ok(())
+        outcome
     }
 }
 

@@ -29,8 +29,9 @@ pub fn validate_name(name: &str, max_len: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Accepts a URI for run-time addition when it starts with one of `prefixes`
-/// and has no `..` segment that could climb out of the allowed prefix.
+/// Accepts a URI for run-time addition when it is under one of `prefixes`
+/// (on a `/` boundary: `s3://b/idx` admits `s3://b/idx/a.faiss`, never
+/// `s3://b/idx-private/a.faiss`) and has no `..` segment that could climb out.
 pub fn check_uri_allowed(uri: &str, prefixes: &[String]) -> Result<(), String> {
     if prefixes.is_empty() {
         return Err("adding indexes at run time is disabled (set allowed_uri_prefixes in the config)".into());
@@ -43,13 +44,22 @@ pub fn check_uri_allowed(uri: &str, prefixes: &[String]) -> Result<(), String> {
     if encoded_dots || lower.split(['/', '\\']).any(|seg| seg == "..") {
         return Err("the URI contains a `..` segment".into());
     }
-    if !prefixes.iter().any(|p| !p.is_empty() && uri.starts_with(p.as_str())) {
+    if !prefixes.iter().any(|p| is_under(uri, p)) {
         return Err(format!(
             "the URI is not under an allowed prefix ({})",
             prefixes.join(", ")
         ));
     }
     Ok(())
+}
+
+/// Whether `uri` is `prefix` itself or inside it, on a path-segment boundary.
+fn is_under(uri: &str, prefix: &str) -> bool {
+    match uri.strip_prefix(prefix) {
+        _ if prefix.is_empty() => false,
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +87,12 @@ mod tests {
         assert!(check_uri_allowed("s3://bucket/indexes/../secret", &p).is_err());
         assert!(check_uri_allowed("s3://bucket/indexes/%2E%2E/secret", &p).is_err());
         assert!(check_uri_allowed("s3://bucket/indexes/a.faiss", &[]).is_err());
+        // Without a trailing slash the prefix still ends at a segment boundary.
+        let p = vec!["s3://b/idx".to_string()];
+        assert!(check_uri_allowed("s3://b/idx/a.faiss", &p).is_ok());
+        assert!(check_uri_allowed("s3://b/idx", &p).is_ok());
+        assert!(check_uri_allowed("s3://b/idx-private/a.faiss", &p).is_err());
+        assert!(check_uri_allowed("s3://b/idx.faiss", &p).is_err());
+        assert!(check_uri_allowed("s3://b/a.faiss", &["".to_string()]).is_err());
     }
 }

@@ -1,7 +1,10 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the
-//! handlers' and types' annotations.
+//! handlers' and types' annotations. The responses every protected route can
+//! give (401, 503 past the request limit, 504 past `request_timeout_ms`)
+//! are added by [`CommonResponses`] rather than repeated on each handler.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::*;
@@ -12,7 +15,10 @@ use crate::routes;
 #[openapi(
     info(
         title = "ivflake",
-        description = "Search Faiss IVF indexes served lazily from object storage."
+        description = "Search Faiss IVF indexes served lazily from object storage. \
+            A search body is JSON, or raw little-endian float32 (`application/octet-stream`) \
+            whose shape, options and id filter (`allow`, `deny`, `range`) go in the query string; \
+            the query string is ignored for JSON bodies."
     ),
     paths(
         routes::search,
@@ -25,6 +31,7 @@ use crate::routes;
         routes::metrics,
         routes::healthz,
         routes::readyz,
+        routes::openapi,
     ),
     components(schemas(
         SearchRequest,
@@ -36,15 +43,17 @@ use crate::routes;
         AddIndexRequest,
         ReloadResponse,
         RemoveResponse,
+        WarmSpecSchema,
+        WarmReportSchema,
         Health,
         ErrorBody,
         ErrorDetail
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "search", description = "Nearest-neighbour search"),
         (name = "indexes", description = "The indexes served: status, add, remove, reload, warm"),
-        (name = "operations", description = "Health and metrics")
+        (name = "operations", description = "Health, metrics and this document")
     )
 )]
 pub struct ApiDoc;
@@ -59,5 +68,72 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Adds the answers of the middleware in front of every protected route
+/// (`/v1/...` and `/metrics`), unless the route documents its own.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let common = [
+            ("401", "Missing or wrong bearer token (when auth is on)"),
+            ("503", "Over `limits.max_requests_in_flight`: retry after `Retry-After`"),
+            ("504", "The request ran past `request_timeout_ms`"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !(path.starts_with("/v1/") || path == "/metrics") {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mirror schemas list the library types' fields, no more, no fewer.
+    #[test]
+    fn warm_schemas_mirror_the_library_types() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (name, value) in [
+            ("WarmSpec", serde_json::to_value(ivflake::WarmSpec::default()).unwrap()),
+            (
+                "WarmReport",
+                serde_json::to_value(ivflake::WarmReport::default()).unwrap(),
+            ),
+        ] {
+            let mut documented: Vec<&String> = doc["components"]["schemas"][name]["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name} schema missing"))
+                .keys()
+                .collect();
+            let mut fields: Vec<&String> = value.as_object().unwrap().keys().collect();
+            documented.sort();
+            fields.sort();
+            assert_eq!(documented, fields, "{name}");
+        }
     }
 }

@@ -45,8 +45,13 @@ pub struct IndexEntry {
     pub config: IndexConfig,
     current: ArcSwap<Loaded>,
     generations: AtomicU64,
-    /// One reload at a time per index; concurrent callers wait and reuse its outcome.
-    reloading: tokio::sync::Mutex<()>,
+    /// One reload at a time per index, holding the outcome of the last one:
+    /// callers that arrive while a reload runs wait, and all of them reuse
+    /// the outcome of the one reload that starts next.
+    reloading: tokio::sync::Mutex<Option<Result<ReloadOutcome, ApiError>>>,
+    /// Bumped when a reload starts and when it ends (under `reloading`), so
+    /// it is odd while one runs.
+    reload_epoch: AtomicU64,
 }
 
 /// What a reload did.
@@ -64,29 +69,48 @@ impl IndexEntry {
     }
 
     /// Opens the object's current version and switches to it when it differs.
+    /// Concurrent callers share one reload that started after they called.
     pub async fn reload(&self) -> Result<ReloadOutcome, ApiError> {
-        let _one_at_a_time = self.reloading.lock().await;
-        self.reload_locked().await
+        let arrived = self.reload_epoch.load(Ordering::Acquire);
+        // The epoch at which the first reload started after our arrival ends:
+        // two bumps on from an idle epoch, three from a running one.
+        let wanted = ((arrived + 1) | 1) + 1;
+        let mut last = self.reloading.lock().await;
+        if self.reload_epoch.load(Ordering::Acquire) >= wanted {
+            if let Some(outcome) = last.as_ref() {
+                return outcome.clone();
+            }
+        }
+        let outcome = self.reload_locked().await;
+        *last = Some(outcome.clone());
+        outcome
     }
 
     /// Reloads because a search on generation `stale` found the object changed.
     /// When another request already reloaded past it, that version is reused.
     pub async fn reload_after(&self, stale: u64) -> Result<Arc<Loaded>, ApiError> {
-        let _one_at_a_time = self.reloading.lock().await;
+        let mut last = self.reloading.lock().await;
         let current = self.current();
         if current.generation != stale {
             return Ok(current);
         }
-        Ok(self.reload_locked().await?.current)
+        let outcome = self.reload_locked().await;
+        *last = Some(outcome.clone());
+        Ok(outcome?.current)
     }
 
+    /// Runs one reload; the caller holds `reloading`.
     async fn reload_locked(&self) -> Result<ReloadOutcome, ApiError> {
+        self.reload_epoch.fetch_add(1, Ordering::AcqRel);
+        let outcome = self.open_current().await;
+        self.reload_epoch.fetch_add(1, Ordering::AcqRel);
+        outcome
+    }
+
+    async fn open_current(&self) -> Result<ReloadOutcome, ApiError> {
         let previous = self.current();
-        // The new version resumes the probe counts from the state directory.
-        let old = previous.index.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || old.persist_probe_counts()).await {
-            tracing::warn!(index = %self.name, error = %e, "cannot save probe counts before reloading");
-        }
+        // `IvfIndex::reload` saves the probe counts first, so the new version
+        // resumes them from the state directory.
         let index = previous.index.reload().await.map_err(ApiError::from)?;
         let same_object = index.e_tag().is_some()
             && index.e_tag() == previous.index.e_tag()
@@ -132,17 +156,15 @@ impl Registry {
         }
     }
 
-    pub fn open_options(&self) -> &OpenOptions {
-        &self.open
-    }
-
     /// Opens `config.uri` (the header only) without registering it.
     pub async fn open(&self, name: &str, config: IndexConfig) -> Result<Arc<IndexEntry>, ApiError> {
-        let location = IndexLocation::parse(&config.uri, self.open.scheduler.config()).map_err(ApiError::from)?;
+        let location = IndexLocation::parse(&config.uri, self.open.scheduler.config()).map_err(ApiError::opening)?;
         self.open_at(name, location, config).await
     }
 
     /// Opens an index in a store the caller built (wrapped stores, embedders).
+    /// A missing object is a 404 and a corrupt one a 422: whoever asked for
+    /// this index named the wrong object.
     pub async fn open_at(
         &self,
         name: &str,
@@ -151,7 +173,7 @@ impl Registry {
     ) -> Result<Arc<IndexEntry>, ApiError> {
         let index = IvfIndex::open_at(location, self.open.clone())
             .await
-            .map_err(ApiError::from)?;
+            .map_err(ApiError::opening)?;
         tracing::info!(
             index = name,
             uri = %config.uri,
@@ -164,7 +186,8 @@ impl Registry {
             config,
             current: ArcSwap::from_pointee(Loaded::new(index, 1)),
             generations: AtomicU64::new(1),
-            reloading: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(None),
+            reload_epoch: AtomicU64::new(0),
         }))
     }
 
@@ -195,12 +218,9 @@ impl Registry {
         self.read().values().cloned().collect()
     }
 
-    pub fn len(&self) -> usize {
+    /// How many indexes are served.
+    pub fn count(&self) -> usize {
         self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
     }
 
     // The maps are only touched in short, non-panicking sections, so a

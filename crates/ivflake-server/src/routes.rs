@@ -1,16 +1,18 @@
 //! HTTP routes and handlers. Handlers are async and only parse, validate and
-//! await the library: Faiss work runs on the compute pool, and bodies large
-//! enough to matter are parsed and rendered on tokio's blocking pool.
+//! await the library: Faiss work runs on the compute pool, and JSON bodies
+//! and responses large enough to matter are parsed and rendered on tokio's
+//! blocking pool (binary bodies are a copy, cheap enough to do inline).
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,7 +21,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -30,24 +31,24 @@ use crate::auth::{require_token, Auth};
 use crate::config::{IndexConfig, ServerConfig};
 use crate::error::{ApiError, ErrorBody};
 use crate::names::{check_uri_allowed, validate_name};
+use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKind, Shape};
 use crate::registry::{IndexEntry, Loaded, Registry};
 use crate::telemetry::track_http;
 
-/// Bodies above this are parsed on the blocking pool: about a millisecond of
-/// JSON parsing, the most a tokio worker should spend on one request.
-const INLINE_PARSE_BYTES: usize = 1 << 20;
 /// Responses with more result slots than this are rendered on the blocking pool.
 const INLINE_RENDER_SLOTS: usize = 65_536;
 /// The header naming the index version a search response came from.
 pub const VERSION_HEADER: &str = "x-ivflake-index-version";
-/// The header giving the row count of a binary search body.
-pub const ROWS_HEADER: &str = "x-ivflake-rows";
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct Shared {
     pub registry: Registry,
+    /// Query vectors being searched (`limits.max_queries_in_flight`).
     pub admission: Admission,
+    /// Requests in flight, admitted before their body is read
+    /// (`limits.max_requests_in_flight`).
+    pub requests: Admission,
     pub config: ServerConfig,
     pub metrics: PrometheusHandle,
     /// Set once shutdown starts: `/readyz` turns 503 so balancers stop sending.
@@ -67,7 +68,9 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/v1/indexes/{name}/warm", post(warm))
         .route("/v1/indexes/{name}/reload", post(reload))
         .route("/metrics", get(metrics))
-        .route_layer(from_fn_with_state(auth, require_token));
+        .route_layer(from_fn_with_state(auth, require_token))
+        // Outermost: refused before auth runs and before any body is read.
+        .route_layer(from_fn_with_state(state.clone(), admit_request));
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -77,6 +80,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .layer(from_fn(track_http))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+        .layer(from_fn_with_state(request_timeout, time_limit))
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
@@ -86,12 +90,33 @@ pub fn router(state: AppState, auth: Auth) -> Router {
                         .make_span_with(request_span)
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
                 )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    request_timeout,
-                )),
+                .layer(PropagateRequestIdLayer::x_request_id()),
         )
+}
+
+/// Admits a request before its body is buffered, or answers 503 at once.
+async fn admit_request(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
+    match state.requests.try_admit(1) {
+        Ok(_admitted) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The safety net behind every search's own deadline: a 504 with the usual
+/// JSON error body once `request_timeout_ms` has passed.
+async fn time_limit(State(limit): State<Duration>, request: Request<Body>, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request ran longer than the server's limit of {} ms",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// A span per request carrying its id; headers (and so tokens) are never recorded.
@@ -116,46 +141,39 @@ fn lookup(state: &Shared, name: Result<Path<String>, PathRejection>) -> Result<A
 
 fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError {
-            field: Some("body".into()),
-            ..ApiError::new(status, "body_too_large", e.body_text())
-        };
-    }
-    ApiError {
-        field: Some("body".into()),
-        ..ApiError::new(status, "bad_body", e.body_text())
-    }
-}
-
-/// One parsed search request, whichever encoding it came in.
-struct Batch {
-    vectors: Vec<f32>,
-    rows: usize,
-    k: Option<usize>,
-    nprobe: Option<usize>,
-    filter: Option<FilterSpec>,
-    allow_partial: bool,
-    timeout_ms: Option<u64>,
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_body"
+    };
+    ApiError::new(status, code, e.body_text()).with_field("body")
 }
 
 #[utoipa::path(
     post,
     path = "/v1/indexes/{name}/search",
     tag = "search",
-    params(("name" = String, Path, description = "Index name"), BinarySearchParams),
+    params(
+        ("name" = String, Path, description = "Index name"),
+        BinarySearchParams,
+        ("x-ivflake-rows" = Option<usize>, Header, description = "Binary bodies only: the number of vectors, instead of `?rows=`"),
+    ),
     request_body(
         description = "JSON, or raw little-endian float32 (`rows × d`) with `rows` in the query string or the `X-Ivflake-Rows` header",
         content((SearchRequest = "application/json"), (Vec<u8> = "application/octet-stream"))
     ),
     responses(
-        (status = 200, description = "Neighbours of every query, with search stats", body = SearchResponse),
+        (status = 200, description = "Neighbours of every query, with search stats", body = SearchResponse,
+            headers(("x-ivflake-index-version" = String, description = "The index version the results came from"))),
         (status = 400, description = "Invalid request; `error.field` names the field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "Overloaded or the index changed; retry after `Retry-After`", body = ErrorBody),
-        (status = 504, description = "The search's deadline passed", body = ErrorBody),
+        (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor application/octet-stream", body = ErrorBody),
+        (status = 422, description = "The index type cannot be searched", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 502, description = "The index object is missing or corrupt in the store", body = ErrorBody),
+        (status = 503, description = "Overloaded, the store unavailable, or the index changed; retry after `Retry-After`", body = ErrorBody),
+        (status = 504, description = "The search's deadline (or `request_timeout_ms`) passed", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -169,18 +187,21 @@ pub(crate) async fn search(
     let entry = lookup(&state, name)?;
     let body = body.map_err(body_error)?;
     let loaded = entry.current();
-    let d = loaded.index.info().d;
-    let batch = match content_type(&headers)? {
-        BodyKind::Json => parse_json(body, d).await?,
-        BodyKind::Binary => parse_binary(&uri, &headers, &body, d, max_batch(&state.config, &entry.config))?,
+    let shape = Shape {
+        d: loaded.index.info().d,
+        max_rows: entry.config.max_batch.unwrap_or(state.config.limits.max_batch),
+        max_filter_ids: state.config.limits.max_filter_ids,
     };
-    let params = resolve(&state.config, &entry.config, &loaded, &batch)?;
+    let batch = match content_type(&headers)? {
+        BodyKind::Json => parse_json(body, shape).await?,
+        BodyKind::Binary => parse_binary(&uri, &headers, &body, shape)?,
+    };
+    let (params, timeout) = resolve(&state.config, &entry.config, &loaded, &batch)?;
     let _admitted = state.admission.try_admit(batch.rows)?;
 
     // A search that finds the object changed under it reloads once and runs
     // again on the new version, so a response always comes from one version.
     let started = Instant::now();
-    let timeout = params.deadline.unwrap_or(Duration::MAX);
     let mut loaded = loaded;
     let mut reloaded = false;
     let results = loop {
@@ -194,16 +215,15 @@ pub(crate) async fn search(
             Err(ivflake::Error::IndexChanged { .. }) if !reloaded => {
                 reloaded = true;
                 let remaining = timeout.saturating_sub(started.elapsed());
-                loaded = match tokio::time::timeout(remaining, entry.reload_after(loaded.generation)).await {
-                    Ok(next) => next?,
-                    Err(_) => {
-                        return Err(ApiError::new(
+                loaded = tokio::time::timeout(remaining, entry.reload_after(loaded.generation))
+                    .await
+                    .map_err(|_| {
+                        ApiError::new(
                             StatusCode::GATEWAY_TIMEOUT,
                             "deadline_exceeded",
                             "the deadline passed while reloading the changed index",
-                        ))
-                    }
-                };
+                        )
+                    })??;
             }
             Err(e) => return Err(e.into()),
         }
@@ -247,218 +267,17 @@ pub(crate) async fn search(
     Ok(http)
 }
 
-enum BodyKind {
-    Json,
-    Binary,
-}
-
-/// JSON unless the body says it is raw floats; a missing Content-Type is read as JSON.
-fn content_type(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(BodyKind::Json);
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
-        "application/json" => Ok(BodyKind::Json),
-        "application/octet-stream" => Ok(BodyKind::Binary),
-        _ => Err(ApiError {
-            field: Some("content-type".into()),
-            ..ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send application/json or application/octet-stream (raw little-endian float32)",
-            )
-        }),
-    }
-}
-
-async fn parse_json(body: Bytes, d: usize) -> Result<Batch, ApiError> {
-    let request = if body.len() > INLINE_PARSE_BYTES {
-        tokio::task::spawn_blocking(move || decode_json(&body))
-            .await
-            .map_err(|e| ApiError::internal(format!("parsing the request failed: {e}")))??
-    } else {
-        decode_json(&body)?
-    };
-    if request.vectors.is_empty() {
-        return Err(ApiError::invalid(
-            "vectors",
-            "the batch is empty; send at least one vector",
-        ));
-    }
-    let rows = request.vectors.len();
-    let mut vectors = Vec::with_capacity(rows.saturating_mul(d));
-    for (i, row) in request.vectors.iter().enumerate() {
-        if row.len() != d {
-            return Err(ApiError::invalid(
-                "vectors",
-                format!("vectors[{i}] has {} values; the index has d = {d}", row.len()),
-            ));
-        }
-        vectors.extend_from_slice(row);
-    }
-    check_finite(&vectors, d)?;
-    Ok(Batch {
-        vectors,
-        rows,
-        k: request.k,
-        nprobe: request.nprobe,
-        filter: request.filter,
-        allow_partial: request.allow_partial,
-        timeout_ms: request.timeout_ms,
-    })
-}
-
-/// Parses a JSON search body, naming the field at fault when a value is wrong.
-fn decode_json(body: &[u8]) -> Result<SearchRequest, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let request: SearchRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_data() && path != "." {
-            ApiError::invalid(top_field(&path), format!("at {path}: {inner}"))
-        } else if inner.is_data() {
-            ApiError::invalid("body", inner.to_string())
-        } else {
-            ApiError::invalid("body", format!("malformed JSON: {inner}"))
-        }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
-    Ok(request)
-}
-
-/// The top-level request field a serde path such as `vectors[3][1]` starts with.
-fn top_field(path: &str) -> &str {
-    path.split(['.', '['])
-        .next()
-        .filter(|s| !s.is_empty() && *s != "?")
-        .unwrap_or("body")
-}
-
-/// serde_json reads a too-large number such as 1e39 into f32 as infinity;
-/// every non-finite value is refused here, before the library sees it.
-fn check_finite(vectors: &[f32], d: usize) -> Result<(), ApiError> {
-    if let Some(pos) = vectors.iter().position(|v| !v.is_finite()) {
-        let (i, j) = (pos / d.max(1), pos % d.max(1));
-        return Err(ApiError::invalid(
-            "vectors",
-            format!(
-                "vectors[{i}][{j}] is {}, not a finite float32 (values beyond ±3.4e38 overflow float32)",
-                vectors[pos]
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn max_batch(config: &ServerConfig, index: &IndexConfig) -> usize {
-    index
-        .max_batch
-        .unwrap_or(config.limits.max_batch)
-        .min(config.limits.max_queries_in_flight)
-}
-
-fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], d: usize, max_batch: usize) -> Result<Batch, ApiError> {
-    let Query(params) =
-        Query::<BinarySearchParams>::try_from_uri(uri).map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let header_rows = match headers.get(ROWS_HEADER) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| ApiError::invalid("rows", format!("the {ROWS_HEADER} header is not a number")))?,
-        ),
-    };
-    let rows = match (params.rows, header_rows) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::invalid(
-                "rows",
-                format!("the query says rows={a} but the {ROWS_HEADER} header says {b}"),
-            ))
-        }
-        (Some(r), _) | (None, Some(r)) => r,
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "rows",
-                format!("a binary body needs its shape: give ?rows=N or the {ROWS_HEADER} header"),
-            ))
-        }
-    };
-    if let Some(given) = params.d {
-        if given != d {
-            return Err(ApiError::invalid(
-                "d",
-                format!("the body has d = {given}; the index has d = {d}"),
-            ));
-        }
-    }
-    if rows == 0 {
-        return Err(ApiError::invalid(
-            "vectors",
-            "the batch is empty; send at least one vector",
-        ));
-    }
-    if rows > max_batch {
-        return Err(ApiError::invalid(
-            "vectors",
-            format!("{rows} vectors is more than the limit of {max_batch} per request"),
-        ));
-    }
-    let expected = rows.checked_mul(d).and_then(|n| n.checked_mul(4));
-    if expected != Some(body.len()) {
-        return Err(ApiError::invalid(
-            "body",
-            format!(
-                "{} bytes is not rows × d × 4 = {rows} × {d} × 4 bytes of float32",
-                body.len()
-            ),
-        ));
-    }
-    let vectors: Vec<f32> = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    check_finite(&vectors, d)?;
-    Ok(Batch {
-        vectors,
-        rows,
-        k: params.k,
-        nprobe: params.nprobe,
-        filter: None,
-        allow_partial: params.allow_partial.unwrap_or(false),
-        timeout_ms: params.timeout_ms,
-    })
-}
-
-/// Applies defaults, then checks every value against the limits.
+/// Applies defaults, then checks every value against the limits (the batch
+/// and filter sizes were checked while parsing). Returns the search's
+/// parameters and its deadline.
 fn resolve(
     config: &ServerConfig,
     index: &IndexConfig,
     loaded: &Loaded,
     batch: &Batch,
-) -> Result<SearchParams, ApiError> {
+) -> Result<(SearchParams, Duration), ApiError> {
     let limits = &config.limits;
     let nlist = loaded.index.info().nlist;
-
-    let max_batch = max_batch(config, index);
-    if batch.rows > max_batch {
-        return Err(ApiError::invalid(
-            "vectors",
-            format!(
-                "{} vectors is more than the limit of {max_batch} per request",
-                batch.rows
-            ),
-        ));
-    }
     let k = batch.k.or(index.k).unwrap_or(config.defaults.k);
     let max_k = index.max_k.unwrap_or(limits.max_k).min(ivflake::MAX_K);
     if k == 0 || k > max_k {
@@ -487,12 +306,6 @@ fn resolve(
     }
     let filter = match &batch.filter {
         None => IdFilterSpec::All,
-        Some(FilterSpec::Allow(ids)) | Some(FilterSpec::Deny(ids)) if ids.len() > limits.max_filter_ids => {
-            return Err(ApiError::invalid(
-                "filter",
-                format!("{} ids is more than the limit of {}", ids.len(), limits.max_filter_ids),
-            ))
-        }
         Some(FilterSpec::Allow(ids)) => IdFilterSpec::Allow(ids.clone()),
         Some(FilterSpec::Deny(ids)) => IdFilterSpec::Deny(ids.clone()),
         Some(FilterSpec::Range { start, end }) => {
@@ -508,13 +321,15 @@ fn resolve(
             }
         }
     };
-    Ok(SearchParams {
+    let timeout = Duration::from_millis(timeout_ms);
+    let params = SearchParams {
         k,
         nprobe,
         filter,
         allow_partial: batch.allow_partial,
-        deadline: Some(Duration::from_millis(timeout_ms)),
-    })
+        deadline: Some(timeout),
+    };
+    Ok((params, timeout))
 }
 
 async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
@@ -568,6 +383,7 @@ pub(crate) async fn list_indexes(State(state): State<AppState>) -> Json<IndexLis
     params(("name" = String, Path, description = "Index name")),
     responses(
         (status = 200, description = "The index", body = IndexStatus),
+        (status = 400, description = "Malformed index name", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
     ),
     security((), ("bearer" = []))
@@ -587,9 +403,13 @@ pub(crate) async fn get_index(
     request_body = AddIndexRequest,
     responses(
         (status = 201, description = "Opened and now served", body = IndexStatus),
-        (status = 400, description = "Bad name or URI", body = ErrorBody),
+        (status = 400, description = "Bad name, URI or setting; `error.field` names it", body = ErrorBody),
         (status = 403, description = "The URI is not under an allowed prefix", body = ErrorBody),
+        (status = 404, description = "No object at the URI", body = ErrorBody),
         (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "The object is not a supported, intact Faiss IVF index", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -598,32 +418,10 @@ pub(crate) async fn add_index(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IndexStatus>), ApiError> {
     let body = body.map_err(body_error)?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let request: AddIndexRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(top_field(&path), e.into_inner().to_string())
-    })?;
+    let request: AddIndexRequest = decode(&body, PhantomData)?;
     validate_name(&request.name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
     check_uri_allowed(&request.uri, &state.config.allowed_uri_prefixes)
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "uri_not_allowed", e))?;
-    for (field, value) in [
-        ("k", request.k),
-        ("nprobe", request.nprobe),
-        ("max_k", request.max_k),
-        ("max_nprobe", request.max_nprobe),
-        ("max_batch", request.max_batch),
-    ] {
-        if value == Some(0) {
-            return Err(ApiError::invalid(field, "must be at least 1"));
-        }
-    }
-    if state.registry.get(&request.name).is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_exists",
-            format!("an index named {:?} is already served", request.name),
-        ));
-    }
     let config = IndexConfig {
         uri: request.uri,
         k: request.k,
@@ -632,6 +430,16 @@ pub(crate) async fn add_index(
         max_nprobe: request.max_nprobe,
         max_batch: request.max_batch,
     };
+    config
+        .check(&state.config.defaults, &state.config.limits)
+        .map_err(|(field, message)| ApiError::invalid(field, message))?;
+    if state.registry.get(&request.name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("an index named {:?} is already served", request.name),
+        ));
+    }
     let entry = state.registry.open(&request.name, config).await?;
     state.registry.insert(entry.clone())?;
     Ok((StatusCode::CREATED, Json(status(&state.config, &entry).await)))
@@ -644,6 +452,7 @@ pub(crate) async fn add_index(
     params(("name" = String, Path, description = "Index name")),
     responses(
         (status = 200, description = "No longer served; searches in flight finish", body = RemoveResponse),
+        (status = 400, description = "Malformed index name", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
     ),
     security((), ("bearer" = []))
@@ -668,8 +477,11 @@ pub(crate) async fn remove_index(
     params(("name" = String, Path, description = "Index name")),
     responses(
         (status = 200, description = "Serving the object's current version", body = ReloadResponse),
+        (status = 400, description = "Malformed index name", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
+        (status = 422, description = "The new object's index type is not supported; the old version is still served", body = ErrorBody),
         (status = 502, description = "The store's object is missing or corrupt; the old version is still served", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -694,14 +506,17 @@ pub(crate) async fn reload(
     tag = "indexes",
     params(("name" = String, Path, description = "Index name")),
     request_body(
-        description = "Which lists to load: `{\"lists\": [..], \"largest\": N, \"most_probed\": N}`, combined; an empty body loads nothing",
-        content = inline(Object),
+        description = "Which lists to load, combined; an empty body loads nothing",
+        content = WarmSpecSchema,
         content_type = "application/json"
     ),
     responses(
-        (status = 200, description = "What was loaded into the caches", body = Object),
+        (status = 200, description = "What was loaded into the caches", body = WarmReportSchema),
         (status = 400, description = "Invalid spec; `error.field` names the field", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
+        (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
+        (status = 502, description = "The index object is missing or corrupt in the store", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -715,11 +530,7 @@ pub(crate) async fn warm(
     let spec: ivflake::WarmSpec = if body.iter().all(u8::is_ascii_whitespace) {
         ivflake::WarmSpec::default()
     } else {
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::invalid(top_field(&path), e.into_inner().to_string())
-        })?
+        decode(&body, PhantomData)?
     };
     let index = entry.current().index.clone();
     let report = index.warm(&spec).await?;
@@ -782,12 +593,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<H
         StatusCode::OK,
         Json(Health {
             status: "ready".into(),
-            indexes: Some(state.registry.len()),
+            indexes: Some(state.registry.count()),
         }),
     )
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object))
+)]
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::ApiDoc::openapi())
 }
 

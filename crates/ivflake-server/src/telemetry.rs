@@ -17,7 +17,8 @@ const LATENCY_BUCKETS: [f64; 15] = [
 
 /// The recorder's handle. The first call installs the global recorder; later
 /// calls (more servers in one process, tests) share it. If another recorder
-/// was installed first, `/metrics` still renders this one's HTTP metrics.
+/// was installed first, every metric goes to that one and `/metrics` renders
+/// an empty page (the embedder exports metrics its own way).
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -34,7 +35,7 @@ pub fn prometheus() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if let Err(e) = metrics::set_global_recorder(recorder) {
-                tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics shows only its own");
+                tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will be empty");
             }
             handle
         })

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -98,6 +97,30 @@ async fn search_over_http_equals_the_library() {
             library_bits(&expected),
             "binary, header {by_header}"
         );
+    }
+
+    // A binary body's filter goes in the query string.
+    let allow: Vec<i64> = (0..N as i64).step_by(3).collect();
+    let allow_list = allow.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    for (query, spec) in [
+        (format!("allow={allow_list}"), IdFilterSpec::Allow(allow.clone())),
+        ("deny=0,1,2,3,4,5".to_string(), IdFilterSpec::Deny((0..6).collect())),
+        (
+            "range=1000,1500".to_string(),
+            IdFilterSpec::Range { start: 1000, end: 1500 },
+        ),
+    ] {
+        let r = client()
+            .post(format!("{url}?rows=8&k=5&nprobe=16&{query}"))
+            .header("content-type", "application/octet-stream")
+            .body(raw.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", &query[..20.min(query.len())]);
+        let body: Value = r.json().await.unwrap();
+        let expected = library_results(&path, &q, 5, 16, spec).await;
+        assert_eq!(response_results(&body), library_bits(&expected), "binary filter");
     }
 
     // Defaults apply when k and nprobe are left out: k = 10, nprobe = 16.
@@ -218,8 +241,9 @@ async fn a_search_that_finds_the_object_changed_reloads_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexes_are_added_and_removed_at_run_time_under_allowed_prefixes() {
+    // No trailing slash: the prefix still ends on a path-segment boundary.
     let (server, dir, _) = local(|c, dir| {
-        c.allowed_uri_prefixes = vec![format!("{}/", dir.display())];
+        c.allowed_uri_prefixes = vec![dir.display().to_string()];
     })
     .await;
     let second = dir.path().join("second.faiss");
@@ -236,7 +260,12 @@ async fn indexes_are_added_and_removed_at_run_time_under_allowed_prefixes() {
     let (status, body) = post_json(&server.url("/v1/indexes/second/search"), &search_body(&q, 0..2, 3, 4)).await;
     assert_eq!(status, 200, "{body}");
 
+    // A sibling directory whose name merely starts with the prefix is outside.
+    let sibling = format!("{}-private", dir.path().display());
+    std::fs::create_dir_all(&sibling).unwrap();
+    std::fs::write(format!("{sibling}/x.faiss"), index_bytes(4, N)).unwrap();
     let outside = [
+        format!("{sibling}/x.faiss"),
         "/etc/passwd".to_string(),
         format!("{}/../x.faiss", dir.path().display()),
         format!("{}/%2E%2E/x.faiss", dir.path().display()),
@@ -250,6 +279,22 @@ async fn indexes_are_added_and_removed_at_run_time_under_allowed_prefixes() {
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("name"))
+    );
+
+    // The client named a bad object: a 4xx, not the 502 of a served index's store trouble.
+    std::fs::write(dir.path().join("garbage.faiss"), vec![7u8; 4096]).unwrap();
+    for (file, want) in [("missing.faiss", 404), ("garbage.faiss", 422)] {
+        let uri = dir.path().join(file).to_string_lossy().to_string();
+        let (status, body) = post_json(&add, &json!({"name": "bad", "uri": uri})).await;
+        assert_eq!(status.as_u16(), want, "{file}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    // Per-index settings are checked against the server's limits.
+    let (status, body) = post_json(&add, &json!({"name": "third", "uri": second, "k": 5000})).await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["field"].as_str()),
+        (400, Some("k")),
+        "{body}"
     );
 
     let r = client().delete(server.url("/v1/indexes/second")).send().await.unwrap();
@@ -317,18 +362,79 @@ async fn metrics_openapi_and_health() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in [
-        "/v1/indexes/{name}/search",
-        "/v1/indexes",
-        "/v1/indexes/{name}/reload",
-        "/healthz",
+    // Every route, with the statuses it can answer.
+    for (path, method, statuses) in [
+        (
+            "/v1/indexes/{name}/search",
+            "post",
+            &["200", "400", "401", "404", "413", "415", "422", "502", "503", "504"][..],
+        ),
+        ("/v1/indexes", "get", &["200", "401", "503"][..]),
+        (
+            "/v1/indexes",
+            "post",
+            &["201", "400", "401", "403", "404", "409", "413", "422", "503"][..],
+        ),
+        ("/v1/indexes/{name}", "get", &["200", "401", "404"][..]),
+        ("/v1/indexes/{name}", "delete", &["200", "401", "404"][..]),
+        (
+            "/v1/indexes/{name}/reload",
+            "post",
+            &["200", "401", "404", "502", "503"][..],
+        ),
+        ("/v1/indexes/{name}/warm", "post", &["200", "400", "401", "404"][..]),
+        ("/metrics", "get", &["200", "401"][..]),
+        ("/healthz", "get", &["200"][..]),
+        ("/readyz", "get", &["200", "503"][..]),
+        ("/openapi.json", "get", &["200"][..]),
     ] {
-        assert!(
-            doc["paths"][path].is_object(),
-            "{path} missing from the OpenAPI document"
-        );
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing from the OpenAPI document");
+        for status in statuses {
+            assert!(op["responses"][status].is_object(), "{method} {path}: no {status}");
+        }
     }
-    assert!(doc["components"]["schemas"]["SearchRequest"].is_object());
+    // The search body: JSON with the SearchRequest schema, or raw floats.
+    let search = &doc["paths"]["/v1/indexes/{name}/search"]["post"];
+    let content = &search["requestBody"]["content"];
+    assert_eq!(
+        content["application/json"]["schema"]["$ref"],
+        "#/components/schemas/SearchRequest"
+    );
+    assert!(content["application/octet-stream"].is_object());
+    let request = &doc["components"]["schemas"]["SearchRequest"];
+    assert_eq!(request["required"], json!(["vectors"]), "{request}");
+    for field in ["vectors", "k", "nprobe", "filter", "allow_partial", "timeout_ms"] {
+        assert!(request["properties"][field].is_object(), "SearchRequest.{field}");
+    }
+    let params: Vec<&str> = search["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "name",
+        "rows",
+        "d",
+        "k",
+        "nprobe",
+        "allow",
+        "deny",
+        "range",
+        "x-ivflake-rows",
+    ] {
+        assert!(params.contains(&name), "search parameter {name}: {params:?}");
+    }
+    let warm = &doc["paths"]["/v1/indexes/{name}/warm"]["post"];
+    assert_eq!(
+        warm["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/WarmSpec"
+    );
+    assert_eq!(
+        warm["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/WarmReport"
+    );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 
     for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
@@ -621,9 +727,9 @@ async fn bad_input_gets_a_clear_4xx() {
         );
     }
     // A literal `..` segment, sent raw: clients normalize it away.
-    let status = raw_request(server.addr, "POST /v1/indexes/../search HTTP/1.1");
+    let status = raw_request(server.addr, "POST /v1/indexes/../search HTTP/1.1").await;
     assert_eq!(status, 400);
-    assert!(raw_request(server.addr, "GET /v1/indexes/%2e%2e HTTP/1.1") == 400);
+    assert_eq!(raw_request(server.addr, "GET /v1/indexes/%2e%2e HTTP/1.1").await, 400);
 
     // The server is still fine.
     let (status, _) = search("idx".into()).await;
@@ -632,20 +738,103 @@ async fn bad_input_gets_a_clear_4xx() {
 }
 
 /// Sends one raw HTTP/1.1 request line with an empty JSON body and returns the status code.
-fn raw_request(addr: std::net::SocketAddr, request_line: &str) -> u16 {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+async fn raw_request(addr: std::net::SocketAddr, request_line: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "{request_line}\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = s.read_to_string(&mut response);
-    response
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut response))
+        .await
+        .expect("the server answers a raw request within 10 s")
+        .expect("read the response");
+    String::from_utf8_lossy(&response)
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_batches_and_filters_are_refused_while_parsing() {
+    const MAX_IDS: usize = 1000;
+    let (server, _dir, _) = local(|c, _| c.limits.max_filter_ids = MAX_IDS).await;
+    let url = server.url("/v1/indexes/idx/search");
+    let max_batch = ServerConfig::default().limits.max_batch;
+    let max_ids = MAX_IDS;
+    let row = format!("[{}]", vec!["0.5"; D].join(","));
+    let cases = [
+        (
+            "max_batch + 1 empty rows",
+            format!("{{\"vectors\": [{}]}}", vec!["[]"; max_batch + 1].join(",")),
+            "vectors",
+        ),
+        (
+            "max_batch + 1 rows",
+            format!("{{\"vectors\": [{}]}}", vec![row.as_str(); max_batch + 1].join(",")),
+            "vectors",
+        ),
+        (
+            "a row far longer than d",
+            format!("{{\"vectors\": [[{}]]}}", vec!["1"; 1_000_000].join(",")),
+            "vectors",
+        ),
+        (
+            "an allow list over the limit",
+            format!(
+                "{{\"vectors\": [{row}], \"filter\": {{\"allow\": [{}]}}}}",
+                vec!["1"; max_ids + 1].join(",")
+            ),
+            "filter",
+        ),
+        (
+            "a deny list over the limit, before the vectors",
+            format!(
+                "{{\"filter\": {{\"deny\": [{}]}}, \"vectors\": [{row}]}}",
+                vec!["1"; 4 * max_ids].join(",")
+            ),
+            "filter",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            client()
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 20 s"))
+        .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{what}: {body}"
+        );
+    }
+    // A binary body's filter is bounded the same way.
+    let raw: Vec<u8> = [0.5f32; D].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let r = client()
+        .post(format!("{url}?rows=1&deny={}", vec!["1"; max_ids + 1].join(",")))
+        .header("content-type", "application/octet-stream")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("filter")),
+        "{body}"
+    );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
