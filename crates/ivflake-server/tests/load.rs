@@ -23,8 +23,8 @@ const NPROBE: usize = 8;
 /// Distinct queries the clients cycle through.
 const QUERIES: usize = 50;
 
-/// The tests here time responses; run them one at a time so the
-/// 1,000-client test's CPU load does not skew another's clock.
+/// Run these one at a time: the 1,000-client test's CPU load would starve
+/// another's deadlines, and the shutdown test reads a process-wide gauge.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Expected (ids, distance bits) of each single query, from the library.
