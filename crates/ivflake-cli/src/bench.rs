@@ -402,6 +402,17 @@ fn check_sizes(args: &BenchArgs) -> Result<()> {
             );
         }
     }
+    if args.k > ivflake::MAX_K {
+        bail!("-k {} is more than a search allows ({})", args.k, ivflake::MAX_K);
+    }
+    if args.batch.saturating_mul(args.k) > ivflake::MAX_RESULT_SLOTS {
+        bail!(
+            "--batch {} × k {} is more than the {} result slots one search allows",
+            args.batch,
+            args.k,
+            ivflake::MAX_RESULT_SLOTS
+        );
+    }
     if args.k > args.n {
         bail!("-k {} asks for more neighbours than the {} vectors", args.k, args.n);
     }
@@ -502,7 +513,8 @@ fn build(database: &Vectors, factory: &str) -> Result<Built> {
     bar.finish_and_clear();
     let bytes = Bytes::from(index.to_bytes().context("serializing the index failed")?);
     drop(index);
-    let reference = ivflake_faiss::read_index(&bytes).context("Faiss cannot read back the index it wrote")?;
+    let reference =
+        ivflake_faiss::read_index(&bytes).context("cannot load the built index whole as the in-memory reference")?;
     Ok(Built {
         bytes,
         reference,
