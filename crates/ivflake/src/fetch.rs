@@ -29,10 +29,15 @@ pub struct FetchConfig {
     /// connection pool busy without queueing inside the HTTP client.
     pub max_in_flight: usize,
     /// GETs in flight for one search, so one wide batch cannot take every slot.
+    /// A cold search costs about ⌈GETs / this⌉ round trips; 32 covers nprobe
+    /// 32 in one wave and leaves half the process-wide slots to others
+    /// (docs/benchmarks.md: cold p50 48.0 → 24.9 ms at 20 ms per GET vs 16).
     pub max_in_flight_per_search: usize,
     /// Lists whose gap in the file is at most this many bytes share one GET.
-    /// At ~5-40 ms per request and >100 MB/s, a request costs as much as
-    /// reading 0.5-4 MB; 256 KiB keeps waste small (see docs/benchmarks.md).
+    /// GETs run in parallel, so merging only pays while it saves a wave;
+    /// past that the extra bytes cost time. 64 KiB kept cold p50 within 1 ms
+    /// of the best gap in every measured run while reading at most 1.05×
+    /// (Flat) to 3.2× (PQ16) the probed bytes; 256 KiB read up to 16.6×.
     pub coalesce_gap: u64,
     /// A merged GET never exceeds this many bytes.
     pub max_coalesced: u64,
@@ -62,8 +67,8 @@ impl Default for FetchConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 64,
-            max_in_flight_per_search: 16,
-            coalesce_gap: 256 * 1024,
+            max_in_flight_per_search: 32,
+            coalesce_gap: 64 * 1024,
             max_coalesced: 16 * 1024 * 1024,
             split_threshold: 32 * 1024 * 1024,
             part_size: 8 * 1024 * 1024,
