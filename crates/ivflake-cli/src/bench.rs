@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::Bytes;
-use indicatif::{ProgressBar, ProgressStyle};
 use ivflake::{FetchConfig, FetchScheduler, IndexLocation, IvfIndex, Metric, OpenOptions, SearchStats};
 use object_store::buffered::BufWriter;
 use object_store::memory::InMemory;
@@ -26,7 +25,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::demo::{generate, BLOBS, SEED};
-use crate::util::{human_bytes, positive, shell_quote, write_stdout};
+use crate::util::{human_bytes, positive, progress_bar, shell_quote, spinner, write_stdout};
 use crate::vectors::Vectors;
 
 /// Size of the bare round-trip GET: one page, so it costs the request, not the transfer.
@@ -194,7 +193,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
 
     // 3. Fill the warm cache with every list the queries probe.
-    let bar = progress_bar(queries.n as u64, "warming the cache");
+    let bar = progress_bar(queries.n as u64, "warming the cache", "queries");
     for q in 0..queries.n {
         warm.search(queries.row(q), args.k, args.nprobe)
             .await
@@ -220,7 +219,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let rt_hi = file_len - rt_len;
     let budget = Duration::from_secs(args.max_seconds as u64);
     let measure_started = Instant::now();
-    let bar = progress_bar(args.iterations as u64, "measuring");
+    let bar = progress_bar(args.iterations as u64, "measuring", "iterations");
     let mut iterations_run = 0;
     for i in 0..args.iterations {
         if measure_started.elapsed() > budget {
@@ -503,7 +502,7 @@ fn build(database: &Vectors, factory: &str) -> Result<Built> {
     } else {
         trained_on = 0;
     }
-    let bar = progress_bar(database.n as u64, "adding vectors");
+    let bar = progress_bar(database.n as u64, "adding", "vectors");
     for (b, chunk) in database.data.chunks(ADD_BATCH * database.d).enumerate() {
         index
             .add(chunk)
@@ -605,7 +604,7 @@ async fn open(target: &Target, config: FetchConfig) -> Result<IvfIndex> {
 /// Streams the index to `location`; a failed multipart upload is aborted.
 async fn upload(location: &IndexLocation, bytes: &Bytes) -> Result<()> {
     let mut writer = BufWriter::with_capacity(location.store.clone(), location.path.clone(), UPLOAD_BUFFER);
-    let bar = progress_bar(bytes.len() as u64, "uploading bytes");
+    let bar = progress_bar(bytes.len() as u64, "uploading", "bytes");
     for chunk in bytes.chunks(UPLOAD_BUFFER) {
         if let Err(e) = writer.write_all(chunk).await {
             bar.finish_and_clear();
@@ -1055,25 +1054,6 @@ fn command_line() -> String {
     let mut parts = vec!["ivflake".to_string()];
     parts.extend(std::env::args().skip(1).map(|a| shell_quote(&a)));
     parts.join(" ")
-}
-
-fn spinner(message: String) -> ProgressBar {
-    let bar = ProgressBar::new_spinner().with_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    let template = if what.ends_with("bytes") {
-        format!("{what} [{{bar:40}}] {{bytes}}/{{total_bytes}} (eta {{eta}})")
-    } else {
-        format!("{what} [{{bar:40}}] {{human_pos}}/{{human_len}} ({{per_sec}}, eta {{eta}})")
-    };
-    let style = ProgressStyle::with_template(&template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    ProgressBar::new(len).with_style(style)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use ivflake::{FetchConfig, IndexInfo, IndexLocation, IvfIndex, Metric, OpenOptions};
 use object_store::buffered::BufWriter;
 use rand::rngs::StdRng;
@@ -13,7 +12,7 @@ use rand::SeedableRng;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use crate::util::{human_bytes, load_vectors, metric_name, positive, MetricArg};
+use crate::util::{human_bytes, load_vectors, metric_name, positive, progress_bar, spinner, MetricArg};
 use crate::vectors::Vectors;
 
 /// Vectors handed to Faiss's `add` per call (one progress-bar step).
@@ -310,25 +309,6 @@ async fn write_object(location: &IndexLocation, bytes: &[u8]) -> Result<()> {
     let finished = writer.shutdown().await;
     bar.finish_and_clear();
     finished.with_context(|| format!("completing the write of the index to {} failed", location.uri))
-}
-
-fn spinner(message: String) -> ProgressBar {
-    let bar = ProgressBar::new_spinner().with_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-fn progress_bar(len: u64, verb: &str, unit: &str) -> ProgressBar {
-    let template = if unit == "bytes" {
-        format!("{verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, eta {{eta}})")
-    } else {
-        format!("{verb} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})")
-    };
-    let style = ProgressStyle::with_template(&template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    ProgressBar::new(len).with_style(style)
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use ivflake::{FetchConfig, IndexLocation, IvfIndex, Manifest, ManifestMode, OpenOptions};
 
-use crate::util::{human_bytes, shell_quote};
+use crate::util::{human_bytes, progress_bar, shell_quote};
 
 /// The whole index is one streamed GET, and the HTTP client's request timeout
 /// covers the body: allow about a terabyte at 12 MB/s. A dead connection is
@@ -48,7 +47,7 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
     let sidecar = Manifest::sidecar_uri(index.uri());
 
     let started = Instant::now();
-    let bar = progress_bar(index.file_len());
+    let bar = progress_bar(index.file_len(), "hashing", "bytes");
     let built = Manifest::build(&index, |read| bar.set_position(read)).await;
     bar.finish_and_clear();
     let built = built.with_context(|| format!("hashing {} failed", args.uri))?;
@@ -123,13 +122,6 @@ fn first_difference(stored: &Manifest, built: &Manifest) -> Option<String> {
 }
 
 /// Bytes hashed so far, on stderr (hidden when stderr is not a terminal).
-fn progress_bar(len: u64) -> ProgressBar {
-    let style = ProgressStyle::with_template("hashing [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    ProgressBar::new(len).with_style(style)
-}
-
 #[cfg(test)]
 mod tests {
     use ivflake::ManifestList;

@@ -3,8 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use ivflake::{FetchConfig, IndexLocation, IvfIndex, Metric, OpenOptions};
 
 use crate::vectors::{self, Vectors};
@@ -99,6 +101,27 @@ pub fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// A spinner on stderr for a step with no measurable progress (training).
+pub fn spinner(message: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal) counting
+/// `unit`s; a unit of "bytes" shows sizes and throughput.
+pub fn progress_bar(len: u64, verb: &str, unit: &str) -> ProgressBar {
+    let template = if unit == "bytes" {
+        format!("{verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, eta {{eta}})")
+    } else {
+        format!("{verb} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})")
+    };
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    ProgressBar::new(len).with_style(style)
 }
 
 #[cfg(test)]

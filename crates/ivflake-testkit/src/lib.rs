@@ -2,6 +2,7 @@
 //! object-store wrapper in the style of object_store's `limit.rs` and
 //! `throttle.rs` (it forwards every trait method), with a [`GetHook`] that
 //! sees each GET first. Counting, fault injection and delays are hooks.
+//! Also the generated data the tests share.
 
 use std::fmt;
 use std::ops::{Deref, Range};
@@ -17,6 +18,8 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
     PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Runs before every GET a [`HookedStore`] forwards; an error fails the GET.
 #[async_trait]
@@ -235,4 +238,18 @@ pub type SlowStore = HookedStore<Delay>;
 
 pub fn slow_store(inner: Arc<dyn ObjectStore>, after: u64, delay: Duration) -> SlowStore {
     HookedStore::new(inner, Delay { after, delay })
+}
+
+/// Clustered vectors, so IVF lists are uneven like real data.
+pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let centers: Vec<f32> = (0..20 * d).map(|_| rng.gen_range(-4.0..4.0)).collect();
+    let mut out = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let c = rng.gen_range(0..20);
+        for j in 0..d {
+            out.push(centers[c * d + j] + rng.gen_range(-1.0..1.0));
+        }
+    }
+    out
 }

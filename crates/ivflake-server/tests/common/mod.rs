@@ -1,6 +1,6 @@
 //! Shared support for the server tests: small generated indexes, a server on
 //! a loopback port, and an HTTP client. Store wrappers come from `ivflake_testkit`.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -9,28 +9,14 @@ use std::time::Duration;
 
 use ivflake::{IdFilterSpec, IvfIndex, Metric, SearchParams};
 use ivflake_server::{Server, ServerConfig};
-use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use object_store::ObjectStore;
 use serde_json::Value;
 
-pub use ivflake_testkit::{slow_store, SlowStore};
+// Each test binary uses a different part of these.
+#[allow(unused_imports)]
+pub use ivflake_testkit::{clustered, slow_store, SlowStore};
 
 pub const D: usize = 16;
-
-/// Clustered vectors, so IVF lists are uneven like real data.
-pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let centers: Vec<f32> = (0..20 * d).map(|_| rng.gen_range(-4.0..4.0)).collect();
-    let mut out = Vec::with_capacity(n * d);
-    for _ in 0..n {
-        let c = rng.gen_range(0..20);
-        for j in 0..d {
-            out.push(centers[c * d + j] + rng.gen_range(-1.0..1.0));
-        }
-    }
-    out
-}
 
 /// A small IVF index (d = 16, 32 lists) over data drawn with `seed`, serialized by Faiss.
 pub fn index_bytes(seed: u64, n: usize) -> Vec<u8> {

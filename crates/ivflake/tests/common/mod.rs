@@ -1,6 +1,6 @@
 //! Shared test support: generated data and fixtures. The store wrappers
 //! (counting, faults) are `ivflake_testkit`'s hooks on one `HookedStore`.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,23 +10,10 @@ use ivflake::{FetchConfig, FetchScheduler, IndexLocation, IvfIndex, Metric, Open
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use rand::{rngs::StdRng, Rng, SeedableRng};
 
-pub use ivflake_testkit::{counting_store, faulty_store, CountingStore, Fault, FaultyStore};
-
-/// Clustered vectors, so IVF lists are uneven like real data.
-pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let centers: Vec<f32> = (0..20 * d).map(|_| rng.gen_range(-4.0..4.0)).collect();
-    let mut out = Vec::with_capacity(n * d);
-    for _ in 0..n {
-        let c = rng.gen_range(0..20);
-        for j in 0..d {
-            out.push(centers[c * d + j] + rng.gen_range(-1.0..1.0));
-        }
-    }
-    out
-}
+// Each test binary uses a different part of these.
+#[allow(unused_imports)]
+pub use ivflake_testkit::{clustered, counting_store, faulty_store, CountingStore, Fault, FaultyStore};
 
 /// Builds, trains and serializes an index with Faiss.
 pub fn build_index(factory: &str, metric: Metric, d: usize, n: usize) -> Vec<u8> {
