@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::layout::ListRange;
 use crate::location::{default_retry, IndexLocation};
 use crate::stats::SearchIo;
+use crate::warm::Residency;
 
 /// Tuning of the scheduler. Every default is named and justified here.
 #[derive(Debug, Clone)]
@@ -396,18 +397,23 @@ impl FetchScheduler {
     }
 
     /// Lists and bytes of one index version in memory and on disk.
-    pub(crate) fn residency(&self, object: &IndexObject) -> (u64, u64, u64, u64) {
-        let (mem_lists, mem_bytes) = self
+    pub(crate) fn residency(&self, object: &IndexObject) -> Residency {
+        let (lists_in_memory, bytes_in_memory) = self
             .memory
             .iter()
             .filter(|(k, _)| k.object == object.id)
             .fold((0, 0), |(n, b), (_, v)| (n + 1, b + v.len() as u64));
-        let (disk_lists, disk_bytes) = self
+        let (lists_on_disk, bytes_on_disk) = self
             .disk
             .as_ref()
             .map(|d| d.residency(object.disk_id))
             .unwrap_or((0, 0));
-        (mem_lists, mem_bytes, disk_lists, disk_bytes)
+        Residency {
+            lists_in_memory,
+            bytes_in_memory,
+            lists_on_disk,
+            bytes_on_disk,
+        }
     }
 
     /// Hits, misses, evictions and resident bytes of both tiers.

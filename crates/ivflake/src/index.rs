@@ -504,14 +504,7 @@ impl IvfIndex {
 
     /// Lists and bytes of this index version held in memory and on disk.
     pub async fn residency(&self) -> Residency {
-        let (lists_in_memory, bytes_in_memory, lists_on_disk, bytes_on_disk) =
-            self.inner.scheduler.residency(&self.inner.object);
-        Residency {
-            lists_in_memory,
-            bytes_in_memory,
-            lists_on_disk,
-            bytes_on_disk,
-        }
+        self.inner.scheduler.residency(&self.inner.object)
     }
 
     /// Saves the probe counts under the state directory (no-op without one).
