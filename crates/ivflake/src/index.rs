@@ -38,7 +38,9 @@ const MAX_SIDECAR_HEADER: u64 = 256 << 20;
 /// pipeline full, small enough that warming a whole index stays bounded.
 const WARM_WAVE_BYTES: u64 = 64 << 20;
 
-/// How to open an index.
+/// How to open an index. The default gives each open its own scheduler
+/// (and so its own cache budget); a process serving several indexes passes
+/// one shared `scheduler` to all of them, as `ivflake serve` does.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub scheduler: Arc<FetchScheduler>,
