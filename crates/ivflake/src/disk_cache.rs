@@ -2,9 +2,11 @@
 //! directory and nothing else; moka decides what to keep (weighted by file
 //! bytes) and its eviction listener deletes the file.
 //!
-//! Each entry is one file, `<object>/<list>.ivl`, where `<object>` hashes the
-//! URI, ETag and size of one version of an index, so a new version never
-//! reads old bytes. A file is a 32-byte header (magic, payload length, xxh3 of
+//! Each entry is one file, `<object>/<list>.<generation>.ivl`, where
+//! `<object>` hashes the URI, ETag and size of one version of an index, so a
+//! new version never reads old bytes. Every write gets a new generation, and
+//! the index remembers which file is current: removing an entry (evicted,
+//! replaced, invalidated) deletes exactly its own file, never a newer one. A file is a 32-byte header (magic, payload length, xxh3 of
 //! the payload, list number) then the payload. Files are written to a temporary
 //! name and renamed, and every read checks length and hash, so a torn or
 //! corrupted entry is dropped and counted, never served.
@@ -38,6 +40,13 @@ pub(crate) struct DiskKey {
     pub list: u32,
 }
 
+/// One entry's file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiskFile {
+    pub len: u64,
+    pub generation: u64,
+}
+
 /// Counters the scheduler exports.
 #[derive(Debug, Default)]
 pub(crate) struct DiskCounters {
@@ -51,8 +60,11 @@ pub(crate) struct DiskCounters {
 
 pub(crate) struct DiskCache {
     dir: PathBuf,
-    /// Keys to file sizes; the files themselves are the values.
-    index: moka::future::Cache<DiskKey, u64>,
+    /// Keys to their current file; the files themselves hold the bytes.
+    index: moka::future::Cache<DiskKey, DiskFile>,
+    /// Generation of the next write; starts from the clock so a restarted
+    /// process never reuses a name a previous one left.
+    next_generation: AtomicU64,
     /// Entries a previous process left are re-admitted on first use.
     readmitted: tokio::sync::OnceCell<()>,
     writes: Arc<tokio::sync::Semaphore>,
@@ -70,23 +82,28 @@ impl DiskCache {
         let listener_counters = counters.clone();
         let index = moka::future::Cache::builder()
             .max_capacity(config.capacity_bytes)
-            .weigher(|_k: &DiskKey, len: &u64| u32::try_from(*len).unwrap_or(u32::MAX))
+            .weigher(|_k: &DiskKey, f: &DiskFile| u32::try_from(f.len).unwrap_or(u32::MAX))
             // Plain LRU: TinyLFU's admission would reject fresh entries whose
             // file was just written, costing a write and a delete for nothing.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .eviction_listener(move |k: Arc<DiskKey>, _len, cause| {
-                // A replaced entry's file is the new one: keep it.
+            .eviction_listener(move |k: Arc<DiskKey>, file: DiskFile, cause| {
                 if cause.was_evicted() {
                     listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ivflake_cache_evictions_total", "tier" => "disk").increment(1);
-                    let _ = std::fs::remove_file(entry_path(&listener_dir, &k));
                 }
+                let _ = std::fs::remove_file(entry_path(&listener_dir, &k, file.generation));
             })
             .build();
         Ok(Self {
             dir,
             index,
             readmitted: tokio::sync::OnceCell::new(),
+            next_generation: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+            ),
             writes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_WRITES)),
             counters,
         })
@@ -99,8 +116,10 @@ impl DiskCache {
                 let found = tokio::task::spawn_blocking(move || scan(&dir)).await;
                 match found {
                     Ok(Ok(entries)) => {
-                        for (key, len) in entries {
-                            self.index.insert(key, len).await;
+                        // Oldest first: a newer file of the same key replaces
+                        // (and so deletes) an older one a crash left behind.
+                        for (key, file) in entries {
+                            self.index.insert(key, file).await;
                         }
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot scan the disk cache; starting empty"),
@@ -114,15 +133,14 @@ impl DiskCache {
     /// removed and reported as a miss.
     pub async fn get(&self, key: DiskKey, expected_len: u64) -> Option<Bytes> {
         self.ready().await;
-        if !self.index.contains_key(&key) {
+        let Some(file) = self.index.get(&key).await else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
-        }
-        let path = entry_path(&self.dir, &key);
+        };
+        let path = entry_path(&self.dir, &key, file.generation);
         let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await;
         match read.ok().and_then(|r| r.ok()).map(|raw| decode(raw, key, expected_len)) {
             Some(Some(bytes)) => {
-                self.index.get(&key).await;
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Some(bytes)
             }
@@ -135,8 +153,8 @@ impl DiskCache {
                         "dropping a damaged disk cache entry"
                     );
                 }
+                // The listener deletes the current entry's file.
                 self.index.invalidate(&key).await;
-                let _ = std::fs::remove_file(entry_path(&self.dir, &key));
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -154,10 +172,11 @@ impl DiskCache {
             let _permit = permit;
             this.ready().await;
             let dir = this.dir.clone();
-            let written = tokio::task::spawn_blocking(move || write_entry(&dir, key, &bytes)).await;
+            let generation = this.next_generation.fetch_add(1, Ordering::Relaxed);
+            let written = tokio::task::spawn_blocking(move || write_entry(&dir, key, generation, &bytes)).await;
             match written {
                 Ok(Ok(len)) => {
-                    this.index.insert(key, len).await;
+                    this.index.insert(key, DiskFile { len, generation }).await;
                     metrics::gauge!("ivflake_cache_resident_bytes", "tier" => "disk")
                         .set(this.index.weighted_size() as f64);
                 }
@@ -184,7 +203,7 @@ impl DiskCache {
         self.index
             .iter()
             .filter(|(k, _)| k.object == object)
-            .fold((0, 0), |(n, b), (_, len)| (n + 1, b + len))
+            .fold((0, 0), |(n, b), (_, f)| (n + 1, b + f.len))
     }
 
     pub fn capacity(&self) -> u64 {
@@ -195,7 +214,7 @@ impl DiskCache {
 /// Every complete entry under `dir`; temporary files of a crashed write are removed.
 /// One unreadable entry is skipped, not a reason to forget the rest (their
 /// bytes would then sit outside the budget).
-fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, u64)>> {
+fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, DiskFile)>> {
     let mut found = Vec::new();
     for object_dir in std::fs::read_dir(dir)?.flatten() {
         let Some(object) = object_dir
@@ -211,10 +230,14 @@ fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, u64)>> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            match name.strip_suffix(".ivl").and_then(|n| n.parse::<u32>().ok()) {
-                Some(list) => {
+            match parse_entry_name(name) {
+                Some((list, generation)) => {
                     if let Ok(meta) = entry.metadata() {
-                        found.push((DiskKey { object, list }, meta.len()));
+                        let file = DiskFile {
+                            len: meta.len(),
+                            generation,
+                        };
+                        found.push((DiskKey { object, list }, file));
                     }
                 }
                 // Leftover temporary files of a crash mid-write.
@@ -224,19 +247,27 @@ fn scan(dir: &Path) -> std::io::Result<Vec<(DiskKey, u64)>> {
             }
         }
     }
+    found.sort_by_key(|(_, f)| f.generation);
     Ok(found)
 }
 
-fn entry_path(dir: &Path, key: &DiskKey) -> PathBuf {
-    dir.join(format!("{:016x}", key.object))
-        .join(format!("{}.{SUFFIX}", key.list))
+/// `<list>.<generation hex>.ivl`
+fn parse_entry_name(name: &str) -> Option<(u32, u64)> {
+    let (list, generation) = name.strip_suffix(".ivl")?.split_once('.')?;
+    Some((list.parse().ok()?, u64::from_str_radix(generation, 16).ok()?))
 }
 
-fn write_entry(dir: &Path, key: DiskKey, payload: &[u8]) -> std::io::Result<u64> {
-    let path = entry_path(dir, &key);
+fn entry_path(dir: &Path, key: &DiskKey, generation: u64) -> PathBuf {
+    dir.join(format!("{:016x}", key.object))
+        .join(format!("{}.{generation:x}.{SUFFIX}", key.list))
+}
+
+fn write_entry(dir: &Path, key: DiskKey, generation: u64, payload: &[u8]) -> std::io::Result<u64> {
+    let path = entry_path(dir, &key, generation);
     let parent = path.parent().unwrap_or(dir);
     std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!("{}.tmp-{:x}", key.list, rand_suffix()));
+    // Unique per write: the generation is.
+    let tmp = parent.join(format!("{}.{generation:x}.tmp", key.list));
     let mut file = std::fs::File::create(&tmp)?;
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
@@ -269,13 +300,6 @@ fn decode(raw: Vec<u8>, key: DiskKey, expected_len: u64) -> Option<Bytes> {
     }
     let bytes = Bytes::from(raw).slice(HEADER_LEN..);
     (xxh3_64(&bytes) == hash).then_some(bytes)
-}
-
-/// Unique enough for concurrent writers of one key in one directory.
-fn rand_suffix() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let pid = u64::from(std::process::id());
-    (pid << 32) ^ NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Stable across processes (unlike the std hasher): names an index version's directory.
