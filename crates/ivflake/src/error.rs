@@ -44,7 +44,7 @@ pub enum Error {
     #[error("checksum mismatch in list {list} of {uri}: the stored bytes are corrupt")]
     Checksum { uri: String, list: usize },
 
-    #[error("search exceeded its deadline of {deadline:?} while {stage}")]
+    #[error("deadline of {deadline:?} exceeded while {stage}")]
     DeadlineExceeded { deadline: Duration, stage: &'static str },
 
     #[error("Faiss failed: {0}")]

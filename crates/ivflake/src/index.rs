@@ -205,19 +205,37 @@ impl IvfIndex {
     /// Opens the index at `location`: reads the header only, never list data.
     pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
         let uri = location.uri.clone();
+        // A stalled store must not hold an open forever: each read at open
+        // gets the scheduler's per-GET time limit.
+        let limit = options.scheduler.config().get_timeout;
+        let timed = |what: &'static str| {
+            move |_| Error::DeadlineExceeded {
+                deadline: limit,
+                stage: what,
+            }
+        };
         let manifest = match options.manifest {
             ManifestMode::Ignore => None,
-            ManifestMode::Auto => Manifest::read_at(&location).await.unwrap_or_else(|e| {
-                tracing::warn!(uri = %uri, error = %e, "ignoring the checksum sidecar; lists are not verified");
-                None
-            }),
-            ManifestMode::Require => Some(Manifest::read_at(&location).await?.ok_or_else(|| Error::NotFound {
-                uri: Manifest::sidecar_uri(&uri),
-                source: object_store::Error::NotFound {
-                    path: Manifest::sidecar_path(&location.path).to_string(),
-                    source: "the checksum sidecar is required; write it with `ivflake manifest`".into(),
-                },
-            })?),
+            ManifestMode::Auto => tokio::time::timeout(limit, Manifest::read_at(&location))
+                .await
+                .map_err(timed("reading the checksum sidecar"))
+                .and_then(|r| r)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(uri = %uri, error = %e, "ignoring the checksum sidecar; lists are not verified");
+                    None
+                }),
+            ManifestMode::Require => Some(
+                tokio::time::timeout(limit, Manifest::read_at(&location))
+                    .await
+                    .map_err(timed("reading the checksum sidecar"))??
+                    .ok_or_else(|| Error::NotFound {
+                        uri: Manifest::sidecar_uri(&uri),
+                        source: object_store::Error::NotFound {
+                            path: Manifest::sidecar_path(&location.path).to_string(),
+                            source: "the checksum sidecar is required; write it with `ivflake manifest`".into(),
+                        },
+                    })?,
+            ),
         };
         // With a sidecar the header's length is known: read exactly that (a
         // stale sidecar cannot make the first read larger than a header can be).
@@ -226,11 +244,15 @@ impl IvfIndex {
             .map(|m| m.header_len.min(MAX_SIDECAR_HEADER))
             .unwrap_or(options.header_probe_bytes)
             .max(64);
-        let first = match location
-            .store
-            .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe)))
-            .await
-        {
+        let first = tokio::time::timeout(
+            limit,
+            location
+                .store
+                .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe))),
+        )
+        .await
+        .map_err(timed("reading the index header"))?;
+        let first = match first {
             Ok(first) => first,
             // A range read of an empty object fails; say what is wrong with it.
             Err(e @ object_store::Error::Generic { .. }) => {
@@ -247,7 +269,10 @@ impl IvfIndex {
         let size = first.meta.size;
         let e_tag = first.meta.e_tag.clone();
         let last_modified = first.meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
-        let first = first.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;
+        let first = tokio::time::timeout(limit, first.bytes())
+            .await
+            .map_err(timed("reading the index header"))?
+            .map_err(|e| Error::from_store(&uri, None, e))?;
         check_magic(&first, &uri)?;
 
         let mut prefix = BytesMut::from(first.as_ref());
@@ -272,18 +297,22 @@ impl IvfIndex {
                     }
                     let have = prefix.len() as u64;
                     let want = needed.max(have.saturating_mul(2)).min(size);
-                    let more = location
-                        .store
-                        .get_opts(
-                            &location.path,
-                            GetOptions::new()
-                                .with_range(Some(have..want))
-                                .with_if_match(e_tag.clone()),
-                        )
+                    let read = async {
+                        location
+                            .store
+                            .get_opts(
+                                &location.path,
+                                GetOptions::new()
+                                    .with_range(Some(have..want))
+                                    .with_if_match(e_tag.clone()),
+                            )
+                            .await?
+                            .bytes()
+                            .await
+                    };
+                    let more = tokio::time::timeout(limit, read)
                         .await
-                        .map_err(|e| Error::from_store(&uri, e_tag.as_deref(), e))?
-                        .bytes()
-                        .await
+                        .map_err(timed("reading the index header"))?
                         .map_err(|e| Error::from_store(&uri, e_tag.as_deref(), e))?;
                     if more.len() as u64 != want - have {
                         return Err(Error::Corrupt {

@@ -159,3 +159,25 @@ async fn a_load_nobody_waits_for_is_aborted_and_frees_its_slot() {
     }
     assert_eq!(counters.in_flight.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_stalled_store_fails_an_open_at_the_get_time_limit() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put(&inner, "i.faiss", build_index("IVF16,Flat", Metric::L2, D, 2000)).await;
+    // Faults from byte 0: the header read itself stalls.
+    let faulty = Arc::new(faulty_store(inner, 0));
+    faulty.set(Fault::StallAll);
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let config = FetchConfig {
+        get_timeout: SHORT,
+        ..FetchConfig::default()
+    };
+    let err = IvfIndex::open_at(
+        IndexLocation::new(store, "i.faiss", "memory://s/i.faiss"),
+        options(config),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err}");
+    assert!(faulty.stalled.load(std::sync::atomic::Ordering::SeqCst));
+}
