@@ -214,7 +214,7 @@ impl IvfIndex {
                 stage: what,
             }
         };
-        let manifest = match options.manifest {
+        let mut manifest = match options.manifest {
             ManifestMode::Ignore => None,
             ManifestMode::Auto => tokio::time::timeout(limit, Manifest::read_at(&location))
                 .await
@@ -274,6 +274,16 @@ impl IvfIndex {
             .map_err(timed("reading the index header"))?
             .map_err(|e| Error::from_store(&uri, None, e))?;
         check_magic(&first, &uri)?;
+        // Check the header against the sidecar before Faiss parses a byte of it.
+        if let Some(m) = &manifest {
+            if let Err(e) = m.verify_header(&first, &uri) {
+                if options.manifest == ManifestMode::Require {
+                    return Err(e);
+                }
+                tracing::warn!(uri = %uri, error = %e, "lists are not verified");
+                manifest = None;
+            }
+        }
 
         let mut prefix = BytesMut::from(first.as_ref());
         let mut requests = 1;

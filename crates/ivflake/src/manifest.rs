@@ -259,7 +259,8 @@ impl Manifest {
         let got = xxh3_64(header);
         if got != self.header_xxh3 {
             return Err(corrupt(format!(
-                "the header hashes to {got:016x}, the checksum sidecar records {:016x}",
+                "the header hashes to {got:016x}, the checksum sidecar records {:016x}; \
+                 the sidecar is stale or the file changed: rebuild it with `ivflake manifest`",
                 self.header_xxh3
             )));
         }
