@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::Bytes;
 use ivflake::{FetchConfig, FetchScheduler, IndexLocation, IvfIndex, Metric, OpenOptions, SearchStats};
-use object_store::buffered::BufWriter;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
@@ -22,10 +21,9 @@ use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 
 use crate::demo::{generate, BLOBS, SEED};
-use crate::util::{human_bytes, positive, progress_bar, shell_quote, spinner, write_stdout};
+use crate::util::{human_bytes, positive, progress_bar, shell_quote, spinner, write_object, write_stdout};
 use crate::vectors::Vectors;
 
 /// Size of the bare round-trip GET: one page, so it costs the request, not the transfer.
@@ -38,8 +36,6 @@ const ADD_BATCH: usize = 10_000;
 /// Most floats the bench generates for either the database or the queries (1 GiB):
 /// the vectors, the built index, its bytes and the reference copy all sit in memory.
 const MAX_FLOATS: usize = 1 << 28;
-/// Buffer of the upload to `--uri`: larger files go up as multipart parts of this size.
-const UPLOAD_BUFFER: usize = 8 << 20;
 /// Key of the index in the default in-memory store.
 const MEMORY_KEY: &str = "bench/index.faiss";
 /// Injected latency above this (10 s) is a typo, not a store.
@@ -562,7 +558,7 @@ async fn fill(location: IndexLocation, bytes: &Bytes, delay: &Delay, in_memory: 
             .await
             .context("cannot put the index in the in-memory store")?;
     } else {
-        upload(&location, bytes).await?;
+        write_object(&location, bytes).await?;
     }
     let store: Arc<dyn ObjectStore> = if delay.is_zero() {
         location.store
@@ -599,25 +595,6 @@ async fn open(target: &Target, config: FetchConfig) -> Result<IvfIndex> {
     IvfIndex::open_at(location, options)
         .await
         .with_context(|| format!("cannot open the index at {}", target.uri))
-}
-
-/// Streams the index to `location`; a failed multipart upload is aborted.
-async fn upload(location: &IndexLocation, bytes: &Bytes) -> Result<()> {
-    let mut writer = BufWriter::with_capacity(location.store.clone(), location.path.clone(), UPLOAD_BUFFER);
-    let bar = progress_bar(bytes.len() as u64, "uploading", "bytes");
-    for chunk in bytes.chunks(UPLOAD_BUFFER) {
-        if let Err(e) = writer.write_all(chunk).await {
-            bar.finish_and_clear();
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, "aborting the failed upload failed too");
-            }
-            return Err(e).with_context(|| format!("uploading the index to {} failed", location.uri));
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    let finished = writer.shutdown().await;
-    bar.finish_and_clear();
-    finished.with_context(|| format!("completing the upload to {} failed", location.uri))
 }
 
 /// One cold configuration: no cache, these scheduler settings.

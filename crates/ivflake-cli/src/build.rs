@@ -6,19 +6,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ivflake::{FetchConfig, IndexInfo, IndexLocation, IvfIndex, Metric, OpenOptions};
-use object_store::buffered::BufWriter;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use crate::util::{human_bytes, load_vectors, metric_name, positive, progress_bar, spinner, MetricArg};
+use crate::util::{human_bytes, load_vectors, metric_name, positive, progress_bar, spinner, write_object, MetricArg};
 use crate::vectors::Vectors;
 
 /// Vectors handed to Faiss's `add` per call (one progress-bar step).
 const ADD_BATCH: usize = 10_000;
-/// Buffer of the object-store writer: objects larger than this go up as multipart parts of this size.
-const WRITE_BUFFER: usize = 8 << 20;
 /// Seed of the training sample, so builds are reproducible.
 const SAMPLE_SEED: u64 = 42;
 
@@ -289,26 +285,6 @@ fn prepare_output(uri: &str) -> Result<IndexLocation> {
         }
     }
     IndexLocation::parse(uri, &FetchConfig::default()).context("invalid output location")
-}
-
-/// Streams `bytes` to the store; objects above the buffer size go up as a
-/// multipart upload, aborted if a part fails.
-async fn write_object(location: &IndexLocation, bytes: &[u8]) -> Result<()> {
-    let mut writer = BufWriter::with_capacity(location.store.clone(), location.path.clone(), WRITE_BUFFER);
-    let bar = progress_bar(bytes.len() as u64, "writing", "bytes");
-    for chunk in bytes.chunks(WRITE_BUFFER) {
-        if let Err(e) = writer.write_all(chunk).await {
-            bar.finish_and_clear();
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, "aborting the failed upload failed too");
-            }
-            return Err(e).with_context(|| format!("writing the index to {} failed", location.uri));
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    let finished = writer.shutdown().await;
-    bar.finish_and_clear();
-    finished.with_context(|| format!("completing the write of the index to {} failed", location.uri))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ivflake::{FetchConfig, IndexLocation, IvfIndex, Metric, OpenOptions};
+use object_store::buffered::BufWriter;
+use tokio::io::AsyncWriteExt;
 
 use crate::vectors::{self, Vectors};
 
@@ -122,6 +124,30 @@ pub fn progress_bar(len: u64, verb: &str, unit: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     ProgressBar::new(len).with_style(style)
+}
+
+/// Buffer of the object-store writer: objects larger than this go up as
+/// multipart parts of this size (S3 wants parts of at least 5 MiB).
+const WRITE_BUFFER: usize = 8 << 20;
+
+/// Streams `bytes` to the store; objects above the buffer size go up as a
+/// multipart upload, aborted if a part fails.
+pub async fn write_object(location: &IndexLocation, bytes: &[u8]) -> Result<()> {
+    let mut writer = BufWriter::with_capacity(location.store.clone(), location.path.clone(), WRITE_BUFFER);
+    let bar = progress_bar(bytes.len() as u64, "writing", "bytes");
+    for chunk in bytes.chunks(WRITE_BUFFER) {
+        if let Err(e) = writer.write_all(chunk).await {
+            bar.finish_and_clear();
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "aborting the failed upload failed too");
+            }
+            return Err(e).with_context(|| format!("writing the index to {} failed", location.uri));
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    let finished = writer.shutdown().await;
+    bar.finish_and_clear();
+    finished.with_context(|| format!("completing the write of the index to {} failed", location.uri))
 }
 
 #[cfg(test)]
