@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::build::{add_showing, train_showing};
 use crate::demo::{generate, BLOBS, SEED};
 use crate::util::{human_bytes, positive, progress_bar, shell_quote, spinner, write_object, write_stdout};
 use crate::vectors::Vectors;
@@ -31,8 +32,6 @@ const ROUND_TRIP_BYTES: u64 = 4096;
 /// Training vectors per list. Faiss warns below 39; more only slows k-means,
 /// which dominates the bench's setup on a small machine.
 const TRAIN_PER_LIST: usize = 64;
-/// Vectors handed to Faiss's `add` per call (one progress step).
-const ADD_BATCH: usize = 10_000;
 /// Most floats the bench generates for either the database or the queries (1 GiB):
 /// the vectors, the built index, its bytes and the reference copy all sit in memory.
 const MAX_FLOATS: usize = 1 << 28;
@@ -491,21 +490,16 @@ fn build(database: &Vectors, factory: &str) -> Result<Built> {
         database.n
     );
     if !index.is_trained() {
-        let spinner = spinner(format!("training {factory} on {trained_on} vectors"));
-        let outcome = index.train(&database.data[..trained_on * database.d]);
-        spinner.finish_and_clear();
-        outcome.with_context(|| format!("training {factory:?} failed"))?;
+        train_showing(
+            &mut index,
+            factory,
+            &database.data[..trained_on * database.d],
+            database.d,
+        )?;
     } else {
         trained_on = 0;
     }
-    let bar = progress_bar(database.n as u64, "adding", "vectors");
-    for (b, chunk) in database.data.chunks(ADD_BATCH * database.d).enumerate() {
-        index
-            .add(chunk)
-            .with_context(|| format!("adding vectors from row {} failed", b * ADD_BATCH))?;
-        bar.inc((chunk.len() / database.d) as u64);
-    }
-    bar.finish_and_clear();
+    add_showing(&mut index, &database.data, database.d)?;
     let bytes = Bytes::from(index.to_bytes().context("serializing the index failed")?);
     drop(index);
     let reference =

@@ -177,22 +177,12 @@ fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: O
             .map(|t| training_sample(vectors, t));
         let train: &[f32] = sample.as_deref().unwrap_or(&vectors.data);
         trained_on = train.len() / vectors.d;
-        let spinner = spinner(format!("training {factory} on {trained_on} vectors"));
-        let outcome = index.train(train);
-        spinner.finish_and_clear();
-        outcome.with_context(|| format!("training {factory:?} on {trained_on} vectors failed"))?;
+        train_showing(&mut index, factory, train, vectors.d)?;
     }
     let train_time = started.elapsed();
 
     let started = Instant::now();
-    let bar = progress_bar(vectors.n as u64, "adding", "vectors");
-    for (b, chunk) in vectors.data.chunks(ADD_BATCH * vectors.d).enumerate() {
-        index
-            .add(chunk)
-            .with_context(|| format!("adding vectors from row {} failed", b * ADD_BATCH))?;
-        bar.inc((chunk.len() / vectors.d) as u64);
-    }
-    bar.finish_and_clear();
+    add_showing(&mut index, &vectors.data, vectors.d)?;
     let add_time = started.elapsed();
 
     let bytes = index.to_bytes().context("serializing the index failed")?;
@@ -285,6 +275,29 @@ fn prepare_output(uri: &str) -> Result<IndexLocation> {
         }
     }
     IndexLocation::parse(uri, &FetchConfig::default()).context("invalid output location")
+}
+
+/// Trains `index` on `data` (rows of `d` floats) behind a spinner.
+pub(crate) fn train_showing(index: &mut ivflake_faiss::Index, factory: &str, data: &[f32], d: usize) -> Result<()> {
+    let rows = data.len() / d;
+    let spinner = spinner(format!("training {factory} on {rows} vectors"));
+    let outcome = index.train(data);
+    spinner.finish_and_clear();
+    outcome.with_context(|| format!("training {factory:?} on {rows} vectors failed"))
+}
+
+/// Adds `data` (rows of `d` floats) in batches of `ADD_BATCH`, with a progress bar.
+pub(crate) fn add_showing(index: &mut ivflake_faiss::Index, data: &[f32], d: usize) -> Result<()> {
+    let bar = progress_bar((data.len() / d) as u64, "adding", "vectors");
+    for (b, chunk) in data.chunks(ADD_BATCH * d).enumerate() {
+        if let Err(e) = index.add(chunk) {
+            bar.finish_and_clear();
+            return Err(e).with_context(|| format!("adding vectors from row {} failed", b * ADD_BATCH));
+        }
+        bar.inc((chunk.len() / d) as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 #[cfg(test)]
