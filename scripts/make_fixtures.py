@@ -30,10 +30,21 @@ SUPPORTED = [
     ("opq_ivfpq_ip", "OPQ8,IVF64,PQ8", faiss.METRIC_INNER_PRODUCT),
     ("pca_ivfflat_l2", "PCA16,IVF64,Flat", faiss.METRIC_L2),
     ("hnsw_ivfflat_l2", "IVF64_HNSW16,Flat", faiss.METRIC_L2),
+    # Fast-scan PQ: block lists ("ilbl"), 4-bit codes packed 32 vectors a block.
+    ("ivfpqfs_l2", "IVF64,PQ8x4fs", faiss.METRIC_L2),
+    ("ivfpqfs_ip", "IVF64,PQ8x4fs", faiss.METRIC_INNER_PRODUCT),
+    ("opq_ivfpqfs_l2", "OPQ8,IVF64,PQ8x4fs", faiss.METRIC_L2),
+    ("opq_ivfpqfs_ip", "OPQ8,IVF64,PQ8x4fs", faiss.METRIC_INNER_PRODUCT),
+    ("hnsw_ivfpqfs_l2", "IVF64_HNSW16,PQ16x4fs", faiss.METRIC_L2),
+    # RaBitQ (Faiss >= 1.11): 1-bit codes in plain array lists.
+    ("ivfrabitq_l2", "IVF64,RaBitQ", faiss.METRIC_L2),
+    ("ivfrabitq_ip", "IVF64,RaBitQ", faiss.METRIC_INNER_PRODUCT),
 ]
 
 UNSUPPORTED = [
-    ("fastscan", "IVF64,PQ8x4fs", faiss.METRIC_L2),
+    # Written by faiss-cpu >= 1.13 in formats Faiss 1.12 does not know.
+    ("ivfrabitq_fastscan", "IVF64,RaBitQfs", faiss.METRIC_L2),
+    ("ivfrabitq_4bit", "IVF64,RaBitQ4", faiss.METRIC_L2),
     ("hnsw_flat", "HNSW16", faiss.METRIC_L2),
     ("idmap_flat", "IDMap,Flat", faiss.METRIC_L2),
 ]
