@@ -101,12 +101,13 @@ cmake --build "$work/build" --target "$target" -j "$(nproc)" >>"$log" 2>&1 ||
     { echo "Faiss build failed; see $log" >&2; exit 1; }
 
 # Install by hand: Faiss's install rule wants every library target built.
-staging=$prefix.tmp
-rm -rf "$staging" "$prefix"
+# Staged inside the work directory and renamed into place, so a concurrent
+# build or an interrupted one never leaves a half-filled prefix behind.
+staging=$work/install
 mkdir -p "$staging/lib" "$staging/include"
 (cd "$src" && find faiss -name '*.h' -not -path 'faiss/gpu/*' -exec cp --parents {} "$staging/include/" \;)
 cp "$work/build/faiss/lib$target.a" "$staging/lib/"
 printf 'faiss %s %s (%s)\n' "$FAISS_VERSION" "$opt_level" "$compiler" >"$staging/.complete"
-mv "$staging" "$prefix"
+[[ -f "$prefix/.complete" ]] || { rm -rf "$prefix" && mv -T "$staging" "$prefix"; }
 echo "Faiss $FAISS_VERSION built in $(($(date +%s) - started)) s" >&2
 echo "$prefix"
