@@ -24,6 +24,7 @@
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/FaissAssert.h>
+#include <faiss/impl/RaBitQuantizer.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 #include <faiss/invlists/BlockInvertedLists.h>
@@ -302,6 +303,32 @@ const char* kSupported =
         "IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer, IndexIVFPQFastScan "
         "and IndexIVFRaBitQ, optionally under an IndexPreTransform";
 
+// The codecs of the newer types must agree with the IVF layer they sit in:
+// their scanners trust these sizes when they walk a list's bytes.
+void check_codec_shape(const faiss::IndexIVF& ivf) {
+    if (const auto* rq = dynamic_cast<const faiss::IndexIVFRaBitQ*>(&ivf)) {
+        const faiss::RaBitQuantizer expected(ivf.d, ivf.metric_type);
+        if (rq->rabitq.d != size_t(ivf.d) || rq->rabitq.code_size != expected.code_size ||
+            ivf.code_size != expected.code_size || rq->rabitq.metric_type != ivf.metric_type) {
+            fail(ErrorKind::Corrupt,
+                 "corrupt IndexIVFRaBitQ: quantizer of d=" + std::to_string(rq->rabitq.d) +
+                         " with " + std::to_string(rq->rabitq.code_size) +
+                         "-byte codes in an index of d=" + std::to_string(ivf.d) + " with " +
+                         std::to_string(ivf.code_size) + "-byte codes (expected " +
+                         std::to_string(expected.code_size) + ")");
+        }
+    }
+    if (const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf)) {
+        if (fs->pq.d != size_t(ivf.d) || fs->pq.nbits != 4 || fs->pq.M == 0 ||
+            fs->M != fs->pq.M || fs->code_size != fs->pq.code_size) {
+            fail(ErrorKind::Corrupt,
+                 "corrupt IndexIVFPQFastScan: PQ of d=" + std::to_string(fs->pq.d) + ", M=" +
+                         std::to_string(fs->pq.M) + ", nbits=" + std::to_string(fs->pq.nbits) +
+                         " in an index of d=" + std::to_string(ivf.d));
+        }
+    }
+}
+
 // Fills the views of `out` and refuses anything but the supported shapes.
 void classify(IvfIndex& out) {
     faiss::Index* inner = out.top.get();
@@ -338,6 +365,7 @@ void classify(IvfIndex& out) {
                      std::to_string(out.ivf->quantizer->d) + " but the index has nlist=" +
                      std::to_string(out.ivf->nlist) + ", d=" + std::to_string(out.ivf->d));
     }
+    check_codec_shape(*out.ivf);
     if (out.transform && !out.transform->chain.empty() &&
         out.transform->chain.back()->d_out != out.ivf->d) {
         fail(ErrorKind::Corrupt, "the pre-transform's output dimension is not the IVF's");
