@@ -221,6 +221,8 @@ void scan_lists(
     table.ids.resize(nbuf);
     table.sizes.resize(nbuf);
     std::vector<faiss::AlignedTable<uint8_t>> copies;
+    // Never reallocated: table.codes points into its elements.
+    copies.reserve(nbuf);
     for (size_t b = 0; b < nbuf; b++) {
         const ListBuffer& buf = request.buffers[b];
         const size_t size = buf.ids.size();

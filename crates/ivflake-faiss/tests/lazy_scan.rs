@@ -73,6 +73,23 @@ fn rabitq_equals_faiss() {
 }
 
 #[test]
+fn misaligned_block_codes_are_copied_not_misread() {
+    let bytes = file("IVF16,PQ8x4fs", Metric::L2);
+    let reference = read_index(&bytes).unwrap();
+    let lazy = opened(&bytes);
+    let fetched = FetchedLists::shifted(&lazy, &bytes, 8);
+    let slices = fetched.slices();
+    assert!(slices.iter().any(|s| !(s.codes.as_ptr() as usize).is_multiple_of(32)));
+    let queries = vectors(20, 4);
+    let assignment = lazy.coarse_search(&queries, 8).unwrap();
+    let slots: Vec<i32> = assignment.lists.iter().map(|&l| l as i32).collect();
+    let ours = lazy
+        .scan_lists(&queries, 10, &assignment, &slots, &slices, IdFilter::All)
+        .unwrap();
+    assert_eq!(ours, reference.search(&queries, 10, 8).unwrap());
+}
+
+#[test]
 fn unfetched_lists_are_skipped() {
     let bytes = file("IVF16,PQ8x4fs", Metric::L2);
     let lazy = opened(&bytes);

@@ -102,9 +102,22 @@ pub struct FetchedLists {
 
 impl FetchedLists {
     pub fn new(index: &Index, bytes: &[u8]) -> Self {
+        Self::shifted(index, bytes, 0)
+    }
+
+    /// Codes placed `shift` bytes past the alignment the scan wants.
+    pub fn shifted(index: &Index, bytes: &[u8], shift: usize) -> Self {
         let owned = lists_of(index, bytes);
         let align = index.list_layout().codes_alignment();
-        let storage = owned.iter().map(|l| aligned(&l.codes, align)).collect();
+        let storage = owned
+            .iter()
+            .map(|l| {
+                let mut padded = vec![0u8; shift];
+                padded.extend_from_slice(&l.codes);
+                let (buf, start) = aligned(&padded, align);
+                (buf, start + shift)
+            })
+            .collect();
         Self { owned, storage }
     }
 
