@@ -207,6 +207,16 @@ impl From<cxx::Exception> for FaissError {
 
 pub type Result<T, E = FaissError> = std::result::Result<T, E>;
 
+/// The IVF classes this binding serves (the shim's open refuses the others),
+/// as they appear in [`IndexInfo::type_name`].
+pub const SERVED_IVF_TYPES: &[&str] = &[
+    "IndexIVFFlat",
+    "IndexIVFPQ",
+    "IndexIVFScalarQuantizer",
+    "IndexIVFPQFastScan",
+    "IndexIVFRaBitQ",
+];
+
 /// The version of the Faiss library linked in, e.g. `"1.12.0"`.
 pub fn faiss_version() -> String {
     ffi::faiss_version().unwrap_or_else(|e| format!("unknown ({e})"))

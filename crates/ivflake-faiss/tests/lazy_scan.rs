@@ -159,6 +159,9 @@ fn broken_files_fail_with_a_kind() {
     let err = read_index(&flat).expect_err("flat is not served");
     assert_eq!(err.kind(), FaissErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("IndexFlat"), "{err}");
+    for served in ivflake_faiss::SERVED_IVF_TYPES {
+        assert!(err.message().contains(served), "the message lists {served}: {err}");
+    }
 }
 
 #[test]
