@@ -48,7 +48,7 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
 
     let started = Instant::now();
     let bar = progress_bar(index.file_len(), "hashing", "bytes");
-    let built = Manifest::build(&index, |read| bar.set_position(read)).await;
+    let built = index.build_manifest(|read| bar.set_position(read)).await;
     bar.finish_and_clear();
     let built = built.with_context(|| format!("hashing {} failed", args.uri))?;
     let summary = |verb: &str| {
@@ -80,7 +80,7 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
         println!("{}", summary("checked"));
     } else {
         built
-            .write(&index)
+            .write(&index.object().location)
             .await
             .with_context(|| format!("cannot write the sidecar {sidecar}"))?;
         println!("{}", summary("wrote"));

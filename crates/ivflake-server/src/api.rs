@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::config::IndexConfig;
+
 /// A batch search (`Content-Type: application/json`). The server reads it
 /// with a streaming parser that enforces the limits as it goes; this type is
 /// its schema, and a typed body for Rust clients.
@@ -15,24 +17,12 @@ pub struct SearchRequest {
     pub k: Option<usize>,
     /// Lists probed per query; the index's or server's default (capped at nlist) when left out.
     pub nprobe: Option<usize>,
-    pub filter: Option<FilterSpec>,
+    pub filter: Option<ivflake::IdFilterSpec>,
     /// Return what could be scanned when some lists fail to fetch (they are named in the stats).
     #[serde(default)]
     pub allow_partial: bool,
     /// The search's deadline in milliseconds.
     pub timeout_ms: Option<u64>,
-}
-
-/// Which ids a search may return (Faiss's IDSelector).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum FilterSpec {
-    /// Only these ids.
-    Allow(Vec<i64>),
-    /// Any id but these.
-    Deny(Vec<i64>),
-    /// Ids in `start..end` (end excluded).
-    Range { start: i64, end: i64 },
 }
 
 /// Query-string parameters of a binary search (`Content-Type: application/octet-stream`,
@@ -117,46 +107,18 @@ pub struct IndexList {
     pub indexes: Vec<IndexStatus>,
 }
 
-/// Adds an index at run time; its URI must be under an allowed prefix.
+/// Adds an index at run time; its URI must be under an allowed prefix. The
+/// settings are those of an `[indexes.NAME]` table of the config file.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct AddIndexRequest {
     pub name: String,
-    pub uri: String,
-    pub k: Option<usize>,
-    pub nprobe: Option<usize>,
-    pub max_k: Option<usize>,
-    pub max_nprobe: Option<usize>,
-    pub max_batch: Option<usize>,
-}
-
-/// Which lists to warm (the schema of `ivflake::WarmSpec`, which the server
-/// parses); the three sources are combined. An empty body loads nothing.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
-#[schema(as = WarmSpec)]
-#[serde(default, deny_unknown_fields)]
-pub struct WarmSpecSchema {
-    /// These list numbers.
-    pub lists: Vec<usize>,
-    /// The N lists with the most bytes.
-    pub largest: usize,
-    /// The N lists probed most often so far.
-    pub most_probed: usize,
-}
-
-/// What a warm-up loaded (the schema of `ivflake::WarmReport`).
-#[derive(Debug, Default, Serialize, ToSchema)]
-#[schema(as = WarmReport)]
-pub struct WarmReportSchema {
-    /// Distinct non-empty lists the spec named.
-    pub lists_requested: usize,
-    pub lists_already_in_memory: usize,
-    pub lists_from_disk: usize,
-    pub lists_from_store: usize,
-    pub gets: u64,
-    pub bytes_fetched: u64,
-    pub failed_lists: Vec<usize>,
-    pub ms: f64,
+    #[serde(flatten)]
+    pub index: IndexConfig,
+    /// Keys neither of the above knows: refused, naming the first
+    /// (`deny_unknown_fields` does not work through `flatten`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -69,9 +69,10 @@ impl Default for ServerConfig {
 
 /// One index: where it lives, and per-index defaults and limits that
 /// override the server-wide ones.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IndexConfig {
+    /// Where the index lives: `s3://bucket/key`, `gs://…`, `az://…`, `file:///…` or a path.
     pub uri: String,
     pub k: Option<usize>,
     pub nprobe: Option<usize>,

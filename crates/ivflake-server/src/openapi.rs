@@ -35,7 +35,8 @@ use crate::routes;
     ),
     components(schemas(
         SearchRequest,
-        FilterSpec,
+        ivflake::IdFilterSpec,
+        crate::config::IndexConfig,
         SearchResponse,
         QueryResult,
         IndexStatus,
@@ -43,8 +44,8 @@ use crate::routes;
         AddIndexRequest,
         ReloadResponse,
         RemoveResponse,
-        WarmSpecSchema,
-        WarmReportSchema,
+        ivflake::WarmSpec,
+        ivflake::WarmReport,
         Health,
         ErrorBody,
         ErrorDetail

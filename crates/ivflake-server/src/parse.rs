@@ -12,7 +12,9 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::api::{BinarySearchParams, FilterSpec};
+use ivflake::IdFilterSpec;
+
+use crate::api::BinarySearchParams;
 use crate::error::ApiError;
 
 /// The header giving the row count of a binary search body.
@@ -37,7 +39,7 @@ pub struct Batch {
     pub rows: usize,
     pub k: Option<usize>,
     pub nprobe: Option<usize>,
-    pub filter: Option<FilterSpec>,
+    pub filter: Option<IdFilterSpec>,
     pub allow_partial: bool,
     pub timeout_ms: Option<u64>,
 }
@@ -194,7 +196,7 @@ impl<'de> Visitor<'de> for RequestSeed {
         let mut vectors = None;
         let mut k: Option<Option<usize>> = None;
         let mut nprobe: Option<Option<usize>> = None;
-        let mut filter: Option<Option<FilterSpec>> = None;
+        let mut filter: Option<Option<IdFilterSpec>> = None;
         let mut allow_partial: Option<bool> = None;
         let mut timeout_ms: Option<Option<u64>> = None;
         while let Some(field) = map.next_key::<RequestField>()? {
@@ -332,7 +334,7 @@ struct RangeBounds {
 struct FilterSeed(usize);
 
 impl<'de> DeserializeSeed<'de> for FilterSeed {
-    type Value = Option<FilterSpec>;
+    type Value = Option<IdFilterSpec>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_option(self)
@@ -340,7 +342,7 @@ impl<'de> DeserializeSeed<'de> for FilterSeed {
 }
 
 impl<'de> Visitor<'de> for FilterSeed {
-    type Value = Option<FilterSpec>;
+    type Value = Option<IdFilterSpec>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a filter: {\"allow\": [...]}, {\"deny\": [...]} or {\"range\": {\"start\", \"end\"}}")
@@ -363,11 +365,11 @@ impl<'de> Visitor<'de> for FilterSeed {
             return Err(de::Error::invalid_length(0, &self));
         };
         let spec = match kind {
-            FilterKind::Allow => FilterSpec::Allow(map.next_value_seed(IdsSeed(self.0))?),
-            FilterKind::Deny => FilterSpec::Deny(map.next_value_seed(IdsSeed(self.0))?),
+            FilterKind::Allow => IdFilterSpec::Allow(map.next_value_seed(IdsSeed(self.0))?),
+            FilterKind::Deny => IdFilterSpec::Deny(map.next_value_seed(IdsSeed(self.0))?),
             FilterKind::Range => {
                 let RangeBounds { start, end } = map.next_value()?;
-                FilterSpec::Range { start, end }
+                IdFilterSpec::Range { start, end }
             }
         };
         if map.next_key::<IgnoredAny>()?.is_some() {
@@ -478,11 +480,11 @@ pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -
 }
 
 /// The filter of a binary search: `?allow=1,2,3`, `?deny=...` or `?range=start,end`.
-fn query_filter(params: &BinarySearchParams, max_ids: usize) -> Result<Option<FilterSpec>, ApiError> {
+fn query_filter(params: &BinarySearchParams, max_ids: usize) -> Result<Option<IdFilterSpec>, ApiError> {
     let spec = match (&params.allow, &params.deny, &params.range) {
         (None, None, None) => return Ok(None),
-        (Some(list), None, None) => FilterSpec::Allow(parse_ids(list, max_ids)?),
-        (None, Some(list), None) => FilterSpec::Deny(parse_ids(list, max_ids)?),
+        (Some(list), None, None) => IdFilterSpec::Allow(parse_ids(list, max_ids)?),
+        (None, Some(list), None) => IdFilterSpec::Deny(parse_ids(list, max_ids)?),
         (None, None, Some(range)) => {
             let bounds = range
                 .split_once(',')
@@ -490,7 +492,7 @@ fn query_filter(params: &BinarySearchParams, max_ids: usize) -> Result<Option<Fi
             let Some((start, end)) = bounds else {
                 return Err(ApiError::invalid("filter", "range is not start,end (two integers)"));
             };
-            FilterSpec::Range { start, end }
+            IdFilterSpec::Range { start, end }
         }
         _ => return Err(ApiError::invalid("filter", "give at most one of allow, deny and range")),
     };
@@ -540,7 +542,7 @@ mod tests {
         let b =
             json(r#"{"vectors": [[1, 2], [3, 4]], "k": 5, "filter": {"allow": [7, 8]}, "timeout_ms": null}"#).unwrap();
         assert_eq!((b.rows, b.vectors, b.k), (2, vec![1.0, 2.0, 3.0, 4.0], Some(5)));
-        assert!(matches!(b.filter, Some(FilterSpec::Allow(ids)) if ids == [7, 8]));
+        assert!(matches!(b.filter, Some(IdFilterSpec::Allow(ids)) if ids == [7, 8]));
         assert!(json(r#"{"vectors": [[1, 2]], "filter": null}"#)
             .unwrap()
             .filter
@@ -569,10 +571,10 @@ mod tests {
     #[test]
     fn query_filters() {
         let p = |q: &str| -> BinarySearchParams { Query::try_from_uri(&format!("/s?{q}").parse().unwrap()).unwrap().0 };
-        assert!(matches!(query_filter(&p("allow=1,2"), 4), Ok(Some(FilterSpec::Allow(ids))) if ids == [1, 2]));
+        assert!(matches!(query_filter(&p("allow=1,2"), 4), Ok(Some(IdFilterSpec::Allow(ids))) if ids == [1, 2]));
         assert!(matches!(
             query_filter(&p("range=5,9"), 4),
-            Ok(Some(FilterSpec::Range { start: 5, end: 9 }))
+            Ok(Some(IdFilterSpec::Range { start: 5, end: 9 }))
         ));
         assert!(query_filter(&p("deny=1,2,3,4,5"), 4).is_err());
         assert!(query_filter(&p("allow=1&deny=2"), 4).is_err());

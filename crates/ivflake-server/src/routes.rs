@@ -16,7 +16,7 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ivflake::{IdFilterSpec, Metric, SearchParams};
+use ivflake::{Metric, SearchParams};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -304,23 +304,8 @@ fn resolve(
             format!("must be between 1 and {}, got {timeout_ms}", limits.max_timeout_ms),
         ));
     }
-    let filter = match &batch.filter {
-        None => IdFilterSpec::All,
-        Some(FilterSpec::Allow(ids)) => IdFilterSpec::Allow(ids.clone()),
-        Some(FilterSpec::Deny(ids)) => IdFilterSpec::Deny(ids.clone()),
-        Some(FilterSpec::Range { start, end }) => {
-            if start > end {
-                return Err(ApiError::invalid(
-                    "filter",
-                    format!("range start {start} is after its end {end}"),
-                ));
-            }
-            IdFilterSpec::Range {
-                start: *start,
-                end: *end,
-            }
-        }
-    };
+    let filter = batch.filter.clone().unwrap_or_default();
+    filter.validate()?;
     let timeout = Duration::from_millis(timeout_ms);
     let params = SearchParams {
         k,
@@ -418,29 +403,31 @@ pub(crate) async fn add_index(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IndexStatus>), ApiError> {
     let body = body.map_err(body_error)?;
-    let request: AddIndexRequest = decode(&body, PhantomData)?;
-    validate_name(&request.name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
-    check_uri_allowed(&request.uri, &state.config.allowed_uri_prefixes)
+    let AddIndexRequest {
+        name,
+        index: config,
+        unknown,
+    } = decode(&body, PhantomData)?;
+    if let Some(field) = unknown.keys().next() {
+        return Err(ApiError::invalid(field.as_str(), "unknown field"));
+    }
+    if config.uri.is_empty() {
+        return Err(ApiError::invalid("uri", "missing: the index's URI"));
+    }
+    validate_name(&name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
+    check_uri_allowed(&config.uri, &state.config.allowed_uri_prefixes)
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "uri_not_allowed", e))?;
-    let config = IndexConfig {
-        uri: request.uri,
-        k: request.k,
-        nprobe: request.nprobe,
-        max_k: request.max_k,
-        max_nprobe: request.max_nprobe,
-        max_batch: request.max_batch,
-    };
     config
         .check(&state.config.defaults, &state.config.limits)
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    if state.registry.get(&request.name).is_some() {
+    if state.registry.get(&name).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_exists",
-            format!("an index named {:?} is already served", request.name),
+            format!("an index named {:?} is already served", name),
         ));
     }
-    let entry = state.registry.open(&request.name, config).await?;
+    let entry = state.registry.open(&name, config).await?;
     state.registry.insert(entry.clone())?;
     Ok((StatusCode::CREATED, Json(status(&state.config, &entry).await)))
 }
@@ -507,11 +494,11 @@ pub(crate) async fn reload(
     params(("name" = String, Path, description = "Index name")),
     request_body(
         description = "Which lists to load, combined; an empty body loads nothing",
-        content = WarmSpecSchema,
+        content = ivflake::WarmSpec,
         content_type = "application/json"
     ),
     responses(
-        (status = 200, description = "What was loaded into the caches", body = WarmReportSchema),
+        (status = 200, description = "What was loaded into the caches", body = ivflake::WarmReport),
         (status = 400, description = "Invalid spec; `error.field` names the field", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
         (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),

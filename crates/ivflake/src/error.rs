@@ -1,12 +1,18 @@
-//! The one public error type of the `ivflake` crate.
+//! The one public error type of the `ivflake` crate. It sits at the bottom of
+//! the crate and knows nothing of the modules that raise it.
+//!
+//! Sources are shared (`Arc`), so an error cloned to every search that waited
+//! on one failed load is the same error, variant and source, not a copy.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ivflake_faiss::FaissError;
 
 /// Everything that can go wrong opening or searching an index. Each variant
 /// says what was wrong and, where it helps, what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("invalid index URI {uri:?}: {reason}")]
@@ -16,15 +22,29 @@ pub enum Error {
     NotFound {
         uri: String,
         #[source]
-        source: object_store::Error,
+        source: Arc<object_store::Error>,
     },
 
     #[error("object store error reading {uri}: {source}")]
     Store {
         uri: String,
         #[source]
-        source: object_store::Error,
+        source: Arc<object_store::Error>,
     },
+
+    #[error("GET of bytes {range:?} of {uri} timed out after {timeout:?}, {attempts} time(s)")]
+    GetTimedOut {
+        uri: String,
+        range: Range<u64>,
+        timeout: Duration,
+        attempts: u32,
+    },
+
+    #[error("GET of bytes {range:?} of {uri} returned {got} bytes, not {}", range.end - range.start)]
+    TruncatedGet { uri: String, range: Range<u64>, got: u64 },
+
+    #[error("reading {uri} as one stream failed: {reason}")]
+    BrokenStream { uri: String, reason: String },
 
     #[error("index {uri} changed in the store since it was opened (ETag was {e_tag}); reload it")]
     IndexChanged { uri: String, e_tag: String },
@@ -51,13 +71,19 @@ pub enum Error {
     Faiss(#[from] FaissError),
 
     #[error("local cache I/O failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[source] Arc<std::io::Error>),
 
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
@@ -72,7 +98,7 @@ impl Error {
         match source {
             object_store::Error::NotFound { .. } => Error::NotFound {
                 uri: uri.to_string(),
-                source,
+                source: Arc::new(source),
             },
             object_store::Error::Precondition { .. } => Error::IndexChanged {
                 uri: uri.to_string(),
@@ -80,61 +106,30 @@ impl Error {
             },
             source => Error::Store {
                 uri: uri.to_string(),
-                source,
+                source: Arc::new(source),
             },
         }
     }
 
-    /// An error shared by every search that waited on one failed load, as this
-    /// search's own: same variant, the shared one kept as the source.
-    pub(crate) fn from_shared(shared: std::sync::Arc<Error>) -> Self {
-        let shared = match std::sync::Arc::try_unwrap(shared) {
-            Ok(owned) => return owned,
-            Err(shared) => shared,
-        };
-        match &*shared {
-            Error::InvalidUri { uri, reason } => Error::InvalidUri {
-                uri: uri.clone(),
-                reason: reason.clone(),
-            },
-            Error::IndexChanged { uri, e_tag } => Error::IndexChanged {
-                uri: uri.clone(),
-                e_tag: e_tag.clone(),
-            },
-            Error::Corrupt { uri, reason } => Error::Corrupt {
-                uri: uri.clone(),
-                reason: reason.clone(),
-            },
-            Error::Unsupported { uri, reason } => Error::Unsupported {
-                uri: uri.clone(),
-                reason: reason.clone(),
-            },
-            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
-                field,
-                reason: reason.clone(),
-            },
-            &Error::ShortRead { list, expected, got } => Error::ShortRead { list, expected, got },
-            Error::Checksum { uri, list } => Error::Checksum {
-                uri: uri.clone(),
-                list: *list,
-            },
-            &Error::DeadlineExceeded { deadline, stage } => Error::DeadlineExceeded { deadline, stage },
-            Error::Internal(msg) => Error::Internal(msg.clone()),
-            Error::NotFound { uri, source } => Error::NotFound {
-                uri: uri.clone(),
-                source: object_store::Error::NotFound {
-                    path: uri.clone(),
-                    source: source.to_string().into(),
-                },
-            },
-            Error::Store { uri, .. } => Error::Store {
-                uri: uri.clone(),
-                source: object_store::Error::Generic {
-                    store: "ivflake",
-                    source: Box::new(shared.clone()),
-                },
-            },
-            Error::Faiss(_) | Error::Io(_) => Error::Internal(shared.to_string()),
+    /// A Faiss failure while parsing the header of `uri`: an index type this
+    /// build cannot serve, or a corrupt file.
+    pub(crate) fn from_header(uri: &str, e: FaissError) -> Self {
+        let msg = e.message();
+        if msg.starts_with("unsupported") {
+            Error::Unsupported {
+                uri: uri.into(),
+                reason: msg.to_string(),
+            }
+        } else if msg.contains("not recognized") {
+            Error::Unsupported {
+                uri: uri.into(),
+                reason: format!("an index type or format this Faiss build does not know: {msg}"),
+            }
+        } else {
+            Error::Corrupt {
+                uri: uri.into(),
+                reason: msg.to_string(),
+            }
         }
     }
 
@@ -142,7 +137,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Store { .. } | Error::DeadlineExceeded { .. } | Error::ShortRead { .. }
+            Error::Store { .. }
+                | Error::DeadlineExceeded { .. }
+                | Error::ShortRead { .. }
+                | Error::GetTimedOut { .. }
+                | Error::TruncatedGet { .. }
+                | Error::BrokenStream { .. }
         )
     }
 }

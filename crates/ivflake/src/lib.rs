@@ -4,7 +4,17 @@
 //! codec parameters, list sizes). A search runs the quantizer on a compute
 //! pool, fetches every probed inverted list in one concurrent wave of range
 //! GETs through the [`FetchScheduler`], and scans the fetched buffers with
-//! Faiss's own scanners. See `docs/ARCHITECTURE.md`.
+//! Faiss's own scanners. See `docs/ARCHITECTURE.md` for the flow of one
+//! search and the map of files.
+//!
+//! Modules, from the bottom of the dependency graph up (each uses only those
+//! before it): `error` (the one error type), `framing` (magic, version, xxh3
+//! trailer of ivflake's own files), `config` (tuning as data), `stats`,
+//! `compute` (the Faiss thread pool), `location` (URI to store), `layout` (list
+//! byte ranges), `object` (a pinned version and its verifier), `probes` (probe
+//! counts), `manifest` (the checksum sidecar), `fetch` (the scheduler: plan,
+//! single-flight loads, the GET path, hedging, the disk tier), `index` (open,
+//! search, options) and `warm` (warm-up).
 //!
 //! ```no_run
 //! # async fn demo() -> ivflake::Result<()> {
@@ -15,30 +25,34 @@
 //! # Ok(()) }
 //! ```
 
+// Modules from the bottom of the dependency graph up; each uses only those
+// above it in this list (docs/ARCHITECTURE.md has the map of files).
 mod compute;
-mod disk_cache;
+mod config;
 mod error;
 mod fetch;
+mod framing;
 mod index;
 mod layout;
 mod location;
 mod manifest;
+mod object;
+mod probes;
 mod stats;
 mod warm;
 
 pub use compute::ComputePool;
-pub use disk_cache::DiskCacheConfig;
+pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig};
 pub use error::{Error, Result};
-pub use fetch::{
-    CacheReport, FetchConfig, FetchCounters, FetchScheduler, HedgeConfig, IndexObject, ListRequest, ListVerifier,
-};
+pub use fetch::{CacheReport, FetchCounters, FetchScheduler, ListRequest};
 pub use index::{
     IdFilterSpec, IvfIndex, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K,
     MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 pub use ivflake_faiss::{IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};
-pub use location::{default_retry, IndexLocation};
+pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
-pub use stats::SearchStats;
-pub use warm::{Residency, WarmReport, WarmSpec};
+pub use object::{IndexObject, ListVerifier};
+pub use stats::{Residency, SearchStats};
+pub use warm::{WarmReport, WarmSpec};

@@ -11,11 +11,11 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as GcsKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore};
 use url::Url;
 
+use crate::config::FetchConfig;
 use crate::error::{Error, Result};
-use crate::fetch::FetchConfig;
 
 /// Where an index lives: a store, a path in it, and the URI users gave.
 #[derive(Debug, Clone)]
@@ -130,10 +130,10 @@ impl IndexLocation {
         if !dir.is_dir() {
             return Err(Error::NotFound {
                 uri: uri.to_string(),
-                source: object_store::Error::NotFound {
+                source: Arc::new(object_store::Error::NotFound {
                     path: dir.display().to_string(),
                     source: "directory does not exist".into(),
-                },
+                }),
             });
         }
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| invalid(e.to_string()))?;
@@ -150,18 +150,4 @@ impl IndexLocation {
 /// builders read from the environment (such as `AWS_ALLOW_HTTP`) survive.
 fn secs(d: std::time::Duration) -> String {
     format!("{}ms", d.as_millis())
-}
-
-/// object_store's retry policy as ivflake tunes it: a search has a deadline of
-/// its own, so a few quick retries beat object_store's default 180 s budget.
-pub fn default_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 3,
-        retry_timeout: std::time::Duration::from_secs(10),
-        backoff: object_store::BackoffConfig {
-            init_backoff: std::time::Duration::from_millis(50),
-            max_backoff: std::time::Duration::from_secs(2),
-            base: 2.0,
-        },
-    }
 }

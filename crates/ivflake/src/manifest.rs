@@ -29,20 +29,19 @@ use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStoreExt, PutP
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use crate::error::{Error, Result};
-use crate::index::IvfIndex;
+use crate::framing::{le_u64, FrameError, Framing, HEADER_LEN, TRAILER_LEN};
 use crate::layout::ListLayout;
 use crate::location::IndexLocation;
+use crate::object::IndexObject;
 
 /// The sidecar's key is the index's key with this appended.
 pub const MANIFEST_SUFFIX: &str = ".ivfmanifest";
 
-const MAGIC: &[u8; 8] = b"IVFKMAN1";
-const FORMAT_VERSION: u32 = 1;
+const FRAMING: Framing = Framing::new(b"IVFKMAN1", 1);
 /// Magic, version, file_len, header_len, header_xxh3, nlist.
-const FIXED_LEN: usize = 8 + 4 + 4 * 8;
+const FIXED_LEN: usize = HEADER_LEN + 4 * 8;
 /// offset, len, xxh3.
 const LIST_ENTRY_LEN: usize = 3 * 8;
-const TRAILER_LEN: usize = 8;
 /// The largest sidecar `read_at` accepts: 24 bytes a list covers 2^24-list
 /// indexes (Faiss's largest billion-scale setups) and refuses a bogus object
 /// before reading it into memory.
@@ -62,6 +61,13 @@ pub struct Manifest {
     pub header_len: u64,
     pub header_xxh3: u64,
     pub lists: Vec<ManifestList>,
+}
+
+/// Verifies fetched lists against the recorded checksums.
+impl crate::object::ListVerifier for Manifest {
+    fn verify(&self, list: usize, bytes: &[u8], uri: &str) -> Result<()> {
+        self.verify_list(list, bytes, uri)
+    }
 }
 
 /// One list's byte range in the index file and the xxh3-64 of those bytes.
@@ -91,22 +97,17 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Bytes {
-        let len = FIXED_LEN + self.lists.len() * LIST_ENTRY_LEN + TRAILER_LEN;
-        let mut out = BytesMut::with_capacity(len);
-        out.put_slice(MAGIC);
-        out.put_u32_le(FORMAT_VERSION);
-        out.put_u64_le(self.file_len);
-        out.put_u64_le(self.header_len);
-        out.put_u64_le(self.header_xxh3);
-        out.put_u64_le(self.lists.len() as u64);
+        let mut body = BytesMut::with_capacity(4 * 8 + self.lists.len() * LIST_ENTRY_LEN);
+        body.put_u64_le(self.file_len);
+        body.put_u64_le(self.header_len);
+        body.put_u64_le(self.header_xxh3);
+        body.put_u64_le(self.lists.len() as u64);
         for list in &self.lists {
-            out.put_u64_le(list.offset);
-            out.put_u64_le(list.len);
-            out.put_u64_le(list.xxh3);
+            body.put_u64_le(list.offset);
+            body.put_u64_le(list.len);
+            body.put_u64_le(list.xxh3);
         }
-        let trailer = xxh3_64(&out);
-        out.put_u64_le(trailer);
-        out.freeze()
+        Bytes::from(FRAMING.encode(&body))
     }
 
     /// Strict: magic + format version, counts checked against the byte length
@@ -119,33 +120,32 @@ impl Manifest {
             reason: format!("checksum sidecar: {reason}"),
         };
         let min_len = FIXED_LEN + TRAILER_LEN;
-        if bytes.len() < min_len {
-            return Err(corrupt(format!(
-                "truncated: {} bytes, shorter than the {min_len}-byte minimum",
-                bytes.len()
-            )));
-        }
-        if &bytes[..MAGIC.len()] != MAGIC {
-            return Err(corrupt(format!(
-                "not an ivflake checksum sidecar: it starts with bytes {:02x?}",
-                &bytes[..MAGIC.len()]
-            )));
+        match FRAMING.body_range(bytes) {
+            Err(FrameError::Magic(magic)) => {
+                return Err(corrupt(format!(
+                    "not an ivflake checksum sidecar: it starts with bytes {magic:02x?}"
+                )))
+            }
+            Err(FrameError::Version(version)) => {
+                return Err(corrupt(format!(
+                    "format version {version}; this build reads version {} (rebuild the sidecar)",
+                    FRAMING.version
+                )))
+            }
+            Err(e) => return Err(corrupt(e.to_string())),
+            Ok(_) if bytes.len() < min_len => {
+                return Err(corrupt(format!(
+                    "truncated: {} bytes, shorter than the {min_len}-byte minimum",
+                    bytes.len()
+                )))
+            }
+            Ok(_) => {}
         }
         let word = |at: usize| le_u64(bytes, at).ok_or_else(|| corrupt(format!("no 8 bytes at offset {at}")));
-        let version = bytes
-            .get(8..12)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .unwrap_or(0);
-        if version != FORMAT_VERSION {
-            return Err(corrupt(format!(
-                "format version {version}; this build reads version {FORMAT_VERSION} (rebuild the sidecar)"
-            )));
-        }
-        let file_len = word(12)?;
-        let header_len = word(20)?;
-        let header_xxh3 = word(28)?;
-        let nlist = word(36)?;
+        let file_len = word(HEADER_LEN)?;
+        let header_len = word(HEADER_LEN + 8)?;
+        let header_xxh3 = word(HEADER_LEN + 16)?;
+        let nlist = word(HEADER_LEN + 24)?;
         // Checked before any allocation, so a damaged count cannot ask for memory.
         let expected = usize::try_from(nlist)
             .ok()
@@ -158,14 +158,10 @@ impl Manifest {
                 bytes.len()
             )));
         }
+        FRAMING
+            .check_trailer(bytes)
+            .map_err(|e| corrupt(format!("{e}: the sidecar is damaged")))?;
         let body_len = bytes.len() - TRAILER_LEN;
-        let stored = word(body_len)?;
-        let computed = xxh3_64(&bytes[..body_len]);
-        if stored != computed {
-            return Err(corrupt(format!(
-                "trailing checksum {stored:016x} does not match its content ({computed:016x}): the sidecar is damaged"
-            )));
-        }
         if header_len > file_len {
             return Err(corrupt(format!(
                 "header length {header_len} exceeds the file length {file_len}"
@@ -282,9 +278,12 @@ impl Manifest {
     /// Reads the whole index object once as a stream (one GET pinned with
     /// If-Match to the ETag seen at open), hashing chunk by chunk so memory
     /// stays bounded whatever the file size. `progress` gets bytes read so far.
-    pub async fn build(index: &IvfIndex, mut progress: impl FnMut(u64) + Send) -> Result<Manifest> {
-        let object = index.object();
-        let (uri, e_tag) = (index.uri(), index.e_tag());
+    pub async fn build(
+        object: &IndexObject,
+        layout: &ListLayout,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<Manifest> {
+        let (uri, e_tag) = (object.uri(), object.e_tag.as_deref());
         let store_error = |e| Error::from_store(uri, e_tag, e);
         let got = object
             .location
@@ -295,15 +294,15 @@ impl Manifest {
             )
             .await
             .map_err(store_error)?;
-        if got.meta.size != index.file_len() {
+        if got.meta.size != object.size {
             // Only reachable when the store gives no ETag to pin.
             return Err(Error::IndexChanged {
                 uri: uri.to_string(),
                 e_tag: e_tag.unwrap_or("").to_string(),
             });
         }
-        let mut chunks = byte_stream(got);
-        let mut hasher = SectionHasher::new(index.layout(), index.file_len());
+        let mut chunks = byte_stream(got, uri, e_tag);
+        let mut hasher = SectionHasher::new(layout, object.size);
         loop {
             let next = tokio::time::timeout(STREAM_STALL_TIMEOUT, chunks.next())
                 .await
@@ -312,21 +311,19 @@ impl Manifest {
                         uri,
                         format!(
                             "no bytes for {STREAM_STALL_TIMEOUT:?} after {} of {}",
-                            hasher.pos,
-                            index.file_len()
+                            hasher.pos, object.size
                         ),
                     )
                 })?;
             let Some(chunk) = next else { break };
-            hasher.feed(&chunk.map_err(store_error)?, uri)?;
+            hasher.feed(&chunk?, uri)?;
             progress(hasher.pos);
         }
         hasher.finish(uri)
     }
 
-    /// Writes the sidecar next to the index (an atomic object_store put).
-    pub async fn write(&self, index: &IvfIndex) -> Result<()> {
-        let location = &index.object().location;
+    /// Writes the sidecar next to the index at `location` (an atomic object_store put).
+    pub async fn write(&self, location: &IndexLocation) -> Result<()> {
         let path = Self::sidecar_path(&location.path);
         location
             .store
@@ -360,68 +357,51 @@ impl Manifest {
     }
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let word = bytes.get(at..at.checked_add(8)?)?;
-    word.try_into().ok().map(u64::from_le_bytes)
-}
-
 /// A whole-file stream that ended early, ran long or stalled: transient, as a
 /// store error is.
-fn broken_stream(uri: &str, what: String) -> Error {
-    Error::Store {
+fn broken_stream(uri: &str, reason: String) -> Error {
+    Error::BrokenStream {
         uri: uri.to_string(),
-        source: object_store::Error::Generic {
-            store: "ivflake manifest build",
-            source: what.into(),
-        },
+        reason,
     }
 }
 
 /// The object's bytes in order. A local file is read in large blocks (see
 /// [`LOCAL_READ_BYTES`]); any other store's stream is used as it comes.
-fn byte_stream(got: GetResult) -> BoxStream<'static, object_store::Result<Bytes>> {
+fn byte_stream(got: GetResult, uri: &str, e_tag: Option<&str>) -> BoxStream<'static, Result<Bytes>> {
     match got.payload {
-        GetResultPayload::File(file, path) => local_blocks(file, path, got.range),
-        GetResultPayload::Stream(stream) => stream,
+        GetResultPayload::File(file, _) => local_blocks(file, got.range),
+        GetResultPayload::Stream(stream) => {
+            let (uri, e_tag) = (uri.to_string(), e_tag.map(str::to_string));
+            stream
+                .map(move |chunk| chunk.map_err(|e| Error::from_store(&uri, e_tag.as_deref(), e)))
+                .boxed()
+        }
     }
 }
 
-fn local_blocks(
-    file: std::fs::File,
-    path: std::path::PathBuf,
-    range: Range<u64>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
-    let io_error = |path: &std::path::Path, e: std::io::Error| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: format!("reading {}: {e}", path.display()).into(),
-    };
-    let state = (Some(file), path, range.start, range.end);
-    futures::stream::try_unfold(state, move |(file, path, pos, end)| async move {
+fn local_blocks(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+    let state = (Some(file), range.start, range.end);
+    futures::stream::try_unfold(state, move |(file, pos, end)| async move {
         let Some(mut file) = file.filter(|_| pos < end) else {
             return Ok(None);
         };
         // Blocking file I/O stays off the async workers.
-        let read = tokio::task::spawn_blocking(move || {
+        let (file, block) = tokio::task::spawn_blocking(move || {
             let want = (end - pos).min(LOCAL_READ_BYTES);
             let mut block = Vec::with_capacity(want as usize);
-            let outcome = file
-                .seek(SeekFrom::Start(pos))
-                .and_then(|_| (&mut file).take(want).read_to_end(&mut block));
-            (file, path, block, outcome)
+            file.seek(SeekFrom::Start(pos))
+                .and_then(|_| (&mut file).take(want).read_to_end(&mut block))
+                .map(|_| (file, block))
         })
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("the file-reading task failed: {e}").into(),
-        })?;
-        let (file, path, block, outcome) = read;
-        outcome.map_err(|e| io_error(&path, e))?;
+        .map_err(|e| Error::Internal(format!("the file-reading task failed: {e}")))??;
         if block.is_empty() {
             // The file shrank under us; the length check after the stream reports it.
             return Ok(None);
         }
         let next = pos + block.len() as u64;
-        Ok(Some((Bytes::from(block), (Some(file), path, next, end))))
+        Ok(Some((Bytes::from(block), (Some(file), next, end))))
     })
     .boxed()
 }

@@ -109,3 +109,12 @@ impl SearchStats {
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
+
+/// Lists and bytes of one index version held by each cache tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Residency {
+    pub lists_in_memory: u64,
+    pub bytes_in_memory: u64,
+    pub lists_on_disk: u64,
+    pub bytes_on_disk: u64,
+}

@@ -1,16 +1,23 @@
-//! Warm-up and prefetch: which lists to load before searches ask for them,
-//! and the per-index probe counts that say which lists are hot. Counts are
-//! kept per index URI in a small file under the state directory, so they
-//! survive a restart; loading them never fails an open.
+//! Warm-up: loading lists into the caches before searches ask for them, in
+//! waves of bounded bytes through the same scheduler searches use. The lists
+//! come from the caller, the layout (largest) and the probe counts (hottest).
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, Result};
+use crate::index::IvfIndex;
+use crate::stats::{ms, SearchIo, SearchStats};
+
+/// Bytes a warm-up fetches per wave: large enough to keep the store's
+/// pipeline full, small enough that warming a whole index stays bounded.
+const WARM_WAVE_BYTES: u64 = 64 << 20;
 
 /// Which lists to load. The three sources are combined.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct WarmSpec {
     /// These list numbers.
@@ -23,6 +30,7 @@ pub struct WarmSpec {
 
 /// What a warm-up loaded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WarmReport {
     /// Distinct non-empty lists the spec named.
     pub lists_requested: usize,
@@ -35,128 +43,68 @@ pub struct WarmReport {
     pub ms: f64,
 }
 
-/// Lists and bytes of one index version held by each cache tier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Residency {
-    pub lists_in_memory: u64,
-    pub bytes_in_memory: u64,
-    pub lists_on_disk: u64,
-    pub bytes_on_disk: u64,
-}
-
-/// How often each list was probed, for `most_probed` warm-ups.
-#[derive(Debug)]
-pub(crate) struct ProbeCounts {
-    counts: Vec<AtomicU64>,
-    file: Option<PathBuf>,
-}
-
-const MAGIC: &[u8; 8] = b"IVFKPC01";
-
-impl ProbeCounts {
-    /// Counts for an index of `nlist` lists, resumed from `state_dir` when a
-    /// file for this URI and list count is there.
-    pub fn load(state_dir: Option<&Path>, uri: &str, nlist: usize) -> Self {
-        let file = state_dir.map(|d| {
-            d.join("probe-counts")
-                .join(format!("{:016x}.bin", xxh3_64(uri.as_bytes())))
-        });
-        let saved = file.as_deref().and_then(|f| std::fs::read(f).ok());
-        let counts = match saved.as_deref().and_then(|raw| decode(raw, nlist)) {
-            Some(saved) => saved.into_iter().map(AtomicU64::new).collect(),
-            None => (0..nlist).map(|_| AtomicU64::new(0)).collect(),
-        };
-        Self { counts, file }
-    }
-
-    pub fn record(&self, lists: &[usize]) {
-        for &l in lists {
-            if let Some(c) = self.counts.get(l) {
-                c.fetch_add(1, Ordering::Relaxed);
+impl IvfIndex {
+    /// Loads lists into the caches before searches need them: the given
+    /// lists, the largest, and the most probed, in one wave.
+    pub async fn warm(&self, spec: &WarmSpec) -> Result<WarmReport> {
+        let started = Instant::now();
+        let nlist = self.info().nlist;
+        if let Some(&bad) = spec.lists.iter().find(|&&l| l >= nlist) {
+            return Err(Error::invalid(
+                "lists",
+                format!("list {bad} does not exist; the index has {nlist} lists"),
+            ));
+        }
+        let mut wanted = spec.lists.clone();
+        if spec.largest > 0 {
+            let mut by_size: Vec<(u64, usize)> = (0..nlist)
+                .filter_map(|l| self.layout().get(l).map(|r| (r.len, l)))
+                .collect();
+            by_size.sort_unstable_by(|a, b| b.cmp(a));
+            wanted.extend(by_size.into_iter().take(spec.largest).map(|(_, l)| l));
+        }
+        wanted.extend(self.probes().hottest(spec.most_probed));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let requests = self.list_requests(&wanted);
+        let io = Arc::new(SearchIo::default());
+        // In waves of bounded bytes: a warm-up of the whole index must not
+        // hold the whole index in memory at once.
+        let mut failed_lists = Vec::new();
+        let mut wave_start = 0;
+        while wave_start < requests.len() {
+            let mut wave_end = wave_start;
+            let mut bytes = 0;
+            while wave_end < requests.len()
+                && (wave_end == wave_start || bytes + requests[wave_end].range.len <= WARM_WAVE_BYTES)
+            {
+                bytes += requests[wave_end].range.len;
+                wave_end += 1;
             }
+            let fetched = self
+                .scheduler()
+                .fetch(self.object(), &requests[wave_start..wave_end], &io)
+                .await;
+            failed_lists.extend(fetched.iter().filter(|(_, r)| r.is_err()).map(|(l, _)| *l));
+            wave_start = wave_end;
         }
-    }
-
-    /// The `n` most probed lists that were probed at all, hottest first.
-    pub fn hottest(&self, n: usize) -> Vec<usize> {
-        let mut probed: Vec<(u64, usize)> = self
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(l, c)| (c.load(Ordering::Relaxed), l))
-            .filter(|(c, _)| *c > 0)
-            .collect();
-        probed.sort_unstable_by(|a, b| b.cmp(a));
-        probed.into_iter().take(n).map(|(_, l)| l).collect()
-    }
-
-    /// Writes the counts (to a temporary file, then renamed). A no-op without a state directory.
-    pub fn persist(&self) -> std::io::Result<()> {
-        let Some(file) = &self.file else { return Ok(()) };
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut raw = Vec::with_capacity(24 + self.counts.len() * 8);
-        raw.extend_from_slice(MAGIC);
-        raw.extend_from_slice(&(self.counts.len() as u64).to_le_bytes());
-        for c in &self.counts {
-            raw.extend_from_slice(&c.load(Ordering::Relaxed).to_le_bytes());
-        }
-        raw.extend_from_slice(&xxh3_64(&raw).to_le_bytes());
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = file.with_extension(format!(
-            "tmp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&tmp, &raw)?;
-        std::fs::rename(&tmp, file)
-    }
-}
-
-/// Counts saved for `nlist` lists, or `None` for anything else (another
-/// index at this URI, a torn file).
-fn decode(raw: &[u8], nlist: usize) -> Option<Vec<u64>> {
-    let body_len = 16usize.checked_add(nlist.checked_mul(8)?)?;
-    if raw.len() != body_len + 8 || &raw[..8] != MAGIC {
-        return None;
-    }
-    let word = |at: usize| {
-        raw.get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if word(8)? != nlist as u64 || word(body_len)? != xxh3_64(&raw[..body_len]) {
-        return None;
-    }
-    (0..nlist).map(|i| word(16 + i * 8)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_survive_a_restart_and_reject_other_shapes() {
-        let dir = std::env::temp_dir().join(format!("ivflake-probes-{}", std::process::id()));
-        let counts = ProbeCounts::load(Some(&dir), "file:///x.faiss", 8);
-        counts.record(&[3, 3, 3, 5, 1, 5, 99]);
-        assert_eq!(counts.hottest(2), vec![3, 5]);
-        counts.persist().unwrap();
-
-        let again = ProbeCounts::load(Some(&dir), "file:///x.faiss", 8);
-        assert_eq!(again.hottest(10), vec![3, 5, 1]);
-        // A different list count is another index: start from zero.
-        assert!(ProbeCounts::load(Some(&dir), "file:///x.faiss", 9)
-            .hottest(10)
-            .is_empty());
-        // A torn file is ignored.
-        let file = again.file.clone().unwrap();
-        let raw = std::fs::read(&file).unwrap();
-        std::fs::write(&file, &raw[..raw.len() - 3]).unwrap();
-        assert!(ProbeCounts::load(Some(&dir), "file:///x.faiss", 8)
-            .hottest(10)
-            .is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
+        let mut stats = SearchStats {
+            lists_probed: requests.len(),
+            failed_lists,
+            ..Default::default()
+        };
+        stats.absorb(&io);
+        stats.failed_lists.sort_unstable();
+        tracing::info!(uri = %self.uri(), lists = requests.len(), bytes = stats.bytes_fetched, "warmed");
+        Ok(WarmReport {
+            lists_requested: requests.len(),
+            lists_already_in_memory: stats.lists_from_memory,
+            lists_from_disk: stats.lists_from_disk,
+            lists_from_store: stats.lists_from_store + stats.lists_shared,
+            gets: stats.gets,
+            bytes_fetched: stats.bytes_fetched,
+            failed_lists: stats.failed_lists,
+            ms: ms(started.elapsed()),
+        })
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use ivflake::{Error, FetchConfig, IndexLocation, IvfIndex, Manifest, ManifestMode, Metric, OpenOptions, SearchParams};
+use ivflake::{Error, FetchConfig, IndexLocation, IvfIndex, ManifestMode, Metric, OpenOptions, SearchParams};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
@@ -25,8 +25,8 @@ async fn with_sidecar(bytes: Vec<u8>) -> Arc<dyn ObjectStore> {
     )
     .await
     .unwrap();
-    let manifest = Manifest::build(&index, |_| {}).await.unwrap();
-    manifest.write(&index).await.unwrap();
+    let manifest = index.build_manifest(|_| {}).await.unwrap();
+    manifest.write(&index.object().location).await.unwrap();
     store
 }
 

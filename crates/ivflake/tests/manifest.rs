@@ -220,7 +220,7 @@ fn assert_matches_file(m: &Manifest, index: &IvfIndex, file: &[u8]) {
 
 async fn build_checked(index: &IvfIndex, file: &[u8]) -> Manifest {
     let mut seen = Vec::new();
-    let m = Manifest::build(index, |read| seen.push(read)).await.expect("build");
+    let m = index.build_manifest(|read| seen.push(read)).await.expect("build");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress only grows");
     assert_eq!(seen.last().copied(), Some(file.len() as u64));
     assert_matches_file(&m, index, file);
@@ -269,7 +269,7 @@ async fn check_against_accepts_its_own_index_and_rejects_another() {
     let file = build_index("IVF16,Flat", Metric::L2, D, 2000);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let index = open(&store, "idx.faiss", file.clone()).await;
-    let m = Manifest::build(&index, |_| {}).await.unwrap();
+    let m = index.build_manifest(|_| {}).await.unwrap();
     let header_len = index.layout().header_len() as usize;
     m.check_against(index.layout(), index.file_len(), &file[..header_len], index.uri())
         .unwrap();
@@ -319,7 +319,7 @@ async fn verify_list_rejects_a_corrupted_list_of_a_real_index() {
     let file = build_index("IVF16,Flat", Metric::L2, D, 2000);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let index = open(&store, "idx.faiss", file.clone()).await;
-    let m = Manifest::build(&index, |_| {}).await.unwrap();
+    let m = index.build_manifest(|_| {}).await.unwrap();
     let (list, range) = index
         .layout()
         .iter()
@@ -343,8 +343,8 @@ async fn write_puts_the_sidecar_next_to_the_index_and_read_at_finds_it() {
     assert_eq!(Manifest::read_at(&location).await.unwrap(), None);
 
     let index = open(&store, "dir/idx.faiss", file).await;
-    let m = Manifest::build(&index, |_| {}).await.unwrap();
-    m.write(&index).await.unwrap();
+    let m = index.build_manifest(|_| {}).await.unwrap();
+    m.write(&index.object().location).await.unwrap();
     let stored = store
         .get(&Path::from("dir/idx.faiss.ivfmanifest"))
         .await
@@ -376,6 +376,6 @@ async fn build_refuses_an_index_replaced_since_open() {
         .put(&Path::from("idx.faiss"), PutPayload::from(file))
         .await
         .unwrap();
-    let err = Manifest::build(&index, |_| {}).await.unwrap_err();
+    let err = index.build_manifest(|_| {}).await.unwrap_err();
     assert!(matches!(err, Error::IndexChanged { .. }), "{err}");
 }

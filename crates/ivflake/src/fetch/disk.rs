@@ -6,8 +6,9 @@
 //! `<object>` hashes the URI, ETag and size of one version of an index, so a
 //! new version never reads old bytes. Every write gets a new generation, and
 //! the index remembers which file is current: removing an entry (evicted,
-//! replaced, invalidated) deletes exactly its own file, never a newer one. A file is a 32-byte header (magic, payload length, xxh3 of
-//! the payload, list number) then the payload. Files are written to a temporary
+//! replaced, invalidated) deletes exactly its own file, never a newer one. A
+//! file is one frame of `crate::framing` whose body is the list number (u32)
+//! then the payload. Files are written to a temporary
 //! name and renamed, and every read checks length and hash, so a torn or
 //! corrupted entry is dropped and counted, never served.
 
@@ -17,39 +18,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use xxhash_rust::xxh3::xxh3_64;
 
-/// Where the disk tier lives and how many bytes it may hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskCacheConfig {
-    pub dir: PathBuf,
-    pub capacity_bytes: u64,
-}
+use crate::config::DiskCacheConfig;
+use crate::framing::{Framing, HEADER_LEN, TRAILER_LEN};
 
-const MAGIC: &[u8; 8] = b"IVFKDC01";
+const FRAMING: Framing = Framing::new(b"IVFKDC02", 1);
 /// Background writes at once. Each pins its list's bytes until written, so
 /// past this a write is skipped (the list is simply fetched again later).
 const MAX_PENDING_WRITES: usize = 32;
-const HEADER_LEN: usize = 32;
 const SUFFIX: &str = "ivl";
 
 /// Identity of one list of one index version, stable across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct DiskKey {
+pub(super) struct DiskKey {
     pub object: u64,
     pub list: u32,
 }
 
 /// One entry's file on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DiskFile {
+pub(super) struct DiskFile {
     pub len: u64,
     pub generation: u64,
 }
 
 /// Counters the scheduler exports.
 #[derive(Debug, Default)]
-pub(crate) struct DiskCounters {
+pub(super) struct DiskCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub evictions: AtomicU64,
@@ -58,7 +53,7 @@ pub(crate) struct DiskCounters {
     pub writes_skipped: AtomicU64,
 }
 
-pub(crate) struct DiskCache {
+pub(super) struct DiskCache {
     dir: PathBuf,
     /// Keys to their current file; the files themselves hold the bytes.
     index: moka::future::Cache<DiskKey, DiskFile>,
@@ -269,12 +264,12 @@ fn write_entry(dir: &Path, key: DiskKey, generation: u64, payload: &[u8]) -> std
     // Unique per write: the generation is.
     let tmp = parent.join(format!("{}.{generation:x}.tmp", key.list));
     let mut file = std::fs::File::create(&tmp)?;
-    let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    header[16..24].copy_from_slice(&xxh3_64(payload).to_le_bytes());
-    header[24..28].copy_from_slice(&key.list.to_le_bytes());
-    let written = file.write_all(&header).and_then(|_| file.write_all(payload));
+    let list = key.list.to_le_bytes();
+    let written = file
+        .write_all(&FRAMING.header())
+        .and_then(|_| file.write_all(&list))
+        .and_then(|_| file.write_all(payload))
+        .and_then(|_| file.write_all(&FRAMING.trailer(&[&list, payload])));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -284,31 +279,14 @@ fn write_entry(dir: &Path, key: DiskKey, generation: u64, payload: &[u8]) -> std
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok((HEADER_LEN + payload.len()) as u64)
+    Ok((HEADER_LEN + list.len() + payload.len() + TRAILER_LEN) as u64)
 }
 
+/// The payload of an entry for `key`, if the file is whole, undamaged and
+/// holds exactly `expected_len` bytes of that list.
 fn decode(raw: Vec<u8>, key: DiskKey, expected_len: u64) -> Option<Bytes> {
-    if raw.len() < HEADER_LEN || &raw[..8] != MAGIC {
-        return None;
-    }
-    let field = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap_or([0; 8]));
-    let len = field(8);
-    let hash = field(16);
-    let list = u32::from_le_bytes(raw[24..28].try_into().unwrap_or([0; 4]));
-    if len != expected_len || raw.len() as u64 != HEADER_LEN as u64 + len || list != key.list {
-        return None;
-    }
-    let bytes = Bytes::from(raw).slice(HEADER_LEN..);
-    (xxh3_64(&bytes) == hash).then_some(bytes)
-}
-
-/// Stable across processes (unlike the std hasher): names an index version's directory.
-pub(crate) fn object_key(uri: &str, e_tag: Option<&str>, size: u64) -> u64 {
-    let mut buf = Vec::with_capacity(uri.len() + 64);
-    buf.extend_from_slice(uri.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(e_tag.unwrap_or("").as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(&size.to_le_bytes());
-    xxh3_64(&buf)
+    let body = FRAMING.decode(&raw).ok()?;
+    let list = u32::from_le_bytes(raw.get(body.start..body.start + 4)?.try_into().ok()?);
+    let payload = body.start + 4..body.end;
+    (list == key.list && payload.len() as u64 == expected_len).then(|| Bytes::from(raw).slice(payload))
 }

@@ -1,0 +1,150 @@
+//! `IvfIndex`: an index opened from its header, searched by fetching only the
+//! lists each batch probes. This module holds the handle and its accessors;
+//! its parts are `options` (what callers pass), `open` (the steps of open),
+//! `search` (one search) and `view` (fetched lists as Faiss reads them).
+//! Warm-up lives in `crate::warm`.
+
+mod open;
+mod options;
+mod search;
+mod view;
+
+use std::sync::Arc;
+
+use ivflake_faiss::IndexInfo;
+
+use crate::error::Result;
+use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
+use crate::layout::ListLayout;
+use crate::manifest::Manifest;
+use crate::object::IndexObject;
+use crate::probes::ProbeCounts;
+use crate::stats::Residency;
+pub use options::{
+    IdFilterSpec, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
+    MAX_RESULT_SLOTS,
+};
+
+struct Inner {
+    faiss: ivflake_faiss::Index,
+    info: IndexInfo,
+    layout: ListLayout,
+    object: Arc<IndexObject>,
+    /// As the caller gave them; `reload` opens the new version with the same.
+    options: OpenOptions,
+    probes: Arc<ProbeCounts>,
+    /// Dropped with the last handle on this version: its memory entries go too.
+    _pin: VersionPin,
+}
+
+/// An IVF index served from object storage. Cheap to clone; clones share the header.
+#[derive(Clone)]
+pub struct IvfIndex {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for IvfIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IvfIndex")
+            .field("uri", &self.inner.object.uri())
+            .field("info", &self.inner.info)
+            .finish()
+    }
+}
+
+impl IvfIndex {
+    /// Opens the index at `uri` with default options.
+    pub async fn open(uri: &str) -> Result<Self> {
+        let options = OpenOptions::default();
+        let location = crate::location::IndexLocation::parse(uri, options.scheduler.config())?;
+        Self::open_at(location, options).await
+    }
+
+    /// Opens the object's current version at the same location with the same
+    /// scheduler. Searches still running on `self` finish on the old version.
+    pub async fn reload(&self) -> Result<Self> {
+        // The new version resumes from the counts this one gathered.
+        let probes = self.inner.probes.clone();
+        match tokio::task::spawn_blocking(move || probes.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(uri = %self.uri(), error = %e, "cannot save probe counts"),
+            Err(e) => tracing::warn!(uri = %self.uri(), error = %e, "saving probe counts failed"),
+        }
+        Self::open_at(self.inner.object.location.clone(), self.inner.options.clone()).await
+    }
+
+    pub fn info(&self) -> &IndexInfo {
+        &self.inner.info
+    }
+
+    pub fn layout(&self) -> &ListLayout {
+        &self.inner.layout
+    }
+
+    pub fn uri(&self) -> &str {
+        self.inner.object.uri()
+    }
+
+    /// Whether every fetched list is checked against a checksum sidecar.
+    pub fn is_verified(&self) -> bool {
+        self.inner.object.is_verified()
+    }
+
+    /// The ETag pinned at open, if the store gives one.
+    pub fn e_tag(&self) -> Option<&str> {
+        self.inner.object.e_tag.as_deref()
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.inner.object.size
+    }
+
+    pub fn scheduler(&self) -> &Arc<FetchScheduler> {
+        &self.inner.options.scheduler
+    }
+
+    /// The pinned object version: store, path, size, ETag.
+    pub fn object(&self) -> &Arc<IndexObject> {
+        &self.inner.object
+    }
+
+    pub(crate) fn probes(&self) -> &ProbeCounts {
+        &self.inner.probes
+    }
+
+    /// Builds the checksum sidecar of this version from one streamed read of
+    /// the file; `progress` gets bytes read so far. See [`Manifest::build`].
+    pub async fn build_manifest(&self, progress: impl FnMut(u64) + Send) -> Result<Manifest> {
+        Manifest::build(&self.inner.object, &self.inner.layout, progress).await
+    }
+
+    /// Searches `queries` (row-major, `d` floats each) for `k` neighbours.
+    pub async fn search(&self, queries: &[f32], k: usize, nprobe: usize) -> Result<SearchResults> {
+        self.search_with(queries, &SearchParams::new(k, nprobe)).await
+    }
+
+    /// Requests for the non-empty lists among `lists`.
+    pub(crate) fn list_requests(&self, lists: &[usize]) -> Vec<ListRequest> {
+        lists
+            .iter()
+            .filter_map(|&list| {
+                self.inner
+                    .layout
+                    .get(list)
+                    .map(|range| ListRequest { list, range: *range })
+            })
+            .filter(|r| r.range.count > 0)
+            .collect()
+    }
+
+    /// Lists and bytes of this index version held in memory and on disk.
+    pub async fn residency(&self) -> Residency {
+        self.scheduler().residency(&self.inner.object)
+    }
+
+    /// Saves the probe counts under the state directory (no-op without one).
+    /// Blocking file I/O: call it from a blocking thread.
+    pub fn persist_probe_counts(&self) -> Result<()> {
+        Ok(self.inner.probes.persist()?)
+    }
+}

@@ -1,0 +1,264 @@
+//! Opening an index, in named steps: read the checksum sidecar, read the
+//! header's first bytes, parse the header (reading more while Faiss asks),
+//! build the list layout, attach the sidecar. Reads only the header, never list
+//! data, and gives every read the scheduler's per-GET time limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ivflake_faiss::HeaderProbe;
+use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
+
+use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
+use super::{Inner, IvfIndex};
+use crate::error::{Error, Result};
+use crate::layout::ListLayout;
+use crate::location::IndexLocation;
+use crate::manifest::Manifest;
+use crate::object::IndexObject;
+use crate::probes::ProbeCounts;
+
+/// The most header bytes a sidecar may make open read at once: far above any
+/// real quantizer (a million 1024-d float centroids is 4 GiB; such indexes
+/// take the bounded extra reads instead).
+const MAX_SIDECAR_HEADER: u64 = 256 << 20;
+
+/// The reads of one open: each bounded by the per-GET time limit, so a
+/// stalled store fails an open with `DeadlineExceeded` instead of hanging it.
+struct HeaderReads<'a> {
+    location: &'a IndexLocation,
+    limit: Duration,
+}
+
+impl HeaderReads<'_> {
+    async fn timed<T>(&self, stage: &'static str, read: impl std::future::Future<Output = T>) -> Result<T> {
+        tokio::time::timeout(self.limit, read)
+            .await
+            .map_err(|_| Error::DeadlineExceeded {
+                deadline: self.limit,
+                stage,
+            })
+    }
+
+    fn uri(&self) -> &str {
+        &self.location.uri
+    }
+
+    /// The sidecar as `mode` asks: `None` when it is ignored, missing (Auto)
+    /// or unreadable (Auto, logged); an error only under `Require`.
+    async fn sidecar(&self, mode: ManifestMode) -> Result<Option<Manifest>> {
+        let read = || self.timed("reading the checksum sidecar", Manifest::read_at(self.location));
+        match mode {
+            ManifestMode::Ignore => Ok(None),
+            ManifestMode::Auto => Ok(read().await.and_then(|r| r).unwrap_or_else(|e| {
+                tracing::warn!(uri = %self.uri(), error = %e, "ignoring the checksum sidecar; lists are not verified");
+                None
+            })),
+            ManifestMode::Require => read().await??.map(Some).ok_or_else(|| Error::NotFound {
+                uri: Manifest::sidecar_uri(self.uri()),
+                source: Arc::new(object_store::Error::NotFound {
+                    path: Manifest::sidecar_path(&self.location.path).to_string(),
+                    source: "the checksum sidecar is required; write it with `ivflake manifest`".into(),
+                }),
+            }),
+        }
+    }
+
+    /// The file's first `probe` bytes and the version they belong to.
+    async fn first_bytes(&self, probe: u64) -> Result<(Bytes, ObjectMeta)> {
+        let location = self.location;
+        let first = self
+            .timed(
+                "reading the index header",
+                location
+                    .store
+                    .get_opts(&location.path, GetOptions::new().with_range(Some(0..probe))),
+            )
+            .await?;
+        let first = match first {
+            Ok(first) => first,
+            // A range read of an empty object fails; say what is wrong with it.
+            Err(e @ object_store::Error::Generic { .. }) => {
+                return match location.store.head(&location.path).await {
+                    Ok(meta) if meta.size == 0 => Err(Error::Corrupt {
+                        uri: self.uri().to_string(),
+                        reason: "the file is empty".into(),
+                    }),
+                    _ => Err(Error::from_store(self.uri(), None, e)),
+                }
+            }
+            Err(e) => return Err(Error::from_store(self.uri(), None, e)),
+        };
+        let meta = first.meta.clone();
+        let bytes = self
+            .timed("reading the index header", first.bytes())
+            .await?
+            .map_err(|e| Error::from_store(self.uri(), None, e))?;
+        Ok((bytes, meta))
+    }
+
+    /// Bytes `have..want` of the version `e_tag` names.
+    async fn more_bytes(&self, have: u64, want: u64, e_tag: Option<&str>) -> Result<Bytes> {
+        let location = self.location;
+        let read = async {
+            location
+                .store
+                .get_opts(
+                    &location.path,
+                    GetOptions::new()
+                        .with_range(Some(have..want))
+                        .with_if_match(e_tag.map(str::to_string)),
+                )
+                .await?
+                .bytes()
+                .await
+        };
+        let more = self
+            .timed("reading the index header", read)
+            .await?
+            .map_err(|e| Error::from_store(self.uri(), e_tag, e))?;
+        if more.len() as u64 != want - have {
+            return Err(Error::Corrupt {
+                uri: self.uri().to_string(),
+                reason: "store returned a short header read".into(),
+            });
+        }
+        Ok(more)
+    }
+}
+
+impl IvfIndex {
+    /// Opens the index at `location`: reads the header only, never list data.
+    pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
+        let uri = location.uri.clone();
+        let reads = HeaderReads {
+            location: &location,
+            limit: options.scheduler.config().get_timeout,
+        };
+        let mode = options.manifest;
+        let mut manifest = reads.sidecar(mode).await?;
+        // With a sidecar the header's length is known: read exactly that (a
+        // stale sidecar cannot make the first read larger than a header can be).
+        let probe = manifest
+            .as_ref()
+            .map(|m| m.header_len.min(MAX_SIDECAR_HEADER))
+            .unwrap_or(options.header_probe_bytes)
+            .max(64);
+        let (first, meta) = reads.first_bytes(probe).await?;
+        check_magic(&first, &uri)?;
+        // Check the header against the sidecar before Faiss parses a byte of it.
+        if let Some(m) = &manifest {
+            if let Err(e) = m.verify_header(&first, &uri) {
+                if mode == ManifestMode::Require {
+                    return Err(e);
+                }
+                tracing::warn!(uri = %uri, error = %e, "lists are not verified");
+                manifest = None;
+            }
+        }
+        let (faiss, prefix, requests) = parse_header(&reads, &options, first, &meta).await?;
+
+        let info = faiss.info().clone();
+        let sizes = faiss.list_sizes();
+        let layout = ListLayout::new(&sizes, info.code_size, info.list_data_offset, meta.size, &uri)?;
+        let last_modified = meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
+        let mut object = IndexObject::new(location.clone(), meta.size, meta.e_tag).with_last_modified(last_modified);
+        if let Some(manifest) = manifest {
+            match manifest.check_against(&layout, meta.size, &prefix, &uri) {
+                Ok(()) => object = object.with_verifier(Arc::new(manifest)),
+                Err(e) if mode == ManifestMode::Require => return Err(e),
+                Err(e) => tracing::warn!(uri = %uri, error = %e, "lists are not verified"),
+            }
+        }
+        drop(prefix);
+        let object = Arc::new(object);
+        tracing::debug!(uri = %uri, requests, header_bytes = info.list_data_offset, "opened index");
+        let probes = {
+            let (dir, uri, nlist) = (options.state_dir.clone(), uri.clone(), info.nlist);
+            tokio::task::spawn_blocking(move || ProbeCounts::load(dir.as_deref(), &uri, nlist))
+                .await
+                .unwrap_or_else(|_| ProbeCounts::load(None, "", info.nlist))
+        };
+        let pin = options.scheduler.pin_version(&object);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                faiss,
+                info,
+                layout,
+                object,
+                options,
+                probes: Arc::new(probes),
+                _pin: pin,
+            }),
+        })
+    }
+}
+
+/// Parses the header with Faiss on the compute pool, reading more of the
+/// file while it asks for more (at most `MAX_OPEN_REQUESTS` reads in all).
+/// Returns the parsed header, the bytes read and the number of reads.
+async fn parse_header(
+    reads: &HeaderReads<'_>,
+    options: &OpenOptions,
+    first: Bytes,
+    meta: &ObjectMeta,
+) -> Result<(ivflake_faiss::Index, BytesMut, usize)> {
+    let size = meta.size;
+    let mut prefix = BytesMut::from(first.as_ref());
+    let mut requests = 1;
+    // Any single C++ allocation while parsing: a few times the file, with
+    // room for sparse list-size tables of huge, mostly empty indexes.
+    let alloc_cap = (size as usize).saturating_mul(2).max(256 << 20);
+    loop {
+        let bytes = prefix.clone().freeze();
+        let parsed = options
+            .compute
+            .run(move || Ok(ivflake_faiss::open_header(&bytes, size, alloc_cap)))
+            .await?;
+        match parsed {
+            Ok(HeaderProbe::Opened(index)) => return Ok((index, prefix, requests)),
+            Ok(HeaderProbe::NeedBytes(needed)) => {
+                if requests >= MAX_OPEN_REQUESTS {
+                    return Err(Error::Corrupt {
+                        uri: reads.uri().to_string(),
+                        reason: format!("header still incomplete after {requests} reads"),
+                    });
+                }
+                let have = prefix.len() as u64;
+                let want = needed.max(have.saturating_mul(2)).min(size);
+                let more = reads.more_bytes(have, want, meta.e_tag.as_deref()).await?;
+                prefix.extend_from_slice(&more);
+                requests += 1;
+            }
+            Err(e) => return Err(Error::from_header(reads.uri(), e)),
+        }
+    }
+}
+
+/// Names what a file is when its first bytes are not a Faiss float index.
+fn check_magic(prefix: &[u8], uri: &str) -> Result<()> {
+    if prefix.len() < 4 {
+        return Err(Error::Corrupt {
+            uri: uri.into(),
+            reason: format!("file has only {} bytes", prefix.len()),
+        });
+    }
+    let magic = &prefix[..4];
+    if !magic.iter().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Error::Corrupt {
+            uri: uri.into(),
+            reason: format!("not a Faiss index file: it starts with bytes {magic:02x?}"),
+        });
+    }
+    if magic.starts_with(b"IB") {
+        return Err(Error::Unsupported {
+            uri: uri.into(),
+            reason: format!(
+                "binary index ({}); ivflake serves float IVF indexes",
+                String::from_utf8_lossy(magic)
+            ),
+        });
+    }
+    Ok(())
+}

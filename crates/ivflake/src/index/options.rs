@@ -1,0 +1,156 @@
+//! What callers say about an open and a search: options, parameters, the id
+//! filter and the results. Plain data and their checks; no I/O.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ivflake_faiss::IdFilter;
+
+use crate::compute::ComputePool;
+use crate::config::FetchConfig;
+use crate::error::{Error, Result};
+use crate::fetch::FetchScheduler;
+use crate::stats::SearchStats;
+
+/// The largest `k` a search accepts. Faiss keeps a k-sized heap per query;
+/// beyond this, callers want an export, not a search.
+pub const MAX_K: usize = 10_000;
+/// The most result slots (queries × k) one call may ask for: 12 bytes each,
+/// so about 120 MB of output at most.
+pub const MAX_RESULT_SLOTS: usize = 10_000_000;
+/// Open reads this many bytes first; most headers fit, so open is one GET.
+pub const HEADER_PROBE_BYTES: u64 = 1024 * 1024;
+/// A header that needs more rounds than this is not a header we should trust.
+pub const MAX_OPEN_REQUESTS: usize = 8;
+/// How to open an index. The default gives each open its own scheduler
+/// (and so its own cache budget); a process serving several indexes passes
+/// one shared `scheduler` to all of them, as `ivflake serve` does.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub scheduler: Arc<FetchScheduler>,
+    pub compute: ComputePool,
+    pub header_probe_bytes: u64,
+    /// Where per-index probe counts persist across restarts; `None` keeps them in memory.
+    pub state_dir: Option<PathBuf>,
+    /// Whether to look for the checksum sidecar `ivflake manifest` writes.
+    pub manifest: ManifestMode,
+}
+
+/// What open does about the checksum sidecar (`<index>.ivfmanifest`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ManifestMode {
+    /// Use it when present and describing this file; otherwise log why and
+    /// serve unverified. Open takes 2 requests: the sidecar, then the header.
+    #[default]
+    Auto,
+    /// Do not look: open takes 1 request for most headers.
+    Ignore,
+    /// Refuse to open without a sidecar that describes this file.
+    Require,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            scheduler: FetchScheduler::new(FetchConfig::default()),
+            compute: ComputePool::global(),
+            header_probe_bytes: HEADER_PROBE_BYTES,
+            state_dir: None,
+            manifest: ManifestMode::Auto,
+        }
+    }
+}
+
+/// Which ids a search may return (Faiss's `IDSelector`s). In JSON, as the
+/// HTTP API takes it: `{"allow": [...]}`, `{"deny": [...]}` or
+/// `{"range": {"start": s, "end": e}}`; no filter at all is [`IdFilterSpec::All`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum IdFilterSpec {
+    /// Every id (the JSON form is no filter).
+    #[default]
+    #[serde(skip)]
+    All,
+    /// Only these ids.
+    Allow(Vec<i64>),
+    /// Any id but these.
+    Deny(Vec<i64>),
+    /// Ids in `start..end` (end excluded).
+    Range { start: i64, end: i64 },
+}
+
+impl IdFilterSpec {
+    /// Checks what Faiss would not: a range must not run backwards.
+    pub fn validate(&self) -> Result<()> {
+        if let IdFilterSpec::Range { start, end } = *self {
+            if start > end {
+                return Err(Error::invalid(
+                    "filter",
+                    format!("range start {start} is after end {end}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn as_faiss(&self) -> IdFilter<'_> {
+        match self {
+            IdFilterSpec::All => IdFilter::All,
+            IdFilterSpec::Allow(ids) => IdFilter::Allow(ids),
+            IdFilterSpec::Deny(ids) => IdFilter::Deny(ids),
+            IdFilterSpec::Range { start, end } => IdFilter::Range(*start, *end),
+        }
+    }
+}
+
+/// Everything about one search call besides the vectors.
+#[derive(Debug, Clone)]
+pub struct SearchParams {
+    pub k: usize,
+    pub nprobe: usize,
+    pub filter: IdFilterSpec,
+    /// Return what could be scanned when some lists fail, naming them in the stats.
+    pub allow_partial: bool,
+    /// The whole search fails with `DeadlineExceeded` past this.
+    pub deadline: Option<Duration>,
+}
+
+impl SearchParams {
+    pub fn new(k: usize, nprobe: usize) -> Self {
+        Self {
+            k,
+            nprobe,
+            filter: IdFilterSpec::All,
+            allow_partial: false,
+            deadline: None,
+        }
+    }
+}
+
+/// Results of a batch: `k` ids and distances per query, row-major, `-1` ids
+/// where fewer than `k` neighbours were found.
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub k: usize,
+    pub ids: Vec<i64>,
+    pub distances: Vec<f32>,
+    pub stats: SearchStats,
+}
+
+impl SearchResults {
+    pub fn len(&self) -> usize {
+        self.ids.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Ids and distances of query `i`.
+    pub fn query(&self, i: usize) -> (&[i64], &[f32]) {
+        let r = i * self.k..(i + 1) * self.k;
+        (&self.ids[r.clone()], &self.distances[r])
+    }
+}

@@ -1,0 +1,269 @@
+//! One search: validate, run the quantizer, fetch every probed list in one
+//! wave, scan the fetched buffers with Faiss on the compute pool. See
+//! ARCHITECTURE.md for the flow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ivflake_faiss::{CoarseAssignment, ListSlice};
+use rayon::prelude::*;
+
+use super::options::{SearchParams, SearchResults, MAX_K, MAX_RESULT_SLOTS};
+use super::view::ListView;
+use super::{Inner, IvfIndex};
+use crate::compute::ComputePool;
+use crate::error::{Error, Result};
+use crate::layout::ListRange;
+use crate::stats::{ms, SearchIo, SearchStats};
+
+impl IvfIndex {
+    pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
+        let n = self.validate(queries, params)?;
+        let work = self.run_search(queries.to_vec(), n, params.clone());
+        let _in_flight = SearchInFlight::enter();
+        let outcome = match params.deadline {
+            None => work.await,
+            Some(deadline) => tokio::time::timeout(deadline, work)
+                .await
+                .unwrap_or(Err(Error::DeadlineExceeded {
+                    deadline,
+                    stage: "searching",
+                })),
+        };
+        match &outcome {
+            Ok(r) => {
+                metrics::counter!("ivflake_searches_total", "outcome" => "ok").increment(1);
+                let s = &r.stats;
+                for (stage, v) in [
+                    ("quantizer", s.quantizer_ms),
+                    ("fetch", s.fetch_ms),
+                    ("scan", s.scan_ms),
+                    ("total", s.total_ms),
+                ] {
+                    metrics::histogram!("ivflake_search_seconds", "stage" => stage).record(v / 1000.0);
+                }
+            }
+            Err(_) => metrics::counter!("ivflake_searches_total", "outcome" => "error").increment(1),
+        }
+        outcome
+    }
+
+    fn validate(&self, queries: &[f32], params: &SearchParams) -> Result<usize> {
+        let d = self.inner.info.d;
+        if queries.is_empty() {
+            return Err(Error::invalid("queries", "the batch is empty"));
+        }
+        if !queries.len().is_multiple_of(d) {
+            return Err(Error::invalid(
+                "queries",
+                format!(
+                    "{} floats is not a whole number of {d}-dimensional vectors",
+                    queries.len()
+                ),
+            ));
+        }
+        if let Some(pos) = queries.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "queries",
+                format!("query {} has a non-finite value at dimension {}", pos / d, pos % d),
+            ));
+        }
+        let n = queries.len() / d;
+        if params.k == 0 || params.k > MAX_K {
+            return Err(Error::invalid(
+                "k",
+                format!("must be between 1 and {MAX_K}, got {}", params.k),
+            ));
+        }
+        let nlist = self.inner.info.nlist;
+        if params.nprobe == 0 || params.nprobe > nlist {
+            return Err(Error::invalid(
+                "nprobe",
+                format!("must be between 1 and nlist = {nlist}, got {}", params.nprobe),
+            ));
+        }
+        if n.saturating_mul(params.k) > MAX_RESULT_SLOTS {
+            return Err(Error::invalid(
+                "queries",
+                format!("{n} queries × k = {} exceeds {MAX_RESULT_SLOTS} result slots", params.k),
+            ));
+        }
+        params.filter.validate()?;
+        Ok(n)
+    }
+
+    async fn run_search(&self, queries: Vec<f32>, n: usize, params: SearchParams) -> Result<SearchResults> {
+        let started = Instant::now();
+        let inner = self.inner.clone();
+        let mut stats = SearchStats {
+            queries: n,
+            ..Default::default()
+        };
+
+        // 1. Coarse quantizer (and pre-transforms) on the compute pool.
+        let nprobe = params.nprobe;
+        let (xt, assignment) = {
+            let inner = inner.clone();
+            self.inner
+                .options
+                .compute
+                .run(move || {
+                    let xt = inner.faiss.apply_transform(&queries)?;
+                    let assignment = inner.faiss.coarse_search(&xt, nprobe)?;
+                    Ok((xt, assignment))
+                })
+                .await?
+        };
+        stats.quantizer_ms = ms(started.elapsed());
+
+        // 2. Every distinct non-empty probed list of the batch, in one wave.
+        let fetch_started = Instant::now();
+        let mut wanted: Vec<usize> = assignment
+            .lists
+            .iter()
+            .filter(|&&l| l >= 0)
+            .map(|&l| l as usize)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let requests = self.list_requests(&wanted);
+        stats.lists_probed = requests.len();
+        self.inner.probes.record(&wanted);
+        stats.bytes_probed = requests.iter().map(|r| r.range.len).sum();
+        let io = Arc::new(SearchIo::default());
+        let fetched = self
+            .inner
+            .options
+            .scheduler
+            .fetch(&self.inner.object, &requests, &io)
+            .await;
+        stats.fetch_ms = ms(fetch_started.elapsed());
+
+        let ranges: HashMap<usize, ListRange> = requests.iter().map(|r| (r.list, r.range)).collect();
+        let code_size = self.inner.info.code_size;
+        let mut views = Vec::with_capacity(fetched.len());
+        let mut first_error = None;
+        for (list, outcome) in fetched {
+            match outcome {
+                Ok(bytes) => views.push((list, ListView::new(bytes, &ranges[&list], code_size))),
+                Err(e) => {
+                    stats.failed_lists.push(list);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            if !params.allow_partial {
+                return Err(e);
+            }
+            tracing::warn!(uri = %self.uri(), failed = ?stats.failed_lists, error = %e, "partial search");
+        }
+        stats.failed_lists.sort_unstable();
+
+        // 3. Scan the fetched buffers with Faiss's scanners, queries in parallel.
+        let scan_started = Instant::now();
+        let slot_of: HashMap<usize, i32> = views
+            .iter()
+            .enumerate()
+            .map(|(slot, (list, _))| (*list, slot as i32))
+            .collect();
+        let slots: Vec<i32> = assignment
+            .lists
+            .iter()
+            .map(|&l| {
+                if l < 0 {
+                    -1
+                } else {
+                    slot_of.get(&(l as usize)).copied().unwrap_or(-1)
+                }
+            })
+            .collect();
+        let k = params.k;
+        let neighbors = {
+            let inner = inner.clone();
+            let compute = self.inner.options.compute.clone();
+            self.inner
+                .options
+                .compute
+                .run(move || {
+                    let slices: Vec<ListSlice<'_>> = views.iter().map(|(_, v)| v.slice()).collect();
+                    scan_parallel(&inner, &compute, &xt, k, nprobe, &assignment, &slots, &slices, &params)
+                })
+                .await?
+        };
+        stats.scan_ms = ms(scan_started.elapsed());
+        stats.absorb(&io);
+        stats.total_ms = ms(started.elapsed());
+        Ok(SearchResults {
+            k,
+            ids: neighbors.labels,
+            distances: neighbors.distances,
+            stats,
+        })
+    }
+}
+
+/// Counts a search in flight while it lives, cancelled or not.
+struct SearchInFlight;
+
+impl SearchInFlight {
+    fn enter() -> Self {
+        metrics::gauge!("ivflake_searches_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for SearchInFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("ivflake_searches_in_flight").decrement(1.0);
+    }
+}
+
+/// Splits the batch across the compute pool; each chunk runs the same
+/// single-threaded Faiss scan, so results do not depend on the split.
+#[allow(clippy::too_many_arguments)]
+fn scan_parallel(
+    inner: &Inner,
+    compute: &ComputePool,
+    xt: &[f32],
+    k: usize,
+    nprobe: usize,
+    assignment: &CoarseAssignment,
+    slots: &[i32],
+    lists: &[ListSlice<'_>],
+    params: &SearchParams,
+) -> Result<ivflake_faiss::Neighbors> {
+    let d = inner.info.ivf_d;
+    let n = xt.len() / d;
+    let chunk = n.div_ceil(compute.threads().max(1)).max(1);
+    let filter = params.filter.as_faiss();
+    let parts: Vec<Result<ivflake_faiss::Neighbors>> = compute.install(|| {
+        (0..n)
+            .step_by(chunk)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let end = (start + chunk).min(n);
+                let probes = start * nprobe..end * nprobe;
+                let sub = CoarseAssignment {
+                    distances: assignment.distances[probes.clone()].to_vec(),
+                    lists: assignment.lists[probes.clone()].to_vec(),
+                };
+                Ok(inner
+                    .faiss
+                    .scan_lists(&xt[start * d..end * d], k, &sub, &slots[probes], lists, filter)?)
+            })
+            .collect()
+    });
+    let mut out = ivflake_faiss::Neighbors {
+        distances: Vec::with_capacity(n * k),
+        labels: Vec::with_capacity(n * k),
+    };
+    for part in parts {
+        let part = part?;
+        out.distances.extend(part.distances);
+        out.labels.extend(part.labels);
+    }
+    Ok(out)
+}
