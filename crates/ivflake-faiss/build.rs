@@ -1,62 +1,116 @@
 //! Finds Faiss the rust-rocksdb way: an environment override first, then the
-//! system locations Debian's `libfaiss-dev` installs to, and a clear message
-//! when neither has it.
+//! cache `scripts/build_faiss.sh` builds into, and a clear message when
+//! neither has it.
+//!
+//! ivflake needs Faiss >= 1.12 (fast-scan and RaBitQ lists); Debian's 1.7.3
+//! is no longer enough. An install holding `lib/libfaiss_avx2.a` is an AVX2
+//! build: the shim is compiled with the same `-mavx2 -mfma -mf16c -mpopcnt`
+//! flags, so Faiss's inline header code agrees on both sides.
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::Command;
 
-const SYSTEM_PREFIXES: &[&str] = &["/usr", "/usr/local"];
+/// Must match `FAISS_VERSION` in scripts/build_faiss.sh.
+const FAISS_VERSION: &str = "1.12.0";
+const AVX2_FLAGS: &[&str] = &["-mavx2", "-mfma", "-mf16c", "-mpopcnt"];
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=IVFLAKE_FAISS_DIR");
-    println!("cargo:rerun-if-env-changed=IVFLAKE_FAISS_LIBS");
-    println!("cargo:rerun-if-changed=cpp/shim.cc");
-    println!("cargo:rerun-if-changed=cpp/shim.h");
-    println!("cargo:rerun-if-changed=src/lib.rs");
+    for var in [
+        "IVFLAKE_FAISS_DIR",
+        "IVFLAKE_FAISS_LIBS",
+        "IVFLAKE_FAISS_OPT_LEVEL",
+        "XDG_CACHE_HOME",
+        "HOME",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    for file in [
+        "cpp/shim.cc",
+        "cpp/scan.cc",
+        "cpp/build.cc",
+        "cpp/shim.h",
+        "cpp/internal.h",
+        "src/lib.rs",
+    ] {
+        println!("cargo:rerun-if-changed={file}");
+    }
 
-    let (include_dir, lib_dirs) = find_faiss();
+    let prefix = find_faiss();
+    let lib_dirs = [
+        prefix.join("lib"),
+        prefix.join("lib64"),
+        prefix.join("lib/x86_64-linux-gnu"),
+    ];
+    let avx2 = lib_dirs.iter().any(|d| d.join("libfaiss_avx2.a").exists());
+    println!(
+        "cargo:rerun-if-changed={}",
+        prefix.join("include/faiss/Index.h").display()
+    );
 
-    cxx_build::bridge("src/lib.rs")
+    let mut build = cxx_build::bridge("src/lib.rs");
+    build
         .file("cpp/shim.cc")
-        .include(&include_dir)
+        .file("cpp/scan.cc")
+        .file("cpp/build.cc")
+        .include(prefix.join("include"))
         .include("cpp")
         .std("c++17")
         .flag_if_supported("-fopenmp")
-        .flag_if_supported("-Wno-unused-parameter")
-        .compile("ivflake_faiss_shim");
+        .flag_if_supported("-Wno-unused-parameter");
+    if avx2 {
+        for flag in AVX2_FLAGS {
+            build.flag(flag);
+        }
+    }
+    build.compile("ivflake_faiss_shim");
 
     for dir in &lib_dirs {
         println!("cargo:rustc-link-search=native={}", dir.display());
     }
-    // Debian's libfaiss.a is static and needs BLAS/LAPACK and OpenMP after it.
-    let libs = env::var("IVFLAKE_FAISS_LIBS").unwrap_or_else(|_| "faiss,blas,lapack,gomp".into());
+    // A static libfaiss needs BLAS/LAPACK and OpenMP after it.
+    let default_libs = if avx2 {
+        "faiss_avx2,blas,lapack,gomp"
+    } else {
+        "faiss,blas,lapack,gomp"
+    };
+    let libs = env::var("IVFLAKE_FAISS_LIBS").unwrap_or_else(|_| default_libs.into());
     for lib in libs.split(',').map(str::trim).filter(|l| !l.is_empty()) {
         println!("cargo:rustc-link-lib={lib}");
     }
 }
 
 /// `IVFLAKE_FAISS_DIR=/opt/faiss` points at an install prefix holding
-/// `include/faiss/IndexIVF.h` and `lib/libfaiss.*`.
-fn find_faiss() -> (PathBuf, Vec<PathBuf>) {
+/// `include/faiss/IndexIVF.h` and `lib/libfaiss*.a`; otherwise the cache
+/// prefix `scripts/build_faiss.sh --prefix` names (the script owns the cache
+/// key: version, SIMD level, flags, compiler).
+fn find_faiss() -> PathBuf {
     if let Ok(dir) = env::var("IVFLAKE_FAISS_DIR") {
         let prefix = PathBuf::from(dir);
-        let include = prefix.join("include");
-        if !include.join("faiss/IndexIVF.h").exists() {
+        if !prefix.join("include/faiss/IndexIVF.h").exists() {
             panic!(
-                "IVFLAKE_FAISS_DIR={} has no include/faiss/IndexIVF.h; point it at a Faiss install prefix",
+                "IVFLAKE_FAISS_DIR={} has no include/faiss/IndexIVF.h; point it at a Faiss >= 1.12 install prefix",
                 prefix.display()
             );
         }
-        return (include, vec![prefix.join("lib"), prefix.join("lib64")]);
+        return prefix;
     }
-    for prefix in SYSTEM_PREFIXES {
-        let include = Path::new(prefix).join("include");
-        if include.join("faiss/IndexIVF.h").exists() {
-            let multiarch = Path::new(prefix).join("lib/x86_64-linux-gnu");
-            return (include, vec![multiarch, Path::new(prefix).join("lib")]);
-        }
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let script = manifest_dir.join("../../scripts/build_faiss.sh");
+    println!("cargo:rerun-if-changed={}", script.display());
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--prefix")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let prefix = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if !output.status.success() || !prefix.join(".complete").exists() {
+        panic!(
+            "Faiss {FAISS_VERSION} is not built yet (looked in {}). Build it once with \
+             `scripts/build_faiss.sh` (`make deps` does this: a few minutes on 2 cores), or set \
+             IVFLAKE_FAISS_DIR to a Faiss >= 1.12 install prefix.",
+            prefix.display()
+        );
     }
-    panic!(
-        "Faiss was not found. Install it with `apt-get install libfaiss-dev libopenblas-dev` \
-         (the README's `make` targets do this), or set IVFLAKE_FAISS_DIR to a Faiss install prefix."
-    );
+    println!("cargo:rerun-if-changed={}", prefix.join(".complete").display());
+    prefix
 }

@@ -195,11 +195,11 @@ fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: O
     })
 }
 
-/// IVF classes whose lists are plain arrays the library can range-read (as
-/// `ivflake-faiss`'s shim checks on open). Checked before training so an
-/// unservable factory fails in a second, not after the build; the read-back
-/// after writing stays the authority.
-const SERVABLE_IVF: &[&str] = &["IndexIVFFlat", "IndexIVFPQ", "IndexIVFScalarQuantizer"];
+/// IVF classes whose lists the library can range-read, as `ivflake-faiss`'s
+/// shim checks on open. Checked before training so an unservable factory
+/// fails in a second, not after the build; the read-back after writing stays
+/// the authority.
+const SERVABLE_IVF: &[&str] = ivflake_faiss::SERVED_IVF_TYPES;
 
 /// Refuses factories ivflake could not serve, from the type name of the
 /// empty index (`[Transform,…]IvfClass[Quantizer]`).
@@ -215,7 +215,7 @@ fn check_servable(factory: &str, type_name: &str) -> Result<()> {
     if !SERVABLE_IVF.contains(&class) {
         bail!(
             "{factory:?} builds an {class}, whose inverted lists ivflake cannot range-read; \
-             use IVF with Flat, PQ<M> or SQ<bits> codes (supported: {})",
+             use IVF with Flat, PQ<M>, PQ<M>x4fs, SQ<bits> or RaBitQ codes (supported: {})",
             SERVABLE_IVF.join(", ")
         );
     }
@@ -323,10 +323,12 @@ mod tests {
         assert!(check_servable("IVF8,SQ8", "IndexIVFScalarQuantizer[IndexFlatL2]").is_ok());
         let e = check_servable("Flat", "IndexFlat").unwrap_err().to_string();
         assert!(e.contains("not an IVF index"), "{e}");
-        let e = check_servable("IVF8,PQ16x4fs", "IndexIVFPQFastScan[IndexFlatL2]")
+        assert!(check_servable("IVF8,PQ16x4fs", "IndexIVFPQFastScan[IndexFlatL2]").is_ok());
+        assert!(check_servable("IVF8,RaBitQ", "IndexIVFRaBitQ[IndexFlatL2]").is_ok());
+        let e = check_servable("IVF8,RQ2x4", "IndexIVFResidualQuantizer[IndexFlatL2]")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("IndexIVFPQFastScan"), "{e}");
+        assert!(e.contains("IndexIVFResidualQuantizer"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
-// ivflake's C++ shim over Faiss. It owns three tricks, each explained where
-// it lives: a prefix reader that parses an index header without list data, an
-// inverted-lists hook that records where list data starts, and a per-thread
-// allocation cap that keeps a corrupt header from asking for terabytes.
+// ivflake's C++ shim over Faiss: opening. It owns three tricks, each
+// explained where it lives: a prefix reader that parses an index header
+// without list data, an inverted-lists hook that records where list data
+// starts, and a per-thread allocation cap that keeps a corrupt header from
+// asking for terabytes. Scanning lives in scan.cc, building in build.cc.
 
 #include "shim.h"
 
@@ -11,8 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <new>
-#include <stdexcept>
 #include <string>
 #include <typeinfo>
 
@@ -20,18 +19,24 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQFastScan.h>
+#include <faiss/IndexIVFRaBitQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/FaissAssert.h>
-#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/RaBitQuantizer.h>
 #include <faiss/impl/io.h>
-#include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/BlockInvertedLists.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/InvertedListsIOHook.h>
-#include <faiss/utils/Heap.h>
 
+#include "internal.h"
 #include "ivflake-faiss/src/lib.rs.h"
+
+#if FAISS_VERSION_MAJOR < 1 || (FAISS_VERSION_MAJOR == 1 && FAISS_VERSION_MINOR < 12)
+#error "ivflake needs Faiss >= 1.12 (scripts/build_faiss.sh builds it)"
+#endif
 
 // ---------------------------------------------------------------------------
 // Allocation cap. Faiss's READVECTOR resizes a vector to a length read from
@@ -43,13 +48,6 @@
 namespace {
 thread_local size_t t_alloc_cap = 0;
 
-struct AllocationRefused : std::bad_alloc {
-    const char* what() const noexcept override {
-        return "index header asks for an allocation larger than the file could "
-               "hold: the file is corrupt";
-    }
-};
-
 struct AllocCapGuard {
     explicit AllocCapGuard(size_t cap) { t_alloc_cap = cap; }
     ~AllocCapGuard() { t_alloc_cap = 0; }
@@ -58,7 +56,7 @@ struct AllocCapGuard {
 
 void* operator new(std::size_t size) {
     if (t_alloc_cap != 0 && size > t_alloc_cap) {
-        throw AllocationRefused();
+        throw ivflake::AllocationRefused();
     }
     void* p = std::malloc(size == 0 ? 1 : size);
     if (p == nullptr) {
@@ -87,8 +85,8 @@ void operator delete[](void* p, std::size_t) noexcept {
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 
 namespace ivflake {
-namespace {
 
+namespace {
 // Faiss parallelises with OpenMP; BLAS calls inside it stay single-threaded.
 const bool kBlasSingleThreaded = [] {
     if (openblas_set_num_threads != nullptr) {
@@ -96,19 +94,52 @@ const bool kBlasSingleThreaded = [] {
     }
     return true;
 }();
+}  // namespace
 
-// Faiss 1.7 spells it Index::idx_t, later versions faiss::idx_t; both are int64_t.
-using idx_t = int64_t;
-
-// Faiss's OpenMP loops would oversubscribe the compute pool that calls us:
-// parallelism comes from running many searches at once instead.
 void single_threaded() {
     omp_set_num_threads(1);
 }
 
-// Building an index is a batch job with the machine to itself.
 void all_cores() {
     omp_set_num_threads(omp_get_num_procs());
+}
+
+void check_len(size_t got, size_t want, const char* what) {
+    if (got != want) {
+        fail(ErrorKind::InvalidArgument,
+             std::string("ivflake shim: ") + what + " has length " +
+                     std::to_string(got) + ", expected " + std::to_string(want));
+    }
+}
+
+const faiss::IndexIVF& require_ivf(const IvfIndex& index) {
+    if (!index.ivf) {
+        fail(ErrorKind::InvalidArgument, "not an IVF index");
+    }
+    return *index.ivf;
+}
+
+std::string class_name(const std::type_info& ti) {
+    int status = 0;
+    char* demangled = abi::__cxa_demangle(ti.name(), nullptr, nullptr, &status);
+    std::string name = status == 0 && demangled ? demangled : ti.name();
+    std::free(demangled);
+    const std::string prefix = "faiss::";
+    if (name.compare(0, prefix.size(), prefix) == 0) {
+        name = name.substr(prefix.size());
+    }
+    return name;
+}
+
+namespace {
+
+const std::string kFaissVersion = std::to_string(FAISS_VERSION_MAJOR) + "." +
+        std::to_string(FAISS_VERSION_MINOR) + "." +
+        std::to_string(FAISS_VERSION_PATCH);
+
+uint32_t fourcc(const char* s) {
+    return uint32_t(uint8_t(s[0])) | uint32_t(uint8_t(s[1])) << 8 |
+            uint32_t(uint8_t(s[2])) << 16 | uint32_t(uint8_t(s[3])) << 24;
 }
 
 // Thrown (not a std::exception, so nothing in Faiss swallows it) when the
@@ -117,30 +148,70 @@ struct NeedMoreBytes {
     uint64_t end;
 };
 
+// Serves Faiss's reader calls from a prefix of the file.
+//
+// Block lists (fast-scan's "ilbl") keep each list's size inline, before its
+// data, and Faiss's own hook for them reads every list. So when `lazy` and
+// the parser reads the fourcc "ilbl" as one uint32, the reader serves the
+// section's four header fields (nlist, code_size, n_per_block, block_size)
+// from the file and then answers every list as empty (a zero count for its
+// ids and for its codes) without reading the file: Faiss parses everything
+// else itself and ends up with empty BlockInvertedLists, which open_header
+// replaces. Any other read shape in that section is refused as corrupt.
 struct PrefixReader : faiss::IOReader {
+    enum class Mode { Normal, BlockHeader, BlockLists };
+
     const uint8_t* data;
     size_t len;
     uint64_t file_len;
+    bool lazy;
     size_t pos = 0;
+    Mode mode = Mode::Normal;
+    uint64_t block_fields[4] = {0, 0, 0, 0};
+    size_t block_fields_read = 0;
+    uint64_t synthetic_reads_left = 0;
 
-    PrefixReader(const uint8_t* data, size_t len, uint64_t file_len)
-            : data(data), len(len), file_len(file_len) {
+    PrefixReader(const uint8_t* data, size_t len, uint64_t file_len, bool lazy)
+            : data(data), len(len), file_len(file_len), lazy(lazy) {
         name = "ivflake-prefix";
     }
 
     size_t operator()(void* ptr, size_t size, size_t nitems) override {
+        if (mode == Mode::BlockLists) {
+            return synthetic(ptr, size, nitems);
+        }
+        if (mode == Mode::BlockHeader && !(size == 8 && nitems == 1)) {
+            fail(ErrorKind::Corrupt,
+                 "corrupt block inverted lists: unexpected header field");
+        }
+        copy(ptr, size, nitems);
+        if (mode == Mode::BlockHeader) {
+            std::memcpy(&block_fields[block_fields_read++], ptr, 8);
+            if (block_fields_read == 4) {
+                start_block_lists();
+            }
+        } else if (lazy && size == 4 && nitems == 1) {
+            uint32_t h;
+            std::memcpy(&h, ptr, 4);
+            if (h == fourcc("ilbl")) {
+                mode = Mode::BlockHeader;
+            }
+        }
+        return nitems;
+    }
+
+    void copy(void* ptr, size_t size, size_t nitems) {
         size_t bytes = 0;
         uint64_t end = 0;
         if (__builtin_mul_overflow(size, nitems, &bytes) ||
             __builtin_add_overflow(uint64_t(pos), uint64_t(bytes), &end)) {
-            throw std::runtime_error(
-                    "corrupt index header: a field's length overflows");
+            fail(ErrorKind::Corrupt, "corrupt index header: a field's length overflows");
         }
         if (end > file_len) {
-            throw std::runtime_error(
-                    "index file is truncated or corrupt: its header needs " +
-                    std::to_string(end) + " bytes but the file has " +
-                    std::to_string(file_len));
+            fail(ErrorKind::Corrupt,
+                 "index file is truncated or corrupt: its header needs " +
+                         std::to_string(end) + " bytes but the file has " +
+                         std::to_string(file_len));
         }
         if (end > len) {
             throw NeedMoreBytes{end};
@@ -149,45 +220,31 @@ struct PrefixReader : faiss::IOReader {
             std::memcpy(ptr, data + pos, bytes);
         }
         pos = end;
-        return nitems;
     }
-};
 
-// Inverted lists whose data stays in the object store. Faiss sees the list
-// sizes; any attempt to read codes through Faiss (instead of through ivflake's
-// fetched buffers) is a bug and fails loudly.
-struct LazyInvertedLists : faiss::InvertedLists {
-    std::vector<size_t> sizes;
-    uint64_t data_offset;
+    void start_block_lists() {
+        const uint64_t nlist = block_fields[0];
+        // Every list takes at least its two 8-byte counts in the file.
+        if (nlist > (file_len - pos) / 16) {
+            fail(ErrorKind::Corrupt,
+                 "corrupt block inverted lists: " + std::to_string(nlist) +
+                         " lists cannot fit in the rest of the file");
+        }
+        mode = Mode::BlockLists;
+        synthetic_reads_left = 2 * nlist;
+    }
 
-    LazyInvertedLists(
-            size_t nlist,
-            size_t code_size,
-            std::vector<size_t> sizes,
-            uint64_t data_offset)
-            : faiss::InvertedLists(nlist, code_size),
-              sizes(std::move(sizes)),
-              data_offset(data_offset) {}
-
-    size_t list_size(size_t list_no) const override {
-        FAISS_THROW_IF_NOT(list_no < sizes.size());
-        return sizes[list_no];
-    }
-    const uint8_t* get_codes(size_t) const override {
-        FAISS_THROW_MSG("ivflake: list data is not resident; scan fetched buffers");
-    }
-    const idx_t* get_ids(size_t) const override {
-        FAISS_THROW_MSG("ivflake: list data is not resident; scan fetched buffers");
-    }
-    size_t add_entries(size_t, size_t, const idx_t*, const uint8_t*) override {
-        FAISS_THROW_MSG("ivflake: indexes served from object storage are read-only");
-    }
-    void update_entries(size_t, size_t, size_t, const idx_t*, const uint8_t*)
-            override {
-        FAISS_THROW_MSG("ivflake: indexes served from object storage are read-only");
-    }
-    void resize(size_t, size_t) override {
-        FAISS_THROW_MSG("ivflake: indexes served from object storage are read-only");
+    size_t synthetic(void* ptr, size_t size, size_t nitems) {
+        if (nitems == 0) {
+            return 0;  // the data of an empty vector
+        }
+        if (size != 8 || nitems != 1 || synthetic_reads_left == 0) {
+            fail(ErrorKind::Corrupt,
+                 "block inverted lists are not the last section of the file");
+        }
+        synthetic_reads_left--;
+        std::memset(ptr, 0, 8);
+        return 1;
     }
 };
 
@@ -214,14 +271,16 @@ struct LazyListsHook : faiss::InvertedListsIOHook {
             const std::vector<size_t>& sizes) const override {
         auto* reader = dynamic_cast<PrefixReader*>(f);
         FAISS_THROW_IF_NOT_MSG(reader, "ivflake: lazy open needs its own reader");
-        return new LazyInvertedLists(nlist, code_size, sizes, reader->pos);
+        auto* lists = new LazyInvertedLists(nlist, code_size, sizes);
+        data_offset_ = reader->pos;
+        return lists;
     }
-};
 
-uint32_t fourcc(const char* s) {
-    return uint32_t(uint8_t(s[0])) | uint32_t(uint8_t(s[1])) << 8 |
-            uint32_t(uint8_t(s[2])) << 16 | uint32_t(uint8_t(s[3])) << 24;
-}
+    // Where the last lazily read array lists start; read right after
+    // read_index returns, on the same thread.
+    static thread_local uint64_t data_offset_;
+};
+thread_local uint64_t LazyListsHook::data_offset_ = 0;
 
 int lazy_io_flags() {
     static std::once_flag once;
@@ -232,28 +291,42 @@ int lazy_io_flags() {
             int(fourcc("ilfk") & 0xffff0000u);
 }
 
-std::string class_name(const void* obj, const std::type_info& ti) {
-    (void)obj;
-    int status = 0;
-    char* demangled = abi::__cxa_demangle(ti.name(), nullptr, nullptr, &status);
-    std::string name = status == 0 && demangled ? demangled : ti.name();
-    std::free(demangled);
-    const std::string prefix = "faiss::";
-    if (name.compare(0, prefix.size(), prefix) == 0) {
-        name = name.substr(prefix.size());
-    }
-    return name;
-}
-
-template <typename T>
-std::string name_of(const T* obj) {
-    return class_name(obj, typeid(*obj));
-}
-
 bool is_supported_ivf(const faiss::IndexIVF* ivf) {
     const std::type_info& t = typeid(*ivf);
     return t == typeid(faiss::IndexIVFFlat) || t == typeid(faiss::IndexIVFPQ) ||
-            t == typeid(faiss::IndexIVFScalarQuantizer);
+            t == typeid(faiss::IndexIVFScalarQuantizer) ||
+            t == typeid(faiss::IndexIVFPQFastScan) ||
+            t == typeid(faiss::IndexIVFRaBitQ);
+}
+
+const char* kSupported =
+        "IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer, IndexIVFPQFastScan "
+        "and IndexIVFRaBitQ, optionally under an IndexPreTransform";
+
+// The codecs of the newer types must agree with the IVF layer they sit in:
+// their scanners trust these sizes when they walk a list's bytes.
+void check_codec_shape(const faiss::IndexIVF& ivf) {
+    if (const auto* rq = dynamic_cast<const faiss::IndexIVFRaBitQ*>(&ivf)) {
+        const faiss::RaBitQuantizer expected(ivf.d, ivf.metric_type);
+        if (rq->rabitq.d != size_t(ivf.d) || rq->rabitq.code_size != expected.code_size ||
+            ivf.code_size != expected.code_size || rq->rabitq.metric_type != ivf.metric_type) {
+            fail(ErrorKind::Corrupt,
+                 "corrupt IndexIVFRaBitQ: quantizer of d=" + std::to_string(rq->rabitq.d) +
+                         " with " + std::to_string(rq->rabitq.code_size) +
+                         "-byte codes in an index of d=" + std::to_string(ivf.d) + " with " +
+                         std::to_string(ivf.code_size) + "-byte codes (expected " +
+                         std::to_string(expected.code_size) + ")");
+        }
+    }
+    if (const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf)) {
+        if (fs->pq.d != size_t(ivf.d) || fs->pq.nbits != 4 || fs->pq.M == 0 ||
+            fs->M != fs->pq.M || fs->code_size != fs->pq.code_size) {
+            fail(ErrorKind::Corrupt,
+                 "corrupt IndexIVFPQFastScan: PQ of d=" + std::to_string(fs->pq.d) + ", M=" +
+                         std::to_string(fs->pq.M) + ", nbits=" + std::to_string(fs->pq.nbits) +
+                         " in an index of d=" + std::to_string(ivf.d));
+        }
+    }
 }
 
 // Fills the views of `out` and refuses anything but the supported shapes.
@@ -262,29 +335,65 @@ void classify(IvfIndex& out) {
     out.transform = dynamic_cast<faiss::IndexPreTransform*>(inner);
     if (out.transform) {
         inner = out.transform->index;
-        FAISS_THROW_IF_NOT_MSG(inner, "IndexPreTransform without a sub-index");
+        if (!inner) {
+            fail(ErrorKind::Corrupt, "IndexPreTransform without a sub-index");
+        }
     }
     out.ivf = dynamic_cast<faiss::IndexIVF*>(inner);
-    if (!out.ivf) {
-        throw std::runtime_error(
-                "unsupported index type " + name_of(inner) +
-                ": ivflake serves IndexIVFFlat, IndexIVFPQ and "
-                "IndexIVFScalarQuantizer, optionally under an IndexPreTransform");
-    }
-    if (!is_supported_ivf(out.ivf)) {
-        throw std::runtime_error(
-                "unsupported IVF index type " + name_of(out.ivf) +
-                ": its lists are not plain array lists ivflake can range-read "
-                "(supported: IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer)");
+    if (!out.ivf || !is_supported_ivf(out.ivf)) {
+        fail(ErrorKind::Unsupported,
+             "unsupported index type " + name_of(inner) + " (Faiss " +
+                     kFaissVersion + "): ivflake serves " + kSupported);
     }
     if (out.ivf->metric_type != faiss::METRIC_L2 &&
         out.ivf->metric_type != faiss::METRIC_INNER_PRODUCT) {
-        throw std::runtime_error(
-                "unsupported metric " + std::to_string(out.ivf->metric_type) +
-                ": ivflake supports METRIC_L2 and METRIC_INNER_PRODUCT");
+        fail(ErrorKind::Unsupported,
+             "unsupported metric " + std::to_string(out.ivf->metric_type) +
+                     ": ivflake supports METRIC_L2 and METRIC_INNER_PRODUCT");
     }
-    FAISS_THROW_IF_NOT_MSG(out.ivf->quantizer, "IVF index without a quantizer");
-    FAISS_THROW_IF_NOT_MSG(out.ivf->is_trained, "IVF index is not trained");
+    if (!out.ivf->quantizer) {
+        fail(ErrorKind::Corrupt, "IVF index without a quantizer");
+    }
+    if (!out.ivf->is_trained) {
+        fail(ErrorKind::Corrupt, "IVF index is not trained");
+    }
+    if (out.ivf->quantizer->ntotal != idx_t(out.ivf->nlist) ||
+        out.ivf->quantizer->d != out.ivf->d) {
+        fail(ErrorKind::Corrupt,
+             "the coarse quantizer holds " +
+                     std::to_string(out.ivf->quantizer->ntotal) + " centroids of d=" +
+                     std::to_string(out.ivf->quantizer->d) + " but the index has nlist=" +
+                     std::to_string(out.ivf->nlist) + ", d=" + std::to_string(out.ivf->d));
+    }
+    check_codec_shape(*out.ivf);
+    if (out.transform && !out.transform->chain.empty() &&
+        out.transform->chain.back()->d_out != out.ivf->d) {
+        fail(ErrorKind::Corrupt, "the pre-transform's output dimension is not the IVF's");
+    }
+}
+
+// Block lists must match the fast-scan index they belong to.
+void check_block_shape(
+        const faiss::IndexIVF& ivf,
+        size_t nlist,
+        size_t n_per_block,
+        size_t block_size) {
+    const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf);
+    if (!fs) {
+        fail(ErrorKind::Unsupported,
+             "index " + name_of(&ivf) + " stores block lists; only IndexIVFPQFastScan's are served");
+    }
+    const size_t want_block = size_t(fs->bbs) * fs->M2 / 2;
+    if (nlist != ivf.nlist || fs->bbs <= 0 || fs->bbs % 32 != 0 ||
+        n_per_block != size_t(fs->bbs) || block_size != want_block ||
+        fs->M2 != ((fs->pq.M + 1) / 2) * 2 || fs->code_size != fs->pq.code_size) {
+        fail(ErrorKind::Corrupt,
+             "corrupt fast-scan index: block lists of " + std::to_string(nlist) +
+                     " lists, " + std::to_string(n_per_block) + " vectors and " +
+                     std::to_string(block_size) + " bytes per block do not match nlist=" +
+                     std::to_string(ivf.nlist) + ", bbs=" + std::to_string(fs->bbs) +
+                     ", M2=" + std::to_string(fs->M2));
+    }
 }
 
 std::string describe(const IvfIndex& index) {
@@ -303,17 +412,16 @@ std::string describe(const IvfIndex& index) {
     return s;
 }
 
-void check_len(size_t got, size_t want, const char* what) {
-    if (got != want) {
-        throw std::invalid_argument(
-                std::string("ivflake shim: ") + what + " has length " +
-                std::to_string(got) + ", expected " + std::to_string(want));
+// Faiss throws FaissException for anything wrong in a file; the only valid
+// files it refuses are those of a type this version does not know.
+[[noreturn]] void rethrow_parse_error(const faiss::FaissException& e) {
+    const std::string msg = e.what();
+    if (msg.find("not recognized") != std::string::npos) {
+        fail(ErrorKind::Unsupported,
+             "an index type or format Faiss " + kFaissVersion +
+                     " does not know (written by a newer Faiss?): " + msg);
     }
-}
-
-const faiss::IndexIVF& require_ivf(const IvfIndex& index) {
-    FAISS_THROW_IF_NOT_MSG(index.ivf, "not an IVF index");
-    return *index.ivf;
+    fail(ErrorKind::Corrupt, msg);
 }
 
 }  // namespace
@@ -325,27 +433,46 @@ std::unique_ptr<IvfIndex> open_header(
         uint64_t& needed) {
     needed = 0;
     int flags = lazy_io_flags();
-    PrefixReader reader(prefix.data(), prefix.size(), file_len);
+    PrefixReader reader(prefix.data(), prefix.size(), file_len, true);
     auto out = std::make_unique<IvfIndex>();
+    LazyListsHook::data_offset_ = 0;
     try {
         AllocCapGuard guard(alloc_cap);
         out->top.reset(faiss::read_index(&reader, flags));
     } catch (const NeedMoreBytes& more) {
         needed = more.end;
         return nullptr;
+    } catch (const faiss::FaissException& e) {
+        rethrow_parse_error(e);
     }
     classify(*out);
-    auto* lazy = dynamic_cast<LazyInvertedLists*>(out->ivf->invlists);
-    if (!lazy) {
-        throw std::runtime_error(
-                "index " + name_of(out->ivf) + " stores its lists as " +
-                (out->ivf->invlists ? name_of(out->ivf->invlists)
-                                    : std::string("nothing")) +
-                ", not Faiss's array lists; ivflake cannot range-read them");
+    faiss::IndexIVF& ivf = *out->ivf;
+    if (auto* lazy = dynamic_cast<LazyInvertedLists*>(ivf.invlists)) {
+        (void)lazy;
+        out->layout = Layout::Array;
+        out->list_data_offset = LazyListsHook::data_offset_;
+    } else if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(ivf.invlists)) {
+        if (reader.mode != PrefixReader::Mode::BlockLists ||
+            reader.synthetic_reads_left != 0) {
+            fail(ErrorKind::Corrupt, "block inverted lists were not read to their end");
+        }
+        check_block_shape(ivf, blocks->nlist, blocks->n_per_block, blocks->block_size);
+        out->layout = Layout::Blocks;
+        out->n_per_block = blocks->n_per_block;
+        out->block_size = blocks->block_size;
+        out->list_data_offset = reader.pos;
+        ivf.replace_invlists(
+                new LazyInvertedLists(ivf.nlist, ivf.code_size, {}), true);
+    } else {
+        fail(ErrorKind::Unsupported,
+             "index " + name_of(out->ivf) + " stores its lists as " +
+                     (ivf.invlists ? name_of(ivf.invlists) : std::string("nothing")) +
+                     ", not Faiss's array or block lists; ivflake cannot range-read them");
+    }
+    if (reader.pos > file_len) {
+        fail(ErrorKind::Corrupt, "list data starts past the end of the file");
     }
     out->lazy = true;
-    out->lazy_sizes = lazy->sizes;
-    out->list_data_offset = lazy->data_offset;
     // Read with IO_FLAG_SKIP_PRECOMPUTE_TABLE so the table is built here,
     // outside the allocation cap; Faiss bounds it by precomputed_table_max_bytes.
     if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(out->ivf)) {
@@ -357,13 +484,23 @@ std::unique_ptr<IvfIndex> open_header(
 }
 
 std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
-    PrefixReader reader(bytes.data(), bytes.size(), bytes.size());
+    PrefixReader reader(bytes.data(), bytes.size(), bytes.size(), false);
     auto out = std::make_unique<IvfIndex>();
-    {
+    try {
         AllocCapGuard guard(bytes.size() * 2 + (size_t(256) << 20));
         out->top.reset(faiss::read_index(&reader, 0));
+    } catch (const faiss::FaissException& e) {
+        rethrow_parse_error(e);
     }
     classify(*out);
+    if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(out->ivf->invlists)) {
+        check_block_shape(*out->ivf, blocks->nlist, blocks->n_per_block, blocks->block_size);
+        out->layout = Layout::Blocks;
+        out->n_per_block = blocks->n_per_block;
+        out->block_size = blocks->block_size;
+    } else {
+        out->layout = Layout::Array;
+    }
     return out;
 }
 
@@ -379,223 +516,42 @@ IndexInfo info(const IvfIndex& index) {
     i.default_nprobe = index.ivf ? index.ivf->nprobe : 0;
     i.has_transform = index.transform != nullptr;
     i.list_data_offset = index.list_data_offset;
+    i.block_lists = index.layout == Layout::Blocks;
+    i.n_per_block = index.n_per_block;
+    i.block_size = index.block_size;
+    // An index built in this process has its layout in its lists.
+    const auto* blocks = index.ivf && !index.lazy
+            ? dynamic_cast<const faiss::BlockInvertedLists*>(index.ivf->invlists)
+            : nullptr;
+    if (blocks) {
+        i.block_lists = true;
+        i.n_per_block = blocks->n_per_block;
+        i.block_size = blocks->block_size;
+    }
     return i;
 }
 
 rust::Vec<uint64_t> list_sizes(const IvfIndex& index) {
     rust::Vec<uint64_t> out;
-    if (index.lazy) {
-        out.reserve(index.lazy_sizes.size());
-        for (size_t s : index.lazy_sizes) {
+    if (!index.ivf) {
+        return out;
+    }
+    if (auto* lazy = dynamic_cast<const LazyInvertedLists*>(index.ivf->invlists)) {
+        out.reserve(lazy->header_sizes.size());
+        for (size_t s : lazy->header_sizes) {
             out.push_back(s);
         }
-    } else if (index.ivf) {
-        out.reserve(index.ivf->nlist);
-        for (size_t l = 0; l < index.ivf->nlist; l++) {
-            out.push_back(index.ivf->invlists->list_size(l));
-        }
+        return out;
+    }
+    out.reserve(index.ivf->nlist);
+    for (size_t l = 0; l < index.ivf->nlist; l++) {
+        out.push_back(index.ivf->invlists->list_size(l));
     }
     return out;
 }
 
-void apply_transform(
-        const IvfIndex& index,
-        size_t n,
-        rust::Slice<const float> x,
-        rust::Slice<float> out) {
-    single_threaded();
-    FAISS_THROW_IF_NOT_MSG(index.transform, "index has no pre-transform");
-    check_len(x.size(), n * size_t(index.top->d), "queries");
-    check_len(out.size(), n * size_t(require_ivf(index).d), "transformed queries");
-    const float* xt = index.transform->apply_chain(idx_t(n), x.data());
-    std::memcpy(out.data(), xt, out.size() * sizeof(float));
-    if (xt != x.data()) {
-        delete[] xt;
-    }
-}
-
-void coarse_search(
-        const IvfIndex& index,
-        size_t n,
-        rust::Slice<const float> x,
-        size_t nprobe,
-        rust::Slice<float> coarse_dis,
-        rust::Slice<int64_t> assign) {
-    single_threaded();
-    const auto& ivf = require_ivf(index);
-    check_len(x.size(), n * size_t(ivf.d), "queries");
-    check_len(coarse_dis.size(), n * nprobe, "coarse distances");
-    check_len(assign.size(), n * nprobe, "coarse assignment");
-    ivf.quantizer->search(
-            idx_t(n), x.data(), idx_t(nprobe), coarse_dis.data(), assign.data());
-}
-
-// The body of Faiss's IndexIVF::search_preassigned for one thread, over
-// buffers ivflake fetched: same scanner, same heap, same probe order, so the
-// results are bit-identical to Faiss searching the file in memory.
-void scan_lists(
-        const IvfIndex& index,
-        size_t n,
-        rust::Slice<const float> xt,
-        size_t k,
-        size_t nprobe,
-        rust::Slice<const int64_t> assign,
-        rust::Slice<const float> coarse_dis,
-        rust::Slice<const int32_t> slots,
-        rust::Slice<const size_t> codes_addr,
-        rust::Slice<const size_t> ids_addr,
-        rust::Slice<const size_t> sizes,
-        uint8_t filter_kind,
-        rust::Slice<const int64_t> filter_ids,
-        int64_t range_lo,
-        int64_t range_hi,
-        rust::Slice<float> distances,
-        rust::Slice<int64_t> labels) {
-    single_threaded();
-    const auto& ivf = require_ivf(index);
-    check_len(xt.size(), n * size_t(ivf.d), "queries");
-    check_len(assign.size(), n * nprobe, "coarse assignment");
-    check_len(coarse_dis.size(), n * nprobe, "coarse distances");
-    check_len(slots.size(), n * nprobe, "list slots");
-    check_len(ids_addr.size(), codes_addr.size(), "list id pointers");
-    check_len(sizes.size(), codes_addr.size(), "list sizes");
-    check_len(distances.size(), n * k, "distances");
-    check_len(labels.size(), n * k, "labels");
-
-    std::unique_ptr<faiss::IDSelector> allow;
-    std::unique_ptr<faiss::IDSelector> sel;
-    switch (filter_kind) {
-        case 0:
-            break;
-        case 1:
-            sel = std::make_unique<faiss::IDSelectorBatch>(
-                    filter_ids.size(), filter_ids.data());
-            break;
-        case 2:
-            allow = std::make_unique<faiss::IDSelectorBatch>(
-                    filter_ids.size(), filter_ids.data());
-            sel = std::make_unique<faiss::IDSelectorNot>(allow.get());
-            break;
-        case 3:
-            sel = std::make_unique<faiss::IDSelectorRange>(range_lo, range_hi);
-            break;
-        default:
-            throw std::invalid_argument("ivflake shim: unknown filter kind");
-    }
-
-    std::unique_ptr<faiss::InvertedListScanner> scanner(
-            ivf.get_InvertedListScanner(false, sel.get()));
-    const bool ip = ivf.metric_type == faiss::METRIC_INNER_PRODUCT;
-    for (size_t i = 0; i < n; i++) {
-        float* simi = distances.data() + i * k;
-        idx_t* idxi = labels.data() + i * k;
-        if (ip) {
-            faiss::heap_heapify<faiss::CMin<float, idx_t>>(k, simi, idxi);
-        } else {
-            faiss::heap_heapify<faiss::CMax<float, idx_t>>(k, simi, idxi);
-        }
-        scanner->set_query(xt.data() + i * size_t(ivf.d));
-        for (size_t j = 0; j < nprobe; j++) {
-            const size_t slot_pos = i * nprobe + j;
-            const idx_t key = assign[slot_pos];
-            if (key < 0) {
-                continue;  // the quantizer found fewer than nprobe lists
-            }
-            FAISS_THROW_IF_NOT_FMT(
-                    size_t(key) < ivf.nlist, "list %ld out of range", long(key));
-            const int32_t slot = slots[slot_pos];
-            if (slot < 0) {
-                continue;  // empty list: nothing was fetched
-            }
-            FAISS_THROW_IF_NOT(size_t(slot) < sizes.size());
-            const size_t list_size = sizes[slot];
-            if (list_size == 0) {
-                continue;
-            }
-            scanner->set_list(key, coarse_dis[slot_pos]);
-            scanner->scan_codes(
-                    list_size,
-                    reinterpret_cast<const uint8_t*>(codes_addr[slot]),
-                    reinterpret_cast<const idx_t*>(ids_addr[slot]),
-                    simi,
-                    idxi,
-                    k);
-        }
-        if (ip) {
-            faiss::heap_reorder<faiss::CMin<float, idx_t>>(k, simi, idxi);
-        } else {
-            faiss::heap_reorder<faiss::CMax<float, idx_t>>(k, simi, idxi);
-        }
-    }
-}
-
-void search_full(
-        const IvfIndex& index,
-        size_t n,
-        rust::Slice<const float> x,
-        size_t k,
-        size_t nprobe,
-        rust::Slice<float> distances,
-        rust::Slice<int64_t> labels) {
-    single_threaded();
-    check_len(x.size(), n * size_t(index.top->d), "queries");
-    check_len(distances.size(), n * k, "distances");
-    check_len(labels.size(), n * k, "labels");
-    FAISS_THROW_IF_NOT_MSG(!index.lazy, "search_full needs a fully loaded index");
-    if (!index.ivf) {
-        index.top->search(idx_t(n), x.data(), idx_t(k), distances.data(), labels.data());
-        return;
-    }
-    const float* xt = x.data();
-    std::unique_ptr<const float[]> owned;
-    if (index.transform) {
-        xt = index.transform->apply_chain(idx_t(n), x.data());
-        if (xt != x.data()) {
-            owned.reset(xt);
-        }
-    }
-    faiss::SearchParametersIVF params;
-    params.nprobe = nprobe;
-    index.ivf->search(
-            idx_t(n), xt, idx_t(k), distances.data(), labels.data(), &params);
-}
-
-std::unique_ptr<IvfIndex> index_factory(
-        size_t d,
-        rust::Str description,
-        bool metric_l2) {
-    std::string desc(description);
-    auto out = std::make_unique<IvfIndex>();
-    out->top.reset(faiss::index_factory(
-            int(d),
-            desc.c_str(),
-            metric_l2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT));
-    out->transform = dynamic_cast<faiss::IndexPreTransform*>(out->top.get());
-    faiss::Index* inner = out->transform ? out->transform->index : out->top.get();
-    out->ivf = dynamic_cast<faiss::IndexIVF*>(inner);
-    return out;
-}
-
-bool is_trained(const IvfIndex& index) {
-    return index.top->is_trained;
-}
-
-void train(IvfIndex& index, size_t n, rust::Slice<const float> x) {
-    all_cores();
-    check_len(x.size(), n * size_t(index.top->d), "training vectors");
-    index.top->train(idx_t(n), x.data());
-}
-
-void add(IvfIndex& index, size_t n, rust::Slice<const float> x) {
-    all_cores();
-    check_len(x.size(), n * size_t(index.top->d), "vectors");
-    index.top->add(idx_t(n), x.data());
-}
-
-std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index) {
-    faiss::VectorIOWriter writer;
-    faiss::write_index(index.top.get(), &writer);
-    return std::make_unique<std::vector<uint8_t>>(std::move(writer.data));
+rust::String faiss_version() {
+    return rust::String(kFaissVersion);
 }
 
 }  // namespace ivflake

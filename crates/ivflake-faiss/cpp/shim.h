@@ -1,10 +1,15 @@
 // The C++ half of the bridge: everything ivflake asks of Faiss goes through
 // these functions. Each one may throw; cxx turns the exception into a Rust
-// `Err` because every bridge function returns `Result`.
+// `Err` because every bridge function returns `Result`, and the `trycatch`
+// below tags the message with a kind the Rust side reads back.
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "rust/cxx.h"
@@ -12,10 +17,51 @@
 #include <faiss/Index.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexPreTransform.h>
+#include <faiss/impl/FaissException.h>
 
 namespace ivflake {
 
 struct IndexInfo;
+struct FilterSpec;
+struct ListBuffer;
+struct ScanRequest;
+
+// The kinds `FaissErrorKind` distinguishes; the value is the tag the Rust
+// side parses (`FaissErrorKind::from_tag`).
+enum class ErrorKind : char {
+    Unsupported = 'U',
+    Corrupt = 'C',
+    NeedMoreBytes = 'N',
+    AllocationRefused = 'A',
+    OutOfMemory = 'M',
+    InvalidArgument = 'I',
+    Other = 'O',
+};
+
+// An error the shim classified itself.
+struct ShimError : std::runtime_error {
+    ErrorKind kind;
+    ShimError(ErrorKind kind, const std::string& message)
+            : std::runtime_error(message), kind(kind) {}
+};
+
+// A single allocation above the parse-time cap (see shim.cc).
+struct AllocationRefused : std::bad_alloc {
+    const char* what() const noexcept override {
+        return "index header asks for an allocation larger than the file could "
+               "hold: the file is corrupt";
+    }
+};
+
+inline std::string tagged(ErrorKind kind, const char* message) {
+    std::string out(1, char(kind));
+    out += '|';
+    out += message;
+    return out;
+}
+
+// How lists are laid out; see `ListLayout` on the Rust side.
+enum class Layout { None, Array, Blocks };
 
 // An owned Faiss index plus the views ivflake needs of it: the IVF layer and,
 // when there is one, the pre-transform chain in front of it.
@@ -23,10 +69,12 @@ struct IvfIndex {
     std::unique_ptr<faiss::Index> top;
     faiss::IndexPreTransform* transform = nullptr;
     faiss::IndexIVF* ivf = nullptr;
-    // Sizes and file offset of list data when opened lazily; empty otherwise.
-    std::vector<size_t> lazy_sizes;
+    // Where list data starts in the file when opened lazily; 0 otherwise.
     uint64_t list_data_offset = 0;
     bool lazy = false;
+    Layout layout = Layout::None;
+    size_t n_per_block = 0;
+    size_t block_size = 0;
 };
 
 std::unique_ptr<IvfIndex> open_header(
@@ -51,28 +99,15 @@ void coarse_search(
         rust::Slice<int64_t> assign);
 void scan_lists(
         const IvfIndex& index,
-        size_t n,
-        rust::Slice<const float> xt,
-        size_t k,
-        size_t nprobe,
-        rust::Slice<const int64_t> assign,
-        rust::Slice<const float> coarse_dis,
-        rust::Slice<const int32_t> slots,
-        rust::Slice<const size_t> codes_addr,
-        rust::Slice<const size_t> ids_addr,
-        rust::Slice<const size_t> sizes,
-        uint8_t filter_kind,
-        rust::Slice<const int64_t> filter_ids,
-        int64_t range_lo,
-        int64_t range_hi,
+        const ScanRequest& request,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels);
 void search_full(
         const IvfIndex& index,
-        size_t n,
         rust::Slice<const float> x,
         size_t k,
         size_t nprobe,
+        const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels);
 std::unique_ptr<IvfIndex> index_factory(
@@ -83,5 +118,30 @@ bool is_trained(const IvfIndex& index);
 void train(IvfIndex& index, size_t n, rust::Slice<const float> x);
 void add(IvfIndex& index, size_t n, rust::Slice<const float> x);
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index);
+rust::String faiss_version();
 
 }  // namespace ivflake
+
+// cxx's hook for turning a C++ exception into a Rust error: every exception,
+// not only std::exception, becomes an `Err` whose message starts with its
+// kind's tag.
+namespace rust {
+namespace behavior {
+template <typename Try, typename Fail>
+static void trycatch(Try&& func, Fail&& fail) noexcept try {
+    func();
+} catch (const ivflake::ShimError& e) {
+    fail(ivflake::tagged(e.kind, e.what()).c_str());
+} catch (const ivflake::AllocationRefused& e) {
+    fail(ivflake::tagged(ivflake::ErrorKind::AllocationRefused, e.what()).c_str());
+} catch (const std::bad_alloc& e) {
+    fail(ivflake::tagged(ivflake::ErrorKind::OutOfMemory, "out of memory").c_str());
+} catch (const std::invalid_argument& e) {
+    fail(ivflake::tagged(ivflake::ErrorKind::InvalidArgument, e.what()).c_str());
+} catch (const std::exception& e) {
+    fail(ivflake::tagged(ivflake::ErrorKind::Other, e.what()).c_str());
+} catch (...) {
+    fail(ivflake::tagged(ivflake::ErrorKind::Other, "unknown C++ exception").c_str());
+}
+}  // namespace behavior
+}  // namespace rust

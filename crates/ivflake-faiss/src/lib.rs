@@ -4,14 +4,19 @@
 //! It owns: parsing an index *header* (everything before the inverted-list
 //! data) from a byte prefix, running the coarse quantizer, and scanning
 //! inverted lists that the caller fetched into its own buffers with Faiss's
-//! own list scanners. It must not own I/O, caching or async: callers hand it
+//! own search code. It must not own I/O, caching or async: callers hand it
 //! bytes and get bytes' worth of answers back.
 //!
 //! Every bridge function returns `Result`, so a C++ exception becomes a
-//! [`FaissError`] instead of aborting the process (cxx's rule).
+//! [`FaissError`] with a [`FaissErrorKind`] instead of aborting the process
+//! (cxx's rule). Every buffer crosses as a slice whose length the shim checks,
+//! so no bridge function is `unsafe`.
 
 use std::fmt;
 
+// The bridge is the crate's one `unsafe` seam: cxx generates the extern
+// declarations and checks every signature against the shim's header.
+#[allow(unsafe_code)]
 #[cxx::bridge(namespace = "ivflake")]
 mod ffi {
     struct IndexInfo {
@@ -25,6 +30,49 @@ mod ffi {
         default_nprobe: usize,
         has_transform: bool,
         list_data_offset: u64,
+        /// Block lists ("ilbl", fast-scan): sizes sit inline in the file.
+        block_lists: bool,
+        n_per_block: usize,
+        block_size: usize,
+    }
+
+    /// Which ids a search may return; mirrors the public `IdFilter`.
+    enum FilterKind {
+        All,
+        Allow,
+        Deny,
+        Range,
+    }
+
+    /// An id filter as it crosses the bridge: `ids` for `Allow`/`Deny`,
+    /// `start..end` for `Range`.
+    struct FilterSpec<'a> {
+        kind: FilterKind,
+        ids: &'a [i64],
+        start: i64,
+        end: i64,
+    }
+
+    /// One fetched inverted list: `ids.len()` vectors, their codes in the
+    /// index's list layout.
+    struct ListBuffer<'a> {
+        codes: &'a [u8],
+        ids: &'a [i64],
+    }
+
+    /// One scan: transformed queries, their coarse assignment, the fetched
+    /// lists and a filter. `slots[q * nprobe + j]` names the entry of
+    /// `buffers` holding list `lists[q * nprobe + j]`, or is negative when
+    /// that list was not fetched (empty, or failed under `allow_partial`).
+    struct ScanRequest<'a> {
+        queries: &'a [f32],
+        k: usize,
+        nprobe: usize,
+        lists: &'a [i64],
+        coarse_distances: &'a [f32],
+        slots: &'a [i32],
+        buffers: &'a [ListBuffer<'a>],
+        filter: FilterSpec<'a>,
     }
 
     unsafe extern "C++" {
@@ -35,8 +83,8 @@ mod ffi {
         fn open_header(prefix: &[u8], file_len: u64, alloc_cap: usize, needed: &mut u64)
             -> Result<UniquePtr<IvfIndex>>;
         fn read_index_bytes(bytes: &[u8]) -> Result<UniquePtr<IvfIndex>>;
-        fn info(index: &IvfIndex) -> IndexInfo;
-        fn list_sizes(index: &IvfIndex) -> Vec<u64>;
+        fn info(index: &IvfIndex) -> Result<IndexInfo>;
+        fn list_sizes(index: &IvfIndex) -> Result<Vec<u64>>;
         fn apply_transform(index: &IvfIndex, n: usize, x: &[f32], out: &mut [f32]) -> Result<()>;
         fn coarse_search(
             index: &IvfIndex,
@@ -46,43 +94,63 @@ mod ffi {
             coarse_dis: &mut [f32],
             assign: &mut [i64],
         ) -> Result<()>;
-        /// # Safety
-        /// `codes_addr[i]` must point at `sizes[i] * code_size` readable bytes
-        /// and `ids_addr[i]` at `sizes[i]` aligned `i64`s, alive for the call.
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn scan_lists(
-            index: &IvfIndex,
-            n: usize,
-            xt: &[f32],
-            k: usize,
-            nprobe: usize,
-            assign: &[i64],
-            coarse_dis: &[f32],
-            slots: &[i32],
-            codes_addr: &[usize],
-            ids_addr: &[usize],
-            sizes: &[usize],
-            filter_kind: u8,
-            filter_ids: &[i64],
-            range_lo: i64,
-            range_hi: i64,
-            distances: &mut [f32],
-            labels: &mut [i64],
-        ) -> Result<()>;
+        fn scan_lists(index: &IvfIndex, request: &ScanRequest, distances: &mut [f32], labels: &mut [i64])
+            -> Result<()>;
         fn search_full(
             index: &IvfIndex,
-            n: usize,
             x: &[f32],
             k: usize,
             nprobe: usize,
+            filter: &FilterSpec,
             distances: &mut [f32],
             labels: &mut [i64],
         ) -> Result<()>;
         fn index_factory(d: usize, description: &str, metric_l2: bool) -> Result<UniquePtr<IvfIndex>>;
-        fn is_trained(index: &IvfIndex) -> bool;
+        fn is_trained(index: &IvfIndex) -> Result<bool>;
         fn train(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
         fn add(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
         fn write_index_bytes(index: &IvfIndex) -> Result<UniquePtr<CxxVector<u8>>>;
+        fn faiss_version() -> Result<String>;
+    }
+}
+
+/// What went wrong, as the shim classifies it, so callers never match
+/// message text.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaissErrorKind {
+    /// A valid file of a type or layout this binding (or the linked Faiss)
+    /// cannot serve; the message names the type and the Faiss version.
+    Unsupported,
+    /// The bytes are not a well-formed index: truncated, inconsistent counts.
+    Corrupt,
+    /// The parser ran past the bytes it was given (a header is probed with
+    /// [`open_header`], which reports this as [`HeaderProbe::NeedBytes`]).
+    NeedMoreBytes,
+    /// A length read from the file asked for more memory than the file could
+    /// hold, and the shim's allocation cap refused it: a corrupt file.
+    AllocationRefused,
+    /// The allocator failed: the process is out of memory.
+    OutOfMemory,
+    /// The caller broke a precondition (buffer lengths, alignment, slots).
+    InvalidArgument,
+    /// Anything else Faiss threw.
+    Other,
+}
+
+impl FaissErrorKind {
+    /// The one-letter tag the shim's `trycatch` puts before its message.
+    fn from_tag(tag: u8) -> Option<Self> {
+        Some(match tag {
+            b'U' => Self::Unsupported,
+            b'C' => Self::Corrupt,
+            b'N' => Self::NeedMoreBytes,
+            b'A' => Self::AllocationRefused,
+            b'M' => Self::OutOfMemory,
+            b'I' => Self::InvalidArgument,
+            b'O' => Self::Other,
+            _ => return None,
+        })
     }
 }
 
@@ -90,14 +158,24 @@ mod ffi {
 /// checked before calling into C++.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaissError {
+    kind: FaissErrorKind,
     message: String,
 }
 
 impl FaissError {
-    fn new(message: impl Into<String>) -> Self {
+    fn new(kind: FaissErrorKind, message: impl Into<String>) -> Self {
         Self {
+            kind,
             message: message.into(),
         }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(FaissErrorKind::InvalidArgument, message)
+    }
+
+    pub fn kind(&self) -> FaissErrorKind {
+        self.kind
     }
 
     pub fn message(&self) -> &str {
@@ -114,12 +192,35 @@ impl fmt::Display for FaissError {
 impl std::error::Error for FaissError {}
 
 impl From<cxx::Exception> for FaissError {
+    /// The shim's `trycatch` writes `<tag>|<message>`; see `cpp/shim.h`.
     fn from(e: cxx::Exception) -> Self {
-        Self::new(e.what())
+        let what = e.what();
+        match what.as_bytes() {
+            [tag, b'|', ..] => match FaissErrorKind::from_tag(*tag) {
+                Some(kind) => Self::new(kind, &what[2..]),
+                None => Self::new(FaissErrorKind::Other, what),
+            },
+            _ => Self::new(FaissErrorKind::Other, what),
+        }
     }
 }
 
 pub type Result<T, E = FaissError> = std::result::Result<T, E>;
+
+/// The IVF classes this binding serves (the shim's open refuses the others),
+/// as they appear in [`IndexInfo::type_name`].
+pub const SERVED_IVF_TYPES: &[&str] = &[
+    "IndexIVFFlat",
+    "IndexIVFPQ",
+    "IndexIVFScalarQuantizer",
+    "IndexIVFPQFastScan",
+    "IndexIVFRaBitQ",
+];
+
+/// The version of the Faiss library linked in, e.g. `"1.12.0"`.
+pub fn faiss_version() -> String {
+    ffi::faiss_version().unwrap_or_else(|e| format!("unknown ({e})"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -139,13 +240,52 @@ pub struct IndexInfo {
     pub metric: Metric,
     pub ntotal: i64,
     pub nlist: usize,
-    /// Bytes per vector code inside a list.
+    /// Bytes per vector code inside a list (for block lists, per vector
+    /// before packing into blocks).
     pub code_size: usize,
     /// The nprobe stored in the file.
     pub default_nprobe: usize,
     pub has_transform: bool,
     /// Offset of the first list's data in the file (0 when fully loaded).
+    /// For [`ListLayout::Blocks`] it is where list 0's id count starts.
     pub list_data_offset: u64,
+}
+
+/// How the file stores inverted lists, which fixes each list's byte range.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListLayout {
+    /// Faiss's `ArrayInvertedLists` ("ilar"): list sizes in the header; list
+    /// `i` is `size * code_size` code bytes then `size` little-endian `i64`
+    /// ids, lists back to back.
+    Array,
+    /// Faiss's `BlockInvertedLists` ("ilbl", fast-scan PQ): list `i` is a
+    /// `u64` count `n`, `n` ids, a `u64` byte count `m`, then `m` code bytes,
+    /// `m = ceil(n / n_per_block) * block_size`. Sizes are inline, not in the
+    /// header, so they come from a manifest or a pass over the lists.
+    Blocks { n_per_block: usize, block_size: usize },
+}
+
+impl ListLayout {
+    /// Code bytes of a list holding `n` vectors, `None` on overflow.
+    pub fn codes_len(&self, n: u64, code_size: usize) -> Option<u64> {
+        match *self {
+            ListLayout::Array => n.checked_mul(code_size as u64),
+            ListLayout::Blocks {
+                n_per_block,
+                block_size,
+            } => n.div_ceil(n_per_block as u64).checked_mul(block_size as u64),
+        }
+    }
+
+    /// Alignment Faiss's scan needs of a list's codes (AVX2 fast-scan kernels
+    /// load 32-byte blocks with aligned loads).
+    pub fn codes_alignment(&self) -> usize {
+        match self {
+            ListLayout::Array => 4,
+            ListLayout::Blocks { .. } => 32,
+        }
+    }
 }
 
 /// The outcome of parsing a header from a prefix of the file.
@@ -155,7 +295,8 @@ pub enum HeaderProbe {
     NeedBytes(u64),
 }
 
-/// One fetched inverted list: codes followed, in the file, by ids.
+/// One fetched inverted list: its codes (in the index's [`ListLayout`]) and
+/// its ids.
 #[derive(Debug, Clone, Copy)]
 pub struct ListSlice<'a> {
     pub codes: &'a [u8],
@@ -171,6 +312,18 @@ pub enum IdFilter<'a> {
     Deny(&'a [i64]),
     /// Ids in `start..end`.
     Range(i64, i64),
+}
+
+impl<'a> IdFilter<'a> {
+    fn spec(self) -> ffi::FilterSpec<'a> {
+        let (kind, ids, start, end): (ffi::FilterKind, &[i64], i64, i64) = match self {
+            IdFilter::All => (ffi::FilterKind::All, &[], 0, 0),
+            IdFilter::Allow(ids) => (ffi::FilterKind::Allow, ids, 0, 0),
+            IdFilter::Deny(ids) => (ffi::FilterKind::Deny, ids, 0, 0),
+            IdFilter::Range(start, end) => (ffi::FilterKind::Range, &[], start, end),
+        };
+        ffi::FilterSpec { kind, ids, start, end }
+    }
 }
 
 /// Distances and labels of a batch, `k` per query, row-major.
@@ -192,21 +345,29 @@ pub struct CoarseAssignment {
 pub struct Index {
     inner: cxx::UniquePtr<ffi::IvfIndex>,
     info: IndexInfo,
+    layout: ListLayout,
 }
 
 // SAFETY: `IvfIndex` owns its Faiss objects through `unique_ptr`s and holds no
-// thread-affine state (no thread-locals, no handles tied to a thread), so it
-// may move between threads.
+// thread-affine state; the lazy lists' per-scan table is a thread-local set
+// and cleared within one `scan_lists` call. So it may move between threads.
+#[allow(unsafe_code)]
 unsafe impl Send for Index {}
 // SAFETY: every `&self` method calls only `const` Faiss methods (quantizer
-// search, `apply_chain`, `get_InvertedListScanner`), which Faiss documents as
-// safe to call concurrently; each call builds its own scanner and heaps.
-// Mutation (`train`, `add`) takes `&mut self`.
+// search, `apply_chain`, `search_preassigned`), which Faiss documents as safe
+// to call concurrently; each call builds its own scanner and heaps, and the
+// lazy lists resolve list buffers through a table private to the calling
+// thread (Faiss's OpenMP is held to one thread inside the shim, so no other
+// thread reads it). Mutation (`train`, `add`) takes `&mut self`.
+#[allow(unsafe_code)]
 unsafe impl Sync for Index {}
 
 impl fmt::Debug for Index {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Index").field("info", &self.info).finish()
+        f.debug_struct("Index")
+            .field("info", &self.info)
+            .field("layout", &self.layout)
+            .finish()
     }
 }
 
@@ -220,17 +381,25 @@ pub fn open_header(prefix: &[u8], file_len: u64, alloc_cap: usize) -> Result<Hea
     if ptr.is_null() {
         return Ok(HeaderProbe::NeedBytes(needed));
     }
-    Ok(HeaderProbe::Opened(Index::wrap(ptr)))
+    Ok(HeaderProbe::Opened(Index::wrap(ptr)?))
 }
 
 /// Reads a whole index file, lists included, as `faiss.read_index` would.
 pub fn read_index(bytes: &[u8]) -> Result<Index> {
-    Ok(Index::wrap(ffi::read_index_bytes(bytes)?))
+    Index::wrap(ffi::read_index_bytes(bytes)?)
 }
 
 impl Index {
-    fn wrap(inner: cxx::UniquePtr<ffi::IvfIndex>) -> Self {
-        let raw = ffi::info(&inner);
+    fn wrap(inner: cxx::UniquePtr<ffi::IvfIndex>) -> Result<Self> {
+        let raw = ffi::info(&inner)?;
+        let layout = if raw.block_lists {
+            ListLayout::Blocks {
+                n_per_block: raw.n_per_block,
+                block_size: raw.block_size,
+            }
+        } else {
+            ListLayout::Array
+        };
         let info = IndexInfo {
             type_name: raw.type_name,
             d: raw.d,
@@ -247,29 +416,38 @@ impl Index {
             has_transform: raw.has_transform,
             list_data_offset: raw.list_data_offset,
         };
-        Self { inner, info }
+        Ok(Self { inner, info, layout })
     }
 
     /// Builds an empty index from a Faiss factory string, e.g. `"OPQ16,IVF256,PQ16"`.
     pub fn factory(d: usize, description: &str, metric: Metric) -> Result<Self> {
         if d == 0 {
-            return Err(FaissError::new("dimension must be positive"));
+            return Err(FaissError::invalid("dimension must be positive"));
         }
-        Ok(Self::wrap(ffi::index_factory(d, description, metric == Metric::L2)?))
+        Self::wrap(ffi::index_factory(d, description, metric == Metric::L2)?)
     }
 
     pub fn info(&self) -> &IndexInfo {
         &self.info
     }
 
-    /// Number of vectors in each inverted list.
+    /// How the file lays out inverted lists.
+    pub fn list_layout(&self) -> ListLayout {
+        self.layout
+    }
+
+    /// Number of vectors in each inverted list, as the header states them.
+    /// Empty for a lazily opened [`ListLayout::Blocks`] index, whose sizes
+    /// are inline in the list data, not in the header.
     pub fn list_sizes(&self) -> Vec<u64> {
-        ffi::list_sizes(&self.inner)
+        // The shim only reads vectors it owns; an exception here would be an
+        // allocation failure, which the global allocator would abort on anyway.
+        ffi::list_sizes(&self.inner).unwrap_or_default()
     }
 
     fn rows(&self, x: &[f32], d: usize) -> Result<usize> {
         if d == 0 || !x.len().is_multiple_of(d) {
-            return Err(FaissError::new(format!(
+            return Err(FaissError::invalid(format!(
                 "vector buffer of {} floats is not a whole number of {d}-dimensional vectors",
                 x.len()
             )));
@@ -298,9 +476,10 @@ impl Index {
         Ok(CoarseAssignment { distances, lists })
     }
 
-    /// Scans fetched lists for transformed queries `xt`. `slots[q * nprobe + j]`
-    /// names the entry of `lists` holding list `assignment.lists[q * nprobe + j]`,
-    /// or is negative when that list is empty.
+    /// Scans fetched lists for transformed queries `xt` with Faiss's own
+    /// `search_preassigned`. `slots[q * nprobe + j]` names the entry of
+    /// `lists` holding list `assignment.lists[q * nprobe + j]`, or is
+    /// negative when that list was not fetched.
     pub fn scan_lists(
         &self,
         xt: &[f32],
@@ -313,78 +492,51 @@ impl Index {
         let n = self.rows(xt, self.info.ivf_d)?;
         let probes = assignment.lists.len();
         if n == 0 || !probes.is_multiple_of(n) || assignment.distances.len() != probes || slots.len() != probes {
-            return Err(FaissError::new("coarse assignment does not match the queries"));
+            return Err(FaissError::invalid("coarse assignment does not match the queries"));
         }
-        let nprobe = probes / n;
-        let mut codes_addr = Vec::with_capacity(lists.len());
-        let mut ids_addr = Vec::with_capacity(lists.len());
-        let mut sizes = Vec::with_capacity(lists.len());
-        for (i, list) in lists.iter().enumerate() {
-            if list.codes.len() != list.ids.len() * self.info.code_size {
-                return Err(FaissError::new(format!(
-                    "list slot {i}: {} code bytes for {} ids of {} bytes each",
-                    list.codes.len(),
-                    list.ids.len(),
-                    self.info.code_size
-                )));
-            }
-            // IVFFlat reads codes as floats and SQfp16 as u16s.
-            if !(list.codes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) {
-                return Err(FaissError::new(format!("list slot {i}: codes are not 4-byte aligned")));
-            }
-            codes_addr.push(list.codes.as_ptr() as usize);
-            ids_addr.push(list.ids.as_ptr() as usize);
-            sizes.push(list.ids.len());
-        }
-        if let Some(bad) = slots.iter().find(|&&s| s >= 0 && s as usize >= lists.len()) {
-            return Err(FaissError::new(format!("list slot {bad} out of range")));
-        }
-        let (kind, ids, lo, hi): (u8, &[i64], i64, i64) = match filter {
-            IdFilter::All => (0, &[], 0, 0),
-            IdFilter::Allow(ids) => (1, ids, 0, 0),
-            IdFilter::Deny(ids) => (2, ids, 0, 0),
-            IdFilter::Range(lo, hi) => (3, &[], lo, hi),
+        let buffers: Vec<ffi::ListBuffer<'_>> = lists
+            .iter()
+            .map(|l| ffi::ListBuffer {
+                codes: l.codes,
+                ids: l.ids,
+            })
+            .collect();
+        let request = ffi::ScanRequest {
+            queries: xt,
+            k,
+            nprobe: probes / n,
+            lists: &assignment.lists,
+            coarse_distances: &assignment.distances,
+            slots,
+            buffers: &buffers,
+            filter: filter.spec(),
         };
         let mut distances = vec![0f32; n * k];
         let mut labels = vec![-1i64; n * k];
-        // SAFETY: every address comes from a slice in `lists`, borrowed for
-        // this call, with lengths checked against `code_size` above; ids are
-        // `&[i64]` and so aligned; codes alignment is checked above.
-        unsafe {
-            ffi::scan_lists(
-                &self.inner,
-                n,
-                xt,
-                k,
-                nprobe,
-                &assignment.lists,
-                &assignment.distances,
-                slots,
-                &codes_addr,
-                &ids_addr,
-                &sizes,
-                kind,
-                ids,
-                lo,
-                hi,
-                &mut distances,
-                &mut labels,
-            )?;
-        }
+        ffi::scan_lists(&self.inner, &request, &mut distances, &mut labels)?;
         Ok(Neighbors { distances, labels })
     }
 
     /// Searches a fully loaded index, as Faiss does in memory.
     pub fn search(&self, x: &[f32], k: usize, nprobe: usize) -> Result<Neighbors> {
+        self.search_filtered(x, k, nprobe, IdFilter::All)
+    }
+
+    /// Searches a fully loaded index with Faiss's own `IndexIVF::search`,
+    /// `SearchParametersIVF { nprobe, sel }` carrying the same `IDSelector`
+    /// that [`Index::scan_lists`] builds for `filter`: the in-memory reference
+    /// for filtered searches.
+    pub fn search_filtered(&self, x: &[f32], k: usize, nprobe: usize, filter: IdFilter<'_>) -> Result<Neighbors> {
         let n = self.rows(x, self.info.d)?;
         let mut distances = vec![0f32; n * k];
         let mut labels = vec![-1i64; n * k];
-        ffi::search_full(&self.inner, n, x, k, nprobe, &mut distances, &mut labels)?;
+        let spec = filter.spec();
+        ffi::search_full(&self.inner, x, k, nprobe, &spec, &mut distances, &mut labels)?;
         Ok(Neighbors { distances, labels })
     }
 
     pub fn is_trained(&self) -> bool {
-        ffi::is_trained(&self.inner)
+        ffi::is_trained(&self.inner).unwrap_or(false)
     }
 
     pub fn train(&mut self, x: &[f32]) -> Result<()> {
@@ -409,6 +561,6 @@ impl Index {
     fn pinned(&mut self) -> Result<std::pin::Pin<&mut ffi::IvfIndex>> {
         self.inner
             .as_mut()
-            .ok_or_else(|| FaissError::new("index handle is null"))
+            .ok_or_else(|| FaissError::invalid("index handle is null"))
     }
 }

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ivflake_faiss::FaissError;
+use ivflake_faiss::{FaissError, FaissErrorKind};
 
 /// Everything that can go wrong opening or searching an index. Each variant
 /// says what was wrong and, where it helps, what to do.
@@ -114,22 +114,16 @@ impl Error {
     /// A Faiss failure while parsing the header of `uri`: an index type this
     /// build cannot serve, or a corrupt file.
     pub(crate) fn from_header(uri: &str, e: FaissError) -> Self {
-        let msg = e.message();
-        if msg.starts_with("unsupported") {
-            Error::Unsupported {
+        // The binding classifies its errors; no message text is matched.
+        match e.kind() {
+            FaissErrorKind::Unsupported => Error::Unsupported {
                 uri: uri.into(),
-                reason: msg.to_string(),
-            }
-        } else if msg.contains("not recognized") {
-            Error::Unsupported {
+                reason: e.message().to_string(),
+            },
+            _ => Error::Corrupt {
                 uri: uri.into(),
-                reason: format!("an index type or format this Faiss build does not know: {msg}"),
-            }
-        } else {
-            Error::Corrupt {
-                uri: uri.into(),
-                reason: msg.to_string(),
-            }
+                reason: e.message().to_string(),
+            },
         }
     }
 

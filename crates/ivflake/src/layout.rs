@@ -1,8 +1,16 @@
 //! Where each inverted list lives inside the unmodified index file.
 //!
-//! In Faiss's array-list layout, list data starts right after the header and
-//! each non-empty list is its codes (`size * code_size` bytes) followed by its
-//! ids (`size` little-endian i64s), lists in order.
+//! List data starts right after the header, lists in order, in one of two
+//! formats ([`ListFormat`]):
+//! - Faiss's array lists (IVF-Flat/PQ/SQ, RaBitQ): a list is its codes
+//!   (`count * code_size` bytes) then its ids (`count` little-endian i64s);
+//!   the counts are in the header.
+//! - Faiss's block lists (fast-scan PQ): a list is a u64 `count`, the ids, a
+//!   u64 byte count `m = ceil(count / n_per_block) * block_size`, then the
+//!   codes. The counts are inline, so they come from the checksum sidecar's
+//!   list lengths or from one pass over the list data ([`BlockListWalker`]).
+//!
+//! This module owns that arithmetic and its checks; it does no I/O.
 
 use std::ops::Range;
 
@@ -21,36 +29,130 @@ impl ListRange {
         self.offset..self.offset + self.len
     }
 
-    /// Bytes of codes at the start of the list; ids follow.
+    /// Bytes of codes at the start of an array-format list; ids follow.
     pub fn codes_len(&self, code_size: usize) -> u64 {
         self.count * code_size as u64
+    }
+}
+
+/// How each list is stored; fixes where its codes and ids sit in its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    /// Codes (`count * code_size` bytes) then ids.
+    Array { code_size: usize },
+    /// `u64` count, ids, `u64` code byte count, codes in blocks of
+    /// `n_per_block` vectors, `block_size` bytes each.
+    Blocks { n_per_block: usize, block_size: usize },
+}
+
+/// Bytes of the two inline `u64` counts of a block-format list.
+const BLOCK_COUNTS_LEN: u64 = 16;
+
+impl ListFormat {
+    /// Bytes of codes of a list of `count` vectors.
+    pub fn codes_len(&self, count: u64) -> Option<u64> {
+        match *self {
+            ListFormat::Array { code_size } => count.checked_mul(code_size as u64),
+            ListFormat::Blocks {
+                n_per_block,
+                block_size,
+            } => count
+                .checked_add(n_per_block as u64 - 1)
+                .map(|c| c / n_per_block as u64)
+                .and_then(|blocks| blocks.checked_mul(block_size as u64)),
+        }
+    }
+
+    /// Bytes of a whole list of `count` vectors in the file.
+    pub fn list_len(&self, count: u64) -> Option<u64> {
+        let ids = count.checked_mul(8)?;
+        let fixed = match self {
+            ListFormat::Array { .. } => 0,
+            ListFormat::Blocks { .. } => BLOCK_COUNTS_LEN,
+        };
+        self.codes_len(count)?.checked_add(ids)?.checked_add(fixed)
+    }
+
+    /// The count of the list whose bytes are `len` long, if one fits exactly
+    /// (`list_len` grows with the count, so a binary search finds it).
+    pub fn count_for_len(&self, len: u64) -> Option<u64> {
+        let (mut lo, mut hi) = (0u64, len / 8 + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.list_len(mid) {
+                Some(l) if l < len => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        (self.list_len(lo) == Some(len)).then_some(lo)
+    }
+
+    /// Where the codes and the ids of a list of `count` vectors sit in its
+    /// bytes (`count` was checked against the list's length).
+    pub fn split(&self, count: u64) -> (Range<usize>, Range<usize>) {
+        let codes = self.codes_len(count).unwrap_or(0) as usize;
+        let ids = count as usize * 8;
+        match self {
+            ListFormat::Array { .. } => (0..codes, codes..codes + ids),
+            ListFormat::Blocks { .. } => {
+                let ids_at = 8;
+                let codes_at = ids_at + ids + 8;
+                (codes_at..codes_at + codes, ids_at..ids_at + ids)
+            }
+        }
+    }
+
+    /// Checks a fetched block-format list's inline counts against its range;
+    /// array lists carry none.
+    pub fn check_inline(&self, bytes: &[u8], count: u64) -> std::result::Result<(), String> {
+        if let ListFormat::Blocks { .. } = self {
+            let (codes, ids) = self.split(count);
+            let read = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+            if read(0) != Some(count) || read(ids.end) != Some(codes.len() as u64) {
+                return Err(format!(
+                    "block list's inline counts {:?}/{:?} disagree with its {count} vectors",
+                    read(0),
+                    read(ids.end)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct ListLayout {
     lists: Vec<ListRange>,
-    code_size: usize,
+    format: ListFormat,
     data_offset: u64,
     data_end: u64,
 }
 
 impl ListLayout {
-    /// Computes every list's range, checking with overflow-safe arithmetic that
-    /// the lists exactly fill the file after the header.
+    /// Computes every array-format list's range from the header's sizes,
+    /// checking with overflow-safe arithmetic that the lists exactly fill the
+    /// file after the header.
     pub fn new(sizes: &[u64], code_size: usize, data_offset: u64, file_len: u64, uri: &str) -> Result<Self> {
+        Self::with_format(ListFormat::Array { code_size }, sizes, data_offset, file_len, uri)
+    }
+
+    /// Every list's range for lists of `counts` vectors stored in `format`,
+    /// checked to exactly fill the file after the header.
+    pub fn with_format(format: ListFormat, counts: &[u64], data_offset: u64, file_len: u64, uri: &str) -> Result<Self> {
         let corrupt = |reason: String| Error::Corrupt {
             uri: uri.to_string(),
             reason,
         };
-        let per_vector = (code_size as u64)
-            .checked_add(8)
-            .ok_or_else(|| corrupt(format!("code size {code_size} overflows")))?;
-        let mut lists = Vec::with_capacity(sizes.len());
+        if let ListFormat::Blocks { n_per_block, .. } = format {
+            if n_per_block == 0 {
+                return Err(corrupt("block lists with 0 vectors per block".into()));
+            }
+        }
+        let mut lists = Vec::with_capacity(counts.len());
         let mut offset = data_offset;
-        for (list, &count) in sizes.iter().enumerate() {
-            let len = count
-                .checked_mul(per_vector)
+        for (list, &count) in counts.iter().enumerate() {
+            let len = format
+                .list_len(count)
                 .filter(|len| offset.checked_add(*len).is_some_and(|end| end <= file_len))
                 .ok_or_else(|| {
                     corrupt(format!(
@@ -69,10 +171,50 @@ impl ListLayout {
         }
         Ok(Self {
             lists,
-            code_size,
+            format,
             data_offset,
             data_end: offset,
         })
+    }
+
+    /// Block-format lists from the checksum sidecar's `(offset, len)` per
+    /// list: each length must be a whole list and the lists must follow each
+    /// other from the header to the end of the file.
+    pub fn blocks_from_extents(
+        format: ListFormat,
+        extents: &[(u64, u64)],
+        data_offset: u64,
+        file_len: u64,
+        uri: &str,
+    ) -> Result<Self> {
+        let counts = extents
+            .iter()
+            .enumerate()
+            .map(|(list, &(_, len))| {
+                format.count_for_len(len).ok_or_else(|| Error::Corrupt {
+                    uri: uri.to_string(),
+                    reason: format!("checksum sidecar: list {list}'s {len} bytes are not a whole block list"),
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let layout = Self::with_format(format, &counts, data_offset, file_len, uri)?;
+        if let Some((list, _)) = layout
+            .lists
+            .iter()
+            .zip(extents)
+            .enumerate()
+            .find(|(_, (r, e))| r.offset != e.0)
+        {
+            return Err(Error::Corrupt {
+                uri: uri.to_string(),
+                reason: format!("checksum sidecar: list {list} is not where the lists before it end"),
+            });
+        }
+        Ok(layout)
+    }
+
+    pub fn format(&self) -> ListFormat {
+        self.format
     }
 
     pub fn nlist(&self) -> usize {
@@ -83,8 +225,15 @@ impl ListLayout {
         self.lists.get(list)
     }
 
+    /// Bytes per vector code (before block packing).
     pub fn code_size(&self) -> usize {
-        self.code_size
+        match self.format {
+            ListFormat::Array { code_size } => code_size,
+            ListFormat::Blocks {
+                n_per_block,
+                block_size,
+            } => block_size / n_per_block,
+        }
     }
 
     /// Bytes before the first list: what open reads and keeps.
@@ -98,6 +247,117 @@ impl ListLayout {
 
     pub fn iter(&self) -> impl Iterator<Item = (usize, &ListRange)> {
         self.lists.iter().enumerate()
+    }
+}
+
+/// Finds every block-format list's count in one sequential pass over the list
+/// data, keeping only positions, never the data: feed it the file's bytes
+/// from the header's end on, in chunks of any size.
+#[derive(Debug)]
+pub struct BlockListWalker {
+    format: ListFormat,
+    nlist: usize,
+    file_len: u64,
+    counts: Vec<u64>,
+    /// Absolute position of the next byte fed.
+    pos: u64,
+    /// Bytes up to here are list data to pass over.
+    skip_to: u64,
+    /// The count field being read: its bytes so far.
+    field: [u8; 8],
+    field_len: usize,
+    /// `Some(count)` while reading a list's code byte count.
+    pending: Option<u64>,
+}
+
+impl BlockListWalker {
+    pub fn new(format: ListFormat, nlist: usize, data_offset: u64, file_len: u64) -> Self {
+        Self {
+            format,
+            nlist,
+            file_len,
+            counts: Vec::with_capacity(nlist.min(1 << 20)),
+            pos: data_offset,
+            skip_to: data_offset,
+            field: [0; 8],
+            field_len: 0,
+            pending: None,
+        }
+    }
+
+    /// Whether every list has been found; the rest of the file is codes.
+    pub fn lists_found(&self) -> bool {
+        self.counts.len() == self.nlist
+    }
+
+    pub fn feed(&mut self, mut chunk: &[u8]) -> std::result::Result<(), String> {
+        while !chunk.is_empty() {
+            if self.pos < self.skip_to {
+                let n = (self.skip_to - self.pos).min(chunk.len() as u64) as usize;
+                self.pos += n as u64;
+                chunk = &chunk[n..];
+                continue;
+            }
+            if self.lists_found() {
+                return Err(format!("{} bytes after the last list", chunk.len()));
+            }
+            let n = (8 - self.field_len).min(chunk.len());
+            self.field[self.field_len..self.field_len + n].copy_from_slice(&chunk[..n]);
+            self.field_len += n;
+            self.pos += n as u64;
+            chunk = &chunk[n..];
+            if self.field_len == 8 {
+                self.field_len = 0;
+                self.count_read(u64::from_le_bytes(self.field))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count_read(&mut self, value: u64) -> std::result::Result<(), String> {
+        let list = self.counts.len();
+        match self.pending.take() {
+            None => {
+                let start = self.pos - 8;
+                let fits = self
+                    .format
+                    .list_len(value)
+                    .and_then(|len| start.checked_add(len))
+                    .is_some_and(|end| end <= self.file_len);
+                if !fits {
+                    return Err(format!(
+                        "list {list} claims {value} vectors at byte {start}, past the file's end"
+                    ));
+                }
+                self.skip_to = self.pos + value * 8;
+                self.pending = Some(value);
+            }
+            Some(count) => {
+                let want = self.format.codes_len(count).unwrap_or(u64::MAX);
+                if value != want {
+                    return Err(format!(
+                        "list {list}: {value} code bytes for {count} vectors, expected {want}"
+                    ));
+                }
+                self.skip_to = self.pos + value;
+                self.counts.push(count);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every list's count, once the whole list data has been fed.
+    pub fn finish(self) -> std::result::Result<Vec<u64>, String> {
+        if !self.lists_found() || self.field_len != 0 || self.pos != self.skip_to || self.pos != self.file_len {
+            return Err(format!(
+                "the file ends inside list {} of {} (at byte {} of {})",
+                self.counts.len(),
+                self.nlist,
+                self.pos,
+                self.file_len
+            ));
+        }
+        Ok(self.counts)
     }
 }
 
@@ -120,5 +380,78 @@ mod tests {
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         let err = ListLayout::new(&[1], 4, 100, 1000, "t").unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    const FAST_SCAN: ListFormat = ListFormat::Blocks {
+        n_per_block: 32,
+        block_size: 32 * 4,
+    };
+
+    /// Block lists of these counts as Faiss writes them, codes filled with `c`.
+    fn block_lists(counts: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &n in counts {
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend((0..n).flat_map(|i| (i as i64 * 7).to_le_bytes()));
+            let m = FAST_SCAN.codes_len(n).unwrap();
+            out.extend_from_slice(&m.to_le_bytes());
+            out.extend(std::iter::repeat_n(b'c', m as usize));
+        }
+        out
+    }
+
+    #[test]
+    fn block_lengths_round_trip_to_counts() {
+        for n in [0, 1, 31, 32, 33, 1000] {
+            let len = FAST_SCAN.list_len(n).unwrap();
+            assert_eq!(FAST_SCAN.count_for_len(len), Some(n));
+            assert_eq!(FAST_SCAN.count_for_len(len + 1), None);
+        }
+        assert_eq!(FAST_SCAN.list_len(33), Some(16 + 33 * 8 + 2 * 128));
+        let (codes, ids) = FAST_SCAN.split(33);
+        assert_eq!(ids, 8..8 + 33 * 8);
+        assert_eq!(codes, 8 + 33 * 8 + 8..8 + 33 * 8 + 8 + 256);
+    }
+
+    #[test]
+    fn walker_finds_counts_in_any_chunking() {
+        let counts = [3, 0, 40, 32, 1];
+        let data = block_lists(&counts);
+        let header = 100u64;
+        for chunk in [1, 3, 7, 64, 10_000] {
+            let mut walker = BlockListWalker::new(FAST_SCAN, counts.len(), header, header + data.len() as u64);
+            for piece in data.chunks(chunk) {
+                walker.feed(piece).unwrap();
+            }
+            assert_eq!(walker.finish().unwrap(), counts, "chunks of {chunk}");
+        }
+        let layout = ListLayout::with_format(FAST_SCAN, &counts, header, header + data.len() as u64, "t").unwrap();
+        let third = layout.get(2).unwrap();
+        let bytes = &data[(third.offset - header) as usize..][..third.len as usize];
+        FAST_SCAN.check_inline(bytes, 40).unwrap();
+        assert!(FAST_SCAN.check_inline(bytes, 39).is_err());
+        let extents: Vec<(u64, u64)> = layout.iter().map(|(_, r)| (r.offset, r.len)).collect();
+        let again =
+            ListLayout::blocks_from_extents(FAST_SCAN, &extents, header, header + data.len() as u64, "t").unwrap();
+        assert_eq!(again.get(2), layout.get(2));
+    }
+
+    #[test]
+    fn walker_refuses_bad_counts_and_truncation() {
+        let data = block_lists(&[3, 5]);
+        let len = data.len() as u64;
+        let mut bad = data.clone();
+        bad[8 + 24] = 9; // list 0's code byte count
+        let mut walker = BlockListWalker::new(FAST_SCAN, 2, 0, len);
+        assert!(walker.feed(&bad).is_err());
+        let mut huge = data.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut walker = BlockListWalker::new(FAST_SCAN, 2, 0, len);
+        assert!(walker.feed(&huge).is_err());
+        let mut walker = BlockListWalker::new(FAST_SCAN, 2, 0, len);
+        walker.feed(&data[..data.len() - 1]).unwrap();
+        assert!(walker.finish().is_err());
+        let mut walker = BlockListWalker::new(FAST_SCAN, 1, 0, len);
+        assert!(walker.feed(&data).is_err(), "data after the last list");
     }
 }

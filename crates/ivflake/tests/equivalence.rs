@@ -56,6 +56,12 @@ equivalence! {
     pcar_ivfsq8_ip: "PCAR16,IVF32,SQ8", Metric::InnerProduct;
     hnsw_quantizer_l2: "IVF32_HNSW8,Flat", Metric::L2;
     hnsw_quantizer_pq_ip: "IVF32_HNSW8,PQ8", Metric::InnerProduct;
+    fastscan_l2: "IVF32,PQ8x4fs", Metric::L2;
+    fastscan_ip: "IVF32,PQ8x4fs", Metric::InnerProduct;
+    opq_fastscan_l2: "OPQ8,IVF32,PQ8x4fs", Metric::L2;
+    hnsw_quantizer_fastscan_ip: "IVF32_HNSW8,PQ12x4fs", Metric::InnerProduct;
+    rabitq_l2: "IVF32,RaBitQ", Metric::L2;
+    rabitq_ip: "IVF32,RaBitQ", Metric::InnerProduct;
 }
 
 #[tokio::test]

@@ -1,19 +1,22 @@
 //! Opening an index, in named steps: read the checksum sidecar, read the
 //! header's first bytes, parse the header (reading more while Faiss asks),
 //! build the list layout, attach the sidecar. Reads only the header, never list
-//! data, and gives every read the scheduler's per-GET time limit.
+//! data (except, for fast-scan block lists without a sidecar, one streamed pass
+//! that keeps only the lists' inline counts), and gives every read the
+//! scheduler's per-GET time limit.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use ivflake_faiss::HeaderProbe;
 use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
 
 use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
 use super::{Inner, IvfIndex};
 use crate::error::{Error, Result};
-use crate::layout::ListLayout;
+use crate::layout::{BlockListWalker, ListFormat, ListLayout};
 use crate::location::IndexLocation;
 use crate::manifest::Manifest;
 use crate::object::IndexObject;
@@ -126,6 +129,44 @@ impl HeaderReads<'_> {
         }
         Ok(more)
     }
+
+    /// The counts of block-format lists, found in one streamed read of the
+    /// list data that keeps only positions (`BlockListWalker`); each wait
+    /// for the next chunk is bounded by the per-GET time limit.
+    async fn block_counts(
+        &self,
+        format: ListFormat,
+        nlist: usize,
+        data_offset: u64,
+        meta: &ObjectMeta,
+    ) -> Result<Vec<u64>> {
+        let location = self.location;
+        let e_tag = meta.e_tag.as_deref();
+        let mut walker = BlockListWalker::new(format, nlist, data_offset, meta.size);
+        let corrupt = |reason: String| Error::Corrupt {
+            uri: self.uri().to_string(),
+            reason: format!("block inverted lists: {reason}"),
+        };
+        if data_offset < meta.size {
+            let stage = "reading block list sizes";
+            let get = location.store.get_opts(
+                &location.path,
+                GetOptions::new()
+                    .with_range(Some(data_offset..meta.size))
+                    .with_if_match(meta.e_tag.clone()),
+            );
+            let mut stream = self
+                .timed(stage, get)
+                .await?
+                .map_err(|e| Error::from_store(self.uri(), e_tag, e))?
+                .into_stream();
+            while let Some(chunk) = self.timed(stage, stream.next()).await? {
+                let chunk = chunk.map_err(|e| Error::from_store(self.uri(), e_tag, e))?;
+                walker.feed(&chunk).map_err(corrupt)?;
+            }
+        }
+        walker.finish().map_err(corrupt)
+    }
 }
 
 impl IvfIndex {
@@ -160,8 +201,7 @@ impl IvfIndex {
         let (faiss, prefix, requests) = parse_header(&reads, &options, first, &meta).await?;
 
         let info = faiss.info().clone();
-        let sizes = faiss.list_sizes();
-        let layout = ListLayout::new(&sizes, info.code_size, info.list_data_offset, meta.size, &uri)?;
+        let layout = list_layout(&reads, &faiss, manifest.as_ref(), &meta).await?;
         let last_modified = meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
         let mut object = IndexObject::new(location.clone(), meta.size, meta.e_tag).with_last_modified(last_modified);
         if let Some(manifest) = manifest {
@@ -193,6 +233,49 @@ impl IvfIndex {
             }),
         })
     }
+}
+
+/// Where every list is. Array lists: from the header's sizes. Block lists
+/// (fast-scan): their counts are inline, so from the sidecar's list extents
+/// when it has them, else from one streamed pass over the list data.
+async fn list_layout(
+    reads: &HeaderReads<'_>,
+    faiss: &ivflake_faiss::Index,
+    manifest: Option<&Manifest>,
+    meta: &ObjectMeta,
+) -> Result<ListLayout> {
+    let info = faiss.info();
+    let uri = reads.uri();
+    let data_offset = info.list_data_offset;
+    let format = match faiss.list_layout() {
+        ivflake_faiss::ListLayout::Array => {
+            return ListLayout::new(&faiss.list_sizes(), info.code_size, data_offset, meta.size, uri)
+        }
+        ivflake_faiss::ListLayout::Blocks {
+            n_per_block,
+            block_size,
+        } => ListFormat::Blocks {
+            n_per_block,
+            block_size,
+        },
+        other => {
+            return Err(Error::Unsupported {
+                uri: uri.to_string(),
+                reason: format!("a list layout this version of ivflake does not know: {other:?}"),
+            })
+        }
+    };
+    if let Some(m) = manifest.filter(|m| m.header_len == data_offset && m.lists.len() == info.nlist) {
+        let extents: Vec<(u64, u64)> = m.lists.iter().map(|l| (l.offset, l.len)).collect();
+        match ListLayout::blocks_from_extents(format, &extents, data_offset, meta.size, uri) {
+            Ok(layout) => return Ok(layout),
+            Err(e) => {
+                tracing::warn!(uri = %uri, error = %e, "sidecar does not fit the block lists; reading their sizes")
+            }
+        }
+    }
+    let counts = reads.block_counts(format, info.nlist, data_offset, meta).await?;
+    ListLayout::with_format(format, &counts, data_offset, meta.size, uri)
 }
 
 /// Parses the header with Faiss on the compute pool, reading more of the

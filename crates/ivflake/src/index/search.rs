@@ -141,12 +141,18 @@ impl IvfIndex {
         stats.fetch_ms = ms(fetch_started.elapsed());
 
         let ranges: HashMap<usize, ListRange> = requests.iter().map(|r| (r.list, r.range)).collect();
-        let code_size = self.inner.info.code_size;
+        let format = self.inner.layout.format();
         let mut views = Vec::with_capacity(fetched.len());
         let mut first_error = None;
         for (list, outcome) in fetched {
-            match outcome {
-                Ok(bytes) => views.push((list, ListView::new(bytes, &ranges[&list], code_size))),
+            let view = outcome.and_then(|bytes| {
+                ListView::new(bytes, &ranges[&list], format).map_err(|reason| Error::Corrupt {
+                    uri: self.uri().to_string(),
+                    reason: format!("list {list}: {reason}"),
+                })
+            });
+            match view {
+                Ok(view) => views.push((list, view)),
                 Err(e) => {
                     stats.failed_lists.push(list);
                     first_error.get_or_insert(e);

@@ -1,12 +1,13 @@
-//! A fetched list as Faiss wants it: codes 4-byte aligned, ids as `i64`s.
+//! A fetched list as Faiss wants it: codes aligned (4 bytes for array lists,
+//! 32 for fast-scan blocks, which AVX2 loads whole), ids as `i64`s.
 //! Zero-copy when the store's buffer is aligned, a copy only when it is not.
 
 use bytes::Bytes;
 use ivflake_faiss::ListSlice;
 
-use crate::layout::ListRange;
+use crate::layout::{ListFormat, ListRange};
 
-/// A fetched list as Faiss wants it: codes 4-byte aligned, ids as `i64`s.
+/// A fetched list as Faiss wants it: codes aligned, ids as `i64`s.
 /// Zero-copy when the store's buffer is aligned, a copy only when it is not.
 pub(super) struct ListView {
     codes: Bytes,
@@ -19,13 +20,20 @@ enum ListIds {
 }
 
 impl ListView {
-    pub fn new(bytes: Bytes, range: &ListRange, code_size: usize) -> Self {
-        let codes_len = range.codes_len(code_size) as usize;
-        let mut codes = bytes.slice(..codes_len);
-        if !(codes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u32>()) {
-            codes = aligned_copy(&codes);
+    /// Splits a fetched list per its format; a block list whose inline
+    /// counts disagree with its range is refused with the reason.
+    pub fn new(bytes: Bytes, range: &ListRange, format: ListFormat) -> Result<Self, String> {
+        format.check_inline(&bytes, range.count)?;
+        let (codes_at, ids_at) = format.split(range.count);
+        let align = match format {
+            ListFormat::Array { .. } => std::mem::align_of::<u32>(),
+            ListFormat::Blocks { .. } => BLOCK_CODES_ALIGN,
+        };
+        let mut codes = bytes.slice(codes_at);
+        if !(codes.as_ptr() as usize).is_multiple_of(align) {
+            codes = aligned_copy(&codes, align);
         }
-        let id_bytes = bytes.slice(codes_len..);
+        let id_bytes = bytes.slice(ids_at);
         let ids = if bytemuck::try_cast_slice::<u8, i64>(&id_bytes).is_ok() {
             ListIds::Aligned(id_bytes)
         } else {
@@ -40,7 +48,7 @@ impl ListView {
                     .collect(),
             )
         };
-        Self { codes, ids }
+        Ok(Self { codes, ids })
     }
 
     pub fn slice(&self) -> ListSlice<'_> {
@@ -55,20 +63,14 @@ impl ListView {
     }
 }
 
-/// Bytes backed by `u32` storage, so they start 4-byte aligned.
-struct AlignedBytes {
-    words: Vec<u32>,
-    len: usize,
-}
+/// Faiss's AVX2 fast-scan kernels read codes with aligned 32-byte loads.
+const BLOCK_CODES_ALIGN: usize = 32;
 
-impl AsRef<[u8]> for AlignedBytes {
-    fn as_ref(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
-    }
-}
-
-fn aligned_copy(src: &[u8]) -> Bytes {
-    let mut words = vec![0u32; src.len().div_ceil(4)];
-    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..src.len()].copy_from_slice(src);
-    Bytes::from_owner(AlignedBytes { words, len: src.len() })
+/// A copy of `src` starting at an `align`-byte boundary of its own buffer.
+fn aligned_copy(src: &[u8], align: usize) -> Bytes {
+    let mut buf = vec![0u8; src.len() + align];
+    let start = buf.as_ptr().align_offset(align);
+    buf[start..start + src.len()].copy_from_slice(src);
+    // `from_owner` keeps the Vec where it is, so the slice stays aligned.
+    Bytes::from_owner(buf).slice(start..start + src.len())
 }

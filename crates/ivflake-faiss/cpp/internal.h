@@ -1,0 +1,85 @@
+// Pieces the shim's files share: the lazy inverted lists, error helpers and
+// thread settings. Nothing here is part of the bridge.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+#include <faiss/invlists/InvertedLists.h>
+
+#include "shim.h"
+
+namespace ivflake {
+
+// Faiss 1.7 spelled it Index::idx_t, later versions faiss::idx_t; both are int64_t.
+using idx_t = int64_t;
+
+[[noreturn]] inline void fail(ErrorKind kind, const std::string& message) {
+    throw ShimError(kind, message);
+}
+
+void check_len(size_t got, size_t want, const char* what);
+const faiss::IndexIVF& require_ivf(const IvfIndex& index);
+
+// Faiss's OpenMP loops would oversubscribe the compute pool that calls us:
+// parallelism comes from running many searches at once instead. This also
+// keeps every Faiss call of a scan on the calling thread, which the lazy
+// lists' thread-local table relies on.
+void single_threaded();
+// Building an index is a batch job with the machine to itself.
+void all_cores();
+
+std::string class_name(const std::type_info& ti);
+template <typename T>
+std::string name_of(const T* obj) {
+    return class_name(typeid(*obj));
+}
+
+// The buffers of the scan running on this thread: list number -> entry of
+// `buffers`, sorted by list number.
+struct ScanTable {
+    const faiss::InvertedLists* owner;
+    std::vector<std::pair<size_t, uint32_t>> slot_of_list;
+    std::vector<const uint8_t*> codes;
+    std::vector<const idx_t*> ids;
+    std::vector<size_t> sizes;
+
+    // The entry holding `list_no`, or -1.
+    int64_t find(size_t list_no) const;
+};
+
+// Inverted lists whose data stays in the object store. Outside a scan they
+// answer list sizes from the header (array layout) and nothing else; during
+// `scan_lists` they resolve list numbers to the caller's fetched buffers
+// through the calling thread's ScanTable, so Faiss's own
+// `search_preassigned` (plain, fast-scan or RaBitQ) scans them unchanged.
+struct LazyInvertedLists : faiss::InvertedLists {
+    // Header sizes for the array layout; empty for block lists, whose sizes
+    // are inline in the file.
+    std::vector<size_t> header_sizes;
+
+    LazyInvertedLists(size_t nlist, size_t code_size, std::vector<size_t> sizes)
+            : faiss::InvertedLists(nlist, code_size),
+              header_sizes(std::move(sizes)) {}
+
+    // Installs `table` as this thread's view of `owner` for its lifetime.
+    struct Scope {
+        explicit Scope(const ScanTable* table);
+        ~Scope();
+    };
+
+    size_t list_size(size_t list_no) const override;
+    const uint8_t* get_codes(size_t list_no) const override;
+    const idx_t* get_ids(size_t list_no) const override;
+    size_t add_entries(size_t, size_t, const idx_t*, const uint8_t*) override;
+    void update_entries(size_t, size_t, size_t, const idx_t*, const uint8_t*)
+            override;
+    void resize(size_t, size_t) override;
+
+   private:
+    int64_t entry(size_t list_no) const;
+};
+
+}  // namespace ivflake

@@ -1,0 +1,340 @@
+// ivflake's C++ shim over Faiss: searching. The coarse quantizer and the
+// pre-transform run as Faiss runs them; lists are scanned by Faiss's own
+// `search_preassigned` over the caller's fetched buffers, which the lazy
+// inverted lists hand out through a table private to the calling thread.
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <faiss/IndexIVF.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/utils/AlignedTable.h>
+
+#include "internal.h"
+#include "ivflake-faiss/src/lib.rs.h"
+
+namespace ivflake {
+
+namespace {
+
+// The table of the scan running on this thread. Faiss's OpenMP is held to
+// one thread during a scan, so every call Faiss makes into the lists comes
+// from this thread while the table is set.
+thread_local const ScanTable* t_scan = nullptr;
+
+// The Faiss IDSelector for a filter, owning the selectors it is made of. The
+// ids stay borrowed from the caller's slice for the duration of one call.
+class Selector {
+   public:
+    explicit Selector(const FilterSpec& filter) {
+        switch (filter.kind) {
+            case FilterKind::All:
+                break;
+            case FilterKind::Allow:
+                top_ = std::make_unique<faiss::IDSelectorBatch>(
+                        filter.ids.size(), filter.ids.data());
+                break;
+            case FilterKind::Deny:
+                inner_ = std::make_unique<faiss::IDSelectorBatch>(
+                        filter.ids.size(), filter.ids.data());
+                top_ = std::make_unique<faiss::IDSelectorNot>(inner_.get());
+                break;
+            case FilterKind::Range:
+                top_ = std::make_unique<faiss::IDSelectorRange>(
+                        filter.start, filter.end);
+                break;
+            default:
+                fail(ErrorKind::InvalidArgument, "ivflake shim: unknown filter kind");
+        }
+    }
+    // Null when every id passes, which is how Faiss spells "no filter".
+    faiss::IDSelector* get() const {
+        return top_.get();
+    }
+
+   private:
+    std::unique_ptr<faiss::IDSelector> inner_;
+    std::unique_ptr<faiss::IDSelector> top_;
+};
+
+[[noreturn]] void not_resident(size_t list_no) {
+    fail(ErrorKind::Other,
+         "ivflake: list " + std::to_string(list_no) +
+                 " is not among the buffers of this scan (a bug: unfetched lists "
+                 "must be masked from the coarse assignment)");
+}
+
+[[noreturn]] void read_only() {
+    fail(ErrorKind::InvalidArgument,
+         "ivflake: indexes served from object storage are read-only");
+}
+
+size_t expected_codes(const IvfIndex& index, size_t n) {
+    if (index.layout == Layout::Blocks) {
+        return (n + index.n_per_block - 1) / index.n_per_block * index.block_size;
+    }
+    return n * index.ivf->code_size;
+}
+
+}  // namespace
+
+int64_t ScanTable::find(size_t list_no) const {
+    auto it = std::lower_bound(
+            slot_of_list.begin(),
+            slot_of_list.end(),
+            std::make_pair(list_no, uint32_t(0)));
+    if (it == slot_of_list.end() || it->first != list_no) {
+        return -1;
+    }
+    return it->second;
+}
+
+LazyInvertedLists::Scope::Scope(const ScanTable* table) {
+    t_scan = table;
+}
+LazyInvertedLists::Scope::~Scope() {
+    t_scan = nullptr;
+}
+
+int64_t LazyInvertedLists::entry(size_t list_no) const {
+    if (t_scan == nullptr || t_scan->owner != this) {
+        return -1;
+    }
+    return t_scan->find(list_no);
+}
+
+size_t LazyInvertedLists::list_size(size_t list_no) const {
+    const int64_t e = entry(list_no);
+    if (e >= 0) {
+        return t_scan->sizes[e];
+    }
+    if (t_scan == nullptr && list_no < header_sizes.size()) {
+        return header_sizes[list_no];
+    }
+    not_resident(list_no);
+}
+
+const uint8_t* LazyInvertedLists::get_codes(size_t list_no) const {
+    const int64_t e = entry(list_no);
+    if (e < 0) {
+        not_resident(list_no);
+    }
+    return t_scan->codes[e];
+}
+
+const idx_t* LazyInvertedLists::get_ids(size_t list_no) const {
+    const int64_t e = entry(list_no);
+    if (e < 0) {
+        not_resident(list_no);
+    }
+    return t_scan->ids[e];
+}
+
+size_t LazyInvertedLists::add_entries(size_t, size_t, const idx_t*, const uint8_t*) {
+    read_only();
+}
+void LazyInvertedLists::update_entries(
+        size_t,
+        size_t,
+        size_t,
+        const idx_t*,
+        const uint8_t*) {
+    read_only();
+}
+void LazyInvertedLists::resize(size_t, size_t) {
+    read_only();
+}
+
+void apply_transform(
+        const IvfIndex& index,
+        size_t n,
+        rust::Slice<const float> x,
+        rust::Slice<float> out) {
+    single_threaded();
+    if (!index.transform) {
+        fail(ErrorKind::InvalidArgument, "index has no pre-transform");
+    }
+    check_len(x.size(), n * size_t(index.top->d), "queries");
+    check_len(out.size(), n * size_t(require_ivf(index).d), "transformed queries");
+    const float* xt = index.transform->apply_chain(idx_t(n), x.data());
+    std::memcpy(out.data(), xt, out.size() * sizeof(float));
+    if (xt != x.data()) {
+        delete[] xt;
+    }
+}
+
+void coarse_search(
+        const IvfIndex& index,
+        size_t n,
+        rust::Slice<const float> x,
+        size_t nprobe,
+        rust::Slice<float> coarse_dis,
+        rust::Slice<int64_t> assign) {
+    single_threaded();
+    const auto& ivf = require_ivf(index);
+    check_len(x.size(), n * size_t(ivf.d), "queries");
+    check_len(coarse_dis.size(), n * nprobe, "coarse distances");
+    check_len(assign.size(), n * nprobe, "coarse assignment");
+    ivf.quantizer->search(
+            idx_t(n), x.data(), idx_t(nprobe), coarse_dis.data(), assign.data());
+}
+
+// Faiss's own IndexIVF::search_preassigned (or the fast-scan override) over
+// buffers ivflake fetched: the same code the in-memory index runs after its
+// quantizer, so results are bit-identical to Faiss searching the file.
+void scan_lists(
+        const IvfIndex& index,
+        const ScanRequest& request,
+        rust::Slice<float> distances,
+        rust::Slice<int64_t> labels) {
+    single_threaded();
+    const auto& ivf = require_ivf(index);
+    auto* lazy = dynamic_cast<const LazyInvertedLists*>(ivf.invlists);
+    if (!index.lazy || !lazy) {
+        fail(ErrorKind::InvalidArgument, "scan_lists needs an index opened with open_header");
+    }
+    const size_t d = size_t(ivf.d);
+    const size_t nprobe = request.nprobe;
+    const size_t k = request.k;
+    if (d == 0 || request.queries.size() % d != 0 || k == 0 || nprobe == 0 ||
+        nprobe > ivf.nlist) {
+        fail(ErrorKind::InvalidArgument, "scan request: bad queries, k or nprobe");
+    }
+    const size_t n = request.queries.size() / d;
+    check_len(request.lists.size(), n * nprobe, "coarse assignment");
+    check_len(request.coarse_distances.size(), n * nprobe, "coarse distances");
+    check_len(request.slots.size(), n * nprobe, "list slots");
+    check_len(distances.size(), n * k, "distances");
+    check_len(labels.size(), n * k, "labels");
+
+    // Check every buffer against the layout; fast-scan kernels load codes
+    // with aligned 32-byte loads, so misaligned block codes are copied.
+    const size_t nbuf = request.buffers.size();
+    const size_t align = index.layout == Layout::Blocks ? 32 : 4;
+    ScanTable table;
+    table.owner = lazy;
+    table.codes.resize(nbuf);
+    table.ids.resize(nbuf);
+    table.sizes.resize(nbuf);
+    std::vector<faiss::AlignedTable<uint8_t>> copies;
+    // Never reallocated: table.codes points into its elements.
+    copies.reserve(nbuf);
+    for (size_t b = 0; b < nbuf; b++) {
+        const ListBuffer& buf = request.buffers[b];
+        const size_t size = buf.ids.size();
+        if (buf.codes.size() != expected_codes(index, size)) {
+            fail(ErrorKind::InvalidArgument,
+                 "list slot " + std::to_string(b) + ": " +
+                         std::to_string(buf.codes.size()) + " code bytes for " +
+                         std::to_string(size) + " ids, expected " +
+                         std::to_string(expected_codes(index, size)));
+        }
+        const uint8_t* codes = buf.codes.data();
+        if (reinterpret_cast<uintptr_t>(codes) % align != 0) {
+            if (align == 4) {
+                fail(ErrorKind::InvalidArgument,
+                     "list slot " + std::to_string(b) + ": codes are not 4-byte aligned");
+            }
+            copies.emplace_back(buf.codes.size());
+            std::memcpy(copies.back().get(), codes, buf.codes.size());
+            codes = copies.back().get();
+        }
+        table.codes[b] = codes;
+        table.ids[b] = buf.ids.data();
+        table.sizes[b] = size;
+    }
+
+    // Lists without a buffer are masked out of the assignment (Faiss skips
+    // negative keys); the others map to their buffer, one buffer per list.
+    std::vector<idx_t> keys(request.lists.begin(), request.lists.end());
+    table.slot_of_list.reserve(keys.size());
+    for (size_t p = 0; p < keys.size(); p++) {
+        const idx_t key = keys[p];
+        const int32_t slot = request.slots[p];
+        if (key >= 0 && size_t(key) >= ivf.nlist) {
+            fail(ErrorKind::InvalidArgument, "list " + std::to_string(key) + " out of range");
+        }
+        if (key < 0 || slot < 0) {
+            keys[p] = -1;
+            continue;
+        }
+        if (size_t(slot) >= nbuf) {
+            fail(ErrorKind::InvalidArgument, "list slot " + std::to_string(slot) + " out of range");
+        }
+        table.slot_of_list.emplace_back(size_t(key), uint32_t(slot));
+    }
+    std::sort(table.slot_of_list.begin(), table.slot_of_list.end());
+    table.slot_of_list.erase(
+            std::unique(table.slot_of_list.begin(), table.slot_of_list.end()),
+            table.slot_of_list.end());
+    for (size_t i = 1; i < table.slot_of_list.size(); i++) {
+        if (table.slot_of_list[i].first == table.slot_of_list[i - 1].first) {
+            fail(ErrorKind::InvalidArgument,
+                 "list " + std::to_string(table.slot_of_list[i].first) +
+                         " is given two different buffers");
+        }
+    }
+
+    const Selector selector(request.filter);
+    faiss::SearchParametersIVF params;
+    params.nprobe = nprobe;
+    params.sel = selector.get();
+    LazyInvertedLists::Scope scope(&table);
+    ivf.search_preassigned(
+            idx_t(n),
+            request.queries.data(),
+            idx_t(k),
+            keys.data(),
+            request.coarse_distances.data(),
+            distances.data(),
+            labels.data(),
+            false,
+            &params);
+}
+
+void search_full(
+        const IvfIndex& index,
+        rust::Slice<const float> x,
+        size_t k,
+        size_t nprobe,
+        const FilterSpec& filter,
+        rust::Slice<float> distances,
+        rust::Slice<int64_t> labels) {
+    single_threaded();
+    const size_t d = size_t(index.top->d);
+    if (d == 0 || x.size() % d != 0) {
+        fail(ErrorKind::InvalidArgument, "queries are not whole vectors");
+    }
+    const size_t n = x.size() / d;
+    check_len(distances.size(), n * k, "distances");
+    check_len(labels.size(), n * k, "labels");
+    if (index.lazy) {
+        fail(ErrorKind::InvalidArgument, "search_full needs a fully loaded index");
+    }
+    const Selector selector(filter);
+    if (!index.ivf) {
+        faiss::SearchParameters params;
+        params.sel = selector.get();
+        index.top->search(
+                idx_t(n), x.data(), idx_t(k), distances.data(), labels.data(), &params);
+        return;
+    }
+    const float* xt = x.data();
+    std::unique_ptr<const float[]> owned;
+    if (index.transform) {
+        xt = index.transform->apply_chain(idx_t(n), x.data());
+        if (xt != x.data()) {
+            owned.reset(xt);
+        }
+    }
+    faiss::SearchParametersIVF params;
+    params.nprobe = nprobe;
+    params.sel = selector.get();
+    index.ivf->search(idx_t(n), xt, idx_t(k), distances.data(), labels.data(), &params);
+}
+
+}  // namespace ivflake
