@@ -218,6 +218,10 @@ pub struct FetchCounters {
     pub evictions: AtomicU64,
     pub in_flight: AtomicU64,
     pub checksum_failures: AtomicU64,
+    /// List loads a search joined instead of starting its own (single-flight).
+    /// Counted when the join is decided, before anything is awaited, so a test
+    /// can wait for it instead of guessing how long a join takes.
+    pub loads_joined: AtomicU64,
 }
 
 /// A snapshot of the cache tiers, for reporting.
@@ -482,6 +486,7 @@ impl FetchScheduler {
             misses.retain(
                 |req| match in_flight.get(&ListKey::new(object, req.list)).and_then(|w| w.upgrade()) {
                     Some(load) => {
+                        self.counters.loads_joined.fetch_add(1, Ordering::SeqCst);
                         joined.push((req.list, load));
                         false
                     }
