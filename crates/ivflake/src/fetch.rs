@@ -385,6 +385,15 @@ impl FetchScheduler {
         &self.config
     }
 
+    /// Waits until the disk tier's background writes started so far are done
+    /// (and the evictions they caused have deleted their files); at once
+    /// without a disk tier. Lets a test or a shutdown observe a settled tier.
+    pub async fn settle_disk_writes(&self) {
+        if let Some(disk) = &self.disk {
+            disk.settle().await;
+        }
+    }
+
     pub fn counters(&self) -> &FetchCounters {
         &self.counters
     }
