@@ -311,6 +311,39 @@ void check_len(size_t got, size_t want, const char* what) {
     }
 }
 
+// The Faiss IDSelector for a filter, owning the selectors it is made of. The
+// ids stay borrowed from the caller's slice for the duration of one call.
+class Selector {
+   public:
+    explicit Selector(const FilterSpec& filter) {
+        switch (filter.kind) {
+            case FilterKind::All:
+                break;
+            case FilterKind::Allow:
+                top_ = std::make_unique<faiss::IDSelectorBatch>(
+                        filter.ids.size(), filter.ids.data());
+                break;
+            case FilterKind::Deny:
+                inner_ = std::make_unique<faiss::IDSelectorBatch>(
+                        filter.ids.size(), filter.ids.data());
+                top_ = std::make_unique<faiss::IDSelectorNot>(inner_.get());
+                break;
+            case FilterKind::Range:
+                top_ = std::make_unique<faiss::IDSelectorRange>(
+                        filter.start, filter.end);
+                break;
+            default:
+                throw std::invalid_argument("ivflake shim: unknown filter kind");
+        }
+    }
+    // Null when every id passes, which is how Faiss spells "no filter".
+    faiss::IDSelector* get() const { return top_.get(); }
+
+   private:
+    std::unique_ptr<faiss::IDSelector> inner_;
+    std::unique_ptr<faiss::IDSelector> top_;
+};
+
 const faiss::IndexIVF& require_ivf(const IvfIndex& index) {
     FAISS_THROW_IF_NOT_MSG(index.ivf, "not an IVF index");
     return *index.ivf;
@@ -445,10 +478,7 @@ void scan_lists(
         rust::Slice<const size_t> codes_addr,
         rust::Slice<const size_t> ids_addr,
         rust::Slice<const size_t> sizes,
-        uint8_t filter_kind,
-        rust::Slice<const int64_t> filter_ids,
-        int64_t range_lo,
-        int64_t range_hi,
+        const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels) {
     single_threaded();
@@ -462,29 +492,9 @@ void scan_lists(
     check_len(distances.size(), n * k, "distances");
     check_len(labels.size(), n * k, "labels");
 
-    std::unique_ptr<faiss::IDSelector> allow;
-    std::unique_ptr<faiss::IDSelector> sel;
-    switch (filter_kind) {
-        case 0:
-            break;
-        case 1:
-            sel = std::make_unique<faiss::IDSelectorBatch>(
-                    filter_ids.size(), filter_ids.data());
-            break;
-        case 2:
-            allow = std::make_unique<faiss::IDSelectorBatch>(
-                    filter_ids.size(), filter_ids.data());
-            sel = std::make_unique<faiss::IDSelectorNot>(allow.get());
-            break;
-        case 3:
-            sel = std::make_unique<faiss::IDSelectorRange>(range_lo, range_hi);
-            break;
-        default:
-            throw std::invalid_argument("ivflake shim: unknown filter kind");
-    }
-
+    const Selector selector(filter);
     std::unique_ptr<faiss::InvertedListScanner> scanner(
-            ivf.get_InvertedListScanner(false, sel.get()));
+            ivf.get_InvertedListScanner(false, selector.get()));
     const bool ip = ivf.metric_type == faiss::METRIC_INNER_PRODUCT;
     for (size_t i = 0; i < n; i++) {
         float* simi = distances.data() + i * k;
@@ -535,6 +545,7 @@ void search_full(
         rust::Slice<const float> x,
         size_t k,
         size_t nprobe,
+        const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels) {
     single_threaded();
@@ -554,8 +565,10 @@ void search_full(
             owned.reset(xt);
         }
     }
+    const Selector selector(filter);
     faiss::SearchParametersIVF params;
     params.nprobe = nprobe;
+    params.sel = selector.get();
     index.ivf->search(
             idx_t(n), xt, idx_t(k), distances.data(), labels.data(), &params);
 }

@@ -16,6 +16,7 @@
 namespace ivflake {
 
 struct IndexInfo;
+struct FilterSpec;
 
 // An owned Faiss index plus the views ivflake needs of it: the IVF layer and,
 // when there is one, the pre-transform chain in front of it.
@@ -61,10 +62,7 @@ void scan_lists(
         rust::Slice<const size_t> codes_addr,
         rust::Slice<const size_t> ids_addr,
         rust::Slice<const size_t> sizes,
-        uint8_t filter_kind,
-        rust::Slice<const int64_t> filter_ids,
-        int64_t range_lo,
-        int64_t range_hi,
+        const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels);
 void search_full(
@@ -73,6 +71,7 @@ void search_full(
         rust::Slice<const float> x,
         size_t k,
         size_t nprobe,
+        const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels);
 std::unique_ptr<IvfIndex> index_factory(

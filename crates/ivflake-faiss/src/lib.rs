@@ -27,6 +27,23 @@ mod ffi {
         list_data_offset: u64,
     }
 
+    /// Which ids a search may return; mirrors the public `IdFilter`.
+    enum FilterKind {
+        All,
+        Allow,
+        Deny,
+        Range,
+    }
+
+    /// An id filter as it crosses the bridge: `ids` for `Allow`/`Deny`,
+    /// `start..end` for `Range`.
+    struct FilterSpec<'a> {
+        kind: FilterKind,
+        ids: &'a [i64],
+        start: i64,
+        end: i64,
+    }
+
     unsafe extern "C++" {
         include!("shim.h");
 
@@ -62,19 +79,18 @@ mod ffi {
             codes_addr: &[usize],
             ids_addr: &[usize],
             sizes: &[usize],
-            filter_kind: u8,
-            filter_ids: &[i64],
-            range_lo: i64,
-            range_hi: i64,
+            filter: &FilterSpec,
             distances: &mut [f32],
             labels: &mut [i64],
         ) -> Result<()>;
+        #[allow(clippy::too_many_arguments)]
         fn search_full(
             index: &IvfIndex,
             n: usize,
             x: &[f32],
             k: usize,
             nprobe: usize,
+            filter: &FilterSpec,
             distances: &mut [f32],
             labels: &mut [i64],
         ) -> Result<()>;
@@ -171,6 +187,18 @@ pub enum IdFilter<'a> {
     Deny(&'a [i64]),
     /// Ids in `start..end`.
     Range(i64, i64),
+}
+
+impl<'a> IdFilter<'a> {
+    fn spec(self) -> ffi::FilterSpec<'a> {
+        let (kind, ids, start, end): (ffi::FilterKind, &[i64], i64, i64) = match self {
+            IdFilter::All => (ffi::FilterKind::All, &[], 0, 0),
+            IdFilter::Allow(ids) => (ffi::FilterKind::Allow, ids, 0, 0),
+            IdFilter::Deny(ids) => (ffi::FilterKind::Deny, ids, 0, 0),
+            IdFilter::Range(start, end) => (ffi::FilterKind::Range, &[], start, end),
+        };
+        ffi::FilterSpec { kind, ids, start, end }
+    }
 }
 
 /// Distances and labels of a batch, `k` per query, row-major.
@@ -339,12 +367,7 @@ impl Index {
         if let Some(bad) = slots.iter().find(|&&s| s >= 0 && s as usize >= lists.len()) {
             return Err(FaissError::new(format!("list slot {bad} out of range")));
         }
-        let (kind, ids, lo, hi): (u8, &[i64], i64, i64) = match filter {
-            IdFilter::All => (0, &[], 0, 0),
-            IdFilter::Allow(ids) => (1, ids, 0, 0),
-            IdFilter::Deny(ids) => (2, ids, 0, 0),
-            IdFilter::Range(lo, hi) => (3, &[], lo, hi),
-        };
+        let spec = filter.spec();
         let mut distances = vec![0f32; n * k];
         let mut labels = vec![-1i64; n * k];
         // SAFETY: every address comes from a slice in `lists`, borrowed for
@@ -363,10 +386,7 @@ impl Index {
                 &codes_addr,
                 &ids_addr,
                 &sizes,
-                kind,
-                ids,
-                lo,
-                hi,
+                &spec,
                 &mut distances,
                 &mut labels,
             )?;
@@ -376,10 +396,19 @@ impl Index {
 
     /// Searches a fully loaded index, as Faiss does in memory.
     pub fn search(&self, x: &[f32], k: usize, nprobe: usize) -> Result<Neighbors> {
+        self.search_filtered(x, k, nprobe, IdFilter::All)
+    }
+
+    /// Searches a fully loaded index with Faiss's own `IndexIVF::search`,
+    /// `SearchParametersIVF { nprobe, sel }` carrying the same `IDSelector`
+    /// that [`Index::scan_lists`] builds for `filter`: the in-memory reference
+    /// for filtered searches.
+    pub fn search_filtered(&self, x: &[f32], k: usize, nprobe: usize, filter: IdFilter<'_>) -> Result<Neighbors> {
         let n = self.rows(x, self.info.d)?;
         let mut distances = vec![0f32; n * k];
         let mut labels = vec![-1i64; n * k];
-        ffi::search_full(&self.inner, n, x, k, nprobe, &mut distances, &mut labels)?;
+        let spec = filter.spec();
+        ffi::search_full(&self.inner, n, x, k, nprobe, &spec, &mut distances, &mut labels)?;
         Ok(Neighbors { distances, labels })
     }
 
