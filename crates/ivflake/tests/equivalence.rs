@@ -105,6 +105,9 @@ fn masked(r: &ivflake::SearchResults) -> (Vec<i64>, Vec<u32>) {
     (r.ids.clone(), bits)
 }
 
+/// Which ids a filter keeps, as a plain predicate.
+type Keep = Box<dyn Fn(i64) -> bool>;
+
 #[tokio::test]
 async fn id_filters_match_a_post_filter() {
     use ivflake::IdFilterSpec;
@@ -125,7 +128,7 @@ async fn id_filters_match_a_post_filter() {
         // A few ids, some of them in the first row's answer (unsorted, as a client may send them).
         let mut few: Vec<i64> = unfiltered.ids[k / 2..k].iter().rev().copied().collect();
         few.extend([9, 8, 7]);
-        let cases: Vec<(IdFilterSpec, Box<dyn Fn(i64) -> bool>)> = vec![
+        let cases: Vec<(IdFilterSpec, Keep)> = vec![
             (
                 IdFilterSpec::Range { start: 1000, end: 2500 },
                 Box::new(|id| (1000..2500).contains(&id)),
