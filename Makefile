@@ -44,7 +44,7 @@ demo: deps
 	RUST_LOG=$${RUST_LOG:-warn,ivflake_server=info,tower_http=info} ./target/release/ivflake serve demo=demo-data/index.faiss --listen $(DEMO_ADDR)
 
 $(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
-	$(PY) scripts/make_fixtures.py $(FIXTURES) 2>/dev/null
+	$(PY) scripts/make_fixtures.py $(FIXTURES)
 
 fixtures: deps $(FIXTURES)/manifest.json
 
