@@ -12,7 +12,7 @@ BUCKET := ivflake-test
 # when tests run in parallel.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-.PHONY: deps demo test lint fixtures clean
+.PHONY: deps demo test lint fixtures python-dev quickstart clean
 
 deps: $(VENV)/.ok
 	@if [ ! -f /usr/include/faiss/IndexIVF.h ] || [ ! -e /usr/lib/x86_64-linux-gnu/libopenblas.so ]; then \
@@ -45,6 +45,18 @@ $(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
 
 fixtures: deps $(FIXTURES)/manifest.json
 
+# The Python package (python/) in the venv. `maturin develop` builds it with
+# the dev profile into this workspace's target/, so it reuses what
+# `cargo test --workspace` compiled; `pip install ./python` (what users run)
+# makes an optimized wheel from scratch, minutes more on two cores.
+python-dev: deps
+	cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q
+
+# Builds an index with faiss-cpu, searches it with ivflake cold and warm, and
+# plots latency against faiss in memory (docs/quickstart-latency.png).
+quickstart: python-dev
+	OMP_WAIT_POLICY=PASSIVE $(PY) examples/quickstart.py
+
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -59,7 +71,9 @@ test: fixtures lint
 	export AWS_ENDPOINT_URL=$$(cat $$endpoint_file) AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=test \
 		AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 IVFLAKE_S3_BUCKET=$(BUCKET) \
 		IVFLAKE_FIXTURES=$$(pwd)/$(FIXTURES) $(TEST_ENV); \
-	cargo test --workspace
+	cargo test --workspace; \
+	(cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q); \
+	IVFLAKE_BIN=$$(pwd)/target/debug/ivflake $(PY) -m pytest -q python/tests
 
 clean:
-	rm -rf $(FIXTURES) demo-data
+	rm -rf $(FIXTURES) demo-data quickstart-data
