@@ -96,9 +96,11 @@ fn filter_spec(filter: &Bound<'_, PyAny>) -> PyResult<IdFilterSpec> {
                 };
                 (get("start")?, get("end")?)
             } else {
-                value
-                    .extract::<(i64, i64)>()
-                    .map_err(|_| PyValueError::new_err("filter range must be [start, end] (end excluded)"))?
+                let bounds = || PyValueError::new_err("filter range must be [start, end] (end excluded)");
+                match value.extract::<Vec<i64>>().map_err(|_| bounds())?[..] {
+                    [start, end] => (start, end),
+                    _ => return Err(bounds()),
+                }
             };
             if start > end {
                 return Err(PyValueError::new_err(format!(
