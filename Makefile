@@ -45,6 +45,10 @@ $(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
 
 fixtures: deps $(FIXTURES)/manifest.json
 
+# The pytest suite (python/tests) runs last in `test`, against the same moto
+# server and fixtures, and against the `ivflake` binary that
+# `cargo build --workspace --all-targets` links from the test build's
+# artifacts (same features as `cargo test --workspace`, so nothing recompiles).
 # The Python package (python/) in the venv. `maturin develop` builds it with
 # the dev profile into this workspace's target/, so it reuses what
 # `cargo test --workspace` compiled; `pip install ./python` (what users run)
@@ -72,6 +76,7 @@ test: fixtures lint
 		AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 IVFLAKE_S3_BUCKET=$(BUCKET) \
 		IVFLAKE_FIXTURES=$$(pwd)/$(FIXTURES) $(TEST_ENV); \
 	cargo test --workspace; \
+	cargo build -q --workspace --all-targets; \
 	(cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q); \
 	IVFLAKE_BIN=$$(pwd)/target/debug/ivflake $(PY) -m pytest -q python/tests
 

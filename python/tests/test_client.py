@@ -21,7 +21,8 @@ TOKEN = "python-client-test-token"
 
 
 def _cli_binary() -> pathlib.Path:
-    """The `ivflake` CLI of this checkout: $IVFLAKE_BIN, or built by cargo into its target dir."""
+    """The `ivflake` CLI of this checkout: $IVFLAKE_BIN (`make test` sets it), or
+    the one in this workspace's target dir, built by cargo when missing."""
     if os.environ.get("IVFLAKE_BIN"):
         return pathlib.Path(os.environ["IVFLAKE_BIN"])
     meta = json.loads(
@@ -30,9 +31,10 @@ def _cli_binary() -> pathlib.Path:
             cwd=REPO, check=True, capture_output=True, text=True,
         ).stdout
     )
-    # `cargo test --workspace` (run first by `make test`) has built it; this is a no-op then.
-    subprocess.run(["cargo", "build", "-q", "-p", "ivflake-cli"], cwd=REPO, check=True)
-    return pathlib.Path(meta["target_directory"]) / "debug" / "ivflake"
+    binary = pathlib.Path(meta["target_directory"]) / "debug" / "ivflake"
+    if not binary.exists():
+        subprocess.run(["cargo", "build", "-q", "-p", "ivflake-cli"], cwd=REPO, check=True)
+    return binary
 
 
 def _free_port() -> int:
