@@ -51,7 +51,7 @@ def main():
 
         rows = {"faiss-cpu index.search (in memory)": [], "ivflake Index.search (warm)": []}
         fns = [lambda q: ref.search(q, args.k), lambda q: ours.search(q, args.k)]
-        same = 0
+        same_ids, max_dd = 0, 0.0
         for i in range(args.queries):
             q = xq[i : i + 1]
             order = (0, 1) if i % 2 == 0 else (1, 0)  # alternate who goes first
@@ -60,7 +60,8 @@ def main():
                 start = time.perf_counter()
                 out[j] = fns[j](q)
                 list(rows.values())[j].append((time.perf_counter() - start) * 1000)
-            same += bool((out[0][1] == out[1][1]).all() and (out[0][0] == out[1][0]).all())
+            same_ids += bool((out[0][1] == out[1][1]).all())
+            max_dd = max(max_dd, float(np.abs(out[0][0] - out[1][0]).max()))
         assert ours.last_stats["gets"] == 0, "the warm rows must not touch the store"
 
     print(f"{args.factory}, {args.n} x {args.d}, k={args.k}, nprobe={args.nprobe}, "
@@ -70,7 +71,9 @@ def main():
     for name, lat in rows.items():
         p50, p90, p99 = np.percentile(lat, [50, 90, 99])
         print(f"{name:40} {p50:8.3f} {p90:8.3f} {p99:8.3f} {p50 / base:9.2f}x")
-    print(f"identical ids and distances: {same}/{args.queries} queries")
+    # faiss-cpu's wheel and the libfaiss ivflake links are different builds
+    # (SIMD, version): distances agree to rounding, not to the bit.
+    print(f"identical ids: {same_ids}/{args.queries} queries; largest distance difference {max_dd:.2e}")
 
 
 if __name__ == "__main__":
