@@ -27,6 +27,6 @@ def test_quickstart_runs(tmp_path, where):
         env=env, capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     assert ("index file: s3://" in out) == (where == "s3")
-    assert "recall@10 of ivflake against faiss-cpu in memory: 1.0000 (identical ids: True)" in out
+    assert "recall@10 of ivflake against faiss-cpu in memory: 1.0000 (20/20 queries with the very same ids" in out
     assert "ivflake warm" in out and "faiss in memory" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
