@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ivflake::{IndexLocation, IvfIndex, Manifest, ManifestMode, OpenOptions};
+use ivflake::{IndexLocation, IvfIndex, ManifestMode, OpenOptions};
 use ivflake_server::{IndexConfig, Server, ServerConfig};
 use ivflake_testkit::{damaging_store, faulty_store, BodyFault, Fault};
 use object_store::memory::InMemory;
@@ -153,10 +153,11 @@ async fn every_documented_metric_moves_with_its_event() {
     )
     .await
     .unwrap();
-    Manifest::build(&plain_open, |_| {})
+    plain_open
+        .build_manifest(|_| {})
         .await
         .unwrap()
-        .write(&plain_open)
+        .write(&plain_open.object().location)
         .await
         .unwrap();
     let damaging = Arc::new(damaging_store(verified_memory, 1));
