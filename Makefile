@@ -12,7 +12,7 @@ BUCKET := ivflake-test
 # when tests run in parallel.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 
-.PHONY: deps demo test lint fixtures clean
+.PHONY: deps demo test lint fixtures python-dev quickstart clean
 
 # Faiss 1.12 is built from source once per machine (scripts/build_faiss.sh,
 # a few minutes on 2 cores) into ~/.cache/ivflake; later runs find it there.
@@ -44,9 +44,25 @@ demo: deps
 	RUST_LOG=$${RUST_LOG:-warn,ivflake_server=info,tower_http=info} ./target/release/ivflake serve demo=demo-data/index.faiss --listen $(DEMO_ADDR)
 
 $(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
-	$(PY) scripts/make_fixtures.py $(FIXTURES) 2>/dev/null
+	$(PY) scripts/make_fixtures.py $(FIXTURES)
 
 fixtures: deps $(FIXTURES)/manifest.json
+
+# The pytest suite (python/tests) runs last in `test`, against the same moto
+# server and fixtures, and against the `ivflake` binary that
+# `cargo build --workspace --all-targets` links from the test build's
+# artifacts (same features as `cargo test --workspace`, so nothing recompiles).
+# The Python package (python/) in the venv. `maturin develop` builds it with
+# the dev profile into this workspace's target/, so it reuses what
+# `cargo test --workspace` compiled; `pip install ./python` (what users run)
+# makes an optimized wheel from scratch, minutes more on two cores.
+python-dev: deps
+	cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q
+
+# Builds an index with faiss-cpu, searches it with ivflake cold and warm, and
+# plots latency against faiss in memory (docs/quickstart-latency.png).
+quickstart: python-dev
+	OMP_WAIT_POLICY=PASSIVE $(PY) examples/quickstart.py
 
 lint: deps
 	cargo fmt --all -- --check
@@ -62,7 +78,10 @@ test: fixtures lint
 	export AWS_ENDPOINT_URL=$$(cat $$endpoint_file) AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=test \
 		AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 IVFLAKE_S3_BUCKET=$(BUCKET) \
 		IVFLAKE_FIXTURES=$$(pwd)/$(FIXTURES) $(TEST_ENV); \
-	cargo test --workspace
+	cargo test --workspace; \
+	cargo build -q --workspace --all-targets; \
+	(cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q); \
+	IVFLAKE_BIN=$$(pwd)/target/debug/ivflake $(PY) -m pytest -q python/tests
 
 clean:
-	rm -rf $(FIXTURES) demo-data
+	rm -rf $(FIXTURES) demo-data quickstart-data

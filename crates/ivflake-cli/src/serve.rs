@@ -89,5 +89,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    eprintln!("shutting down: finishing searches in flight");
+    // Through the log, so IVFLAKE_LOG_FORMAT=json keeps every stderr line JSON.
+    tracing::info!("shutting down: finishing searches in flight");
 }

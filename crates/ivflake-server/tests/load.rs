@@ -133,6 +133,22 @@ async fn slow_server_with(
     max_queries_in_flight: usize,
     tune: impl FnOnce(&mut ivflake_server::ServerConfig),
 ) -> (TestServer, tempfile::TempDir, String) {
+    // Reads starting past byte 0 are list reads; the header read starts at 0.
+    server_over(
+        |memory| Arc::new(slow_store(memory, 1, delay)),
+        max_queries_in_flight,
+        tune,
+    )
+    .await
+}
+
+/// A server whose one index, `slow`, is read through the store `wrap` makes
+/// of an in-memory copy, with no cache; also returns a local copy's path.
+async fn server_over(
+    wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    max_queries_in_flight: usize,
+    tune: impl FnOnce(&mut ivflake_server::ServerConfig),
+) -> (TestServer, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx.faiss");
     let bytes = index_bytes(1, N);
@@ -142,8 +158,7 @@ async fn slow_server_with(
         .put(&object_store::path::Path::from("idx.faiss"), PutPayload::from(bytes))
         .await
         .unwrap();
-    // Reads starting past byte 0 are list reads; the header read starts at 0.
-    let store: Arc<dyn ObjectStore> = Arc::new(slow_store(memory, 1, delay));
+    let store = wrap(memory);
     let mut config = config();
     config.cache.memory_bytes = 0;
     config.limits.max_queries_in_flight = max_queries_in_flight;
@@ -162,25 +177,89 @@ async fn slow_server_with(
     (TestServer::run(server).await, dir, path.to_string_lossy().to_string())
 }
 
+/// A server over a store whose list GETs wait at `gate` until it opens.
+async fn gated_server(
+    max_queries_in_flight: usize,
+    tune: impl FnOnce(&mut ivflake_server::ServerConfig),
+) -> (TestServer, tempfile::TempDir, String, Arc<GatedStore>) {
+    let mut gate = None;
+    let (server, dir, path) = server_over(
+        |memory| {
+            let g = Arc::new(gated_store(memory, 1));
+            gate = Some(g.clone());
+            g
+        },
+        max_queries_in_flight,
+        tune,
+    )
+    .await;
+    (server, dir, path, gate.expect("the store was wrapped"))
+}
+
+/// Sends `n` searches at once on their own tasks; `answered` counts the
+/// 503s as they arrive. Returns the handle of their outcomes, in order.
+fn send_all(
+    server: &TestServer,
+    n: usize,
+    refused: &Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<(u16, Value, Duration)>> {
+    let url = server.url("/v1/indexes/slow/search");
+    let q = Arc::new(queries(QUERIES));
+    let client = client();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url, q, refused) = (client.clone(), url.clone(), q.clone(), refused.clone());
+            tokio::spawn(async move {
+                let outcome = search_one(&client, &url, &q, i % QUERIES).await;
+                if outcome.0 == 503 {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+                outcome
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        join_all(tasks)
+            .await
+            .into_iter()
+            .map(|t| t.expect("client task"))
+            .collect()
+    })
+}
+
+/// Waits until `counter` reaches `n` (a liveness guard bounds the wait).
+async fn reaches(counter: &AtomicUsize, n: usize, what: &str) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while counter.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: {} of {n} after 60 s", counter.load(Ordering::SeqCst)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_at_once_and_admitted_requests_succeed() {
     let _serial = SERIAL.lock().await;
-    const DELAY: Duration = Duration::from_millis(1_500);
+    const LIMIT: usize = 4;
     const CONCURRENT: usize = 40;
-    let (server, _dir, path) = slow_server(DELAY, 4).await;
-    let url = server.url("/v1/indexes/slow/search");
+    let (server, _dir, path, gate) = gated_server(LIMIT, |_| {}).await;
     let q = queries(QUERIES);
     let expected = expected_rows(&path, &q).await;
-    let client = client();
 
-    let outcomes = tokio::time::timeout(
-        Duration::from_secs(30),
-        join_all((0..CONCURRENT).map(|i| search_one(&client, &url, &q, i % QUERIES))),
-    )
-    .await
-    .expect("bounded");
+    // The admitted searches wait at the gate, holding their admission, so
+    // every other request finds the limit reached: it is refused at once,
+    // while the gate is still shut.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let outcomes = send_all(&server, CONCURRENT, &refused);
+    reaches(&refused, CONCURRENT - LIMIT, "refused while the admitted wait").await;
+    assert!(gate.waiting() >= 1, "the admitted searches are still waiting");
+    gate.open();
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), outcomes)
+        .await
+        .expect("bounded")
+        .unwrap();
     let mut admitted = 0;
-    let mut refused = 0;
     for (i, (status, body, _)) in outcomes.iter().enumerate() {
         match status {
             200 => {
@@ -192,19 +271,18 @@ async fn overload_is_refused_at_once_and_admitted_requests_succeed() {
                 );
             }
             503 => {
-                refused += 1;
                 assert_eq!(body["error"]["code"], "overloaded", "{body}");
                 assert_eq!(body["retry_after_header"], true, "503 carries Retry-After");
             }
             other => panic!("request {i}: unexpected status {other}: {body}"),
         }
     }
-    println!("{admitted} admitted, {refused} refused");
-    assert!((1..=CONCURRENT - 4).contains(&admitted), "{admitted} admitted");
-    assert!(refused >= CONCURRENT / 2, "{refused} refused");
+    assert_eq!(admitted, LIMIT, "exactly the admission limit was admitted");
+    assert_eq!(refused.load(Ordering::SeqCst), CONCURRENT - LIMIT);
 
     // Capacity comes back once the admitted searches finish.
-    let (status, body, _) = search_one(&client, &url, &q, 0).await;
+    let client = client();
+    let (status, body, _) = search_one(&client, &server.url("/v1/indexes/slow/search"), &q, 0).await;
     assert_eq!(status, 200, "{body}");
     let metrics = client
         .get(server.url("/metrics"))
@@ -448,29 +526,49 @@ async fn a_request_past_the_request_timeout_gets_a_json_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_request_limit_are_refused_before_their_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _serial = SERIAL.lock().await;
     const LIMIT: usize = 2;
-    let (server, _dir, _) = slow_server_with(Duration::from_millis(1_500), 64, |c| {
+    const SENT: usize = 10;
+    let (server, _dir, _, gate) = gated_server(64, |c| {
         c.limits.max_requests_in_flight = LIMIT;
     })
     .await;
-    let url = server.url("/v1/indexes/slow/search");
-    let q = queries(QUERIES);
-    let client = client();
-    let outcomes = tokio::time::timeout(
-        Duration::from_secs(30),
-        join_all((0..10).map(|i| search_one(&client, &url, &q, i))),
-    )
-    .await
-    .expect("bounded");
-    let refused: Vec<&Value> = outcomes.iter().filter(|o| o.0 == 503).map(|o| &o.1).collect();
-    assert!(
-        outcomes.iter().all(|o| o.0 == 200 || o.0 == 503),
-        "{:?}",
-        outcomes.iter().map(|o| o.0).collect::<Vec<_>>()
+    // LIMIT searches wait at the gate; the others are refused meanwhile.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let outcomes = send_all(&server, SENT, &refused);
+    reaches(&refused, SENT - LIMIT, "refused while the admitted wait").await;
+
+    // A request whose body has not been sent (only its head, announcing 4 KiB):
+    // it is refused all the same, so the server never waited for the body.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /v1/indexes/slow/search HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut response))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response[..n]).to_string();
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("retry-after"), "{response}");
+    assert!(response.contains("requests"), "{response}");
+    assert!(gate.waiting() > 0, "the admitted requests were still running");
+
+    gate.open();
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), outcomes)
+        .await
+        .expect("bounded")
+        .unwrap();
+    let statuses: Vec<u16> = outcomes.iter().map(|o| o.0).collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), LIMIT, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 503).count(),
+        SENT - LIMIT,
+        "{statuses:?}"
     );
-    assert!(refused.len() >= 10 - LIMIT, "{} refused", refused.len());
-    for body in refused {
+    for (_, body, _) in outcomes.iter().filter(|o| o.0 == 503) {
         assert_eq!(body["error"]["code"], "overloaded", "{body}");
         assert_eq!(body["retry_after_header"], true);
         assert!(
@@ -479,7 +577,7 @@ async fn requests_past_the_request_limit_are_refused_before_their_body_is_read()
         );
     }
     // The permits come back.
-    let (status, body, _) = search_one(&client, &url, &q, 0).await;
+    let (status, body, _) = search_one(&client(), &server.url("/v1/indexes/slow/search"), &queries(1), 0).await;
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }

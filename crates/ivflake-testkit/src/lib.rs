@@ -1,8 +1,9 @@
 //! Test support shared by the ivflake crates: [`HookedStore`], one
 //! object-store wrapper in the style of object_store's `limit.rs` and
 //! `throttle.rs` (it forwards every trait method), with a [`GetHook`] that
-//! sees each GET first. Counting, fault injection and delays are hooks.
-//! Also the generated data the tests share.
+//! sees each GET first and may rewrite its answer. Counting, fault injection,
+//! gates, delays and damaged bodies are hooks. Also the generated data the
+//! tests share.
 
 use std::fmt;
 use std::ops::{Deref, Range};
@@ -15,16 +16,22 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Runs before every GET a [`HookedStore`] forwards; an error fails the GET.
+/// `after_get` sees the store's answer and may replace it (by default it
+/// passes it on untouched).
 #[async_trait]
 pub trait GetHook: fmt::Debug + Send + Sync + 'static {
     async fn before_get(&self, location: &Path, options: &GetOptions) -> Result<()>;
+
+    async fn after_get(&self, _location: &Path, _options: &GetOptions, result: GetResult) -> Result<GetResult> {
+        Ok(result)
+    }
 }
 
 /// Wraps a store; every GET goes through the hook, everything else straight through.
@@ -59,7 +66,8 @@ impl<H: fmt::Debug> fmt::Display for HookedStore<H> {
 impl<H: GetHook> ObjectStore for HookedStore<H> {
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.hook.before_get(location, &options).await?;
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options.clone()).await?;
+        self.hook.after_get(location, &options, result).await
     }
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.inner.put_opts(location, payload, opts).await
@@ -238,6 +246,184 @@ pub type SlowStore = HookedStore<Delay>;
 
 pub fn slow_store(inner: Arc<dyn ObjectStore>, after: u64, delay: Duration) -> SlowStore {
     HookedStore::new(inner, Delay { after, delay })
+}
+
+/// Holds GETs of ranges starting at or past `after` until the gate opens, and
+/// counts how many wait at once: with the gate shut, the waiting count is the
+/// number of GETs in flight, so a test can wait for an exact count (an event,
+/// not a guess at timing) and read the peak afterwards.
+#[derive(Debug)]
+pub struct Gate {
+    after: u64,
+    open: tokio::sync::watch::Sender<bool>,
+    waiting: AtomicUsize,
+    peak: AtomicUsize,
+    passed: AtomicUsize,
+}
+
+/// Decrements the waiting count however the GET ends (answered or dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Gate {
+    /// A shut gate.
+    pub fn new(after: u64) -> Self {
+        Self {
+            after,
+            open: tokio::sync::watch::channel(false).0,
+            waiting: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            passed: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    pub fn shut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// GETs held at the gate right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The most GETs ever held at the gate at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// GETs that went through the gate (it was open, or opened while they waited).
+    pub fn passed(&self) -> usize {
+        self.passed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until exactly `n` GETs are held; panics after `limit` (a liveness
+    /// guard: the count is the event, the limit only stops a broken test).
+    pub async fn wait_for_waiting(&self, n: usize, limit: Duration) {
+        let reached = tokio::time::timeout(limit, async {
+            while self.waiting() != n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(
+            reached.is_ok(),
+            "{} GETs held at the gate after {limit:?}, expected {n}",
+            self.waiting()
+        );
+    }
+}
+
+#[async_trait]
+impl GetHook for Gate {
+    async fn before_get(&self, _location: &Path, options: &GetOptions) -> Result<()> {
+        if requested(options).is_none_or(|r| r.start < self.after) {
+            return Ok(());
+        }
+        let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        let _waiting = Waiting(&self.waiting);
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let mut open = self.open.subscribe();
+        // The sender lives as long as the gate, so this only ends when it opens.
+        let _ = open.wait_for(|&o| o).await;
+        self.passed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+pub type GatedStore = HookedStore<Gate>;
+
+pub fn gated_store(inner: Arc<dyn ObjectStore>, after: u64) -> GatedStore {
+    HookedStore::new(inner, Gate::new(after))
+}
+
+/// What [`Bodies`] does to the answer of a GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    None,
+    /// The body is one byte shorter than the range asked for.
+    Short,
+    /// One byte in the middle of the body is flipped.
+    FlipMiddleByte,
+}
+
+/// Damages the bodies of GETs whose range starts at or past `after`.
+#[derive(Debug)]
+pub struct Bodies {
+    fault: Mutex<BodyFault>,
+    after: u64,
+    damaged: AtomicUsize,
+}
+
+impl Bodies {
+    pub fn new(after: u64) -> Self {
+        Self {
+            fault: Mutex::new(BodyFault::None),
+            after,
+            damaged: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn set(&self, fault: BodyFault) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+    }
+
+    /// Bodies damaged so far.
+    pub fn damaged(&self) -> usize {
+        self.damaged.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl GetHook for Bodies {
+    async fn before_get(&self, _location: &Path, _options: &GetOptions) -> Result<()> {
+        Ok(())
+    }
+
+    async fn after_get(&self, _location: &Path, options: &GetOptions, mut result: GetResult) -> Result<GetResult> {
+        let fault = *self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        if fault == BodyFault::None || requested(options).is_none_or(|r| r.start < self.after) {
+            return Ok(result);
+        }
+        let meta = result.meta.clone();
+        let range = result.range.clone();
+        let attributes = result.attributes.clone();
+        let extensions = std::mem::take(&mut result.extensions);
+        let body = result.bytes().await?;
+        let body = match fault {
+            BodyFault::None => body,
+            BodyFault::Short => body.slice(..body.len().saturating_sub(1)),
+            BodyFault::FlipMiddleByte => {
+                let mut v = body.to_vec();
+                if let Some(b) = v.get_mut(body.len() / 2) {
+                    *b ^= 0x01;
+                }
+                Bytes::from(v)
+            }
+        };
+        self.damaged.fetch_add(1, Ordering::SeqCst);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(Box::pin(futures::stream::once(async move { Ok(body) }))),
+            meta,
+            range,
+            attributes,
+            extensions,
+        })
+    }
+}
+
+pub type DamagingStore = HookedStore<Bodies>;
+
+pub fn damaging_store(inner: Arc<dyn ObjectStore>, after: u64) -> DamagingStore {
+    HookedStore::new(inner, Bodies::new(after))
 }
 
 /// Clustered vectors, so IVF lists are uneven like real data.

@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use ivflake::{DiskCacheConfig, FetchConfig, IndexLocation, IvfIndex, Metric, OpenOptions, WarmSpec};
@@ -54,15 +53,14 @@ async fn open(store: &Arc<CountingStore>, uri: &str, config: FetchConfig) -> Ivf
         .expect("open")
 }
 
-/// Disk writes happen in the background; wait (bounded) until `n` lists are on disk.
-async fn wait_on_disk(index: &IvfIndex, n: u64) {
-    for _ in 0..200 {
-        if index.residency().await.lists_on_disk >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("only {:?} on disk, wanted {n} lists", index.residency().await);
+/// Disk writes happen in the background: wait until they are done, then
+/// check that `n` lists are on disk.
+async fn settled_on_disk(index: &IvfIndex, n: u64) {
+    tokio::time::timeout(LIVENESS, index.scheduler().settle_disk_writes())
+        .await
+        .expect("background disk writes finish");
+    let residency = index.residency().await;
+    assert_eq!(residency.lists_on_disk, n, "{residency:?}");
 }
 
 fn ivl_files(dir: &Path) -> Vec<PathBuf> {
@@ -93,7 +91,7 @@ async fn disk_tier_survives_a_restart_and_drops_a_damaged_entry() {
     let cold = first.search(&queries, 5, 4).await.unwrap();
     assert_eq!(cold.stats.lists_from_disk, 0);
     assert_eq!(cold.stats.lists_from_store, cold.stats.lists_probed);
-    wait_on_disk(&first, cold.stats.lists_probed as u64).await;
+    settled_on_disk(&first, cold.stats.lists_probed as u64).await;
     drop(first);
 
     // A new process: a fresh scheduler over the same directory.
@@ -125,7 +123,7 @@ async fn disk_tier_survives_a_restart_and_drops_a_damaged_entry() {
     let report = third.scheduler().cache_report().await;
     assert_eq!(report.disk_corrupt_entries, 2);
     // And rewritten whole: the next process reads everything from disk.
-    wait_on_disk(&third, again.stats.lists_probed as u64).await;
+    settled_on_disk(&third, again.stats.lists_probed as u64).await;
     let fourth = open(&counting, &uri, with_disk(&dir.0, 1 << 30)).await;
     counting.reset();
     fourth.search(&queries, 5, 4).await.unwrap();
@@ -144,7 +142,7 @@ async fn disk_tier_never_serves_another_version() {
     put(&store, "idx.faiss", build_index("IVF16,Flat", Metric::L2, D, 2000)).await;
     let v1 = open(&counting, uri, with_disk(&dir.0, 1 << 30)).await;
     let r1 = v1.search(&queries, 5, 4).await.unwrap();
-    wait_on_disk(&v1, r1.stats.lists_probed as u64).await;
+    settled_on_disk(&v1, r1.stats.lists_probed as u64).await;
 
     // Same URI, same size, different vectors: a new version.
     let mut index = ivflake_faiss::Index::factory(D, "IVF16,Flat", Metric::L2).unwrap();
@@ -191,27 +189,22 @@ async fn disk_tier_stays_within_its_budget() {
             report.disk_resident_bytes
         );
     }
-    // Background writes settle; then the files themselves fit the budget.
-    let files_bytes = || -> u64 {
-        ivl_files(&dir.0)
-            .iter()
-            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-            .sum()
-    };
-    let mut on_disk = files_bytes();
-    for _ in 0..200 {
-        index.scheduler().cache_report().await;
-        on_disk = files_bytes();
-        if on_disk <= budget {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Once the background writes and the evictions they caused are done, the
+    // files themselves fit the budget.
+    tokio::time::timeout(LIVENESS, index.scheduler().settle_disk_writes())
+        .await
+        .expect("background disk writes finish");
+    let on_disk: u64 = ivl_files(&dir.0)
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let report = index.scheduler().cache_report().await;
     assert!(on_disk <= budget, "files on disk: {on_disk} > {budget}");
-    assert!(
-        index.scheduler().cache_report().await.disk_evictions > 0,
-        "the budget was reached"
+    assert_eq!(
+        on_disk, report.disk_resident_bytes,
+        "the files are what the tier accounts for"
     );
+    assert!(report.disk_evictions > 0, "the budget was reached");
 }
 
 #[tokio::test]

@@ -26,6 +26,11 @@ async fn check(factory: &str, metric: Metric) {
             assert_same(&ours, &theirs, &format!("{factory} {metric:?} single k={k}"));
         }
     }
+    // Filtered: Faiss's own search with the same IDSelector is the reference.
+    let what = format!("{factory} {metric:?}");
+    for (k, nprobe) in [(10, 4), (25, 16)] {
+        assert_filters_match_faiss(&index, &reference, &queries[..40 * D], k, nprobe, &what).await;
+    }
 }
 
 use ivflake::FetchConfig;
@@ -64,25 +69,98 @@ equivalence! {
     rabitq_ip: "IVF32,RaBitQ", Metric::InnerProduct;
 }
 
+/// Faiss's unfiltered answer over the same probed lists with every candidate
+/// kept (k = ntotal), filtered afterwards and cut to `k`: what a filtered
+/// search must return, since a filter only removes candidates.
+fn post_filtered(
+    reference: &ivflake_faiss::Index,
+    queries: &[f32],
+    k: usize,
+    nprobe: usize,
+    keep: impl Fn(i64) -> bool,
+) -> (Vec<i64>, Vec<u32>) {
+    let all = reference.info().ntotal as usize;
+    let everything = reference.search(queries, all, nprobe).expect("faiss search");
+    let (mut ids, mut bits) = (Vec::new(), Vec::new());
+    for q in 0..queries.len() / D {
+        let row = q * all..(q + 1) * all;
+        let kept: Vec<(i64, f32)> = everything.labels[row.clone()]
+            .iter()
+            .zip(&everything.distances[row])
+            .filter(|(&id, _)| id >= 0 && keep(id))
+            .map(|(&id, &d)| (id, d))
+            .take(k)
+            .collect();
+        ids.extend(kept.iter().map(|p| p.0));
+        bits.extend(kept.iter().map(|p| p.1.to_bits()));
+        ids.extend(std::iter::repeat_n(-1, k - kept.len()));
+        bits.extend(std::iter::repeat_n(u32::MAX, k - kept.len()));
+    }
+    (ids, bits)
+}
+
+/// ivflake's filtered results, with the distances of padding slots (id -1)
+/// masked as `post_filtered` masks them.
+fn masked(r: &ivflake::SearchResults) -> (Vec<i64>, Vec<u32>) {
+    let bits = r
+        .ids
+        .iter()
+        .zip(&r.distances)
+        .map(|(&id, d)| if id < 0 { u32::MAX } else { d.to_bits() })
+        .collect();
+    (r.ids.clone(), bits)
+}
+
+/// Which ids a filter keeps, as a plain predicate.
+type Keep = Box<dyn Fn(i64) -> bool>;
+
 #[tokio::test]
 async fn id_filters_match_a_post_filter() {
-    let bytes = build_index("IVF16,Flat", Metric::L2, D, N);
-    let (index, _) = open_in_memory(bytes, FetchConfig::default()).await;
-    let q = clustered(1, D, 5);
-    let mut params = ivflake::SearchParams::new(50, 16);
-    params.filter = ivflake::IdFilterSpec::Range { start: 100, end: 200 };
-    let r = index.search_with(&q, &params).await.unwrap();
-    assert!(r.ids.iter().all(|&id| id == -1 || (100..200).contains(&id)));
-    assert!(r.ids.iter().any(|&id| id != -1));
-    params.filter = ivflake::IdFilterSpec::Allow(vec![7, 8, 9]);
-    let r = index.search_with(&q, &params).await.unwrap();
-    let mut found: Vec<i64> = r.ids.iter().copied().filter(|&i| i != -1).collect();
-    found.sort();
-    assert_eq!(found, vec![7, 8, 9]);
-    params.filter = ivflake::IdFilterSpec::Deny(vec![]);
-    let unfiltered = index.search(&q, 50, 16).await.unwrap();
-    assert_eq!(index.search_with(&q, &params).await.unwrap().ids, unfiltered.ids);
-    let denied = unfiltered.ids[0];
-    params.filter = ivflake::IdFilterSpec::Deny(vec![denied]);
-    assert!(!index.search_with(&q, &params).await.unwrap().ids.contains(&denied));
+    use ivflake::IdFilterSpec;
+    for (factory, metric) in [
+        ("IVF16,Flat", Metric::L2),
+        ("IVF16,PQ8", Metric::InnerProduct),
+        ("IVF16,SQ8", Metric::L2),
+    ] {
+        let bytes = build_index(factory, metric, D, N);
+        let reference = ivflake_faiss::read_index(&bytes).expect("full read");
+        let (index, _) = open_in_memory(bytes, FetchConfig::default()).await;
+        let q = clustered(6, D, 5);
+        let (k, nprobe) = (20, 4);
+        let unfiltered = index.search(&q, k, nprobe).await.unwrap();
+        // Deny the best half of each row, so the filtered answer reaches further.
+        let denied: Vec<i64> = unfiltered.ids.chunks(k).flat_map(|row| row[..k / 2].to_vec()).collect();
+        let allowed: Vec<i64> = (0..N as i64).filter(|i| i % 3 == 0).collect();
+        // A few ids, some of them in the first row's answer (unsorted, as a client may send them).
+        let mut few: Vec<i64> = unfiltered.ids[k / 2..k].iter().rev().copied().collect();
+        few.extend([9, 8, 7]);
+        let cases: Vec<(IdFilterSpec, Keep)> = vec![
+            (
+                IdFilterSpec::Range { start: 1000, end: 2500 },
+                Box::new(|id| (1000..2500).contains(&id)),
+            ),
+            (
+                IdFilterSpec::Allow(allowed.clone()),
+                Box::new(move |id| allowed.binary_search(&id).is_ok()),
+            ),
+            (IdFilterSpec::Allow(few.clone()), Box::new(move |id| few.contains(&id))),
+            (
+                IdFilterSpec::Deny(denied.clone()),
+                Box::new(move |id| !denied.contains(&id)),
+            ),
+            (IdFilterSpec::Deny(vec![]), Box::new(|_| true)),
+        ];
+        for (spec, keep) in cases {
+            let what = format!("{factory} {metric:?} {:?}", std::mem::discriminant(&spec));
+            let mut params = ivflake::SearchParams::new(k, nprobe);
+            params.filter = spec;
+            let ours = index.search_with(&q, &params).await.unwrap();
+            let expected = post_filtered(&reference, &q, k, nprobe, keep);
+            assert!(
+                expected.0.iter().any(|&id| id >= 0),
+                "{what}: the filter keeps something"
+            );
+            assert_eq!(masked(&ours), expected, "{what}");
+        }
+    }
 }

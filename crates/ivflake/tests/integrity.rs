@@ -49,12 +49,30 @@ async fn with_a_sidecar_open_takes_two_requests_and_lists_are_verified() {
     // A small header and one larger than the 1 MiB first read: both take 2.
     for (factory, d, n) in [("IVF32,Flat", D, 3000), ("IVF4096,Flat", 64, 4096 * 2)] {
         let store = with_sidecar(build_index(factory, Metric::L2, d, n)).await;
-        let (index, counting) = open_counted(store, OpenOptions::default()).await;
+        // List reads start past byte 0; the damage is switched on after open.
+        let damaging = Arc::new(damaging_store(store, 1));
+        let (index, counting) = open_counted(damaging.clone(), options(uncached())).await;
         let index = index.unwrap();
         assert_eq!(counting.gets(), 2, "{factory}: sidecar + exact header");
         assert!(index.is_verified(), "{factory}");
-        let r = index.search(&clustered(4, d, 2), 5, 8).await.unwrap();
-        assert!(r.stats.lists_probed > 0);
+        let q = clustered(4, d, 2);
+        let clean = index.search(&q, 5, 8).await.unwrap();
+        assert!(clean.stats.lists_probed > 0);
+
+        // One flipped byte in every list's body: each list fails its hash.
+        damaging.set(BodyFault::FlipMiddleByte);
+        let err = index.search(&q, 5, 8).await.unwrap_err();
+        assert!(matches!(err, Error::Checksum { .. }), "{factory}: {err}");
+        let failures = index
+            .scheduler()
+            .counters()
+            .checksum_failures
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            failures as usize, clean.stats.lists_probed,
+            "{factory}: every fetched list was hashed"
+        );
+        assert_eq!(damaging.damaged(), clean.stats.lists_probed);
     }
 }
 

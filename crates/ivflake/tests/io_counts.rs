@@ -2,7 +2,9 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use ivflake::{FetchConfig, IndexLocation, IvfIndex, ManifestMode, Metric, OpenOptions};
@@ -53,26 +55,29 @@ async fn a_large_header_takes_a_bounded_number_of_gets() {
 #[tokio::test]
 async fn a_cold_search_makes_one_get_per_distinct_nonempty_list() {
     let bytes = build_index("IVF64,Flat", Metric::L2, D, 3000);
+    let reference = ivflake_faiss::read_index(&bytes).unwrap();
     let (index, counting) = open_in_memory(bytes, uncached()).await;
     let queries = clustered(20, D, 8);
     for nprobe in [1, 8, 32] {
+        // The lists to fetch, from Faiss's own coarse assignment of the batch.
+        let expected = probed_lists(&reference, &queries, nprobe);
+        assert!(!expected.is_empty());
         counting.reset();
         let r = index.search(&queries, 10, nprobe).await.unwrap();
-        assert_eq!(counting.gets(), r.stats.lists_probed, "nprobe {nprobe}");
-        assert_eq!(r.stats.gets as usize, r.stats.lists_probed);
-        assert!(r.stats.lists_probed > 0);
-        // Each GET is exactly one list's range.
+        assert_eq!(counting.gets(), expected.len(), "nprobe {nprobe}");
+        assert_eq!(r.stats.gets as usize, expected.len());
+        assert_eq!(r.stats.lists_probed, expected.len());
+        // Each GET is exactly one of those lists' ranges, each list once.
         let mut ranges = counting.ranges();
         ranges.sort_by_key(|r| r.start);
-        ranges.dedup();
-        assert_eq!(ranges.len(), r.stats.lists_probed);
-        for range in &ranges {
-            assert!(
-                index.layout().iter().any(|(_, l)| l.range() == *range && l.count > 0),
-                "{range:?}"
-            );
-        }
-        assert_eq!(r.stats.bytes_fetched, r.stats.bytes_probed);
+        let wanted: Vec<_> = expected
+            .iter()
+            .map(|&l| index.layout().get(l).unwrap().range())
+            .collect();
+        assert_eq!(ranges, wanted, "nprobe {nprobe}");
+        let bytes: u64 = expected.iter().map(|&l| index.layout().get(l).unwrap().len).sum();
+        assert_eq!(r.stats.bytes_fetched, bytes);
+        assert_eq!(r.stats.bytes_probed, bytes);
     }
 }
 
@@ -113,32 +118,143 @@ async fn adjacent_lists_are_fetched_with_one_get() {
     assert_eq!(r.stats.bytes_fetched, index.layout().data_len());
 }
 
+/// An index over a gated store (list GETs wait until the gate opens) behind a
+/// counter, opened with `options`; the counter starts at zero after open.
+async fn gated(
+    bytes: &[u8],
+    keys: &[&str],
+    options: OpenOptions,
+) -> (Vec<IvfIndex>, Arc<GatedStore>, Arc<CountingStore>) {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    for key in keys {
+        put(&inner, key, bytes.to_vec()).await;
+    }
+    let gate = Arc::new(gated_store(inner, 1));
+    let counting = Arc::new(counting_store(gate.clone()));
+    let mut indexes = Vec::new();
+    for key in keys {
+        let store: Arc<dyn ObjectStore> = counting.clone();
+        let location = IndexLocation::new(store, *key, format!("memory://gated/{key}"));
+        indexes.push(IvfIndex::open_at(location, options.clone()).await.unwrap());
+    }
+    counting.reset();
+    (indexes, gate, counting)
+}
+
+/// Gives a GET past a limit every chance to show up at the gate before it
+/// opens. Not a bound on anything: a limit that holds passes whatever this waits.
+async fn let_extra_gets_arrive() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 #[tokio::test]
 async fn concurrent_cold_searches_share_one_get_per_list() {
+    const SEARCHES: usize = 32;
     let bytes = build_index("IVF32,Flat", Metric::L2, D, 3000);
-    let config = FetchConfig {
-        coalesce_gap: 0,
-        max_coalesced: 0,
-        ..FetchConfig::default()
-    };
-    let (index, counting) = open_in_memory(bytes, config).await;
-    counting.reset();
+    let reference = ivflake_faiss::read_index(&bytes).unwrap();
+    // No memory cache: a list can only reach a later search by joining the load.
+    let (indexes, gate, counting) = gated(&bytes, &["idx.faiss"], options(uncached())).await;
+    let index = &indexes[0];
     let q = clustered(1, D, 77);
-    let searches: Vec<_> = (0..32)
+    let lists = probed_lists(&reference, &q, 4).len();
+    let searches: Vec<_> = (0..SEARCHES)
         .map(|_| {
             let index = index.clone();
             let q = q.clone();
-            tokio::spawn(async move { index.search(&q, 10, 1).await.unwrap() })
+            tokio::spawn(async move { index.search(&q, 10, 4).await.unwrap() })
         })
         .collect();
-    let results = futures::future::join_all(searches).await;
-    assert_eq!(counting.gets(), 1, "32 searches of the same list make one GET");
-    let first = results[0].as_ref().unwrap();
-    for r in &results {
-        assert_eq!(r.as_ref().unwrap().ids, first.ids);
+    // Every search is cold when it asks: the first one's GETs are held at the
+    // gate until all the others have joined its loads.
+    gate.wait_for_waiting(lists, LIVENESS).await;
+    let joined = &index.scheduler().counters().loads_joined;
+    tokio::time::timeout(LIVENESS, async {
+        while joined.load(Ordering::SeqCst) < ((SEARCHES - 1) * lists) as u64 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("every search joins");
+    assert_eq!(gate.waiting(), lists);
+    gate.open();
+    let results = tokio::time::timeout(LIVENESS, futures::future::join_all(searches))
+        .await
+        .expect("liveness");
+    assert_eq!(
+        counting.gets(),
+        lists,
+        "{SEARCHES} searches of the same lists make one GET per list"
+    );
+    let expected = reference.search(&q, 10, 4).unwrap();
+    let (mut shared, mut from_store) = (0, 0);
+    for r in results {
+        let r = r.unwrap();
+        assert_same(&r, &expected, "a shared load");
+        shared += r.stats.lists_shared;
+        from_store += r.stats.lists_from_store;
     }
-    let from_store: usize = results.iter().map(|r| r.as_ref().unwrap().stats.lists_from_store).sum();
-    assert_eq!(from_store, 1);
+    assert_eq!(
+        shared,
+        (SEARCHES - 1) * lists,
+        "all searches but the first shared every list"
+    );
+    assert_eq!(from_store, lists);
+}
+
+#[tokio::test]
+async fn in_flight_gets_peak_at_the_per_search_and_process_wide_limits() {
+    const PER_SEARCH: usize = 4;
+    const PROCESS: usize = 6;
+    let bytes = build_index("IVF64,Flat", Metric::L2, D, 3000);
+    let config = FetchConfig {
+        max_in_flight: PROCESS,
+        max_in_flight_per_search: PER_SEARCH,
+        ..uncached()
+    };
+    let q = clustered(1, D, 9);
+
+    // One search wants every list at once: the per-search limit holds it.
+    let (indexes, gate, _) = gated(&bytes, &["a.faiss"], options(config.clone())).await;
+    let search = tokio::spawn({
+        let (index, q) = (indexes[0].clone(), q.clone());
+        async move { index.search(&q, 5, 64).await }
+    });
+    gate.wait_for_waiting(PER_SEARCH, LIVENESS).await;
+    let_extra_gets_arrive().await;
+    assert_eq!(gate.waiting(), PER_SEARCH);
+    gate.open();
+    let r = tokio::time::timeout(LIVENESS, search)
+        .await
+        .expect("liveness")
+        .unwrap()
+        .unwrap();
+    assert!(r.stats.gets as usize > 2 * PROCESS, "{} GETs", r.stats.gets);
+    assert_eq!(gate.peak(), PER_SEARCH, "peak of GETs in flight for one search");
+
+    // Three searches over three objects on one scheduler want 3 × 4: the process-wide limit holds them.
+    let shared = options(config);
+    let (indexes, gate, _) = gated(&bytes, &["a.faiss", "b.faiss", "c.faiss"], shared).await;
+    let searches: Vec<_> = indexes
+        .iter()
+        .map(|index| {
+            let (index, q) = (index.clone(), q.clone());
+            tokio::spawn(async move { index.search(&q, 5, 64).await })
+        })
+        .collect();
+    gate.wait_for_waiting(PROCESS, LIVENESS).await;
+    let_extra_gets_arrive().await;
+    assert_eq!(gate.waiting(), PROCESS);
+    gate.open();
+    for r in tokio::time::timeout(LIVENESS, futures::future::join_all(searches))
+        .await
+        .expect("liveness")
+    {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(gate.peak(), PROCESS, "peak of GETs in flight in the process");
 }
 
 #[tokio::test]

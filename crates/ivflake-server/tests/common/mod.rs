@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ivflake::{IdFilterSpec, IvfIndex, Metric, SearchParams};
+use ivflake_server::IndexConfig;
 use ivflake_server::{Server, ServerConfig};
 use object_store::ObjectStore;
+use reqwest::StatusCode;
 use serde_json::Value;
 
 // Each test binary uses a different part of these.
 #[allow(unused_imports)]
-pub use ivflake_testkit::{clustered, slow_store, SlowStore};
+pub use ivflake_testkit::{clustered, gated_store, slow_store, GatedStore, SlowStore};
 
 pub const D: usize = 16;
 
@@ -186,4 +188,58 @@ pub fn unique_key(what: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("server-tests/{what}-{}-{nanos}.faiss", std::process::id())
+}
+
+/// Vectors in the indexes the API tests serve.
+pub const N: usize = 4000;
+
+/// A server over one local index named `idx`, after `tune` adjusts the config.
+pub async fn local(tune: impl FnOnce(&mut ServerConfig, &std::path::Path)) -> (TestServer, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("idx.faiss");
+    std::fs::write(&path, index_bytes(1, N)).expect("write index");
+    let path = path.to_string_lossy().to_string();
+    let mut config = config();
+    config.indexes.insert("idx".into(), IndexConfig::new(&path));
+    tune(&mut config, dir.path());
+    (TestServer::start(config).await, dir, path)
+}
+
+pub async fn post_json(url: &str, body: &Value) -> (StatusCode, Value) {
+    let r = client().post(url).json(body).send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Faiss's own answer, searching the file at `path` fully in memory with
+/// `IndexIVF::search` and the filter's `IDSelector`: (ids, distance bits).
+pub fn faiss_results(
+    path: &str,
+    queries: &[f32],
+    k: usize,
+    nprobe: usize,
+    filter: &IdFilterSpec,
+) -> (Vec<i64>, Vec<u32>) {
+    let bytes = std::fs::read(path).expect("read the index file");
+    let reference = ivflake_faiss::read_index(&bytes).expect("Faiss reads the index");
+    let selector = match filter {
+        IdFilterSpec::All => ivflake_faiss::IdFilter::All,
+        IdFilterSpec::Allow(ids) => ivflake_faiss::IdFilter::Allow(ids),
+        IdFilterSpec::Deny(ids) => ivflake_faiss::IdFilter::Deny(ids),
+        IdFilterSpec::Range { start, end } => ivflake_faiss::IdFilter::Range(*start, *end),
+    };
+    let n = reference
+        .search_filtered(queries, k, nprobe, selector)
+        .expect("Faiss search");
+    (n.labels, n.distances.iter().map(|d| d.to_bits()).collect())
 }

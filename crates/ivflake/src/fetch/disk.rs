@@ -186,6 +186,15 @@ impl DiskCache {
         });
     }
 
+    /// Waits until every background write started so far has finished, and
+    /// the evictions they caused have removed their files.
+    pub async fn settle(&self) {
+        if let Ok(all) = self.writes.acquire_many(MAX_PENDING_WRITES as u32).await {
+            drop(all);
+        }
+        self.index.run_pending_tasks().await;
+    }
+
     /// Bytes on disk now (after pending evictions run).
     pub async fn resident_bytes(&self) -> u64 {
         self.ready().await;

@@ -59,6 +59,7 @@ pub(super) fn join_or_start(
     misses.retain(
         |req| match in_flight.get(&ListKey::new(object, req.list)).and_then(|w| w.upgrade()) {
             Some(load) => {
+                core.counters.loads_joined.fetch_add(1, Ordering::SeqCst);
                 wave.joined.push((req.list, load));
                 false
             }

@@ -60,6 +60,10 @@ pub struct FetchCounters {
     pub evictions: AtomicU64,
     pub in_flight: AtomicU64,
     pub checksum_failures: AtomicU64,
+    /// List loads a search joined instead of starting its own (single-flight).
+    /// Counted when the join is decided, before anything is awaited, so a test
+    /// can wait for it instead of guessing how long a join takes.
+    pub loads_joined: AtomicU64,
 }
 
 /// A snapshot of the cache tiers, for reporting.
@@ -218,6 +222,15 @@ impl FetchScheduler {
 
     pub fn config(&self) -> &FetchConfig {
         &self.core.config
+    }
+
+    /// Waits until the disk tier's background writes started so far are done
+    /// (and the evictions they caused have deleted their files); at once
+    /// without a disk tier. Lets a test or a shutdown observe a settled tier.
+    pub async fn settle_disk_writes(&self) {
+        if let Some(disk) = &self.core.disk {
+            disk.settle().await;
+        }
     }
 
     pub fn counters(&self) -> &FetchCounters {

@@ -13,7 +13,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 // Each test binary uses a different part of these.
 #[allow(unused_imports)]
-pub use ivflake_testkit::{clustered, counting_store, faulty_store, CountingStore, Fault, FaultyStore};
+pub use ivflake_testkit::{
+    clustered, counting_store, damaging_store, faulty_store, gated_store, BodyFault, CountingStore, DamagingStore,
+    Fault, FaultyStore, GatedStore,
+};
 
 /// Builds, trains and serializes an index with Faiss.
 pub fn build_index(factory: &str, metric: Metric, d: usize, n: usize) -> Vec<u8> {
@@ -78,6 +81,7 @@ pub fn fixtures() -> PathBuf {
 pub struct Fixture {
     pub name: String,
     pub metric: String,
+    pub factory: String,
 }
 
 pub struct Manifest {
@@ -85,7 +89,8 @@ pub struct Manifest {
     pub k: usize,
     pub nprobe: usize,
     pub supported: Vec<Fixture>,
-    pub unsupported: Vec<String>,
+    /// Name and factory string of each file ivflake must refuse.
+    pub unsupported: Vec<(String, String)>,
 }
 
 pub fn manifest() -> Manifest {
@@ -102,13 +107,19 @@ pub fn manifest() -> Manifest {
             .map(|f| Fixture {
                 name: f["name"].as_str().unwrap().into(),
                 metric: f["metric"].as_str().unwrap().into(),
+                factory: f["factory"].as_str().unwrap_or_default().into(),
             })
             .collect(),
         unsupported: v["unsupported"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| f["name"].as_str().unwrap().into())
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().into(),
+                    f["factory"].as_str().unwrap_or_default().into(),
+                )
+            })
             .collect(),
     }
 }
@@ -171,3 +182,85 @@ pub fn assert_same(ours: &ivflake::SearchResults, faiss: &ivflake_faiss::Neighbo
 }
 
 pub const SHORT: Duration = Duration::from_millis(300);
+
+/// A liveness guard: a test that waits for an event fails loudly after this
+/// instead of hanging. It bounds, never measures.
+pub const LIVENESS: Duration = Duration::from_secs(60);
+
+/// The distinct non-empty lists a search of `queries` with `nprobe` probes,
+/// computed by Faiss from the file itself (its transform and coarse
+/// quantizer), independently of ivflake's own statistics.
+pub fn probed_lists(
+    reference: &ivflake_faiss::Index,
+    queries: &[f32],
+    nprobe: usize,
+) -> std::collections::BTreeSet<usize> {
+    let sizes = reference.list_sizes();
+    let xt = reference.apply_transform(queries).expect("transform");
+    let assignment = reference.coarse_search(&xt, nprobe).expect("coarse search");
+    assignment
+        .lists
+        .iter()
+        .filter(|&&l| l >= 0 && sizes[l as usize] > 0)
+        .map(|&l| l as usize)
+        .collect()
+}
+
+/// The same filter, as Faiss's own search takes it (an `IDSelector` per kind).
+pub fn faiss_filter(spec: &ivflake::IdFilterSpec) -> ivflake_faiss::IdFilter<'_> {
+    match spec {
+        ivflake::IdFilterSpec::All => ivflake_faiss::IdFilter::All,
+        ivflake::IdFilterSpec::Allow(ids) => ivflake_faiss::IdFilter::Allow(ids),
+        ivflake::IdFilterSpec::Deny(ids) => ivflake_faiss::IdFilter::Deny(ids),
+        ivflake::IdFilterSpec::Range { start, end } => ivflake_faiss::IdFilter::Range(*start, *end),
+    }
+}
+
+/// An allow list, a deny list and a range over ids `0..ntotal`, each keeping
+/// part of what the unfiltered answer `ids` holds and reaching past it.
+pub fn filters_for(ids: &[i64], ntotal: i64) -> Vec<ivflake::IdFilterSpec> {
+    let mut allow: Vec<i64> = (0..ntotal).filter(|i| i % 3 == 0).collect();
+    // Some ids of the answer itself, unsorted, as a client may send them.
+    allow.extend(ids.iter().rev().step_by(2).filter(|&&i| i >= 0 && i % 3 != 0));
+    // Deny the first half of the answer's ids, so the filtered answer reaches further.
+    let deny: Vec<i64> = ids.iter().copied().filter(|&i| i >= 0).take(ids.len() / 2).collect();
+    vec![
+        ivflake::IdFilterSpec::Allow(allow),
+        ivflake::IdFilterSpec::Deny(deny),
+        ivflake::IdFilterSpec::Range {
+            start: ntotal / 4,
+            end: ntotal / 2,
+        },
+    ]
+}
+
+/// ivflake's filtered search equals Faiss's `IndexIVF::search` with the same
+/// `IDSelector`, ids and distance bits, for each of [`filters_for`].
+pub async fn assert_filters_match_faiss(
+    index: &IvfIndex,
+    reference: &ivflake_faiss::Index,
+    queries: &[f32],
+    k: usize,
+    nprobe: usize,
+    what: &str,
+) {
+    let unfiltered = index.search(queries, k, nprobe).await.expect("search");
+    for spec in filters_for(&unfiltered.ids, reference.info().ntotal) {
+        let kind = match &spec {
+            ivflake::IdFilterSpec::Allow(_) => "allow",
+            ivflake::IdFilterSpec::Deny(_) => "deny",
+            ivflake::IdFilterSpec::Range { .. } => "range",
+            ivflake::IdFilterSpec::All => "all",
+        };
+        let params = ivflake::SearchParams {
+            filter: spec.clone(),
+            ..ivflake::SearchParams::new(k, nprobe)
+        };
+        let ours = index.search_with(queries, &params).await.expect("filtered search");
+        let theirs = reference
+            .search_filtered(queries, k, nprobe, faiss_filter(&spec))
+            .expect("faiss filtered search");
+        assert_same(&ours, &theirs, &format!("{what} {kind} filter k={k} nprobe={nprobe}"));
+        assert_ne!(ours.ids, unfiltered.ids, "{what} {kind}: the filter changed the answer");
+    }
+}

@@ -1,0 +1,79 @@
+//! Every URI scheme the README documents parses to the right store, bucket
+//! and key, without touching the network; malformed ones are refused by name.
+
+use ivflake::{Error, FetchConfig, IndexLocation};
+
+fn parse(uri: &str) -> IndexLocation {
+    IndexLocation::parse(uri, &FetchConfig::default()).unwrap_or_else(|e| panic!("{uri}: {e}"))
+}
+
+#[test]
+fn every_documented_scheme_parses_to_its_store_bucket_and_key() {
+    // Azure's builder needs an account name; tests never carry real credentials.
+    if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+        std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", "ivflaketest");
+    }
+    let dir = std::env::temp_dir();
+    let local = dir.join("x.faiss");
+    let cases = [
+        (
+            "s3://bucket-a/dir/x.faiss".to_string(),
+            "AmazonS3",
+            "bucket-a",
+            "dir/x.faiss",
+        ),
+        ("s3a://bucket-a/x.faiss".to_string(), "AmazonS3", "bucket-a", "x.faiss"),
+        (
+            "gs://bucket-g/dir/x.faiss".to_string(),
+            "GoogleCloudStorage",
+            "bucket-g",
+            "dir/x.faiss",
+        ),
+        (
+            "az://container-z/dir/x.faiss".to_string(),
+            "MicrosoftAzure",
+            "container-z",
+            "dir/x.faiss",
+        ),
+        (
+            "azure://container-z/x.faiss".to_string(),
+            "MicrosoftAzure",
+            "container-z",
+            "x.faiss",
+        ),
+        (format!("file://{}", local.display()), "LocalFileSystem", "", "x.faiss"),
+        (local.display().to_string(), "LocalFileSystem", "", "x.faiss"),
+        ("memory://m/dir/x.faiss".to_string(), "InMemory", "", "dir/x.faiss"),
+    ];
+    for (uri, store, bucket, key) in cases {
+        let location = parse(&uri);
+        let shown = location.store.to_string();
+        assert!(shown.contains(store), "{uri}: store {shown}");
+        assert!(shown.contains(bucket), "{uri}: bucket {bucket:?} in {shown}");
+        assert_eq!(location.path.as_ref(), key, "{uri}");
+        assert_eq!(location.uri, uri);
+    }
+}
+
+#[test]
+fn malformed_uris_are_invalid() {
+    if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+        std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", "ivflaketest");
+    }
+    for uri in [
+        "s3://",
+        "s3://bucket",
+        "s3://bucket/",
+        "gs://",
+        "gs://bucket/",
+        "az://",
+        "az://container/",
+        "ftp://host/x",
+        "file://relative/x.faiss",
+    ] {
+        match IndexLocation::parse(uri, &FetchConfig::default()) {
+            Err(Error::InvalidUri { uri: named, .. }) => assert_eq!(named, uri),
+            other => panic!("{uri}: expected InvalidUri, got {other:?}"),
+        }
+    }
+}

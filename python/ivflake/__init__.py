@@ -1,0 +1,37 @@
+"""ivflake: search Faiss IVF index files where they lie, in S3, GCS, Azure or a directory.
+
+    import ivflake
+    index = ivflake.open("s3://bucket/index.faiss")   # reads only the header
+    index.nprobe = 16
+    D, I = index.search(xq, 10)                      # fetches just the lists it probes
+
+`open` and `Index` are the native module's (``ivflake._ivflake``); `Client`
+talks to an ``ivflake serve`` over HTTP. See the README's Python section.
+"""
+
+from ivflake._ivflake import (
+    MAX_K,
+    CorruptIndex,
+    DeadlineExceeded,
+    Index,
+    IndexChanged,
+    IndexNotFound,
+    IvflakeError,
+    UnsupportedIndex,
+    open,
+)
+from ivflake.client import Client, RemoteIndex
+
+__all__ = [
+    "MAX_K",
+    "Client",
+    "CorruptIndex",
+    "DeadlineExceeded",
+    "Index",
+    "IndexChanged",
+    "IndexNotFound",
+    "IvflakeError",
+    "RemoteIndex",
+    "UnsupportedIndex",
+    "open",
+]

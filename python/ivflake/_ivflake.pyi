@@ -1,0 +1,134 @@
+"""Type stubs of the native module `ivflake._ivflake` (re-exported by `ivflake`)."""
+
+import os
+from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+MAX_K: int
+
+ArrayLike = Union[npt.ArrayLike, np.ndarray]
+IdFilter = Mapping[str, Any]
+"""``{"allow": ids}``, ``{"deny": ids}``, ``{"range": [start, end]}`` or
+``{"range": {"start": s, "end": e}}`` (end excluded)."""
+
+class IvflakeError(Exception):
+    """Base class of every ivflake error; raised as such for store and internal failures."""
+
+class IndexNotFound(IvflakeError):
+    """The index object (or its directory, bucket or HTTP index name) does not exist."""
+
+class CorruptIndex(IvflakeError):
+    """The index file is damaged: its header does not parse, or a list fails its checksum."""
+
+class UnsupportedIndex(IvflakeError):
+    """A valid Faiss file that ivflake cannot serve (not an IVF index it supports)."""
+
+class IndexChanged(IvflakeError):
+    """The object changed in the store since it was opened; call `Index.reload()`."""
+
+class DeadlineExceeded(IvflakeError):
+    """The search's timeout passed before it finished."""
+
+def open(
+    uri: Union[str, "os.PathLike[str]"],
+    *,
+    memory_cache_bytes: Optional[int] = None,
+    disk_cache_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    disk_cache_bytes: Optional[int] = None,
+    manifest: Literal["auto", "ignore", "require"] = "auto",
+    **store_options: Union[str, bool, int],
+) -> Index:
+    """Opens the Faiss IVF index at `uri`, reading only its header.
+
+    `uri` is ``s3://bucket/key``, ``gs://bucket/key``, ``az://container/key``,
+    ``file:///abs/path`` or a path. Credentials and endpoints come from the
+    environment as in the CLI (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``);
+    `store_options` override them with object_store config keys, e.g.
+    ``endpoint="http://127.0.0.1:9000", allow_http=True, region="us-east-1"``.
+
+    `memory_cache_bytes` bounds this index's list cache (default 256 MiB, 0
+    disables it). `disk_cache_dir` adds a disk tier of `disk_cache_bytes`
+    (default 10 GiB) that survives restarts. `manifest` says what to do with
+    the checksum sidecar ``ivflake manifest`` writes: use it when present
+    ("auto"), never look ("ignore"), or refuse to open without it ("require").
+
+    Raises IndexNotFound, CorruptIndex, UnsupportedIndex, ValueError (bad URI
+    or option) or IvflakeError (the store failed). Ctrl-C interrupts it.
+    """
+
+class Index:
+    """A Faiss IVF index served from object storage; thread-safe."""
+
+    @property
+    def d(self) -> int:
+        """Dimension of the query vectors."""
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors in the index."""
+    @property
+    def nlist(self) -> int:
+        """Number of inverted lists."""
+    @property
+    def metric(self) -> Literal["l2", "inner_product"]: ...
+    @property
+    def type(self) -> str:
+        """Faiss type, e.g. ``"IndexIVFPQ[IndexFlat]"``."""
+    @property
+    def version(self) -> str:
+        """The object's ETag (or size where the store gives none) of the version served."""
+    @property
+    def uri(self) -> str: ...
+    @property
+    def nprobe(self) -> int:
+        """Lists probed per query when `search` gets no `nprobe`; starts at the file's. Settable."""
+    @nprobe.setter
+    def nprobe(self, value: int) -> None: ...
+    @property
+    def last_stats(self) -> Optional[Dict[str, Any]]:
+        """Stats of the last finished search: lists probed and where they came
+        from, GETs, bytes, quantizer/fetch/scan milliseconds."""
+    def search(
+        self,
+        xq: ArrayLike,
+        k: int,
+        *,
+        nprobe: Optional[int] = None,
+        filter: Optional[IdFilter] = None,
+        ids: Optional[Sequence[int]] = None,
+        allow_partial: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """`(D, I)` for the `k` nearest neighbours of each row of `xq`, as faiss returns them.
+
+        `xq` is an (n, d) float32 array (used without a copy when C-contiguous;
+        other dtypes and layouts are converted) or one d-vector. `ids` keeps
+        only those ids (an allow-list); `filter` takes the id filter forms of
+        the HTTP API. `allow_partial` returns what could be scanned when lists
+        fail to fetch (named in `last_stats["failed_lists"]`). `timeout` is in
+        seconds (DeadlineExceeded past it).
+
+        Releases the GIL for the whole search; Ctrl-C cancels it. Raises
+        ValueError for a bad dimension, NaN/inf, k or nprobe.
+        """
+    async def search_async(
+        self,
+        xq: ArrayLike,
+        k: int,
+        *,
+        nprobe: Optional[int] = None,
+        filter: Optional[IdFilter] = None,
+        ids: Optional[Sequence[int]] = None,
+        allow_partial: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """`search` for asyncio; cancelling the task cancels the search."""
+    def warm(
+        self, lists: Optional[Sequence[int]] = None, *, largest: int = 0, most_probed: int = 0
+    ) -> Dict[str, Any]:
+        """Loads lists into the caches ahead of searches; returns what it loaded."""
+    def reload(self) -> None:
+        """Switches to the object's current version; searches in flight finish on the old one."""
+    def cache_info(self) -> Dict[str, Any]:
+        """Hits, misses, evictions and bytes per cache tier, and this index's `residency`."""

@@ -1,0 +1,218 @@
+"""An HTTP client for ``ivflake serve``, returning what `Index.search` returns.
+
+    client = ivflake.Client("http://127.0.0.1:8080", token=None)
+    D, I = client.index("products").search(xq, 10, nprobe=16)
+
+Query vectors go as a raw little-endian float32 body (no JSON encoding of
+floats). A 503 (the server is at its in-flight limit, or the index is being
+reloaded) is retried after its ``Retry-After``, a bounded number of times.
+Only the standard library and numpy are used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ivflake._ivflake import (
+    CorruptIndex,
+    DeadlineExceeded,
+    IndexChanged,
+    IndexNotFound,
+    IvflakeError,
+    UnsupportedIndex,
+)
+
+# Error codes of the server's JSON error body, mapped to the exceptions the
+# in-process `Index` raises for the same condition.
+_ERRORS = {
+    "invalid_argument": ValueError,
+    "invalid_uri": ValueError,
+    "not_found": IndexNotFound,
+    "index_object_missing": IndexNotFound,
+    "index_corrupt": CorruptIndex,
+    "unsupported_index": UnsupportedIndex,
+    "deadline_exceeded": DeadlineExceeded,
+    "index_changed": IndexChanged,
+}
+
+
+class Client:
+    """A connection to an ``ivflake serve`` at `url` (``http://host:port``).
+
+    `token` is sent as ``Authorization: Bearer`` (the server's
+    ``IVFLAKE_API_TOKEN``). A 503 is retried up to `max_retries` times, each
+    after the server's ``Retry-After`` capped at `max_retry_wait` seconds.
+    `timeout` bounds each HTTP request, in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: Optional[str] = None,
+        *,
+        max_retries: int = 3,
+        max_retry_wait: float = 5.0,
+        timeout: float = 60.0,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, not {url!r}")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"ivflake.Client({self.url!r})"
+
+    def index(self, name: str) -> "RemoteIndex":
+        """A handle on the served index `name` (no request is made)."""
+        return RemoteIndex(self, name)
+
+    def indexes(self) -> List[Dict[str, Any]]:
+        """What the server serves: name, type, d, metric, ntotal, nlist, version... per index."""
+        return self._request("GET", "/v1/indexes")["indexes"]
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        content_type: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        attempt = 0
+        while True:
+            request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                    return json.load(response)
+            except urllib.error.HTTPError as e:
+                payload = e.read()
+                if e.code == 503 and attempt < self.max_retries:
+                    attempt += 1
+                    time.sleep(_retry_after(e.headers.get("Retry-After"), self.max_retry_wait))
+                    continue
+                raise _error(e.code, payload) from None
+
+
+class RemoteIndex:
+    """An index served by ``ivflake serve``, searched like `ivflake.Index`."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._path = "/v1/indexes/" + urllib.parse.quote(name, safe="")
+
+    def __repr__(self) -> str:
+        return f"ivflake.RemoteIndex({self.client.url!r}, {self.name!r})"
+
+    def info(self) -> Dict[str, Any]:
+        """The server's status of this index (type, d, metric, ntotal, nlist, version, residency...)."""
+        return self.client._request("GET", self._path)
+
+    def search(
+        self,
+        xq: Any,
+        k: int,
+        *,
+        nprobe: Optional[int] = None,
+        filter: Optional[Mapping[str, Any]] = None,
+        ids: Optional[Sequence[int]] = None,
+        allow_partial: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """`(D, I)` for `xq` (n × d, or one vector), as `ivflake.Index.search` returns them.
+
+        `filter` takes the same forms (``{"allow": ids}``, ``{"deny": ids}``,
+        ``{"range": [start, end]}``); they travel in the query string, so very
+        long id lists belong in an in-process `Index` instead.
+        """
+        xq = np.ascontiguousarray(xq, dtype="<f4")
+        if xq.ndim == 1:
+            xq = xq.reshape(1, -1)
+        if xq.ndim != 2:
+            raise ValueError(f"xq must be a 2-D array (n, d) or one 1-D vector, not {xq.ndim}-D")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        query: Dict[str, Any] = {"rows": xq.shape[0], "d": xq.shape[1], "k": int(k)}
+        if nprobe is not None:
+            if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+                raise ValueError(f"nprobe must be a positive integer, not {nprobe!r}")
+            query["nprobe"] = int(nprobe)
+        if allow_partial:
+            query["allow_partial"] = "true"
+        if timeout is not None:
+            if not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            query["timeout_ms"] = max(1, int(timeout * 1000))
+        query.update(_filter_params(filter, ids))
+        path = self._path + "/search?" + urllib.parse.urlencode(query)
+        response = self.client._request(
+            "POST", path, body=xq.tobytes(), content_type="application/octet-stream"
+        )
+        self.last_stats: Optional[Dict[str, Any]] = response.get("stats")
+        results = response["results"]
+        k_out = int(response.get("k", k))
+        distances = np.array(
+            [[np.nan if v is None else v for v in r["distances"]] for r in results], dtype="float32"
+        ).reshape(len(results), k_out)
+        labels = np.array([r["ids"] for r in results], dtype="int64").reshape(len(results), k_out)
+        return distances, labels
+
+
+def _filter_params(filter: Optional[Mapping[str, Any]], ids: Optional[Sequence[int]]) -> Dict[str, str]:
+    if filter is not None and ids is not None:
+        raise ValueError("pass ids= or filter=, not both")
+    if ids is not None:
+        filter = {"allow": ids}
+    if filter is None:
+        return {}
+    usage = 'filter must be {"allow": ids}, {"deny": ids} or {"range": [start, end]}'
+    if not isinstance(filter, Mapping) or len(filter) != 1:
+        raise ValueError(usage)
+    (kind, value), = filter.items()
+    if kind in ("allow", "deny"):
+        ids_array = np.asarray(value)
+        if ids_array.ndim != 1 or (ids_array.size and ids_array.dtype.kind not in "iu"):
+            raise ValueError(f"filter {kind} must be a 1-D sequence of integer ids")
+        return {kind: ",".join(str(int(i)) for i in ids_array)}
+    if kind == "range":
+        if isinstance(value, Mapping):
+            start, end = value["start"], value["end"]
+        else:
+            start, end = value
+        return {"range": f"{int(start)},{int(end)}"}
+    raise ValueError(f"unknown filter {kind!r}; {usage}")
+
+
+def _retry_after(header: Optional[str], cap: float) -> float:
+    try:
+        wait = float(header) if header is not None else 1.0
+    except ValueError:
+        wait = 1.0
+    return max(0.0, min(wait, cap))
+
+
+def _error(status: int, payload: bytes) -> Exception:
+    try:
+        detail = json.loads(payload)["error"]
+        code, message = detail.get("code", ""), detail.get("message", "")
+    except (ValueError, KeyError, TypeError):
+        code, message = "", payload.decode("utf-8", "replace")[:500]
+    kind = _ERRORS.get(code, IvflakeError)
+    return kind(f"HTTP {status} {code}: {message}".rstrip(": "))

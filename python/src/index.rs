@@ -1,0 +1,348 @@
+//! `ivflake.open` and the `Index` class: faiss's `(D, I) = index.search(xq, k)`
+//! over an index in a bucket.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use ivflake::{
+    DiskCacheConfig, FetchConfig, FetchScheduler, IvfIndex, ManifestMode, Metric, OpenOptions, SearchParams,
+    SearchStats, WarmSpec,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::convert::{id_filter, queries, to_dict, Neighbours};
+use crate::errors::to_py;
+use crate::runtime::wait;
+use crate::store::locate;
+
+/// Disk tier budget when `disk_cache_dir` is given without `disk_cache_bytes`:
+/// the server's default, several times the memory tier and small beside a data disk.
+const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
+
+/// Opens the index at `uri`, reading only its header.
+#[pyfunction]
+#[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", **store_options))]
+pub(crate) fn open(
+    py: Python<'_>,
+    uri: &Bound<'_, PyAny>,
+    memory_cache_bytes: Option<u64>,
+    disk_cache_dir: Option<PathBuf>,
+    disk_cache_bytes: Option<u64>,
+    manifest: &str,
+    store_options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Index> {
+    // A str, or an os.PathLike for local files.
+    let uri: String = match uri.extract::<String>() {
+        Ok(s) => s,
+        Err(_) => uri.extract::<PathBuf>()?.to_string_lossy().into_owned(),
+    };
+    let manifest = match manifest {
+        "auto" => ManifestMode::Auto,
+        "ignore" => ManifestMode::Ignore,
+        "require" => ManifestMode::Require,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "manifest must be \"auto\", \"ignore\" or \"require\", not {other:?}"
+            )))
+        }
+    };
+    let mut fetch = FetchConfig::default();
+    if let Some(bytes) = memory_cache_bytes {
+        fetch.memory_cache_bytes = bytes;
+    }
+    if disk_cache_bytes.is_some() && disk_cache_dir.is_none() {
+        return Err(PyValueError::new_err("disk_cache_bytes needs disk_cache_dir"));
+    }
+    fetch.disk_cache = disk_cache_dir.map(|dir| DiskCacheConfig {
+        dir,
+        capacity_bytes: disk_cache_bytes.unwrap_or(DEFAULT_DISK_CACHE_BYTES),
+    });
+    let mut options: Vec<(String, String)> = Vec::new();
+    if let Some(store_options) = store_options {
+        for (key, value) in store_options.iter() {
+            let key: String = key.extract()?;
+            // Booleans as object_store spells them; everything else by str().
+            let value = match value.extract::<bool>() {
+                Ok(b) => b.to_string(),
+                Err(_) => value.str()?.to_string(),
+            };
+            options.push((key, value));
+        }
+    }
+    let location = locate(&uri, &options, &fetch)?;
+    let opened = wait(py, async move {
+        // The scheduler owns the disk tier, whose setup does file I/O: build it in the runtime.
+        let scheduler = FetchScheduler::try_new(fetch)?;
+        let options = OpenOptions {
+            scheduler,
+            manifest,
+            ..OpenOptions::default()
+        };
+        IvfIndex::open_at(location, options).await
+    })?
+    .map_err(to_py)?;
+    let nprobe = opened.info().default_nprobe.clamp(1, opened.info().nlist.max(1));
+    Ok(Index {
+        current: RwLock::new(opened),
+        nprobe: AtomicUsize::new(nprobe),
+        last_stats: Arc::new(Mutex::new(None)),
+    })
+}
+
+/// A Faiss IVF index served from object storage: only its header is in
+/// memory; each search fetches the lists it probes. Thread-safe: searches
+/// release the GIL and run in parallel.
+#[pyclass(module = "ivflake", frozen)]
+pub(crate) struct Index {
+    /// Replaced whole by `reload()`; searches clone the handle (an `Arc`) and
+    /// finish on the version they started on.
+    current: RwLock<IvfIndex>,
+    nprobe: AtomicUsize,
+    last_stats: Arc<Mutex<Option<SearchStats>>>,
+}
+
+impl Index {
+    fn handle(&self) -> IvfIndex {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The search parameters of one call, checked before any work.
+    fn params(
+        &self,
+        k: i64,
+        nprobe: Option<i64>,
+        filter: Option<&Bound<'_, PyAny>>,
+        ids: Option<&Bound<'_, PyAny>>,
+        allow_partial: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<SearchParams> {
+        let k = positive(k, "k")?;
+        let nprobe = match nprobe {
+            Some(n) => positive(n, "nprobe")?,
+            None => self.nprobe.load(Ordering::Relaxed),
+        };
+        let deadline = match timeout {
+            None => None,
+            Some(secs) => Some(
+                Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!("timeout must be a positive number of seconds, not {secs}"))
+                    })?,
+            ),
+        };
+        Ok(SearchParams {
+            filter: id_filter(filter, ids)?,
+            allow_partial,
+            deadline,
+            ..SearchParams::new(k, nprobe)
+        })
+    }
+}
+
+fn positive(value: i64, name: &str) -> PyResult<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive integer, not {value}")))
+}
+
+#[pymethods]
+impl Index {
+    /// Searches `xq` (n × d float32, or one d-vector) for the `k` nearest
+    /// neighbours of each row. Returns `(D, I)`: float32 distances and int64
+    /// ids of shape (n, k), -1 ids where fewer were found, as faiss does.
+    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)] // the Python signature, one keyword each
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        xq: &Bound<'py, PyAny>,
+        k: i64,
+        nprobe: Option<i64>,
+        filter: Option<&Bound<'py, PyAny>>,
+        ids: Option<&Bound<'py, PyAny>>,
+        allow_partial: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout)?;
+        let array = queries(xq)?;
+        let vectors = array
+            .as_slice()
+            .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?;
+        let index = self.handle();
+        let results = wait(py, index.search_with(vectors, &params))?.map_err(to_py)?;
+        *self.last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
+        Ok(Neighbours(results).into_pyobject(py)?.into_any())
+    }
+
+    /// `search` for asyncio: `D, I = await index.search_async(xq, k)`. Runs on
+    /// the process's one tokio runtime; cancelling the task cancels the search.
+    /// The queries are copied once, since the array may change while awaiting.
+    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_async<'py>(
+        &self,
+        py: Python<'py>,
+        xq: &Bound<'py, PyAny>,
+        k: i64,
+        nprobe: Option<i64>,
+        filter: Option<&Bound<'py, PyAny>>,
+        ids: Option<&Bound<'py, PyAny>>,
+        allow_partial: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout)?;
+        let vectors = queries(xq)?
+            .as_slice()
+            .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?
+            .to_vec();
+        let index = self.handle();
+        let last_stats = self.last_stats.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let results = index.search_with(&vectors, &params).await.map_err(to_py)?;
+            *last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
+            Ok(Neighbours(results))
+        })
+    }
+
+    /// Loads lists into the caches before searches ask for them: `lists` by
+    /// number, the `largest` lists by bytes, and the `most_probed` so far.
+    /// Returns what was loaded, as a dict.
+    #[pyo3(signature = (lists=None, *, largest=0, most_probed=0))]
+    fn warm<'py>(
+        &self,
+        py: Python<'py>,
+        lists: Option<Vec<usize>>,
+        largest: usize,
+        most_probed: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = WarmSpec {
+            lists: lists.unwrap_or_default(),
+            largest,
+            most_probed,
+        };
+        let index = self.handle();
+        let report = wait(py, async move { index.warm(&spec).await })?.map_err(to_py)?;
+        to_dict(py, &report)
+    }
+
+    /// Switches to the object's current version in the store (after it was
+    /// rewritten). Searches already running finish on the old version.
+    fn reload(&self, py: Python<'_>) -> PyResult<()> {
+        let index = self.handle();
+        let fresh = wait(py, async move { index.reload().await })?.map_err(to_py)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// Cache counters of this index's scheduler (hits, misses, evictions,
+    /// resident and capacity bytes per tier) and `residency`: the lists and
+    /// bytes of this index held in memory and on disk.
+    fn cache_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let index = self.handle();
+        let (report, residency) = wait(py, async move {
+            (index.scheduler().cache_report().await, index.residency().await)
+        })?;
+        let info = to_dict(py, &report)?;
+        info.set_item("residency", to_dict(py, &residency)?)?;
+        Ok(info)
+    }
+
+    /// Stats of the last search that finished on this index (from any thread),
+    /// as a dict: lists probed and where each came from, GETs, bytes, and
+    /// the time spent in the quantizer, fetching and scanning. None before any search.
+    #[getter]
+    fn last_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let stats = self.last_stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        stats.map(|s| to_dict(py, &s)).transpose()
+    }
+
+    /// Dimension of the query vectors.
+    #[getter]
+    fn d(&self) -> usize {
+        self.handle().info().d
+    }
+
+    /// Number of vectors in the index.
+    #[getter]
+    fn ntotal(&self) -> i64 {
+        self.handle().info().ntotal
+    }
+
+    /// Number of inverted lists.
+    #[getter]
+    fn nlist(&self) -> usize {
+        self.handle().info().nlist
+    }
+
+    /// "l2" or "inner_product".
+    #[getter]
+    fn metric(&self) -> &'static str {
+        match self.handle().info().metric {
+            Metric::L2 => "l2",
+            Metric::InnerProduct => "inner_product",
+        }
+    }
+
+    /// Faiss type, e.g. "IndexIVFPQ[IndexFlat]".
+    #[getter(r#type)]
+    fn type_name(&self) -> String {
+        self.handle().info().type_name.clone()
+    }
+
+    /// The version being served: the object's ETag, or its size where the store gives none.
+    #[getter]
+    fn version(&self) -> String {
+        let index = self.handle();
+        index
+            .e_tag()
+            .map(str::to_string)
+            .unwrap_or_else(|| index.file_len().to_string())
+    }
+
+    /// The URI the index was opened from.
+    #[getter]
+    fn uri(&self) -> String {
+        self.handle().uri().to_string()
+    }
+
+    /// Lists probed per query when `search` is not given `nprobe`; starts at
+    /// the nprobe stored in the file. Settable, as in faiss.
+    #[getter]
+    fn get_nprobe(&self) -> usize {
+        self.nprobe.load(Ordering::Relaxed)
+    }
+
+    #[setter]
+    fn set_nprobe(&self, nprobe: i64) -> PyResult<()> {
+        let nlist = self.handle().info().nlist;
+        let nprobe = positive(nprobe, "nprobe")?;
+        if nprobe > nlist {
+            return Err(PyValueError::new_err(format!(
+                "nprobe must be at most nlist ({nlist}), not {nprobe}"
+            )));
+        }
+        self.nprobe.store(nprobe, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        let index = self.handle();
+        let info = index.info();
+        format!(
+            "ivflake.Index({:?}, type={:?}, d={}, ntotal={}, nlist={}, nprobe={})",
+            index.uri(),
+            info.type_name,
+            info.d,
+            info.ntotal,
+            info.nlist,
+            self.nprobe.load(Ordering::Relaxed)
+        )
+    }
+}

@@ -1,0 +1,194 @@
+"""Bad input and bad files raise the exceptions their meaning calls for."""
+
+import _thread
+import os
+import shutil
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import ivflake
+
+
+@pytest.fixture(scope="module")
+def index(fixtures):
+    return ivflake.open(str(fixtures / "ivfpq_l2.faiss"))
+
+
+def test_exceptions_share_one_base():
+    for kind in (
+        ivflake.IndexNotFound,
+        ivflake.CorruptIndex,
+        ivflake.UnsupportedIndex,
+        ivflake.IndexChanged,
+        ivflake.DeadlineExceeded,
+    ):
+        assert issubclass(kind, ivflake.IvflakeError)
+        assert kind.__module__ == "ivflake"
+    assert issubclass(ivflake.IvflakeError, Exception)
+
+
+@pytest.mark.parametrize(
+    "xq, message",
+    [
+        (np.zeros((3, 31), np.float32), "dimension|queries"),
+        (np.zeros((3, 33), np.float32), "dimension|queries"),
+        (np.zeros((0, 32), np.float32), "queries|empty"),
+        (np.zeros((2, 2, 32), np.float32), "2-D"),
+        (np.full((1, 32), np.nan, np.float32), "NaN|finite"),
+        (np.full((1, 32), np.inf, np.float32), "finite|inf"),
+    ],
+)
+def test_bad_queries_are_value_errors(index, xq, message):
+    with pytest.raises(ValueError, match=f"(?i){message}"):
+        index.search(xq, 10, nprobe=4)
+
+
+def test_non_numeric_queries_are_refused(index):
+    with pytest.raises((TypeError, ValueError)):
+        index.search([["a"] * 32], 10)
+
+
+@pytest.mark.parametrize("k", [0, -1, ivflake.MAX_K + 1])
+def test_bad_k_is_a_value_error(index, queries, k):
+    with pytest.raises(ValueError, match="k"):
+        index.search(queries[:2], k, nprobe=4)
+
+
+@pytest.mark.parametrize("nprobe", [0, -3, 65])
+def test_bad_nprobe_is_a_value_error(index, queries, nprobe):
+    with pytest.raises(ValueError, match="nprobe"):
+        index.search(queries[:2], 10, nprobe=nprobe)
+    with pytest.raises(ValueError, match="nprobe"):
+        index.nprobe = nprobe
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"filter": {"allow": [1], "deny": [2]}},
+        {"filter": {"near": [1]}},
+        {"filter": [1, 2]},
+        {"filter": {"allow": [1.5, 2.0]}},
+        {"filter": {"range": [10, 5]}},
+        {"filter": {"range": [1, 2, 3]}},
+        {"ids": [1], "filter": {"deny": [2]}},
+        {"timeout": -1.0},
+        {"timeout": float("nan")},
+    ],
+)
+def test_bad_options_are_value_errors(index, queries, kwargs):
+    with pytest.raises(ValueError):
+        index.search(queries[:2], 10, nprobe=4, **kwargs)
+
+
+def test_bad_open_options_are_value_errors(fixtures):
+    path = str(fixtures / "ivfpq_l2.faiss")
+    with pytest.raises(ValueError, match="manifest"):
+        ivflake.open(path, manifest="sometimes")
+    with pytest.raises(ValueError, match="disk_cache_dir"):
+        ivflake.open(path, disk_cache_bytes=1 << 20)
+    with pytest.raises(ValueError, match="store options"):
+        ivflake.open(path, region="us-east-1")
+    with pytest.raises(ValueError, match="unknown store option"):
+        ivflake.open("s3://bucket/index.faiss", endpont="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="scheme"):
+        ivflake.open("ftp://host/index.faiss")
+
+
+def test_missing_file_is_index_not_found(tmp_path):
+    with pytest.raises(ivflake.IndexNotFound):
+        ivflake.open(str(tmp_path / "nope.faiss"))
+    with pytest.raises(ivflake.IndexNotFound):
+        ivflake.open(str(tmp_path / "no-such-dir" / "nope.faiss"))
+
+
+def test_missing_s3_object_is_index_not_found(s3_uri):
+    with pytest.raises(ivflake.IndexNotFound):
+        ivflake.open(s3_uri("no-such-index"))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.02])
+def test_truncated_file_is_corrupt(tmp_path, fixtures, keep):
+    data = (fixtures / "ivfflat_l2.faiss").read_bytes()
+    path = tmp_path / "truncated.faiss"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ivflake.CorruptIndex):
+        ivflake.open(str(path), manifest="ignore")
+
+
+def test_garbage_file_is_corrupt(tmp_path):
+    path = tmp_path / "garbage.faiss"
+    path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ivflake.CorruptIndex):
+        ivflake.open(str(path))
+
+
+@pytest.mark.parametrize("name", ["fastscan", "hnsw_flat", "idmap_flat", "binary_ivf"])
+def test_unsupported_types_are_unsupported(fixtures, manifest, name):
+    assert name in {e["name"] for e in manifest["unsupported"]}
+    with pytest.raises(ivflake.UnsupportedIndex):
+        ivflake.open(str(fixtures / f"{name}.faiss"))
+
+
+def test_changed_object_is_index_changed(tmp_path, fixtures, queries):
+    path = tmp_path / "index.faiss"
+    shutil.copy(fixtures / "ivfflat_l2.faiss", path)
+    index = ivflake.open(str(path), memory_cache_bytes=0)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, new content and modification time: a new version
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(ivflake.IndexChanged):
+        index.search(queries, 10, nprobe=64)
+    index.reload()
+    D, I = index.search(queries[:1], 10, nprobe=64)
+    assert I.shape == (1, 10)
+
+
+@pytest.fixture
+def stalled_endpoint():
+    """An HTTP endpoint on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_ctrl_c_cancels_a_blocked_call(stalled_endpoint):
+    # interrupt_main() raises SIGINT's KeyboardInterrupt in the main thread at
+    # its next signal check, which the blocked call makes while waiting.
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ivflake.open(
+                "s3://bucket/index.faiss",
+                endpoint=stalled_endpoint,
+                allow_http=True,
+                region="us-east-1",
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+            )
+    finally:
+        timer.cancel()
