@@ -279,3 +279,44 @@ async fn huge_lists_are_split_into_parallel_parts() {
         .sum();
     assert_eq!(counting.gets() as u64, expected_parts);
 }
+
+#[tokio::test]
+async fn fast_scan_lists_come_from_the_sidecar_or_one_streamed_pass() {
+    // Block lists keep their sizes inline: without a sidecar open reads the
+    // header, then the list data once (keeping only positions).
+    let bytes = build_index("IVF64,PQ8x4fs", Metric::L2, D, 5000);
+    let total = bytes.len() as u64;
+    let reference = ivflake_faiss::read_index(&bytes).unwrap();
+    let (index, counting) = open_in_memory_with(bytes.clone(), header_only()).await;
+    let header = index.layout().header_len();
+    assert_eq!(counting.gets(), 2, "header + one pass over the lists");
+    assert_eq!(counting.ranges().last(), Some(&(header..total)));
+    assert_eq!(index.layout().data_len() + header, total);
+    let queries = clustered(30, D, 4);
+    let theirs = reference.search(&queries, 10, 8).unwrap();
+    assert_same(&index.search(&queries, 10, 8).await.unwrap(), &theirs, "no sidecar");
+
+    // With the checksum sidecar, open takes the lists' extents from it: two
+    // small GETs, none into list data.
+    let manifest = index.build_manifest(|_| {}).await.unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put(&inner, "idx.faiss", bytes).await;
+    let counting = Arc::new(counting_store(inner));
+    let store: Arc<dyn ObjectStore> = counting.clone();
+    let location = IndexLocation::new(store, "idx.faiss", "memory://test/idx.faiss");
+    manifest.write(&location).await.unwrap();
+    counting.reset();
+    let with_sidecar = IvfIndex::open_at(location, options(uncached())).await.unwrap();
+    assert_eq!(counting.gets(), 2, "sidecar + header");
+    assert!(
+        counting.ranges().iter().all(|r| r.end <= header),
+        "{:?}",
+        counting.ranges()
+    );
+    for (list, range) in index.layout().iter() {
+        assert_eq!(with_sidecar.layout().get(list), Some(range), "list {list}");
+    }
+    // Every fetched list is verified against the sidecar and scanned exactly.
+    let ours = with_sidecar.search(&queries, 10, 8).await.unwrap();
+    assert_same(&ours, &theirs, "with sidecar");
+}
