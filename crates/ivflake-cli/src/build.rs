@@ -171,7 +171,7 @@ fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: O
 
     let started = Instant::now();
     let mut trained_on = 0;
-    if !index.is_trained() {
+    if !index.is_trained()? {
         let sample = train_size
             .filter(|&t| t < vectors.n)
             .map(|t| training_sample(vectors, t));

@@ -439,10 +439,8 @@ impl Index {
     /// Number of vectors in each inverted list, as the header states them.
     /// Empty for a lazily opened [`ListLayout::Blocks`] index, whose sizes
     /// are inline in the list data, not in the header.
-    pub fn list_sizes(&self) -> Vec<u64> {
-        // The shim only reads vectors it owns; an exception here would be an
-        // allocation failure, which the global allocator would abort on anyway.
-        ffi::list_sizes(&self.inner).unwrap_or_default()
+    pub fn list_sizes(&self) -> Result<Vec<u64>> {
+        Ok(ffi::list_sizes(&self.inner)?)
     }
 
     fn rows(&self, x: &[f32], d: usize) -> Result<usize> {
@@ -535,8 +533,8 @@ impl Index {
         Ok(Neighbors { distances, labels })
     }
 
-    pub fn is_trained(&self) -> bool {
-        ffi::is_trained(&self.inner).unwrap_or(false)
+    pub fn is_trained(&self) -> Result<bool> {
+        Ok(ffi::is_trained(&self.inner)?)
     }
 
     pub fn train(&mut self, x: &[f32]) -> Result<()> {

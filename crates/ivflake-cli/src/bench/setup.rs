@@ -105,7 +105,7 @@ pub(super) fn build(database: &Vectors, factory: &str) -> Result<Built> {
         "{factory:?} has {nlist} lists but only {} vectors to train them on; raise --n",
         database.n
     );
-    if !index.is_trained() {
+    if !index.is_trained()? {
         train_showing(
             &mut index,
             factory,

@@ -59,7 +59,7 @@ pub fn lists_of(index: &Index, bytes: &[u8]) -> Vec<OwnedList> {
     let mut out = Vec::new();
     match layout {
         ListLayout::Array => {
-            for n in index.list_sizes() {
+            for n in index.list_sizes().unwrap() {
                 let codes_len = layout.codes_len(n, info.code_size).unwrap() as usize;
                 let codes = bytes[at..at + codes_len].to_vec();
                 at += codes_len;

@@ -249,7 +249,7 @@ async fn list_layout(
     let data_offset = info.list_data_offset;
     let format = match faiss.list_layout() {
         ivflake_faiss::ListLayout::Array => {
-            return ListLayout::new(&faiss.list_sizes(), info.code_size, data_offset, meta.size, uri)
+            return ListLayout::new(&faiss.list_sizes()?, info.code_size, data_offset, meta.size, uri)
         }
         ivflake_faiss::ListLayout::Blocks {
             n_per_block,

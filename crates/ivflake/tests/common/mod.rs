@@ -195,7 +195,7 @@ pub fn probed_lists(
     queries: &[f32],
     nprobe: usize,
 ) -> std::collections::BTreeSet<usize> {
-    let sizes = reference.list_sizes();
+    let sizes = reference.list_sizes().unwrap();
     let xt = reference.apply_transform(queries).expect("transform");
     let assignment = reference.coarse_search(&xt, nprobe).expect("coarse search");
     assignment
