@@ -108,7 +108,10 @@ fn header_of_block_lists_needs_only_its_own_bytes() {
     let bytes = file("IVF16,PQ8x4fs", Metric::L2);
     let lazy = opened(&bytes);
     let start = lazy.info().list_data_offset as usize;
-    assert!(lazy.list_sizes().unwrap().is_empty(), "block list sizes are not in the header");
+    assert!(
+        lazy.list_sizes().unwrap().is_empty(),
+        "block list sizes are not in the header"
+    );
     // The header alone (up to the first list's count) opens the index.
     match open_header(&bytes[..start], bytes.len() as u64, bytes.len() * 4).unwrap() {
         HeaderProbe::Opened(index) => assert_eq!(index.info().list_data_offset as usize, start),

@@ -324,7 +324,8 @@ async fn a_get_past_its_time_limit_is_re_sent_and_counted() {
         .await
         .expect("liveness")
         .unwrap_err();
-    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(matches!(err, Error::GetTimedOut { attempts: 1, .. }), "{err}");
+    assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert_eq!(index.scheduler().counters().retries.load(Ordering::SeqCst), 0);
 }
@@ -354,7 +355,8 @@ async fn a_short_body_is_an_error_and_is_never_cached() {
 
     damaging.set(BodyFault::Short);
     let err = index.search(&q, 5, 4).await.unwrap_err();
-    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(matches!(err, Error::TruncatedGet { .. }), "{err}");
+    assert!(err.is_transient(), "{err}");
     assert!(
         err.to_string().contains("returned"),
         "the message says the body was short: {err}"
