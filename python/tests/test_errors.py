@@ -126,7 +126,9 @@ def test_garbage_file_is_corrupt(tmp_path):
         ivflake.open(str(path))
 
 
-@pytest.mark.parametrize("name", ["fastscan", "hnsw_flat", "idmap_flat", "binary_ivf"])
+@pytest.mark.parametrize(
+    "name", ["ivfrabitq_fastscan", "ivfrabitq_4bit", "hnsw_flat", "idmap_flat", "binary_ivf"]
+)
 def test_unsupported_types_are_unsupported(fixtures, manifest, name):
     assert name in {e["name"] for e in manifest["unsupported"]}
     with pytest.raises(ivflake.UnsupportedIndex):

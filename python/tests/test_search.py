@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ivflake
-from conftest import assert_same_as_faiss, expected
+from conftest import assert_agrees_with_faiss, assert_same_as_faiss, expected
 
 SUPPORTED = [
     "ivfflat_l2",
@@ -22,6 +22,13 @@ SUPPORTED = [
     "opq_ivfpq_ip",
     "pca_ivfflat_l2",
     "hnsw_ivfflat_l2",
+    "ivfpqfs_l2",
+    "ivfpqfs_ip",
+    "opq_ivfpqfs_l2",
+    "opq_ivfpqfs_ip",
+    "hnsw_ivfpqfs_l2",
+    "ivfrabitq_l2",
+    "ivfrabitq_ip",
 ]
 
 
@@ -33,10 +40,16 @@ def test_fixture_list_matches_the_manifest(manifest):
 def test_directory_search_equals_faiss(fixtures, manifest, queries, name):
     index = ivflake.open(str(fixtures / f"{name}.faiss"))
     D, I = index.search(queries, manifest["k"], nprobe=manifest["nprobe"])
-    assert_same_as_faiss(D, I, *expected(fixtures, name))
+    if name.startswith("ivfrabitq"):
+        # ivflake links Faiss 1.12, whose RaBitQ scoring faiss-cpu 1.13 rewrote:
+        # ivflake equals the linked Faiss exactly (the Rust equivalence tests),
+        # and agrees with faiss-cpu 1.15.1 on nearly every id.
+        assert_agrees_with_faiss(D, I, *expected(fixtures, name), min_agreement=0.97)
+    else:
+        assert_same_as_faiss(D, I, *expected(fixtures, name))
 
 
-@pytest.mark.parametrize("name", ["ivfflat_l2", "ivfpq_ip", "opq_ivfpq_l2", "hnsw_ivfflat_l2"])
+@pytest.mark.parametrize("name", ["ivfflat_l2", "ivfpq_ip", "opq_ivfpq_l2", "hnsw_ivfflat_l2", "opq_ivfpqfs_l2"])
 def test_s3_search_equals_faiss(fixtures, manifest, queries, s3_uri, name):
     index = ivflake.open(s3_uri(name))
     D, I = index.search(queries, manifest["k"], nprobe=manifest["nprobe"])

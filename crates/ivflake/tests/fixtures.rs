@@ -32,6 +32,12 @@ async fn check_fixture(index: &IvfIndex, name: &str) {
         agreement >= 0.97,
         "{name}: only {agreement:.3} of ids agree with faiss-cpu"
     );
+    // RaBitQ distances are estimates that faiss-cpu 1.13+ computes differently
+    // from the linked Faiss 1.12 (ivflake equals the linked Faiss exactly,
+    // checked above); only their ids are compared with faiss-cpu.
+    if name.starts_with("ivfrabitq") {
+        return;
+    }
     // Where the ids agree, the distances agree up to float rounding (another
     // build sums in another order), and each row is ordered the same way.
     for (i, ((id, cpu_id), (d, cpu_d))) in ours
@@ -53,7 +59,11 @@ async fn check_fixture(index: &IvfIndex, name: &str) {
 
 /// A word the refusal of a file built with `factory` must contain: its type.
 fn type_named(factory: &str) -> &'static str {
-    if factory.contains("fs") {
+    if factory.contains("RaBitQ") {
+        // RaBitQ formats newer than the linked Faiss 1.12: it cannot know
+        // their class, so the refusal names their fourcc (Iwrn, Iwrr) and the version.
+        "Iwr"
+    } else if factory.contains("fs") {
         "FastScan"
     } else if factory.starts_with("HNSW") {
         "IndexHNSW"
@@ -102,6 +112,12 @@ async fn faiss_cpu_files_refused_with_the_type_named() {
             err.to_string().contains(named),
             "{name} ({factory}): the message names {named:?}: {err}"
         );
+        if named == "Iwr" {
+            assert!(
+                err.to_string().contains("Faiss 1.12"),
+                "{name}: the message names the version: {err}"
+            );
+        }
     }
 }
 
