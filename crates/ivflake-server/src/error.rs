@@ -108,7 +108,11 @@ impl From<ivflake::Error> for ApiError {
             E::DeadlineExceeded { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message),
             E::IndexChanged { .. } => ApiError::unavailable("index_changed", message),
             // Transient store trouble: worth retrying soon.
-            E::Store { .. } | E::ShortRead { .. } => ApiError::unavailable("store_unavailable", message),
+            E::Store { .. }
+            | E::ShortRead { .. }
+            | E::GetTimedOut { .. }
+            | E::TruncatedGet { .. }
+            | E::BrokenStream { .. } => ApiError::unavailable("store_unavailable", message),
             E::NotFound { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "index_object_missing", message),
             E::Checksum { .. } | E::Corrupt { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "index_corrupt", message),
             _ => ApiError::internal(message),
@@ -143,5 +147,43 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every transient store failure is a 503 with `Retry-After`, never a 500.
+    #[test]
+    fn transient_store_failures_are_unavailable() {
+        let uri = || "s3://b/i.faiss".to_string();
+        for e in [
+            ivflake::Error::GetTimedOut {
+                uri: uri(),
+                range: 0..8,
+                timeout: std::time::Duration::from_secs(1),
+                attempts: 2,
+            },
+            ivflake::Error::TruncatedGet {
+                uri: uri(),
+                range: 0..8,
+                got: 4,
+            },
+            ivflake::Error::BrokenStream {
+                uri: uri(),
+                reason: "stalled".into(),
+            },
+            ivflake::Error::ShortRead {
+                list: 3,
+                expected: 8,
+                got: 4,
+            },
+        ] {
+            assert!(e.is_transient(), "{e}");
+            let api = ApiError::from(e);
+            assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{}", api.message);
+            assert_eq!((api.code, api.retry_after), ("store_unavailable", Some(1)));
+        }
     }
 }
