@@ -192,6 +192,11 @@ impl Registry {
     }
 
     /// Registers an opened index; refuses a name already taken.
+    /// The fetch scheduler (I/O limits and caches) every index here shares.
+    pub fn scheduler(&self) -> &Arc<ivflake::FetchScheduler> {
+        &self.open.scheduler
+    }
+
     pub fn insert(&self, entry: Arc<IndexEntry>) -> Result<(), ApiError> {
         let mut map = self.write();
         if map.contains_key(&entry.name) {

@@ -533,6 +533,10 @@ pub(crate) async fn warm(
     security((), ("bearer" = []))
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // Settles both cache tiers' pending maintenance and sets their resident
+    // bytes gauges, so a scrape sees the tiers as they are, not as the last
+    // write left them.
+    state.registry.scheduler().cache_report().await;
     state.metrics.run_upkeep();
     (
         [(
