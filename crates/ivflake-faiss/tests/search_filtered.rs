@@ -1,21 +1,9 @@
 //! `Index::search_filtered`: Faiss's in-memory search with an `IDSelector`
 //! honours every filter kind and, with no filter, equals `search`.
+mod common;
+
+use common::{vectors, D};
 use ivflake_faiss::{IdFilter, Index, Metric};
-
-const D: usize = 16;
-
-/// Deterministic pseudo-random vectors (a 64-bit LCG), so no test data is downloaded.
-fn vectors(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..n * D)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
 
 fn built(factory: &str, metric: Metric) -> Index {
     let data = vectors(2000, 1);

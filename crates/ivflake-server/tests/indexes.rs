@@ -19,14 +19,7 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_status_and_reload() {
     let (server, _dir, path) = local(|_, _| {}).await;
-    let list: Value = client()
-        .get(server.url("/v1/indexes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&server.url("/v1/indexes")).await;
     let one = &list["indexes"][0];
     assert_eq!(one["name"], "idx");
     assert_eq!(one["type"], "IndexIVFFlat[IndexFlatL2]");
@@ -224,7 +217,7 @@ async fn warm_fills_the_caches_and_probe_counts_persist() {
     .await;
     let residency = |body: &Value| body["residency"]["lists_in_memory"].as_u64().unwrap();
     let status_url = server.url("/v1/indexes/idx");
-    let before: Value = client().get(&status_url).send().await.unwrap().json().await.unwrap();
+    let before: Value = get_json(&status_url).await;
     assert_eq!(residency(&before), 0, "{before}");
 
     let (status, report) = post_json(
@@ -237,12 +230,12 @@ async fn warm_fills_the_caches_and_probe_counts_persist() {
     let requested = report["lists_requested"].as_u64().unwrap();
     assert!((4..=5).contains(&requested), "{report}");
     assert_eq!(report["lists_from_store"].as_u64(), Some(requested), "{report}");
-    let after: Value = client().get(&status_url).send().await.unwrap().json().await.unwrap();
+    let after: Value = get_json(&status_url).await;
     assert_eq!(residency(&after), requested, "{after}");
     // The disk tier is written in the background: its count reaches the same number.
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let now: Value = client().get(&status_url).send().await.unwrap().json().await.unwrap();
+            let now: Value = get_json(&status_url).await;
             if now["residency"]["lists_on_disk"].as_u64() == Some(requested) {
                 break;
             }

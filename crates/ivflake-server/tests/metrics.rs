@@ -277,7 +277,7 @@ async fn every_documented_metric_moves_with_its_event() {
         // reports residency; wait until the disk tier holds something.
         tokio::time::timeout(Duration::from_secs(60), async {
             loop {
-                let s: serde_json::Value = client().get(&status_url).send().await.unwrap().json().await.unwrap();
+                let s: serde_json::Value = get_json(&status_url).await;
                 if s["residency"]["lists_on_disk"].as_u64().unwrap_or(0) > 0 {
                     break;
                 }

@@ -56,14 +56,7 @@ async fn metrics_openapi_and_health() {
         assert!(text.contains(&format!("\n{gauge} ")), "{gauge} missing:\n{text}");
     }
 
-    let doc: Value = client()
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&server.url("/openapi.json")).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     // Every route, with the statuses it can answer.
     for (path, method, statuses) in [

@@ -143,14 +143,7 @@ async fn s3_search_equals_the_library() {
         "a cold search reads from S3"
     );
 
-    let status: Value = client()
-        .get(server.url("/v1/indexes/s3idx"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&server.url("/v1/indexes/s3idx")).await;
     assert_eq!(status["uri"], uri.as_str());
     server.stop().await;
 }

@@ -205,6 +205,18 @@ pub async fn local(tune: impl FnOnce(&mut ServerConfig, &std::path::Path)) -> (T
     (TestServer::start(config).await, dir, path)
 }
 
+/// GETs `url` and parses the body as JSON (any status).
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 pub async fn post_json(url: &str, body: &Value) -> (StatusCode, Value) {
     let r = client().post(url).json(body).send().await.expect("request");
     let status = r.status();
