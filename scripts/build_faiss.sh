@@ -53,7 +53,10 @@ cmake_flags=(
     -DCMAKE_POSITION_INDEPENDENT_CODE=ON
 )
 compiler=$(c++ --version 2>/dev/null | head -1 || echo unknown)
-key=$(printf '%s\n' "$FAISS_VERSION" "$FAISS_SYS_VERSION" "$target" "${cmake_flags[@]}" "$compiler" |
+# ivflake's fixes to Faiss's reader (see the file); a changed patch is a new build.
+patch_file=$(cd "$(dirname "$0")" && pwd)/faiss-reader-hardening.patch
+patch_hash=$(sha256sum "$patch_file" | cut -c1-16)
+key=$(printf '%s\n' "$FAISS_VERSION" "$FAISS_SYS_VERSION" "$target" "${cmake_flags[@]}" "$compiler" "$patch_hash" |
     sha256sum | cut -c1-12)
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/ivflake
 prefix=$cache_root/faiss-$FAISS_VERSION-$opt_level-$key
@@ -94,6 +97,8 @@ EOF
 src=$work/vendor/faiss-sys-$FAISS_SYS_VERSION/faiss
 grep -q "VERSION $FAISS_VERSION" "$src/CMakeLists.txt" ||
     { echo "faiss-sys $FAISS_SYS_VERSION does not bundle Faiss $FAISS_VERSION" >&2; exit 1; }
+(cd "$src" && git apply "$patch_file") 2>>"$log" ||
+    { echo "cannot apply $patch_file to Faiss $FAISS_VERSION; see $log" >&2; exit 1; }
 
 cmake -S "$src" -B "$work/build" "${cmake_flags[@]}" >>"$log" 2>&1 ||
     { echo "cmake configure failed; see $log (needs cmake >= 3.24 and libopenblas-dev)" >&2; exit 1; }

@@ -28,6 +28,8 @@ fn main() {
         "cpp/shim.cc",
         "cpp/scan.cc",
         "cpp/build.cc",
+        "cpp/validate.cc",
+        "cpp/arena.cc",
         "cpp/shim.h",
         "cpp/internal.h",
         "src/lib.rs",
@@ -52,6 +54,8 @@ fn main() {
         .file("cpp/shim.cc")
         .file("cpp/scan.cc")
         .file("cpp/build.cc")
+        .file("cpp/validate.cc")
+        .file("cpp/arena.cc")
         .include(prefix.join("include"))
         .include("cpp")
         .std("c++17")

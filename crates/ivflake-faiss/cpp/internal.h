@@ -31,6 +31,42 @@ void single_threaded();
 // Building an index is a batch job with the machine to itself.
 void all_cores();
 
+// While alive, this thread's allocations above `cap` (0: none) are refused
+// and every block allocated is recorded until freed (arena.cc), so that what a
+// failed parse built can be freed. One per thread at a time.
+struct ArenaState;
+class ParseArena {
+public:
+    explicit ParseArena(size_t cap);
+    ~ParseArena();
+    ParseArena(const ParseArena&) = delete;
+    ParseArena& operator=(const ParseArena&) = delete;
+    // Allocations from here on are not the parse's.
+    void stop_recording();
+    // Frees every block still recorded, and stops the arena.
+    void free_recorded();
+
+private:
+    ArenaState* state_;
+};
+
+// A Faiss structure tag as the file stores it.
+inline uint32_t fourcc(const char* s) {
+    return uint32_t(uint8_t(s[0])) | uint32_t(uint8_t(s[1])) << 8 |
+            uint32_t(uint8_t(s[2])) << 16 | uint32_t(uint8_t(s[3])) << 24;
+}
+
+// Every served index type, for messages.
+extern const char* const kSupported;
+
+// Refuses a 4-byte field equal to a Faiss structure tag ivflake does not
+// serve (validate.cc), before Faiss's reader acts on it.
+void refuse_unserved_structure(uint32_t tag);
+
+// Checks every count and index Faiss will trust in a parsed header
+// (validate.cc); throws Corrupt or Unsupported naming the structure and field.
+void validate_structures(IvfIndex& index);
+
 std::string class_name(const std::type_info& ti);
 template <typename T>
 std::string name_of(const T* obj) {

@@ -4,11 +4,14 @@
 // inverted lists hand out through a table private to the calling thread.
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/IDSelector.h>
@@ -167,6 +170,32 @@ void apply_transform(
     }
 }
 
+// An HNSW walk never ends once a distance is NaN. Queries are finite when
+// callers pass them, but a pre-transform can overflow them, and an inner
+// product of huge values can be inf - inf: so the transformed queries must be
+// finite, and for inner product small enough that no product with a centroid
+// (at most centroid_max_abs) summed over d overflows.
+static void check_coarse_queries(const IvfIndex& index, rust::Slice<const float> x) {
+    const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index.ivf->quantizer);
+    if (!hnsw) {
+        return;
+    }
+    const size_t d = size_t(index.ivf->d);
+    const float limit = hnsw->metric_type == faiss::METRIC_INNER_PRODUCT
+            ? std::numeric_limits<float>::max() / 4 / float(d) /
+                    std::max(1.0f, index.centroid_max_abs)
+            : std::numeric_limits<float>::max();
+    for (size_t i = 0; i < x.size(); i++) {
+        if (!std::isfinite(x[i]) || std::fabs(x[i]) > limit) {
+            fail(ErrorKind::InvalidArgument,
+                 "query " + std::to_string(i / d) + " is " + std::to_string(x[i]) +
+                         " at dimension " + std::to_string(i % d) +
+                         " after its pre-transform; this index's HNSW quantizer takes values up to " +
+                         std::to_string(limit));
+        }
+    }
+}
+
 void coarse_search(
         const IvfIndex& index,
         size_t n,
@@ -179,6 +208,7 @@ void coarse_search(
     check_len(x.size(), n * size_t(ivf.d), "queries");
     check_len(coarse_dis.size(), n * nprobe, "coarse distances");
     check_len(assign.size(), n * nprobe, "coarse assignment");
+    check_coarse_queries(index, x);
     ivf.quantizer->search(
             idx_t(n), x.data(), idx_t(nprobe), coarse_dis.data(), assign.data());
 }

@@ -1,8 +1,8 @@
-// ivflake's C++ shim over Faiss: opening. It owns three tricks, each
-// explained where it lives: a prefix reader that parses an index header
-// without list data, an inverted-lists hook that records where list data
-// starts, and a per-thread allocation cap that keeps a corrupt header from
-// asking for terabytes. Scanning lives in scan.cc, building in build.cc.
+// ivflake's C++ shim over Faiss: opening. It owns two tricks, each explained
+// where it lives: a prefix reader that parses an index header without list
+// data, and an inverted-lists hook that records where list data starts.
+// The parse arena (allocation cap, no leaks) lives in arena.cc, the checks of
+// what was parsed in validate.cc, scanning in scan.cc, building in build.cc.
 
 #include "shim.h"
 
@@ -37,48 +37,6 @@
 #if FAISS_VERSION_MAJOR < 1 || (FAISS_VERSION_MAJOR == 1 && FAISS_VERSION_MINOR < 12)
 #error "ivflake needs Faiss >= 1.12 (scripts/build_faiss.sh builds it)"
 #endif
-
-// ---------------------------------------------------------------------------
-// Allocation cap. Faiss's READVECTOR resizes a vector to a length read from
-// the file *before* reading its bytes, so a corrupt length field could ask
-// for any size. While a header is parsed, this thread refuses any single
-// allocation above the cap (a few times the file's size), turning such a
-// field into an ordinary error instead of an OOM kill.
-// ---------------------------------------------------------------------------
-namespace {
-thread_local size_t t_alloc_cap = 0;
-
-struct AllocCapGuard {
-    explicit AllocCapGuard(size_t cap) { t_alloc_cap = cap; }
-    ~AllocCapGuard() { t_alloc_cap = 0; }
-};
-}  // namespace
-
-void* operator new(std::size_t size) {
-    if (t_alloc_cap != 0 && size > t_alloc_cap) {
-        throw ivflake::AllocationRefused();
-    }
-    void* p = std::malloc(size == 0 ? 1 : size);
-    if (p == nullptr) {
-        throw std::bad_alloc();
-    }
-    return p;
-}
-void* operator new[](std::size_t size) {
-    return ::operator new(size);
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
 
 // OpenBLAS's own thread pool fights OpenMP's for the same cores (an OPQ
 // build ran 3x slower here). Weak, so other BLAS builds still link.
@@ -137,10 +95,13 @@ const std::string kFaissVersion = std::to_string(FAISS_VERSION_MAJOR) + "." +
         std::to_string(FAISS_VERSION_MINOR) + "." +
         std::to_string(FAISS_VERSION_PATCH);
 
-uint32_t fourcc(const char* s) {
-    return uint32_t(uint8_t(s[0])) | uint32_t(uint8_t(s[1])) << 8 |
-            uint32_t(uint8_t(s[2])) << 16 | uint32_t(uint8_t(s[3])) << 24;
-}
+}  // namespace
+
+const char* const kSupported =
+        "IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer, IndexIVFPQFastScan "
+        "and IndexIVFRaBitQ, optionally under an IndexPreTransform";
+
+namespace {
 
 // Thrown (not a std::exception, so nothing in Faiss swallows it) when the
 // parser runs past the prefix we have; the caller fetches more and retries.
@@ -190,10 +151,11 @@ struct PrefixReader : faiss::IOReader {
             if (block_fields_read == 4) {
                 start_block_lists();
             }
-        } else if (lazy && size == 4 && nitems == 1) {
+        } else if (size == 4 && nitems == 1) {
             uint32_t h;
             std::memcpy(&h, ptr, 4);
-            if (h == fourcc("ilbl")) {
+            refuse_unserved_structure(h);
+            if (lazy && h == fourcc("ilbl")) {
                 mode = Mode::BlockHeader;
             }
         }
@@ -299,36 +261,6 @@ bool is_supported_ivf(const faiss::IndexIVF* ivf) {
             t == typeid(faiss::IndexIVFRaBitQ);
 }
 
-const char* kSupported =
-        "IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer, IndexIVFPQFastScan "
-        "and IndexIVFRaBitQ, optionally under an IndexPreTransform";
-
-// The codecs of the newer types must agree with the IVF layer they sit in:
-// their scanners trust these sizes when they walk a list's bytes.
-void check_codec_shape(const faiss::IndexIVF& ivf) {
-    if (const auto* rq = dynamic_cast<const faiss::IndexIVFRaBitQ*>(&ivf)) {
-        const faiss::RaBitQuantizer expected(ivf.d, ivf.metric_type);
-        if (rq->rabitq.d != size_t(ivf.d) || rq->rabitq.code_size != expected.code_size ||
-            ivf.code_size != expected.code_size || rq->rabitq.metric_type != ivf.metric_type) {
-            fail(ErrorKind::Corrupt,
-                 "corrupt IndexIVFRaBitQ: quantizer of d=" + std::to_string(rq->rabitq.d) +
-                         " with " + std::to_string(rq->rabitq.code_size) +
-                         "-byte codes in an index of d=" + std::to_string(ivf.d) + " with " +
-                         std::to_string(ivf.code_size) + "-byte codes (expected " +
-                         std::to_string(expected.code_size) + ")");
-        }
-    }
-    if (const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf)) {
-        if (fs->pq.d != size_t(ivf.d) || fs->pq.nbits != 4 || fs->pq.M == 0 ||
-            fs->M != fs->pq.M || fs->code_size != fs->pq.code_size) {
-            fail(ErrorKind::Corrupt,
-                 "corrupt IndexIVFPQFastScan: PQ of d=" + std::to_string(fs->pq.d) + ", M=" +
-                         std::to_string(fs->pq.M) + ", nbits=" + std::to_string(fs->pq.nbits) +
-                         " in an index of d=" + std::to_string(ivf.d));
-        }
-    }
-}
-
 // Fills the views of `out` and refuses anything but the supported shapes.
 void classify(IvfIndex& out) {
     faiss::Index* inner = out.top.get();
@@ -357,19 +289,7 @@ void classify(IvfIndex& out) {
     if (!out.ivf->is_trained) {
         fail(ErrorKind::Corrupt, "IVF index is not trained");
     }
-    if (out.ivf->quantizer->ntotal != idx_t(out.ivf->nlist) ||
-        out.ivf->quantizer->d != out.ivf->d) {
-        fail(ErrorKind::Corrupt,
-             "the coarse quantizer holds " +
-                     std::to_string(out.ivf->quantizer->ntotal) + " centroids of d=" +
-                     std::to_string(out.ivf->quantizer->d) + " but the index has nlist=" +
-                     std::to_string(out.ivf->nlist) + ", d=" + std::to_string(out.ivf->d));
-    }
-    check_codec_shape(*out.ivf);
-    if (out.transform && !out.transform->chain.empty() &&
-        out.transform->chain.back()->d_out != out.ivf->d) {
-        fail(ErrorKind::Corrupt, "the pre-transform's output dimension is not the IVF's");
-    }
+    validate_structures(out);
 }
 
 // Block lists must match the fast-scan index they belong to.
@@ -396,6 +316,19 @@ void check_block_shape(
     }
 }
 
+// Read with IO_FLAG_SKIP_PRECOMPUTE_TABLE, so the residual tables are built
+// here: after validation (they index the quantizer and the codebooks) and
+// outside the allocation cap (Faiss bounds them by precomputed_table_max_bytes).
+void build_residual_tables(IvfIndex& index) {
+    if (auto* fs = dynamic_cast<faiss::IndexIVFPQFastScan*>(index.ivf)) {
+        fs->precompute_table();
+    } else if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(index.ivf)) {
+        if (pq->by_residual && pq->precomputed_table.size() == 0) {
+            pq->precompute_table();
+        }
+    }
+}
+
 std::string describe(const IvfIndex& index) {
     std::string s;
     if (index.transform) {
@@ -412,16 +345,69 @@ std::string describe(const IvfIndex& index) {
     return s;
 }
 
+// What a failed parse threw, copied out so that the exception and the partly
+// built index can both be freed before it is thrown again.
+struct ParseError {
+    ErrorKind kind = ErrorKind::Other;
+    std::string message;
+    uint64_t needed = 0;  // for NeedMoreBytes
+};
+
 // Faiss throws FaissException for anything wrong in a file; the only valid
 // files it refuses are those of a type this version does not know.
-[[noreturn]] void rethrow_parse_error(const faiss::FaissException& e) {
+ParseError from_faiss(const faiss::FaissException& e) {
     const std::string msg = e.what();
     if (msg.find("not recognized") != std::string::npos) {
-        fail(ErrorKind::Unsupported,
-             "an index type or format Faiss " + kFaissVersion +
-                     " does not know (written by a newer Faiss?): " + msg);
+        return {ErrorKind::Unsupported,
+                "an index type or format Faiss " + kFaissVersion +
+                        " does not know (written by a newer Faiss?): " + msg};
     }
-    fail(ErrorKind::Corrupt, msg);
+    return {ErrorKind::Corrupt, msg};
+}
+
+// Runs Faiss's reader inside a parse arena (see the top of this file).
+// Returns the index, or nullptr with `needed` set when the prefix was too
+// short; throws ShimError for anything else, after freeing what the reader
+// had built.
+faiss::Index* read_in_arena(faiss::IOReader* reader, int flags, size_t cap, uint64_t& needed) {
+    ParseError error;
+    {
+        ParseArena arena(cap);
+        // Each handler stops recording first: its own allocations are not the index's.
+        try {
+            return faiss::read_index(reader, flags);
+        } catch (const NeedMoreBytes& more) {
+            arena.stop_recording();
+            error.kind = ErrorKind::NeedMoreBytes;
+            error.needed = more.end;
+        } catch (const faiss::FaissException& e) {
+            arena.stop_recording();
+            error = from_faiss(e);
+        } catch (const ShimError& e) {
+            arena.stop_recording();
+            error = {e.kind, e.what()};
+        } catch (const AllocationRefused& e) {
+            arena.stop_recording();
+            error = {ErrorKind::AllocationRefused, e.what()};
+        } catch (const std::bad_alloc&) {
+            arena.stop_recording();
+            error = {ErrorKind::OutOfMemory, "out of memory while reading the index header"};
+        } catch (const std::exception& e) {
+            arena.stop_recording();
+            error = {ErrorKind::Other, e.what()};
+        } catch (...) {
+            arena.stop_recording();
+            error = {ErrorKind::Other, "unknown C++ exception while reading the index header"};
+        }
+        // The exception is destroyed by now: what is still recorded is the
+        // part of the index the reader built before it threw.
+        arena.free_recorded();
+    }
+    if (error.kind == ErrorKind::NeedMoreBytes) {
+        needed = error.needed;
+        return nullptr;
+    }
+    fail(error.kind, error.message);
 }
 
 }  // namespace
@@ -436,14 +422,9 @@ std::unique_ptr<IvfIndex> open_header(
     PrefixReader reader(prefix.data(), prefix.size(), file_len, true);
     auto out = std::make_unique<IvfIndex>();
     LazyListsHook::data_offset_ = 0;
-    try {
-        AllocCapGuard guard(alloc_cap);
-        out->top.reset(faiss::read_index(&reader, flags));
-    } catch (const NeedMoreBytes& more) {
-        needed = more.end;
+    out->top.reset(read_in_arena(&reader, flags, alloc_cap, needed));
+    if (!out->top) {
         return nullptr;
-    } catch (const faiss::FaissException& e) {
-        rethrow_parse_error(e);
     }
     classify(*out);
     faiss::IndexIVF& ivf = *out->ivf;
@@ -473,24 +454,21 @@ std::unique_ptr<IvfIndex> open_header(
         fail(ErrorKind::Corrupt, "list data starts past the end of the file");
     }
     out->lazy = true;
-    // Read with IO_FLAG_SKIP_PRECOMPUTE_TABLE so the table is built here,
-    // outside the allocation cap; Faiss bounds it by precomputed_table_max_bytes.
-    if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(out->ivf)) {
-        if (pq->by_residual && pq->precomputed_table.size() == 0) {
-            pq->precompute_table();
-        }
-    }
+    build_residual_tables(*out);
     return out;
 }
 
 std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
     PrefixReader reader(bytes.data(), bytes.size(), bytes.size(), false);
     auto out = std::make_unique<IvfIndex>();
-    try {
-        AllocCapGuard guard(bytes.size() * 2 + (size_t(256) << 20));
-        out->top.reset(faiss::read_index(&reader, 0));
-    } catch (const faiss::FaissException& e) {
-        rethrow_parse_error(e);
+    uint64_t needed = 0;  // never set: the reader has the whole file
+    out->top.reset(read_in_arena(
+            &reader,
+            faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE,
+            bytes.size() * 2 + (size_t(256) << 20),
+            needed));
+    if (!out->top) {
+        fail(ErrorKind::Corrupt, "index file is truncated");
     }
     classify(*out);
     if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(out->ivf->invlists)) {
@@ -501,6 +479,7 @@ std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
     } else {
         out->layout = Layout::Array;
     }
+    build_residual_tables(*out);
     return out;
 }
 

@@ -75,6 +75,9 @@ struct IvfIndex {
     Layout layout = Layout::None;
     size_t n_per_block = 0;
     size_t block_size = 0;
+    // The largest centroid coordinate's magnitude (validate.cc): bounds the
+    // queries an inner-product HNSW quantizer can take without overflow.
+    float centroid_max_abs = 0;
 };
 
 std::unique_ptr<IvfIndex> open_header(
