@@ -365,7 +365,7 @@ ParseError from_faiss(const faiss::FaissException& e) {
     return {ErrorKind::Corrupt, msg};
 }
 
-// Runs Faiss's reader inside a parse arena (see the top of this file).
+// Runs Faiss's reader inside a parse arena (arena.cc).
 // Returns the index, or nullptr with `needed` set when the prefix was too
 // short; throws ShimError for anything else, after freeing what the reader
 // had built.

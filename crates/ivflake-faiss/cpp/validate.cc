@@ -322,43 +322,91 @@ namespace {
 // of the structures ivflake serves and validates (validate.cc); anything else
 // is refused before Faiss reads it. A plain int field equal to one of these
 // tags would be over a billion, which no field of a served structure holds.
-const char* const kServedTags[] = {
-        "IxPT",                                              // IndexPreTransform
-        "LTra", "PCAm", "PcAm", "Pcam", "rrot", "Viqm",      // linear transforms
-        "RmDT", "VNrm", "VCnt",                              // remap, norm, centering
-        "IwFl", "IwPQ", "IwSQ", "IwSq", "IwPf", "Iwrq",      // the served IVF types
-        "IxF2", "IxFI", "IxFl", "IHNf",                      // coarse quantizers
-        "ilar", "ilbl", "full", "sprs",                      // inverted lists
+// The tags served pass: IxPT; LTra PCAm PcAm Pcam rrot Viqm RmDT VNrm VCnt;
+// IwFl IwPQ IwSQ IwSq IwPf Iwrq; IxF2 IxFI IxFl IHNf; ilar ilbl full sprs.
+// Every other tag Faiss 1.12's reader knows, with what it stands for.
+struct UnservedTag {
+    const char* tag;
+    const char* name;
 };
-const char* const kFaissTags[] = {
-        "IBFf", "IBHc", "IBHf", "IBHh", "IBHm", "IBM2", "IBMp", "IBwF", "IBxF", "IHN2",
-        "IHNc", "IHNf", "IHNp", "IHNs", "IHc2", "ILfs", "INNf", "INSf", "INSp", "INSs",
-        "IPLf", "IPRf", "IPfs", "IRMf", "IRMh", "IRfs", "IVLf", "IVRf", "ImRQ", "Imiq",
-        "IvFL", "IvFl", "IvPQ", "IvQR", "IvSQ", "IwFd", "IwFl", "IwIQ", "IwLS", "IwPL",
-        "IwPQ", "IwPR", "IwPf", "IwQR", "IwRQ", "IwSQ", "IwSh", "IwSq", "Iwrq", "Ix2L",
-        "IxF2", "IxFI", "IxFl", "IxHE", "IxHe", "IxLS", "IxLa", "IxM2", "IxMp", "IxPL",
-        "IxPQ", "IxPR", "IxPT", "IxPo", "IxPq", "IxRF", "IxRQ", "IxRq", "IxSQ", "Ixrq",
-        "LTra", "NPLf", "NPRf", "PCAm", "PcAm", "Pcam", "RmDT", "VCnt", "VNrm", "Viqm",
-        "Viqt", "full", "il00", "il__", "ilar", "ilbl", "ilod", "null", "rrot", "sprs",
+const UnservedTag kUnservedTags[] = {
+        {"IBFf", "IndexBinaryFromFloat"},
+        {"IBHc", "IndexBinaryHNSWCagra"},
+        {"IBHf", "IndexBinaryHNSW"},
+        {"IBHh", "IndexBinaryHash"},
+        {"IBHm", "IndexBinaryMultiHash"},
+        {"IBM2", "IndexBinaryIDMap2"},
+        {"IBMp", "IndexBinaryIDMap"},
+        {"IBwF", "IndexBinaryIVF"},
+        {"IBxF", "IndexBinaryFlat"},
+        {"IHN2", "IndexHNSW2Level"},
+        {"IHNc", "IndexHNSWCagra"},
+        {"IHc2", "IndexHNSWCagra"},
+        {"IHNp", "IndexHNSWPQ"},
+        {"IHNs", "IndexHNSWSQ"},
+        {"ILfs", "IndexLocalSearchQuantizerFastScan"},
+        {"INNf", "IndexNNDescentFlat"},
+        {"INSf", "IndexNSGFlat"},
+        {"INSp", "IndexNSGPQ"},
+        {"INSs", "IndexNSGSQ"},
+        {"IPLf", "IndexProductLocalSearchQuantizerFastScan"},
+        {"IPRf", "IndexProductResidualQuantizerFastScan"},
+        {"IPfs", "IndexPQFastScan"},
+        {"IRMf", "IndexRowwiseMinMax"},
+        {"IRMh", "IndexRowwiseMinMaxFP16"},
+        {"IRfs", "IndexResidualQuantizerFastScan"},
+        {"IVLf", "IndexIVFLocalSearchQuantizerFastScan"},
+        {"IVRf", "IndexIVFResidualQuantizerFastScan"},
+        {"ImRQ", "ResidualCoarseQuantizer"},
+        {"Imiq", "MultiIndexQuantizer"},
+        {"IvFL", "IndexIVFFlat (legacy format)"},
+        {"IvFl", "IndexIVFFlat (legacy format)"},
+        {"IvPQ", "IndexIVFPQ (legacy format)"},
+        {"IvQR", "IndexIVFPQR (legacy format)"},
+        {"IvSQ", "IndexIVFScalarQuantizer (legacy format)"},
+        {"IwFd", "IndexIVFFlatDedup"},
+        {"IwIQ", "IndexIVFIndependentQuantizer"},
+        {"IwLS", "IndexIVFLocalSearchQuantizer"},
+        {"IwPL", "IndexIVFProductLocalSearchQuantizer"},
+        {"IwPR", "IndexIVFProductResidualQuantizer"},
+        {"IwQR", "IndexIVFPQR"},
+        {"IwRQ", "IndexIVFResidualQuantizer"},
+        {"IwSh", "IndexIVFSpectralHash"},
+        {"Ix2L", "Index2Layer"},
+        {"IxHE", "IndexLSH"},
+        {"IxHe", "IndexLSH"},
+        {"IxLS", "IndexLocalSearchQuantizer"},
+        {"IxLa", "IndexLattice"},
+        {"IxM2", "IndexIDMap2"},
+        {"IxMp", "IndexIDMap"},
+        {"IxPL", "IndexProductLocalSearchQuantizer"},
+        {"IxPQ", "IndexPQ"},
+        {"IxPo", "IndexPQ"},
+        {"IxPq", "IndexPQ"},
+        {"IxPR", "IndexProductResidualQuantizer"},
+        {"IxRF", "IndexRefine"},
+        {"IxRQ", "IndexResidualQuantizer"},
+        {"IxRq", "IndexResidualQuantizer"},
+        {"IxSQ", "IndexScalarQuantizer"},
+        {"Ixrq", "IndexRaBitQ"},
+        {"NPLf", "IndexIVFProductLocalSearchQuantizerFastScan"},
+        {"NPRf", "IndexIVFProductResidualQuantizerFastScan"},
+        {"Viqt", "ITQTransform"},
+        {"il00", "null inverted lists"},
+        {"il__", "inverted lists of an unknown kind"},
+        {"ilod", "OnDiskInvertedLists"},
+        {"null", "an empty index slot"},
 };
 
 }  // namespace
 
 void refuse_unserved_structure(uint32_t h) {
-    auto in = [h](const auto& tags) {
-        for (const char* t : tags) {
-            if (fourcc(t) == h) {
-                return true;
-            }
+    for (const auto& unserved : kUnservedTags) {
+        if (fourcc(unserved.tag) == h) {
+            fail(ErrorKind::Unsupported,
+                 std::string("the file holds a Faiss ") + unserved.name + " ('" + unserved.tag +
+                         "'), which ivflake does not serve: it serves " + kSupported);
         }
-        return false;
-    };
-    if (in(kFaissTags) && !in(kServedTags)) {
-        char tag[5] = {0};
-        std::memcpy(tag, &h, 4);
-        fail(ErrorKind::Unsupported,
-             std::string("the file holds Faiss structure '") + tag + "', which ivflake "
-             "does not serve: it serves " + kSupported);
     }
 }
 
