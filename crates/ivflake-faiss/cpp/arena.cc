@@ -67,7 +67,7 @@ ParseArena::ParseArena(size_t cap) {
     if (state == nullptr) {
         throw std::bad_alloc();
     }
-    state_ = new (state) ArenaState{cap == 0 ? SIZE_MAX : cap};
+    state_ = new (state) ArenaState{cap == 0 ? SIZE_MAX : cap, true, {}};
     t_arena = state_;
 }
 

@@ -248,7 +248,8 @@ pub fn slow_store(inner: Arc<dyn ObjectStore>, after: u64, delay: Duration) -> S
     HookedStore::new(inner, Delay { after, delay })
 }
 
-/// Holds GETs of ranges starting at or past `after` until the gate opens, and
+/// Holds GETs of ranges starting at or past `after` (every GET when `after`
+/// is 0) until the gate opens, and
 /// counts how many wait at once: with the gate shut, the waiting count is the
 /// number of GETs in flight, so a test can wait for an exact count (an event,
 /// not a guess at timing) and read the peak afterwards.
@@ -325,7 +326,8 @@ impl Gate {
 #[async_trait]
 impl GetHook for Gate {
     async fn before_get(&self, _location: &Path, options: &GetOptions) -> Result<()> {
-        if requested(options).is_none_or(|r| r.start < self.after) {
+        // `after == 0` holds every GET, whole-object ones (a sidecar) included.
+        if self.after > 0 && requested(options).is_none_or(|r| r.start < self.after) {
             return Ok(());
         }
         let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ivflake::{FetchConfig, IndexLocation, IvfIndex, ManifestMode, Metric, OpenOptions};
+use ivflake::{FetchConfig, IndexLocation, IvfIndex, ManifestMode, Metric, OpenOptions, HEADER_PROBE_BYTES};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
@@ -34,6 +34,40 @@ async fn open_reads_only_the_header_in_one_get() {
     assert!(header < total, "the header is a strict prefix");
     assert_eq!(index.layout().data_len() + header, total);
     assert_eq!(index.info().ntotal, 5000);
+}
+
+#[tokio::test]
+async fn open_is_one_round_trip_and_the_first_query_one_more() {
+    const LIVENESS: Duration = Duration::from_secs(30);
+    let bytes = build_index("IVF64,PQ8", Metric::L2, D, 5000);
+    for with_sidecar in [true, false] {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        put(&inner, "idx.faiss", bytes.clone()).await;
+        if with_sidecar {
+            let plain = IndexLocation::new(inner.clone(), "idx.faiss", "memory://rt/idx.faiss");
+            let index = IvfIndex::open_at(plain.clone(), options(uncached())).await.unwrap();
+            index.build_manifest(|_| {}).await.unwrap().write(&plain).await.unwrap();
+        }
+        // Every GET waits at the gate: what is in flight at once is one round trip.
+        let gate = Arc::new(gated_store(inner, 0));
+        let store: Arc<dyn ObjectStore> = gate.clone();
+        let location = IndexLocation::new(store, "idx.faiss", "memory://rt/idx.faiss");
+        let opening = tokio::spawn(IvfIndex::open_at(location, options(uncached())));
+        // Round trip 1: the sidecar and the header's first bytes, together.
+        gate.wait_for_waiting(2, LIVENESS).await;
+        gate.open();
+        let index = opening.await.unwrap().unwrap();
+        assert_eq!(gate.passed(), 2, "open made two GETs (sidecar: {with_sidecar})");
+        assert_eq!(index.is_verified(), with_sidecar);
+        gate.shut();
+        // Round trip 2: every list the first query probes, in one wave.
+        let queries = clustered(1, D, 9);
+        let searching = tokio::spawn(async move { index.search(&queries, 10, 8).await });
+        gate.wait_for_waiting(8, LIVENESS).await;
+        gate.open();
+        searching.await.unwrap().unwrap();
+        assert_eq!(gate.passed(), 2 + 8, "one GET per probed list, nothing else");
+    }
 }
 
 #[tokio::test]
@@ -307,12 +341,10 @@ async fn fast_scan_lists_come_from_the_sidecar_or_one_streamed_pass() {
     manifest.write(&location).await.unwrap();
     counting.reset();
     let with_sidecar = IvfIndex::open_at(location, options(uncached())).await.unwrap();
-    assert_eq!(counting.gets(), 2, "sidecar + header");
-    assert!(
-        counting.ranges().iter().all(|r| r.end <= header),
-        "{:?}",
-        counting.ranges()
-    );
+    assert_eq!(counting.gets(), 2, "sidecar + header, asked for together");
+    // The header GET is the probe open sends before it has the sidecar (the
+    // store answers what the file has); no pass over the lists follows.
+    assert_eq!(counting.ranges(), vec![0..HEADER_PROBE_BYTES]);
     for (list, range) in index.layout().iter() {
         assert_eq!(with_sidecar.layout().get(list), Some(range), "list {list}");
     }

@@ -1,5 +1,5 @@
-//! Opening an index, in named steps: read the checksum sidecar, read the
-//! header's first bytes, parse the header (reading more while Faiss asks),
+//! Opening an index, in named steps: read the checksum sidecar and the
+//! header's first bytes (together: one round trip), parse the header (reading more while Faiss asks),
 //! build the list layout, attach the sidecar. Reads only the header, never list
 //! data (except, for fast-scan block lists without a sidecar, one streamed pass
 //! that keeps only the lists' inline counts), and gives every read the
@@ -178,15 +178,23 @@ impl IvfIndex {
             limit: options.scheduler.config().get_timeout,
         };
         let mode = options.manifest;
-        let mut manifest = reads.sidecar(mode).await?;
-        // With a sidecar the header's length is known: read exactly that (a
-        // stale sidecar cannot make the first read larger than a header can be).
-        let probe = manifest
-            .as_ref()
-            .map(|m| m.header_len.min(MAX_SIDECAR_HEADER))
-            .unwrap_or(options.header_probe_bytes)
-            .max(64);
-        let (first, meta) = reads.first_bytes(probe).await?;
+        // One round trip: the sidecar and the header's first bytes are asked
+        // for together, so open waits for the slower of two GETs, not both.
+        let probe = options.header_probe_bytes.max(64);
+        let (manifest, first) = tokio::join!(reads.sidecar(mode), reads.first_bytes(probe));
+        let mut manifest = manifest?;
+        let (mut first, meta) = first?;
+        // A sidecar whose header is longer than the probe says how much is
+        // missing: one more read of exactly that (bounded, so a stale sidecar
+        // cannot make it larger than a header can be).
+        if let Some(m) = &manifest {
+            let want = m.header_len.min(MAX_SIDECAR_HEADER).min(meta.size);
+            let have = first.len() as u64;
+            if want > have {
+                let more = reads.more_bytes(have, want, meta.e_tag.as_deref()).await?;
+                first = [first, more].concat().into();
+            }
+        }
         check_magic(&first, &uri)?;
         // Check the header against the sidecar before Faiss parses a byte of it.
         if let Some(m) = &manifest {
