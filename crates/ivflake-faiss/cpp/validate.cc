@@ -169,6 +169,10 @@ float check_quantizer(const faiss::IndexIVF& ivf) {
              "the coarse quantizer holds " + str(q->ntotal) + " centroids of d=" + str(q->d) +
                      " but the index has nlist=" + str(ivf.nlist) + ", d=" + str(ivf.d));
     }
+    if (q->metric_type != faiss::METRIC_L2 && q->metric_type != faiss::METRIC_INNER_PRODUCT) {
+        corrupt("coarse quantizer " + name_of(q),
+                "metric_type is " + str(int(q->metric_type)) + ", not L2 or inner product");
+    }
     if (const auto* flat = dynamic_cast<const faiss::IndexFlat*>(q)) {
         return check_flat(*flat, "coarse quantizer " + name_of(q));
     }
@@ -242,6 +246,13 @@ void check_codec(const faiss::IndexIVF& ivf) {
         expect_eq("IndexIVFFlat", "code_size", ivf.code_size, size_t(ivf.d) * sizeof(float));
     } else if (const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf)) {
         check_pq(fs->pq, ivf, "fast-scan product quantizer");
+        // The scan implementations Faiss 1.12 has (IndexIVFFastScan.h); +100
+        // forces single-threaded scanning.
+        const int implem = fs->implem % 100;
+        if (fs->implem < 0 || fs->implem >= 200 ||
+            !(implem <= 2 || (implem >= 10 && implem <= 15))) {
+            corrupt("IndexIVFPQFastScan", "implem is " + str(fs->implem) + ", not an implementation");
+        }
         if (fs->pq.nbits != 4 || fs->M != fs->pq.M || fs->ksub != 16 || fs->nbits != 4) {
             corrupt("IndexIVFPQFastScan",
                     "PQ of M=" + str(fs->pq.M) + ", nbits=" + str(fs->pq.nbits) +

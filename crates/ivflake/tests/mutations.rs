@@ -156,6 +156,8 @@ fn run_child(exe: &std::path::Path, name: &str) -> Result<BTreeMap<String, u64>,
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("SUMMARY ") {
                 summary = Some(rest.to_string());
+            } else if line.starts_with("note: ") {
+                println!("    {line}");
             } else {
                 last = line;
             }
@@ -276,7 +278,12 @@ async fn attempt(bytes: Vec<u8>, probe: Option<u64>, rng: &mut StdRng) -> String
             assert_eq!(results.ids.len(), 2 * 10, "a search that runs answers every query");
             "searched".into()
         }
-        Err(e) => format!("search_error:{}", kind(&e)),
+        Err(e) => {
+            // Rare: worth reading (the parent prints these), since an error a
+            // search meets may be a check open should have made.
+            println!("note: search error: {e}");
+            format!("search_error:{}", kind(&e))
+        }
     }
 }
 
