@@ -243,6 +243,7 @@ fn every_default_in_the_code_is_in_the_example_config_with_its_value() {
         ("[limits]", Some("limits")),
         ("[cache]", Some("cache")),
         ("[fetch]", Some("fetch")),
+        ("[http]", Some("http")),
         ("[auth]", Some("auth")),
         ("[indexes.x]\nuri = \"x\"", None),
     ];
