@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod proxy;
-pub use proxy::{FaultProxy, ProxyFault, ProxyPlan};
+pub use proxy::{proxied_retry, FaultProxy, ProxyFault, ProxyPlan};
 
 use async_trait::async_trait;
 use bytes::Bytes;

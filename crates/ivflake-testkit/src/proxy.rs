@@ -21,6 +21,8 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use object_store::aws::AmazonS3Builder;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Longest a stalled answer is held before the proxy gives up on it; far
@@ -125,6 +127,34 @@ impl FaultProxy {
     /// GETs damaged so far.
     pub fn faulted(&self) -> usize {
         self.shared.faulted.load(Ordering::Relaxed)
+    }
+
+    /// An S3 store for `bucket` through this proxy (credentials and region
+    /// from the environment, as `make test` sets them), retrying as
+    /// [`proxied_retry`] says so faults fail fast.
+    pub fn s3_store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        let store = AmazonS3Builder::from_env()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_retry(proxied_retry())
+            .build()
+            .expect("an S3 store through the proxy");
+        Arc::new(store)
+    }
+}
+
+/// Retries of a store behind the proxy: object_store still retries (so its
+/// retry path is exercised), but within a test's deadlines of seconds.
+pub fn proxied_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(2),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            base: 2.0,
+        },
     }
 }
 
