@@ -109,14 +109,21 @@ fn rss_mib(pid: u32) -> f64 {
 /// One request on a fresh connection; the status.
 async fn request(addr: &str, head: &str, body: &str) -> u16 {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let text = format!("{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let text = format!(
+        "{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(text.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(LIVENESS, s.read_to_string(&mut response))
         .await
         .expect("answered")
         .expect("read");
-    response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A GET on a fresh connection; the response body.
@@ -130,7 +137,10 @@ async fn get(addr: &str, path: &str) -> String {
         .await
         .expect("answered")
         .expect("read");
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 fn search_request(addr: &str) -> (String, String) {
@@ -159,14 +169,21 @@ async fn open_slow(addr: &str, kind: Slow) -> (TcpStream, Instant) {
             );
             s.write_all(head.as_bytes()).await.unwrap();
         }
-        Slow::HalfHead => s.write_all(b"POST /v1/indexes/demo/search HTTP/1.1\r\nHost: x\r\nCont").await.unwrap(),
+        Slow::HalfHead => s
+            .write_all(b"POST /v1/indexes/demo/search HTTP/1.1\r\nHost: x\r\nCont")
+            .await
+            .unwrap(),
         Slow::IdleKeepAlive => {
             s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
                 .await
                 .unwrap();
             let mut buf = [0u8; 512];
             let n = tokio::time::timeout(LIVENESS, s.read(&mut buf)).await.unwrap().unwrap();
-            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
         }
     }
     (s, Instant::now())
@@ -212,11 +229,16 @@ async fn wave(addr: &str, pid: u32, head: &str, body: &str) -> Wave {
     let status = request(addr, head, body).await;
     let fresh = started.elapsed();
     assert_eq!(status, 200);
-    assert!(fresh < FRESH_LATENCY, "a fresh search took {fresh:?} with 3,000 slow clients open");
+    assert!(
+        fresh < FRESH_LATENCY,
+        "a fresh search took {fresh:?} with 3,000 slow clients open"
+    );
     // They were all still open then (the server had sent none of them anything).
     for (kind, s, _) in &slow {
         let mut buf = [0u8; 1];
-        let e = s.try_read(&mut buf).expect_err("a slow client was answered or closed too early");
+        let e = s
+            .try_read(&mut buf)
+            .expect_err("a slow client was answered or closed too early");
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{kind:?}");
     }
     let during = rss_mib(pid);
@@ -251,7 +273,6 @@ async fn wave(addr: &str, pid: u32, head: &str, body: &str) -> Wave {
         longest,
         all_closed: opened_all.elapsed(),
     }
-
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +280,10 @@ async fn three_thousand_slow_clients_neither_starve_a_fresh_one_nor_keep_memory(
     // This process holds 3,000 sockets and more: raise its own soft limit.
     let needed = (3 * PER_KIND + 512) as u64;
     let limit = rlimit::increase_nofile_limit(needed).expect("raise the open-file limit");
-    assert!(limit >= needed, "the hard open-file limit {limit} is below the {needed} this test needs");
+    assert!(
+        limit >= needed,
+        "the hard open-file limit {limit} is below the {needed} this test needs"
+    );
 
     let dir = std::env::temp_dir().join(format!("ivflake-slow-clients-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -306,13 +330,20 @@ async fn three_thousand_slow_clients_neither_starve_a_fresh_one_nor_keep_memory(
         .lines()
         .find_map(|l| l.strip_prefix("ivflake_http_connections_open "))
         .unwrap_or_else(|| panic!("no connection gauge in\n{metrics}"));
-    assert_eq!(open.trim(), "1", "connections still open after every slow client was dropped");
+    assert_eq!(
+        open.trim(),
+        "1",
+        "connections still open after every slow client was dropped"
+    );
     // Memory: each wave's cost is bounded per client, and memory comes back
     // down after it rather than holding the peak. glibc's malloc keeps part
     // of what the connections freed, so a second wave adds a little (it
     // must not add what the first cost: that would be connections kept).
     let wave_cost = first.during - before;
-    assert!(wave_cost > 0.0, "the slow clients cost no memory: the measure is broken");
+    assert!(
+        wave_cost > 0.0,
+        "the slow clients cost no memory: the measure is broken"
+    );
     assert!(
         wave_cost <= MAX_MIB_PER_THOUSAND * 3.0,
         "3,000 slow clients cost {wave_cost:.1} MiB"

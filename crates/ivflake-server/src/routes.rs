@@ -150,8 +150,12 @@ async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError>
             }
             cause = c.source();
         }
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("cannot read the request body: {e}"))
-            .with_field("body")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("cannot read the request body: {e}"),
+        )
+        .with_field("body")
     })
 }
 

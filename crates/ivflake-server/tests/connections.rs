@@ -117,7 +117,9 @@ async fn a_body_slower_than_the_floor_rate_gets_408() {
         }
         s
     };
-    let s = tokio::time::timeout(LIVENESS, trickle).await.expect("the server cut the trickle off");
+    let s = tokio::time::timeout(LIVENESS, trickle)
+        .await
+        .expect("the server cut the trickle off");
     let (response, closed) = until_closed(s).await;
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert_closed_after("slow body", sent, closed, TOTAL);
@@ -138,10 +140,19 @@ async fn half_sent_heads_and_idle_connections_are_closed() {
     let silent_sent = Instant::now();
     // One request answered, then idle on a kept-alive connection.
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(LIVENESS, idle.read(&mut buf)).await.unwrap().unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let n = tokio::time::timeout(LIVENESS, idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     let idle_since = Instant::now();
 
     for (what, s, since) in [
@@ -185,6 +196,9 @@ async fn at_the_connection_cap_a_new_client_waits_for_a_slot() {
     // Served only once the time-out had shed a silent connection: the
     // silent ones' clocks started after `first_connect`.
     let waited = answered - first_connect;
-    assert!(waited >= HEAD_TIMEOUT, "served after {waited:?}, before any slot was free");
+    assert!(
+        waited >= HEAD_TIMEOUT,
+        "served after {waited:?}, before any slot was free"
+    );
     server.stop().await;
 }

@@ -55,7 +55,10 @@ async fn fixture_with_sidecar() -> (String, String) {
     .await
     .expect("open the copy");
     let manifest = index.build_manifest(|_| {}).await.expect("build the sidecar");
-    manifest.write(&index.object().location).await.expect("write the sidecar");
+    manifest
+        .write(&index.object().location)
+        .await
+        .expect("write the sidecar");
     (bucket, key)
 }
 
@@ -106,7 +109,11 @@ async fn wire_faults_get_their_status_never_a_wrong_200_and_the_server_recovers(
     let healthy = response_results(&body);
     // faiss-cpu's answers, up to its other build's ties.
     let same = healthy.0.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    assert!(same as f64 >= 0.97 * expected.len() as f64, "{same} of {}", expected.len());
+    assert!(
+        same as f64 >= 0.97 * expected.len() as f64,
+        "{same} of {}",
+        expected.len()
+    );
 
     for (fault, want_status, want_code) in [
         (ProxyFault::ServerError, 503, "store_unavailable"),
@@ -128,9 +135,16 @@ async fn wire_faults_get_their_status_never_a_wrong_200_and_the_server_recovers(
             let wrong = response_results(&body) != healthy;
             panic!("{fault:?}: a 200 through a damaged store (wrong answer: {wrong})");
         }
-        assert_eq!((status, body["error"]["code"].as_str()), (want_status, Some(want_code)), "{fault:?}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{fault:?}: {body}"
+        );
         assert_eq!(retry_after, want_status == 503, "{fault:?}: Retry-After");
-        assert!(took < Duration::from_millis(DEADLINE_MS), "{fault:?}: answered after {took:?}");
+        assert!(
+            took < Duration::from_millis(DEADLINE_MS),
+            "{fault:?}: answered after {took:?}"
+        );
 
         proxy.clear();
         let (status, body) = post_json(&url, &request).await;
