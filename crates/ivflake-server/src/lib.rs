@@ -196,6 +196,18 @@ impl Server {
                 }
             })
         });
+        // Histograms keep every sample until drained; without a scrape
+        // they would grow with each request.
+        let upkeep = {
+            let metrics = state.metrics.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(METRICS_UPKEEP_PERIOD);
+                loop {
+                    every.tick().await;
+                    metrics.run_upkeep();
+                }
+            })
+        };
         tracing::info!(addr = %local_addr, indexes = state.registry.count(), "serving");
         let connections = accept::accept_until(listener, router, &state.config.http, draining).await;
         // The listener is closed; the grace period starts now.
@@ -209,6 +221,7 @@ impl Server {
                 );
             }
         }
+        upkeep.abort();
         // Stopped either way: the periodic save ends, and the counts are saved once more.
         if let Some(task) = persisting {
             task.abort();
@@ -222,6 +235,10 @@ impl Server {
 /// How often probe counts are saved under `state_dir`: losing a minute of
 /// counts on a crash costs little, and the file is a few bytes per list.
 const PROBE_COUNT_PERIOD: Duration = Duration::from_secs(60);
+
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes `/metrics`: the exporter's own default upkeep period.
+const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Saves every index's probe counts, on the blocking pool (file I/O).
 async fn persist_probe_counts(registry: &Registry) {
