@@ -52,6 +52,7 @@ async fn metrics_openapi_and_health() {
         "ivflake_searches_in_flight",
         "ivflake_fetches_in_flight",
         "ivflake_http_requests_in_flight",
+        "ivflake_http_connections_open",
     ] {
         assert!(text.contains(&format!("\n{gauge} ")), "{gauge} missing:\n{text}");
     }
