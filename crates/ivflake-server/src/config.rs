@@ -25,6 +25,7 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub cache: CacheConfig,
     pub fetch: FetchSettings,
+    pub http: HttpSettings,
     pub auth: AuthConfig,
     /// Indexes added at run time (`POST /v1/indexes`) must have a URI starting
     /// with one of these prefixes. Empty: adding at run time is refused.
@@ -56,6 +57,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             cache: CacheConfig::default(),
             fetch: FetchSettings::default(),
+            http: HttpSettings::default(),
             auth: AuthConfig::default(),
             allowed_uri_prefixes: Vec::new(),
             compute_threads: 0,
@@ -172,10 +174,9 @@ pub struct Limits {
     /// query costs about a millisecond of CPU, so 1,024 queued queries is
     /// about half a second of work: latency stays bounded.
     pub max_queries_in_flight: usize,
-    /// Requests in flight across the server, counted before a body is read:
-    /// past it a request gets 503 + Retry-After at once, without its body
-    /// being buffered. Request bodies can hold at most
-    /// `max_requests_in_flight × max_body_bytes` of memory.
+    /// Requests in flight across the server, counted once a request's body
+    /// has arrived (a slow or stalled sender holds a connection, never one
+    /// of these): past it a request gets 503 + Retry-After at once.
     pub max_requests_in_flight: usize,
     /// Longest index name, in bytes.
     pub max_name_len: usize,
@@ -246,6 +247,57 @@ impl Default for FetchSettings {
         }
     }
 }
+
+/// Client connections: a cap and time-outs, so slow or idle clients cannot
+/// hold the server's memory, file descriptors or request slots for long.
+/// Served as HTTP/1.1 (hyper); each time-out closes the connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Most client connections open at once. At the cap the server stops
+    /// accepting (new clients wait in the kernel's accept queue) until one
+    /// closes; the time-outs below see to it that slow ones do. An idle
+    /// connection costs tens of KiB, so 4,096 is about 100 MiB at worst. The
+    /// server raises its open-file limit to this plus `FD_HEADROOM`.
+    pub max_connections: usize,
+    /// A request's head (request line and headers) must arrive in full
+    /// within this. hyper starts the clock whenever a connection waits for a
+    /// head, right after accept and after each response, so this is also
+    /// the idle keep-alive time-out. 10 s covers a head over a slow mobile
+    /// link many times; a well-behaved client sends it in one packet.
+    pub header_read_timeout_ms: u64,
+    /// Keep connections open between requests (HTTP/1.1 keep-alive), each
+    /// closed after `header_read_timeout_ms` without a new request.
+    pub keep_alive: bool,
+    /// Longest wait for the next piece of a request body: a client that
+    /// stops sending mid-body gets 408 and is disconnected this long after.
+    pub body_stall_timeout_ms: u64,
+    /// A whole request body must arrive within this, which sets the floor
+    /// rate: at least `max_body_bytes` / this (0.5 MiB/s for the defaults'
+    /// largest body, far less for a typical one). Slower senders get 408.
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            keep_alive: true,
+            body_stall_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// File descriptors the server needs besides client connections: the
+/// listener, object-store connections (`fetch.max_in_flight` and hedges),
+/// disk-cache files, logs. Generous: descriptors cost nothing until used.
+pub const FD_HEADROOM: usize = 1024;
+
+/// Above this a connection cap no longer protects anything (and semaphore
+/// permits top out near here).
+const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
 /// Bearer-token auth. The token itself is read from the environment
 /// variable named here; auth is on when that variable is set and non-empty.
@@ -329,6 +381,16 @@ impl ServerConfig {
             ("defaults.nprobe", self.defaults.nprobe),
             ("fetch.max_in_flight", self.fetch.max_in_flight),
             ("fetch.max_in_flight_per_search", self.fetch.max_in_flight_per_search),
+            ("http.max_connections", self.http.max_connections),
+        ] {
+            if value == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
+        for (key, value) in [
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            ("http.body_stall_timeout_ms", self.http.body_stall_timeout_ms),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
         ] {
             if value == 0 {
                 bail!("{key} must be at least 1");
@@ -355,6 +417,12 @@ impl ServerConfig {
             if value > u32::MAX as usize {
                 bail!("{key} = {value} is too large (at most {})", u32::MAX);
             }
+        }
+        if self.http.max_connections > MAX_CONNECTIONS_LIMIT {
+            bail!(
+                "http.max_connections = {} is too large (at most {MAX_CONNECTIONS_LIMIT})",
+                self.http.max_connections
+            );
         }
         if self.defaults.timeout_ms == 0 || self.defaults.timeout_ms > l.max_timeout_ms {
             bail!(
@@ -445,6 +513,10 @@ mod tests {
                 "[limits]\nmax_requests_in_flight = 0\n",
                 "limits.max_requests_in_flight",
             ),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\nmax_connections = 99999999\n", "http.max_connections"),
+            ("[http]\nheader_read_timeout_ms = 0\n", "http.header_read_timeout_ms"),
+            ("[http]\nbody_read_timeout_ms = 0\n", "http.body_read_timeout_ms"),
             ("[indexes.a]\nuri = \"a\"\nk = 2000\n", "indexes.a.k"),
             ("[indexes.a]\nuri = \"a\"\nmax_k = 5\n", "indexes.a.k"),
             ("[indexes.a]\nuri = \"a\"\nnprobe = 5000\n", "indexes.a.nprobe"),

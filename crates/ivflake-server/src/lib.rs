@@ -4,6 +4,7 @@
 //! [`Server::run`] serves the API until its shutdown future resolves, and
 //! drains searches in flight before returning. [`serve`] does both.
 //!
+//! - `accept`: the accept loop: connection cap, HTTP/1 time-outs, graceful drain.
 //! - `config`: the TOML settings, each with a default.
 //! - `registry`: names → the version of each index served; atomic reloads.
 //! - `routes`: handlers (search, indexes, warm, reload, metrics, health).
@@ -16,6 +17,7 @@
 //! All indexes share one fetch scheduler (I/O limits, caches) and one compute
 //! pool: Faiss never runs on a tokio worker, so I/O keeps flowing under CPU load.
 
+mod accept;
 mod admission;
 pub mod api;
 mod auth;
@@ -28,14 +30,13 @@ mod registry;
 mod routes;
 mod telemetry;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 use ivflake::{ComputePool, FetchScheduler, IndexLocation, OpenOptions};
 
 pub use admission::Admission;
@@ -89,6 +90,7 @@ impl Server {
             registry.insert(entry?).map_err(|e| anyhow::anyhow!(e.message))?;
         }
 
+        accept::raise_open_file_limit(config.http.max_connections);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -161,7 +163,7 @@ impl Server {
             let _ = stop_tx.send(true);
         });
         let draining = {
-            let mut stop = stop_rx.clone();
+            let mut stop = stop_rx;
             let state = state.clone();
             async move {
                 // An Err means the sender is gone without a signal: keep serving.
@@ -183,22 +185,6 @@ impl Server {
                 );
             }
         };
-        // The grace period starts once the server stops accepting.
-        let grace = Duration::from_millis(state.config.shutdown_ready_delay_ms)
-            .saturating_add(Duration::from_millis(state.config.shutdown_grace_ms));
-        let grace_expired = {
-            let mut stop = stop_rx;
-            async move {
-                if stop.wait_for(|s| *s).await.is_err() {
-                    futures::future::pending::<()>().await;
-                }
-                tokio::time::sleep(grace).await;
-            }
-        };
-        // Small JSON answers should leave at once, not wait on Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let persisting = state.config.state_dir.is_some().then(|| {
             let state = state.clone();
             tokio::spawn(async move {
@@ -210,31 +196,49 @@ impl Server {
                 }
             })
         });
+        // Histograms keep every sample until drained; without a scrape
+        // they would grow with each request.
+        let upkeep = {
+            let metrics = state.metrics.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(METRICS_UPKEEP_PERIOD);
+                loop {
+                    every.tick().await;
+                    metrics.run_upkeep();
+                }
+            })
+        };
         tracing::info!(addr = %local_addr, indexes = state.registry.count(), "serving");
-        let server = axum::serve(listener, router).with_graceful_shutdown(draining);
-        let outcome = tokio::select! {
-            outcome = server.into_future() => outcome.context("the HTTP server failed"),
-            () = grace_expired => {
+        let connections = accept::accept_until(listener, router, &state.config.http, draining).await;
+        // The listener is closed; the grace period starts now.
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        tokio::select! {
+            () = connections.shutdown() => {}
+            () = tokio::time::sleep(grace) => {
                 tracing::warn!(
                     queries_in_flight = state.admission.in_flight(),
                     "shutdown grace period over; abandoning requests still in flight"
                 );
-                Ok(())
             }
-        };
+        }
+        upkeep.abort();
         // Stopped either way: the periodic save ends, and the counts are saved once more.
         if let Some(task) = persisting {
             task.abort();
             persist_probe_counts(&state.registry).await;
         }
         tracing::info!("stopped");
-        outcome
+        Ok(())
     }
 }
 
 /// How often probe counts are saved under `state_dir`: losing a minute of
 /// counts on a crash costs little, and the file is a few bytes per list.
 const PROBE_COUNT_PERIOD: Duration = Duration::from_secs(60);
+
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes `/metrics`: the exporter's own default upkeep period.
+const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Saves every index's probe counts, on the blocking pool (file I/O).
 async fn persist_probe_counts(registry: &Registry) {

@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -61,6 +62,7 @@ pub type AppState = Arc<Shared>;
 pub fn router(state: AppState, auth: Auth) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     let request_timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let body_stall_timeout = Duration::from_millis(state.config.http.body_stall_timeout_ms);
     let api = Router::new()
         .route("/v1/indexes", get(list_indexes).post(add_index))
         .route("/v1/indexes/{name}", get(get_index).delete(remove_index))
@@ -68,9 +70,11 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/v1/indexes/{name}/warm", post(warm))
         .route("/v1/indexes/{name}/reload", post(reload))
         .route("/metrics", get(metrics))
-        .route_layer(from_fn_with_state(auth, require_token))
-        // Outermost: refused before auth runs and before any body is read.
-        .route_layer(from_fn_with_state(state.clone(), admit_request));
+        // Inner: the body is read (time-outs, limit) and only then is a
+        // request slot taken, so a slow sender never holds one.
+        .route_layer(from_fn_with_state(state.clone(), admit_request))
+        // Outer: no body is read for a client without the token.
+        .route_layer(from_fn_with_state(auth, require_token));
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -79,6 +83,8 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .fallback(no_route)
         .layer(from_fn(track_http))
         .layer(DefaultBodyLimit::max(body_limit))
+        // A body that stops arriving fails its read after this (408 below).
+        .layer(RequestBodyTimeoutLayer::new(body_stall_timeout))
         .with_state(state)
         .layer(from_fn_with_state(request_timeout, time_limit))
         .layer(
@@ -94,12 +100,63 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         )
 }
 
-/// Admits a request before its body is buffered, or answers 503 at once.
+/// Reads the whole body (at most `max_body_bytes`, within the body
+/// time-outs), then admits the request or answers 503 at once: a client
+/// still sending, or stalled, holds no request slot.
 async fn admit_request(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&state.config, body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
     match state.requests.try_admit(1) {
-        Ok(_admitted) => next.run(request).await,
+        Ok(_admitted) => next.run(Request::from_parts(parts, Body::from(body))).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// A body in full, or 413 (over the limit), 408 (stalled or slower than
+/// the floor rate; the connection is closed after) or 400.
+async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError> {
+    let limit = config.limits.max_body_bytes;
+    let deadline = Duration::from_millis(config.http.body_read_timeout_ms);
+    let too_slow = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive in time (within {} ms, with no pause over {} ms)",
+                config.http.body_read_timeout_ms, config.http.body_stall_timeout_ms
+            ),
+        )
+        .with_field("body")
+    };
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| too_slow())?;
+    read.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is over the limit of {limit} bytes"),
+                )
+                .with_field("body");
+            }
+            if c.is::<tower_http::timeout::TimeoutError>() {
+                return too_slow();
+            }
+            cause = c.source();
+        }
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("cannot read the request body: {e}"),
+        )
+        .with_field("body")
+    })
 }
 
 /// The safety net behind every search's own deadline: a 504 with the usual
@@ -167,6 +224,7 @@ fn body_error(e: BytesRejection) -> ApiError {
             headers(("x-ivflake-index-version" = String, description = "The index version the results came from"))),
         (status = 400, description = "Invalid request; `error.field` names the field", body = ErrorBody),
         (status = 404, description = "No such index", body = ErrorBody),
+        (status = 408, description = "The body stalled or arrived slower than `http.body_read_timeout_ms` allows; the connection is closed", body = ErrorBody),
         (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Neither JSON nor application/octet-stream", body = ErrorBody),
         (status = 422, description = "The index type cannot be searched", body = ErrorBody),
@@ -392,6 +450,7 @@ pub(crate) async fn get_index(
         (status = 403, description = "The URI is not under an allowed prefix", body = ErrorBody),
         (status = 404, description = "No object at the URI", body = ErrorBody),
         (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 408, description = "The body stalled or arrived too slowly", body = ErrorBody),
         (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
         (status = 422, description = "The object is not a supported, intact Faiss IVF index", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),

@@ -52,6 +52,7 @@ async fn metrics_openapi_and_health() {
         "ivflake_searches_in_flight",
         "ivflake_fetches_in_flight",
         "ivflake_http_requests_in_flight",
+        "ivflake_http_connections_open",
     ] {
         assert!(text.contains(&format!("\n{gauge} ")), "{gauge} missing:\n{text}");
     }
@@ -63,13 +64,15 @@ async fn metrics_openapi_and_health() {
         (
             "/v1/indexes/{name}/search",
             "post",
-            &["200", "400", "401", "404", "413", "415", "422", "502", "503", "504"][..],
+            &[
+                "200", "400", "401", "404", "408", "413", "415", "422", "502", "503", "504",
+            ][..],
         ),
         ("/v1/indexes", "get", &["200", "401", "503"][..]),
         (
             "/v1/indexes",
             "post",
-            &["201", "400", "401", "403", "404", "409", "413", "422", "503"][..],
+            &["201", "400", "401", "403", "404", "408", "409", "413", "422", "503"][..],
         ),
         ("/v1/indexes/{name}", "get", &["200", "401", "404"][..]),
         ("/v1/indexes/{name}", "delete", &["200", "401", "404"][..]),
@@ -243,6 +246,7 @@ fn every_default_in_the_code_is_in_the_example_config_with_its_value() {
         ("[limits]", Some("limits")),
         ("[cache]", Some("cache")),
         ("[fetch]", Some("fetch")),
+        ("[http]", Some("http")),
         ("[auth]", Some("auth")),
         ("[indexes.x]\nuri = \"x\"", None),
     ];

@@ -3,13 +3,17 @@
 //! `throttle.rs` (it forwards every trait method), with a [`GetHook`] that
 //! sees each GET first and may rewrite its answer. Counting, fault injection,
 //! gates, delays and damaged bodies are hooks. Also the generated data the
-//! tests share.
+//! tests share, and [`FaultProxy`] (`proxy.rs`), which damages a real
+//! S3-protocol server's answers on the wire.
 
 use std::fmt;
 use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub mod proxy;
+pub use proxy::{proxied_retry, FaultProxy, ProxyFault, ProxyPlan};
 
 use async_trait::async_trait;
 use bytes::Bytes;
