@@ -305,13 +305,13 @@ async fn three_thousand_slow_clients_neither_starve_a_fresh_one_nor_keep_memory(
     let before = rss_mib(pid);
 
     let first = wave(&addr, pid, &head, &body).await;
-    let after_first = rss_mib(pid);
+    let after_first = settled_rss_mib(pid, before).await;
     // A second wave: memory the first one left with the allocator is reused, not added to.
     let second = wave(&addr, pid, &head, &body).await;
     // The server is up and serving, and its memory came back down.
     assert_eq!(request(&addr, &head, &body).await, 200);
     assert!(server.child.try_wait().unwrap().is_none(), "the server exited");
-    let after = rss_mib(pid);
+    let after = settled_rss_mib(pid, before).await;
     for (i, w) in [&first, &second].iter().enumerate() {
         eprintln!(
             "wave {i}: fresh search {:?} with {} slow clients open; RSS during {:.1} MiB; all closed {:?} \
@@ -336,9 +336,8 @@ async fn three_thousand_slow_clients_neither_starve_a_fresh_one_nor_keep_memory(
         "connections still open after every slow client was dropped"
     );
     // Memory: each wave's cost is bounded per client, and memory comes back
-    // down after it rather than holding the peak. glibc's malloc keeps part
-    // of what the connections freed, so a second wave adds a little (it
-    // must not add what the first cost: that would be connections kept).
+    // near its level before once the server's upkeep has handed the freed
+    // pages back (glibc keeps them otherwise).
     let wave_cost = first.during - before;
     assert!(
         wave_cost > 0.0,
@@ -348,13 +347,28 @@ async fn three_thousand_slow_clients_neither_starve_a_fresh_one_nor_keep_memory(
         wave_cost <= MAX_MIB_PER_THOUSAND * 3.0,
         "3,000 slow clients cost {wave_cost:.1} MiB"
     );
-    assert!(
-        after_first < first.during,
-        "RSS held its peak: before {before:.1}, during {:.1}, after {after_first:.1} MiB",
-        first.during
-    );
-    assert!(
-        after - after_first < wave_cost,
-        "the second wave kept what it cost: after the first {after_first:.1} MiB, after the second {after:.1} MiB"
-    );
+    for (wave, rss) in [("first", after_first), ("second", after)] {
+        assert!(
+            rss <= before + SETTLED_MARGIN_MIB,
+            "RSS did not come back after the {wave} wave: before {before:.1} MiB, after {rss:.1} MiB"
+        );
+    }
+}
+
+/// How far above its level before the waves the server's memory may settle:
+/// allocator bookkeeping and runtime buffers, a fraction of one wave's cost.
+const SETTLED_MARGIN_MIB: f64 = 16.0;
+
+/// The server's RSS once it has settled: polled until it is within the
+/// margin of `before` (the server hands free pages back every few seconds),
+/// or a liveness bound passes; the last reading either way.
+async fn settled_rss_mib(pid: u32, before: f64) -> f64 {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rss = rss_mib(pid);
+        if rss <= before + SETTLED_MARGIN_MIB || Instant::now() > until {
+            return rss;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -13,7 +13,10 @@
 // throws, what is still recorded is the partly built index, and the caller
 // frees it. The reader holds nothing but memory, so freeing it whole is enough.
 //
-// Owns: the global operator new/delete. Must not touch: anything Faiss-specific.
+// Owns: the global operator new/delete, and handing free heap pages back to
+// the OS. Must not touch: anything Faiss-specific.
+
+#include <malloc.h>
 
 #include <cstdlib>
 #include <new>
@@ -79,6 +82,10 @@ ParseArena::~ParseArena() {
 
 void ParseArena::stop_recording() {
     state_->record = false;
+}
+
+bool release_free_memory() {
+    return malloc_trim(0) != 0;
 }
 
 void ParseArena::free_recorded() {

@@ -122,6 +122,7 @@ void train(IvfIndex& index, size_t n, rust::Slice<const float> x);
 void add(IvfIndex& index, size_t n, rust::Slice<const float> x);
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index);
 rust::String faiss_version();
+bool release_free_memory();
 
 }  // namespace ivflake
 

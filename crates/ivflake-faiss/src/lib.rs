@@ -111,6 +111,7 @@ mod ffi {
         fn add(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
         fn write_index_bytes(index: &IvfIndex) -> Result<UniquePtr<CxxVector<u8>>>;
         fn faiss_version() -> Result<String>;
+        fn release_free_memory() -> Result<bool>;
     }
 }
 
@@ -216,6 +217,15 @@ pub const SERVED_IVF_TYPES: &[&str] = &[
     "IndexIVFPQFastScan",
     "IndexIVFRaBitQ",
 ];
+
+/// Hands the heap's free pages back to the operating system (glibc's
+/// `malloc_trim`). glibc keeps what a burst of work freed (thousands of
+/// connections, a large load) for later reuse, so resident memory stays at
+/// the burst's peak; a server calls this now and then so it falls back.
+/// Returns whether any memory was released.
+pub fn release_free_memory() -> bool {
+    ffi::release_free_memory().unwrap_or(false)
+}
 
 /// The version of the Faiss library linked in, e.g. `"1.12.0"`.
 pub fn faiss_version() -> String {

@@ -205,6 +205,9 @@ impl Server {
                 loop {
                     every.tick().await;
                     metrics.run_upkeep();
+                    // What a burst of connections freed goes back to the OS, so
+                    // resident memory falls back after it (glibc keeps it otherwise).
+                    ivflake::release_free_memory();
                 }
             })
         };

@@ -49,7 +49,7 @@ pub use index::{
     IdFilterSpec, IvfIndex, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K,
     MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
-pub use ivflake_faiss::{IndexInfo, Metric};
+pub use ivflake_faiss::{release_free_memory, IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
