@@ -1,7 +1,7 @@
 //! `ivflake inspect`: what an index is, read from its header alone.
 
 use anyhow::{Context, Result};
-use ivflake::IvfIndex;
+use ivflake::{IndexMemory, IvfIndex};
 use serde::Serialize;
 
 use crate::util::{human_bytes, metric_name, open_index, write_stdout};
@@ -33,6 +33,8 @@ struct Report {
     file_bytes: u64,
     e_tag: Option<String>,
     list_sizes: ListSizes,
+    /// What the open index holds in memory, by part.
+    memory: IndexMemory,
 }
 
 /// The distribution of vectors per inverted list (nearest-rank percentiles).
@@ -87,6 +89,7 @@ impl Report {
             file_bytes: index.file_len(),
             e_tag: index.e_tag().map(str::to_string),
             list_sizes: ListSizes::of(layout.iter().map(|(_, r)| r.count).collect()),
+            memory: index.memory(),
         }
     }
 
@@ -124,9 +127,30 @@ impl Report {
                 ),
             ),
             ("empty lists", format!("{} of {}", s.empty, self.nlist)),
+            ("memory", bytes(self.memory.total_bytes())),
+            ("  quantizer", bytes(self.memory.quantizer_bytes)),
+            ("  codec", bytes(self.memory.codec_bytes)),
+            ("  transforms", bytes(self.memory.transform_bytes)),
+            ("  residual table", residual_table(&self.memory)),
+            ("  layout", bytes(self.memory.layout_bytes)),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+    }
+}
+
+fn residual_table(m: &IndexMemory) -> String {
+    if m.residual_table_size == 0 {
+        "none (this codec has none)".into()
+    } else if m.residual_table_bytes == 0 {
+        format!("not built: {} over the budget", human_bytes(m.residual_table_size))
+    } else {
+        format!(
+            "{} ({}), built in {:.1} ms",
+            m.residual_table_bytes,
+            human_bytes(m.residual_table_bytes),
+            m.residual_table_build_us as f64 / 1000.0
+        )
     }
 }
 

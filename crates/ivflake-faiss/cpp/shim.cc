@@ -16,6 +16,8 @@
 #include <typeinfo>
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/VectorTransform.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
@@ -316,19 +318,6 @@ void check_block_shape(
     }
 }
 
-// Read with IO_FLAG_SKIP_PRECOMPUTE_TABLE, so the residual tables are built
-// here: after validation (they index the quantizer and the codebooks) and
-// outside the allocation cap (Faiss bounds them by precomputed_table_max_bytes).
-void build_residual_tables(IvfIndex& index) {
-    if (auto* fs = dynamic_cast<faiss::IndexIVFPQFastScan*>(index.ivf)) {
-        fs->precompute_table();
-    } else if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(index.ivf)) {
-        if (pq->by_residual && pq->precomputed_table.size() == 0) {
-            pq->precompute_table();
-        }
-    }
-}
-
 std::string describe(const IvfIndex& index) {
     std::string s;
     if (index.transform) {
@@ -454,7 +443,6 @@ std::unique_ptr<IvfIndex> open_header(
         fail(ErrorKind::Corrupt, "list data starts past the end of the file");
     }
     out->lazy = true;
-    build_residual_tables(*out);
     return out;
 }
 
@@ -479,7 +467,8 @@ std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
     } else {
         out->layout = Layout::Array;
     }
-    build_residual_tables(*out);
+    // As faiss.read_index does: the residual table, whatever its size.
+    build_residual_table(*out, UINT64_MAX);
     return out;
 }
 
@@ -531,6 +520,112 @@ rust::Vec<uint64_t> list_sizes(const IvfIndex& index) {
 
 rust::String faiss_version() {
     return rust::String(kFaissVersion);
+}
+
+// ---------------------------------------------------------------------------
+// What a parsed header holds in memory.
+// ---------------------------------------------------------------------------
+namespace {
+
+// The product quantizer whose residual table Faiss's scanners can use:
+// IVF-PQ and fast-scan IVF-PQ, residual codes, an L2 quantizer (Faiss builds
+// no table otherwise).
+const faiss::ProductQuantizer* residual_pq(const faiss::IndexIVF& ivf) {
+    if (!ivf.by_residual || ivf.quantizer->metric_type != faiss::METRIC_L2) {
+        return nullptr;
+    }
+    if (const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf)) {
+        return &fs->pq;
+    }
+    if (const auto* pq = dynamic_cast<const faiss::IndexIVFPQ*>(&ivf)) {
+        return &pq->pq;
+    }
+    return nullptr;
+}
+
+uint64_t floats(size_t n) {
+    return uint64_t(n) * sizeof(float);
+}
+
+uint64_t transform_bytes(const faiss::VectorTransform* vt) {
+    uint64_t bytes = 0;
+    if (const auto* lt = dynamic_cast<const faiss::LinearTransform*>(vt)) {
+        bytes += floats(lt->A.size()) + floats(lt->b.size());
+    }
+    if (const auto* pca = dynamic_cast<const faiss::PCAMatrix*>(vt)) {
+        bytes += floats(pca->mean.size()) + floats(pca->eigenvalues.size()) +
+                floats(pca->PCAMat.size());
+    }
+    if (const auto* c = dynamic_cast<const faiss::CenteringTransform*>(vt)) {
+        bytes += floats(c->mean.size());
+    }
+    return bytes;
+}
+
+}  // namespace
+
+uint64_t build_residual_table(IvfIndex& index, uint64_t max_bytes) {
+    faiss::IndexIVF& ivf = *index.ivf;
+    const faiss::ProductQuantizer* pq = residual_pq(ivf);
+    if (!pq) {
+        return 0;
+    }
+    const uint64_t need = floats(size_t(ivf.nlist) * pq->M * pq->ksub);
+    auto* fs = dynamic_cast<faiss::IndexIVFPQFastScan*>(&ivf);
+    auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(&ivf);
+    // -1 tells Faiss to build none: its scanners then compute each list's
+    // residual table per query instead.
+    int& use = fs ? fs->use_precomputed_table : ivfpq->use_precomputed_table;
+    if (need > max_bytes) {
+        use = -1;
+        return 0;
+    }
+    use = 0;
+    if (fs) {
+        fs->precompute_table();
+        return floats(fs->precomputed_table.size());
+    }
+    ivfpq->precompute_table();
+    return floats(ivfpq->precomputed_table.size());
+}
+
+uint64_t residual_table_size(const IvfIndex& index) {
+    const faiss::ProductQuantizer* pq = residual_pq(require_ivf(index));
+    return pq ? floats(size_t(index.ivf->nlist) * pq->M * pq->ksub) : 0;
+}
+
+MemoryReport memory_report(const IvfIndex& index) {
+    const faiss::IndexIVF& ivf = require_ivf(index);
+    MemoryReport m{};
+    const faiss::Index* q = ivf.quantizer;
+    if (const auto* flat = dynamic_cast<const faiss::IndexFlat*>(q)) {
+        m.quantizer = flat->codes.size();
+    } else if (const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(q)) {
+        const auto& g = hnsw->hnsw;
+        const auto* storage = dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
+        m.quantizer = (storage ? storage->codes.size() : 0) + g.levels.size() * sizeof(int) +
+                g.offsets.size() * sizeof(size_t) + g.neighbors.size() * sizeof(int32_t) +
+                g.cum_nneighbor_per_level.size() * sizeof(int) +
+                g.assign_probas.size() * sizeof(double);
+    }
+    if (const auto* fs = dynamic_cast<const faiss::IndexIVFPQFastScan*>(&ivf)) {
+        m.codec = floats(fs->pq.centroids.size());
+        m.residual_table = floats(fs->precomputed_table.size());
+    } else if (const auto* pq = dynamic_cast<const faiss::IndexIVFPQ*>(&ivf)) {
+        m.codec = floats(pq->pq.centroids.size()) + floats(pq->pq.sdc_table.size());
+        m.residual_table = floats(pq->precomputed_table.size());
+    } else if (const auto* sq = dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(&ivf)) {
+        m.codec = floats(sq->sq.trained.size());
+    }
+    if (index.transform) {
+        for (const auto* vt : index.transform->chain) {
+            m.transforms += transform_bytes(vt);
+        }
+    }
+    if (const auto* lazy = dynamic_cast<const LazyInvertedLists*>(ivf.invlists)) {
+        m.list_sizes = lazy->header_sizes.size() * sizeof(size_t);
+    }
+    return m;
 }
 
 }  // namespace ivflake

@@ -25,6 +25,7 @@ struct IndexInfo;
 struct FilterSpec;
 struct ListBuffer;
 struct ScanRequest;
+struct MemoryReport;
 
 // The kinds `FaissErrorKind` distinguishes; the value is the tag the Rust
 // side parses (`FaissErrorKind::from_tag`).
@@ -122,6 +123,9 @@ void train(IvfIndex& index, size_t n, rust::Slice<const float> x);
 void add(IvfIndex& index, size_t n, rust::Slice<const float> x);
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index);
 rust::String faiss_version();
+uint64_t build_residual_table(IvfIndex& index, uint64_t max_bytes);
+uint64_t residual_table_size(const IvfIndex& index);
+MemoryReport memory_report(const IvfIndex& index);
 bool release_free_memory();
 
 }  // namespace ivflake

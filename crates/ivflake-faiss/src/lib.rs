@@ -36,6 +36,21 @@ mod ffi {
         block_size: usize,
     }
 
+    /// Bytes a parsed header holds in memory, by part.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    struct MemoryReport {
+        /// Centroids, and an HNSW quantizer's graph.
+        quantizer: u64,
+        /// PQ codebooks (and symmetric table), SQ ranges.
+        codec: u64,
+        /// Pre-transform matrices (OPQ, PCA).
+        transforms: u64,
+        /// IVF-PQ's precomputed residual table (nlist x M x ksub floats).
+        residual_table: u64,
+        /// The header's table of list sizes.
+        list_sizes: u64,
+    }
+
     /// Which ids a search may return; mirrors the public `IdFilter`.
     enum FilterKind {
         All,
@@ -112,6 +127,18 @@ mod ffi {
         fn write_index_bytes(index: &IvfIndex) -> Result<UniquePtr<CxxVector<u8>>>;
         fn faiss_version() -> Result<String>;
         fn release_free_memory() -> Result<bool>;
+        fn build_residual_table(index: Pin<&mut IvfIndex>, max_bytes: u64) -> Result<u64>;
+        fn residual_table_size(index: &IvfIndex) -> Result<u64>;
+        fn memory_report(index: &IvfIndex) -> Result<MemoryReport>;
+    }
+}
+
+pub use ffi::MemoryReport;
+
+impl MemoryReport {
+    /// Every part together.
+    pub fn total(&self) -> u64 {
+        self.quantizer + self.codec + self.transforms + self.residual_table + self.list_sizes
     }
 }
 
@@ -451,6 +478,24 @@ impl Index {
     /// are inline in the list data, not in the header.
     pub fn list_sizes(&self) -> Result<Vec<u64>> {
         Ok(ffi::list_sizes(&self.inner)?)
+    }
+
+    /// Bytes this index holds in memory, by part.
+    pub fn memory(&self) -> Result<MemoryReport> {
+        Ok(ffi::memory_report(&self.inner)?)
+    }
+
+    /// Bytes IVF-PQ's residual table takes when built: nlist × M × ksub
+    /// floats, or 0 for codecs and metrics that have none.
+    pub fn residual_table_size(&self) -> Result<u64> {
+        Ok(ffi::residual_table_size(&self.inner)?)
+    }
+
+    /// Builds the residual table when it takes at most `max_bytes`, else
+    /// makes searches compute each list's table per query (same results);
+    /// returns the bytes built. A lazily opened header has none until this.
+    pub fn build_residual_table(&mut self, max_bytes: u64) -> Result<u64> {
+        Ok(ffi::build_residual_table(self.inner.pin_mut(), max_bytes)?)
     }
 
     fn rows(&self, x: &[f32], d: usize) -> Result<usize> {

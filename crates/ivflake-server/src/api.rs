@@ -100,6 +100,12 @@ pub struct IndexStatus {
     /// Lists and bytes of this index held in the memory and disk caches.
     #[schema(value_type = Object)]
     pub residency: serde_json::Value,
+    /// What the opened header holds in memory, by part: `quantizer_bytes`,
+    /// `codec_bytes`, `transform_bytes`, `residual_table_bytes` (with the
+    /// table's full `residual_table_size` and `residual_table_build_us`) and
+    /// `layout_bytes`.
+    #[schema(value_type = Object)]
+    pub memory: ivflake::IndexMemory,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

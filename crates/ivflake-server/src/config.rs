@@ -81,6 +81,10 @@ pub struct IndexConfig {
     pub max_k: Option<usize>,
     pub max_nprobe: Option<usize>,
     pub max_batch: Option<usize>,
+    /// The most bytes IVF-PQ's precomputed residual table may take for this
+    /// index (nlist × M × 256 floats for 8-bit PQ); 0 never builds it. Unset:
+    /// 64 MiB. Without it searches compute each scanned list's table instead.
+    pub residual_table_max_bytes: Option<u64>,
 }
 
 impl IndexConfig {

@@ -171,9 +171,11 @@ impl Registry {
         location: IndexLocation,
         config: IndexConfig,
     ) -> Result<Arc<IndexEntry>, ApiError> {
-        let index = IvfIndex::open_at(location, self.open.clone())
-            .await
-            .map_err(ApiError::opening)?;
+        let mut options = self.open.clone();
+        if let Some(max_bytes) = config.residual_table_max_bytes {
+            options.residual_table = ivflake::ResidualTable::Auto { max_bytes };
+        }
+        let index = IvfIndex::open_at(location, options).await.map_err(ApiError::opening)?;
         tracing::info!(
             index = name,
             uri = %config.uri,

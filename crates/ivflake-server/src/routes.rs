@@ -397,6 +397,7 @@ async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
         default_k: entry.config.k.unwrap_or(config.defaults.k),
         default_nprobe: entry.config.nprobe.unwrap_or(config.defaults.nprobe).min(info.nlist),
         residency: residency(&loaded).await,
+        memory: loaded.index.memory(),
     }
 }
 

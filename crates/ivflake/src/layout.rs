@@ -221,6 +221,11 @@ impl ListLayout {
         self.lists.len()
     }
 
+    /// Bytes this layout holds in memory.
+    pub fn resident_bytes(&self) -> u64 {
+        (self.lists.capacity() * std::mem::size_of::<ListRange>()) as u64
+    }
+
     pub fn get(&self, list: usize) -> Option<&ListRange> {
         self.lists.get(list)
     }

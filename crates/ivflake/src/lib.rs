@@ -46,8 +46,8 @@ pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig};
 pub use error::{Error, Result};
 pub use fetch::{CacheReport, FetchCounters, FetchScheduler, ListRequest};
 pub use index::{
-    IdFilterSpec, IvfIndex, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K,
-    MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
+    IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, ResidualTable, SearchParams, SearchResults,
+    DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 pub use ivflake_faiss::{release_free_memory, IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};

@@ -21,8 +21,8 @@ use crate::object::IndexObject;
 use crate::probes::ProbeCounts;
 use crate::stats::Residency;
 pub use options::{
-    IdFilterSpec, ManifestMode, OpenOptions, SearchParams, SearchResults, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
-    MAX_RESULT_SLOTS,
+    IdFilterSpec, ManifestMode, OpenOptions, ResidualTable, SearchParams, SearchResults, DEFAULT_RESIDUAL_TABLE_BYTES,
+    HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 
 struct Inner {
@@ -33,8 +33,36 @@ struct Inner {
     /// As the caller gave them; `reload` opens the new version with the same.
     options: OpenOptions,
     probes: Arc<ProbeCounts>,
+    memory: IndexMemory,
     /// Dropped with the last handle on this version: its memory entries go too.
     _pin: VersionPin,
+}
+
+/// What one opened index holds in memory, by part (cached lists aside:
+/// those are the scheduler's, see [`IvfIndex::residency`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexMemory {
+    /// Centroids, and an HNSW quantizer's graph.
+    pub quantizer_bytes: u64,
+    /// PQ codebooks, SQ ranges.
+    pub codec_bytes: u64,
+    /// OPQ/PCA matrices.
+    pub transform_bytes: u64,
+    /// IVF-PQ's precomputed residual table, when built ([`ResidualTable`]).
+    pub residual_table_bytes: u64,
+    /// What the table would take; 0 when the codec has none.
+    pub residual_table_size: u64,
+    /// Time open spent building it, in microseconds.
+    pub residual_table_build_us: u64,
+    /// The header's list sizes and ivflake's list layout.
+    pub layout_bytes: u64,
+}
+
+impl IndexMemory {
+    /// Every resident part together.
+    pub fn total_bytes(&self) -> u64 {
+        self.quantizer_bytes + self.codec_bytes + self.transform_bytes + self.residual_table_bytes + self.layout_bytes
+    }
 }
 
 /// An IVF index served from object storage. Cheap to clone; clones share the header.
@@ -83,6 +111,11 @@ impl IvfIndex {
 
     pub fn uri(&self) -> &str {
         self.inner.object.uri()
+    }
+
+    /// What this index holds in memory, by part.
+    pub fn memory(&self) -> IndexMemory {
+        self.inner.memory
     }
 
     /// Whether every fetched list is checked against a checksum sidecar.

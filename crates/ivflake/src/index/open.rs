@@ -6,7 +6,7 @@
 //! scheduler's per-GET time limit.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -14,7 +14,7 @@ use ivflake_faiss::HeaderProbe;
 use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
 
 use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
-use super::{Inner, IvfIndex};
+use super::{IndexMemory, Inner, IvfIndex};
 use crate::error::{Error, Result};
 use crate::layout::{BlockListWalker, ListFormat, ListLayout};
 use crate::location::IndexLocation;
@@ -207,6 +207,7 @@ impl IvfIndex {
             }
         }
         let (faiss, prefix, requests) = parse_header(&reads, &options, first, &meta).await?;
+        let (faiss, residual_table_build) = build_residual_table(&options, faiss).await?;
 
         let info = faiss.info().clone();
         let layout = list_layout(&reads, &faiss, manifest.as_ref(), &meta).await?;
@@ -229,6 +230,7 @@ impl IvfIndex {
                 .unwrap_or_else(|_| ProbeCounts::load(None, "", info.nlist))
         };
         let pin = options.scheduler.pin_version(&object);
+        let memory = index_memory(&faiss, &layout, residual_table_build)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 faiss,
@@ -237,10 +239,45 @@ impl IvfIndex {
                 object,
                 options,
                 probes: Arc::new(probes),
+                memory,
                 _pin: pin,
             }),
         })
     }
+}
+
+/// Builds IVF-PQ's residual table on the compute pool when `options` allow
+/// its size; returns how long that took.
+async fn build_residual_table(
+    options: &OpenOptions,
+    mut faiss: ivflake_faiss::Index,
+) -> Result<(ivflake_faiss::Index, Duration)> {
+    if faiss.residual_table_size()? == 0 {
+        return Ok((faiss, Duration::ZERO));
+    }
+    let max_bytes = options.residual_table.max_bytes();
+    let started = Instant::now();
+    let faiss = options
+        .compute
+        .run(move || {
+            faiss.build_residual_table(max_bytes)?;
+            Ok(faiss)
+        })
+        .await?;
+    Ok((faiss, started.elapsed()))
+}
+
+fn index_memory(faiss: &ivflake_faiss::Index, layout: &ListLayout, table_build: Duration) -> Result<IndexMemory> {
+    let parts = faiss.memory()?;
+    Ok(IndexMemory {
+        quantizer_bytes: parts.quantizer,
+        codec_bytes: parts.codec,
+        transform_bytes: parts.transforms,
+        residual_table_bytes: parts.residual_table,
+        residual_table_size: faiss.residual_table_size()?,
+        residual_table_build_us: table_build.as_micros() as u64,
+        layout_bytes: parts.list_sizes + layout.resident_bytes(),
+    })
 }
 
 /// Where every list is. Array lists: from the header's sizes. Block lists

@@ -35,6 +35,47 @@ pub struct OpenOptions {
     pub state_dir: Option<PathBuf>,
     /// Whether to look for the checksum sidecar `ivflake manifest` writes.
     pub manifest: ManifestMode,
+    /// Whether IVF-PQ's precomputed residual table is built at open.
+    pub residual_table: ResidualTable,
+}
+
+/// The residual table budget [`ResidualTable::default`] allows: the table is
+/// nlist × M × 256 floats for 8-bit PQ (134 MB at IVF4096,PQ32), so this
+/// keeps it for up to about 2,000 lists of 32 bytes and no further.
+pub const DEFAULT_RESIDUAL_TABLE_BYTES: u64 = 64 << 20;
+
+/// What open does about IVF-PQ's precomputed residual table, which Faiss
+/// builds at load for residual codes under an L2 quantizer: at large nlist
+/// it is most of an index's memory and open time. Without it each search
+/// computes, per list it scans, the table of that list (same results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResidualTable {
+    /// Never build it.
+    Off,
+    /// Always, as `faiss.read_index` does.
+    On,
+    /// When it takes at most `max_bytes`.
+    Auto { max_bytes: u64 },
+}
+
+impl Default for ResidualTable {
+    fn default() -> Self {
+        Self::Auto {
+            max_bytes: DEFAULT_RESIDUAL_TABLE_BYTES,
+        }
+    }
+}
+
+impl ResidualTable {
+    /// The most bytes a table may take under this setting.
+    pub fn max_bytes(self) -> u64 {
+        match self {
+            Self::Off => 0,
+            Self::On => u64::MAX,
+            Self::Auto { max_bytes } => max_bytes,
+        }
+    }
 }
 
 /// What open does about the checksum sidecar (`<index>.ivfmanifest`).
@@ -58,6 +99,7 @@ impl Default for OpenOptions {
             header_probe_bytes: HEADER_PROBE_BYTES,
             state_dir: None,
             manifest: ManifestMode::Auto,
+            residual_table: ResidualTable::default(),
         }
     }
 }
