@@ -308,11 +308,10 @@ fn resolve(
     filter.validate()?;
     let timeout = Duration::from_millis(timeout_ms);
     let params = SearchParams {
-        k,
-        nprobe,
         filter,
         allow_partial: batch.allow_partial,
         deadline: Some(timeout),
+        ..SearchParams::new(k, nprobe)
     };
     Ok((params, timeout))
 }

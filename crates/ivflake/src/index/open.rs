@@ -229,6 +229,7 @@ impl IvfIndex {
                 object,
                 options,
                 probes: Arc::new(probes),
+                attributes: tokio::sync::OnceCell::new(),
                 _pin: pin,
             }),
         })
