@@ -128,7 +128,13 @@ impl AttributeFilter {
     /// Parses S3 Vectors' JSON form. Several keys at one level mean AND;
     /// `{"field": value}` means `$eq`.
     pub fn from_json(value: &Value) -> Result<Self> {
-        parse_object(value, "filter")
+        Self::from_json_at(value, "filter")
+    }
+
+    /// As [`AttributeFilter::from_json`], with error paths starting at
+    /// `root` (the HTTP API's field is `attribute_filter`).
+    pub fn from_json_at(value: &Value, root: &str) -> Result<Self> {
+        parse_object(value, root)
     }
 
     /// Every column the filter reads, sorted, without repeats.
