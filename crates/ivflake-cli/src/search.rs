@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ivflake::{AttributeFilter, SearchParams, SearchResults, MAX_RESULT_SLOTS};
+use ivflake::{AttributeFilter, FetchConfig, SearchParams, SearchResults, MAX_RESULT_SLOTS};
 use serde::Serialize;
 
-use crate::util::{load_vectors, open_index, positive, write_stdout};
+use crate::util::{load_vectors, open_index, open_index_with, positive, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
@@ -35,6 +35,10 @@ pub struct SearchArgs {
     /// Attribute columns to print with each hit (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub return_attributes: Vec<String>,
+    /// Bytes of fetched lists to keep in memory; 0 makes every search read
+    /// the store (cold) [default: the library's default budget].
+    #[arg(long)]
+    pub memory_cache_bytes: Option<u64>,
 }
 
 /// One output line.
@@ -48,7 +52,19 @@ struct QueryResult<'a> {
 
 pub async fn run(args: SearchArgs) -> Result<()> {
     let queries = load_vectors(&args.queries).await?;
-    let index = open_index(&args.uri).await?;
+    let index = match args.memory_cache_bytes {
+        None => open_index(&args.uri).await?,
+        Some(bytes) => {
+            open_index_with(
+                &args.uri,
+                FetchConfig {
+                    memory_cache_bytes: bytes,
+                    ..FetchConfig::default()
+                },
+            )
+            .await?
+        }
+    };
     let d = index.info().d;
     if queries.d != d {
         bail!(

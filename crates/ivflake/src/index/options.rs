@@ -153,7 +153,8 @@ pub struct FilterProbing {
     /// nearest: 4 keeps recall@10 above 0.8 at 0.3% selectivity (see the
     /// attribute tests), at the cost of a few more lists.
     pub matches_per_k: usize,
-    /// Lists one query may probe beyond `nprobe` (pruned lists not counted).
+    /// Lists one query may look at beyond `nprobe`, in centroid order
+    /// (pruned ones count too, though they cost no I/O).
     pub max_extra_lists: usize,
     /// Bytes (codes and attribute chunks) the extra lists of one search may fetch.
     pub max_extra_bytes: u64,
