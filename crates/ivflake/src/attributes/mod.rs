@@ -284,6 +284,13 @@ fn check_and_summarize(
         }
     }
     let meta = metadata.metadata();
+    // Cache keys number chunks `row_group * columns + column` in a `u32`.
+    let chunks = meta
+        .num_row_groups()
+        .checked_mul(metadata.schema().fields().len().max(1));
+    if chunks.is_none_or(|c| c > u32::MAX as usize) {
+        return Err("too many row groups × columns to address".to_string());
+    }
     let kv = meta.file_metadata().key_value_metadata();
     let find = |key: &str| {
         kv.and_then(|kv| kv.iter().find(|e| e.key == key))
