@@ -58,6 +58,31 @@ def data():
     return xb.astype("float32"), xq.astype("float32")
 
 
+def attributes_fixture(out, xb, xq):
+    """An index built by faiss-cpu with its own ids (add_with_ids) and, apart,
+    a Parquet table of attributes keyed by those ids, for `ivflake attributes`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(11)
+    ids = (50_000 + 7 * rng.permutation(N)).astype("int64")
+    index = faiss.index_factory(D, "IVF32,Flat", faiss.METRIC_L2)
+    index.train(xb)
+    index.add_with_ids(xb, ids)
+    faiss.write_index(index, os.path.join(out, "attrs_ivfflat.faiss"))
+    # Rows in another order than the index's, so the join is tested.
+    order = rng.permutation(N)
+    table = pa.table(
+        {
+            "id": pa.array(ids[order], pa.int64()),
+            "tag": pa.array(rng.choice(["a", "b", "c"], N).tolist(), pa.string()),
+            "score": pa.array(rng.random(N), pa.float64()),
+        }
+    )
+    pq.write_table(table, os.path.join(out, "attrs_ivfflat.parquet"))
+    np.save(os.path.join(out, "attrs_queries.npy"), xq[:20])
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     xb, xq = data()
@@ -99,6 +124,7 @@ def main(out):
     binary.add(bits)
     faiss.write_index_binary(binary, os.path.join(out, "binary_ivf.faiss"))
     manifest["unsupported"].append({"name": "binary_ivf", "factory": "BIVF8"})
+    attributes_fixture(out, xb, xq)
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"wrote {len(SUPPORTED)} supported and {len(manifest['unsupported'])} unsupported fixtures to {out}")

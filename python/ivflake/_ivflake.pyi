@@ -99,6 +99,7 @@ class Index:
         ids: Optional[Sequence[int]] = None,
         allow_partial: bool = False,
         timeout: Optional[float] = None,
+        attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """`(D, I)` for the `k` nearest neighbours of each row of `xq`, as faiss returns them.
 
@@ -107,10 +108,15 @@ class Index:
         only those ids (an allow-list); `filter` takes the id filter forms of
         the HTTP API. `allow_partial` returns what could be scanned when lists
         fail to fetch (named in `last_stats["failed_lists"]`). `timeout` is in
-        seconds (DeadlineExceeded past it).
+        seconds (DeadlineExceeded past it). `attribute_filter` (a dict or JSON
+        string in Amazon S3 Vectors' language, e.g. `{"category": "shoes",
+        "price": {"$lt": 50}}`) keeps only rows whose attributes match; it
+        needs the `<index>.attrs.parquet` that `ivflake build --input x.parquet`
+        or `ivflake attributes` writes.
 
         Releases the GIL for the whole search; Ctrl-C cancels it. Raises
-        ValueError for a bad dimension, NaN/inf, k or nprobe.
+        ValueError for a bad dimension, NaN/inf, k, nprobe or attribute filter
+        (naming its JSON path).
         """
     async def search_async(
         self,
@@ -122,6 +128,7 @@ class Index:
         ids: Optional[Sequence[int]] = None,
         allow_partial: bool = False,
         timeout: Optional[float] = None,
+        attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """`search` for asyncio; cancelling the task cancels the search."""
     def warm(

@@ -52,7 +52,7 @@ pub(crate) fn to_py(err: ivflake::Error) -> PyErr {
         E::Unsupported { .. } => UnsupportedIndex::new_err(message),
         E::IndexChanged { .. } => IndexChanged::new_err(message),
         E::DeadlineExceeded { .. } => DeadlineExceeded::new_err(message),
-        E::InvalidArgument { .. } | E::InvalidUri { .. } => PyValueError::new_err(message),
+        E::InvalidArgument { .. } | E::InvalidUri { .. } | E::InvalidFilter { .. } => PyValueError::new_err(message),
         _ => IvflakeError::new_err(message),
     }
 }

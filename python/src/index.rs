@@ -111,6 +111,7 @@ impl Index {
     }
 
     /// The search parameters of one call, checked before any work.
+    #[allow(clippy::too_many_arguments)] // one per keyword of the Python signature
     fn params(
         &self,
         k: i64,
@@ -119,6 +120,7 @@ impl Index {
         ids: Option<&Bound<'_, PyAny>>,
         allow_partial: bool,
         timeout: Option<f64>,
+        attribute_filter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<SearchParams> {
         let k = positive(k, "k")?;
         let nprobe = match nprobe {
@@ -138,11 +140,23 @@ impl Index {
         };
         Ok(SearchParams {
             filter: id_filter(filter, ids)?,
+            attribute_filter: attribute_filter.map(parse_attribute_filter).transpose()?,
             allow_partial,
             deadline,
             ..SearchParams::new(k, nprobe)
         })
     }
+}
+
+/// An attribute filter given as a dict (or a JSON string), in S3 Vectors' language.
+fn parse_attribute_filter(value: &Bound<'_, PyAny>) -> PyResult<ivflake::AttributeFilter> {
+    let text: String = match value.extract::<String>() {
+        Ok(text) => text,
+        Err(_) => value.py().import("json")?.call_method1("dumps", (value,))?.extract()?,
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PyValueError::new_err(format!("attribute_filter is not JSON: {e}")))?;
+    ivflake::AttributeFilter::from_json_at(&json, "attribute_filter").map_err(to_py)
 }
 
 fn positive(value: i64, name: &str) -> PyResult<usize> {
@@ -157,7 +171,7 @@ impl Index {
     /// Searches `xq` (n × d float32, or one d-vector) for the `k` nearest
     /// neighbours of each row. Returns `(D, I)`: float32 distances and int64
     /// ids of shape (n, k), -1 ids where fewer were found, as faiss does.
-    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None))]
+    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
     #[allow(clippy::too_many_arguments)] // the Python signature, one keyword each
     fn search<'py>(
         &self,
@@ -169,8 +183,9 @@ impl Index {
         ids: Option<&Bound<'py, PyAny>>,
         allow_partial: bool,
         timeout: Option<f64>,
+        attribute_filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout)?;
+        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout, attribute_filter)?;
         let array = queries(xq)?;
         let vectors = array
             .as_slice()
@@ -184,7 +199,7 @@ impl Index {
     /// `search` for asyncio: `D, I = await index.search_async(xq, k)`. Runs on
     /// the process's one tokio runtime; cancelling the task cancels the search.
     /// The queries are copied once, since the array may change while awaiting.
-    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None))]
+    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_async<'py>(
         &self,
@@ -196,8 +211,9 @@ impl Index {
         ids: Option<&Bound<'py, PyAny>>,
         allow_partial: bool,
         timeout: Option<f64>,
+        attribute_filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout)?;
+        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout, attribute_filter)?;
         let vectors = queries(xq)?
             .as_slice()
             .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?

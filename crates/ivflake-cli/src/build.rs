@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ivflake::{FetchConfig, IndexInfo, IndexLocation, IvfIndex, Metric, OpenOptions};
+use ivflake::{BuildInput, FetchConfig, IndexInfo, IndexLocation, IvfIndex, Metric, OpenOptions};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use url::Url;
 
-use crate::util::{human_bytes, load_vectors, metric_name, positive, progress_bar, spinner, write_object, MetricArg};
+use crate::attributes::{attach, read_table};
+use crate::util::{
+    human_bytes, load_vectors, metric_name, open_index, positive, progress_bar, spinner, write_object, MetricArg,
+};
 use crate::vectors::Vectors;
 
 /// Vectors handed to Faiss's `add` per call (one progress-bar step).
@@ -20,9 +23,17 @@ const SAMPLE_SEED: u64 = 42;
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Vectors to index: float32 .npy of shape (n, d), or .fvecs. Ids are row numbers.
+    /// Vectors to index: float32 .npy of shape (n, d), or .fvecs (ids are row
+    /// numbers); or .parquet with a vector column, an id column and attributes.
     #[arg(long, short = 'i')]
     pub input: PathBuf,
+    /// Parquet input: the fixed-size list of float32 holding the vectors.
+    #[arg(long, default_value = "vector")]
+    pub vector_column: String,
+    /// Parquet input: the int64 ids (Faiss's `add_with_ids`); every other
+    /// column becomes an attribute, written beside the index.
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
     /// Faiss index factory string, e.g. "IVF1024,PQ32" or "OPQ16,IVF256,PQ16".
     #[arg(long)]
     pub factory: String,
@@ -43,6 +54,8 @@ pub struct BuildSpec<'a> {
     pub metric: Metric,
     pub train_size: Option<usize>,
     pub output: &'a str,
+    /// The vectors' ids (`add_with_ids`); row numbers when `None`.
+    pub ids: Option<Arc<Vec<i64>>>,
 }
 
 #[derive(Debug)]
@@ -90,15 +103,40 @@ impl BuildReport {
 }
 
 pub async fn run(args: BuildArgs) -> Result<()> {
-    let vectors = load_vectors(&args.input).await?;
+    let parquet = args
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let (vectors, input) = if parquet {
+        let table = read_table(&args.input).await?;
+        let input = BuildInput::from_table(table, &args.vector_column, &args.id_column)
+            .with_context(|| format!("reading {}", args.input.display()))?;
+        let n = input.ids.len();
+        let vectors = Vectors::new(n, input.d, input.vectors.clone())?;
+        (Arc::new(vectors), Some(input))
+    } else {
+        (load_vectors(&args.input).await?, None)
+    };
     let spec = BuildSpec {
         factory: &args.factory,
         metric: args.metric.into(),
         train_size: args.train_size,
         output: &args.output,
+        ids: input.as_ref().map(|i| Arc::new(i.ids.clone())),
     };
     let report = build_index(vectors, &spec).await?;
     println!("{}", report.summary());
+    if let Some(input) = input {
+        if input.attributes.batch.num_columns() > 0 {
+            let index = open_index(&args.output).await?;
+            let (uri, bytes) = attach(&index, &input.attributes, &input.ids).await?;
+            println!(
+                "wrote {} attribute columns to {uri} ({})",
+                input.attributes.batch.num_columns(),
+                human_bytes(bytes)
+            );
+        }
+    }
     Ok(())
 }
 
@@ -108,9 +146,18 @@ pub async fn build_index(vectors: Arc<Vectors>, spec: &BuildSpec<'_>) -> Result<
     // Check the destination before the expensive part.
     let location = prepare_output(spec.output)?;
     let (factory, metric, train_size) = (spec.factory.to_string(), spec.metric, spec.train_size);
-    let built = tokio::task::spawn_blocking(move || train_and_add(&vectors, &factory, metric, train_size))
-        .await
-        .context("the index-building task failed")??;
+    let ids = spec.ids.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        train_and_add(
+            &vectors,
+            ids.as_deref().map(Vec::as_slice),
+            &factory,
+            metric,
+            train_size,
+        )
+    })
+    .await
+    .context("the index-building task failed")??;
 
     let started = Instant::now();
     write_object(&location, &built.bytes).await?;
@@ -156,7 +203,13 @@ struct Built {
 }
 
 /// The CPU-heavy part; runs on a blocking thread.
-fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: Option<usize>) -> Result<Built> {
+fn train_and_add(
+    vectors: &Vectors,
+    ids: Option<&[i64]>,
+    factory: &str,
+    metric: Metric,
+    train_size: Option<usize>,
+) -> Result<Built> {
     let mut index = ivflake_faiss::Index::factory(vectors.d, factory, metric)
         .with_context(|| format!("Faiss cannot build {factory:?} for d={}", vectors.d))?;
     check_servable(factory, &index.info().type_name)?;
@@ -182,7 +235,7 @@ fn train_and_add(vectors: &Vectors, factory: &str, metric: Metric, train_size: O
     let train_time = started.elapsed();
 
     let started = Instant::now();
-    add_showing(&mut index, &vectors.data, vectors.d)?;
+    add_showing(&mut index, &vectors.data, ids, vectors.d)?;
     let add_time = started.elapsed();
 
     let bytes = index.to_bytes().context("serializing the index failed")?;
@@ -287,10 +340,14 @@ pub(crate) fn train_showing(index: &mut ivflake_faiss::Index, factory: &str, dat
 }
 
 /// Adds `data` (rows of `d` floats) in batches of `ADD_BATCH`, with a progress bar.
-pub(crate) fn add_showing(index: &mut ivflake_faiss::Index, data: &[f32], d: usize) -> Result<()> {
+pub(crate) fn add_showing(index: &mut ivflake_faiss::Index, data: &[f32], ids: Option<&[i64]>, d: usize) -> Result<()> {
     let bar = progress_bar((data.len() / d) as u64, "adding", "vectors");
     for (b, chunk) in data.chunks(ADD_BATCH * d).enumerate() {
-        if let Err(e) = index.add(chunk) {
+        let added = match ids {
+            Some(ids) => index.add_with_ids(chunk, &ids[b * ADD_BATCH..b * ADD_BATCH + chunk.len() / d]),
+            None => index.add(chunk),
+        };
+        if let Err(e) = added {
             bar.finish_and_clear();
             return Err(e).with_context(|| format!("adding vectors from row {} failed", b * ADD_BATCH));
         }

@@ -110,6 +110,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         metric: Metric::L2,
         train_size: None,
         output: &index_uri,
+        ids: None,
     };
     let report = build_index(database.clone(), &spec).await?;
     println!("{}", report.summary());

@@ -1,6 +1,7 @@
 //! `ivflake`: search, inspect and build Faiss IVF indexes served lazily from
 //! object storage, and a self-contained demo.
 
+mod attributes;
 mod bench;
 mod build;
 mod demo;
@@ -43,6 +44,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure cold and warm search latency against in-memory Faiss and one store round trip.
     Bench(bench::BenchArgs),
+    /// Attach a Parquet table of attributes to an index, joined on the ids in its lists.
+    Attributes(attributes::AttributesArgs),
     /// Write an index's checksum sidecar, so every fetched list is verified.
     Manifest(manifest::ManifestArgs),
 }
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Manifest(args) => manifest::run(args).await,
+        Command::Attributes(args) => attributes::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

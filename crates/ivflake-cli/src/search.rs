@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ivflake::{SearchResults, MAX_RESULT_SLOTS};
+use ivflake::{AttributeFilter, FetchConfig, SearchParams, SearchResults, MAX_RESULT_SLOTS};
 use serde::Serialize;
 
-use crate::util::{load_vectors, open_index, positive, write_stdout};
+use crate::util::{load_vectors, open_index, open_index_with, positive, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
@@ -28,6 +28,17 @@ pub struct SearchArgs {
     /// split only where queries × k would exceed the library's result limit].
     #[arg(long, value_parser = positive)]
     pub batch: Option<usize>,
+    /// Only rows whose attributes match, in Amazon S3 Vectors' filter
+    /// language, e.g. '{"category": {"$eq": "shoes"}, "price": {"$lt": 50}}'.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Attribute columns to print with each hit (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub return_attributes: Vec<String>,
+    /// Bytes of fetched lists to keep in memory; 0 makes every search read
+    /// the store (cold) [default: the library's default budget].
+    #[arg(long)]
+    pub memory_cache_bytes: Option<u64>,
 }
 
 /// One output line.
@@ -35,11 +46,25 @@ pub struct SearchArgs {
 struct QueryResult<'a> {
     ids: &'a [i64],
     distances: &'a [f32],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<&'a [Option<serde_json::Map<String, serde_json::Value>>]>,
 }
 
 pub async fn run(args: SearchArgs) -> Result<()> {
     let queries = load_vectors(&args.queries).await?;
-    let index = open_index(&args.uri).await?;
+    let index = match args.memory_cache_bytes {
+        None => open_index(&args.uri).await?,
+        Some(bytes) => {
+            open_index_with(
+                &args.uri,
+                FetchConfig {
+                    memory_cache_bytes: bytes,
+                    ..FetchConfig::default()
+                },
+            )
+            .await?
+        }
+    };
     let d = index.info().d;
     if queries.d != d {
         bail!(
@@ -49,12 +74,18 @@ pub async fn run(args: SearchArgs) -> Result<()> {
             args.uri
         );
     }
+    let mut params = SearchParams::new(args.k, args.nprobe);
+    if let Some(text) = &args.filter {
+        let json: serde_json::Value = serde_json::from_str(text).context("--filter is not JSON")?;
+        params.attribute_filter = Some(AttributeFilter::from_json(&json)?);
+    }
+    params.return_attributes = args.return_attributes.clone();
     let max_batch = (MAX_RESULT_SLOTS / args.k).max(1);
     let batch = args.batch.unwrap_or(queries.n).min(max_batch);
 
     for (b, chunk) in queries.data.chunks(batch * d).enumerate() {
         let first = b * batch;
-        let results = index.search(chunk, args.k, args.nprobe).await.with_context(|| {
+        let results = index.search_with(chunk, &params).await.with_context(|| {
             format!(
                 "searching queries {first}..{} of {}",
                 first + chunk.len() / d,
@@ -77,7 +108,19 @@ fn render(results: &SearchResults) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(results.len() * (results.k * 24 + 32));
     for i in 0..results.len() {
         let (ids, distances) = results.query(i);
-        serde_json::to_writer(&mut out, &QueryResult { ids, distances }).context("cannot serialize results")?;
+        let attributes = results
+            .attributes
+            .as_ref()
+            .map(|a| &a[i * results.k..(i + 1) * results.k]);
+        serde_json::to_writer(
+            &mut out,
+            &QueryResult {
+                ids,
+                distances,
+                attributes,
+            },
+        )
+        .context("cannot serialize results")?;
         out.push(b'\n');
     }
     Ok(out)
@@ -93,6 +136,7 @@ mod tests {
             k: 2,
             ids: vec![3, 7, 1, -1],
             distances: vec![0.5, 1.25, 2.0, f32::INFINITY],
+            attributes: None,
             stats: Default::default(),
         };
         let text = String::from_utf8(render(&results).unwrap()).unwrap();

@@ -21,6 +21,18 @@ pub async fn open_index(uri: &str) -> Result<IvfIndex> {
         .context("cannot open the index")
 }
 
+/// Opens `uri` with its own scheduler configured by `config`.
+pub async fn open_index_with(uri: &str, config: FetchConfig) -> Result<IvfIndex> {
+    let location = IndexLocation::parse(uri, &config).context("cannot open the index")?;
+    let options = OpenOptions {
+        scheduler: ivflake::FetchScheduler::new(config),
+        ..OpenOptions::default()
+    };
+    IvfIndex::open_at(location, options)
+        .await
+        .context("cannot open the index")
+}
+
 /// Reads a vector file off the async runtime.
 pub async fn load_vectors(path: &Path) -> Result<Arc<Vectors>> {
     let owned = path.to_path_buf();

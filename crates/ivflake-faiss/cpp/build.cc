@@ -49,6 +49,20 @@ void add(IvfIndex& index, size_t n, rust::Slice<const float> x) {
     index.top->add(idx_t(n), x.data());
 }
 
+void add_with_ids(
+        IvfIndex& index,
+        size_t n,
+        rust::Slice<const float> x,
+        rust::Slice<const int64_t> ids) {
+    all_cores();
+    check_len(x.size(), n * size_t(index.top->d), "vectors");
+    check_len(ids.size(), n, "ids");
+    if (index.lazy) {
+        fail(ErrorKind::InvalidArgument, "indexes served from object storage are read-only");
+    }
+    index.top->add_with_ids(idx_t(n), x.data(), ids.data());
+}
+
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index) {
     if (index.lazy) {
         fail(ErrorKind::InvalidArgument, "a lazily opened index holds no list data to write");

@@ -121,6 +121,11 @@ std::unique_ptr<IvfIndex> index_factory(
 bool is_trained(const IvfIndex& index);
 void train(IvfIndex& index, size_t n, rust::Slice<const float> x);
 void add(IvfIndex& index, size_t n, rust::Slice<const float> x);
+void add_with_ids(
+        IvfIndex& index,
+        size_t n,
+        rust::Slice<const float> x,
+        rust::Slice<const int64_t> ids);
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index);
 rust::String faiss_version();
 uint64_t build_residual_table(IvfIndex& index, uint64_t max_bytes);

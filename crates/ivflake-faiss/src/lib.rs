@@ -124,6 +124,7 @@ mod ffi {
         fn is_trained(index: &IvfIndex) -> Result<bool>;
         fn train(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
         fn add(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
+        fn add_with_ids(index: Pin<&mut IvfIndex>, n: usize, x: &[f32], ids: &[i64]) -> Result<()>;
         fn write_index_bytes(index: &IvfIndex) -> Result<UniquePtr<CxxVector<u8>>>;
         fn faiss_version() -> Result<String>;
         fn release_free_memory() -> Result<bool>;
@@ -601,6 +602,17 @@ impl Index {
     pub fn add(&mut self, x: &[f32]) -> Result<()> {
         let n = self.rows(x, self.info.d)?;
         ffi::add(self.pinned()?, n, x)?;
+        self.info.ntotal += n as i64;
+        Ok(())
+    }
+
+    /// Adds vectors under the caller's ids (Faiss's `add_with_ids`).
+    pub fn add_with_ids(&mut self, x: &[f32], ids: &[i64]) -> Result<()> {
+        let n = self.rows(x, self.info.d)?;
+        if ids.len() != n {
+            return Err(FaissError::invalid(format!("{} ids for {n} vectors", ids.len())));
+        }
+        ffi::add_with_ids(self.pinned()?, n, x, ids)?;
         self.info.ntotal += n as i64;
         Ok(())
     }

@@ -17,7 +17,18 @@ pub struct SearchRequest {
     pub k: Option<usize>,
     /// Lists probed per query; the index's or server's default (capped at nlist) when left out.
     pub nprobe: Option<usize>,
+    /// Which ids may be returned (unchanged by attribute filters: it still
+    /// takes only `allow`, `deny` or `range`, and combines with `attribute_filter`).
     pub filter: Option<ivflake::IdFilterSpec>,
+    /// Only rows whose attributes match, in Amazon S3 Vectors' filter
+    /// language: `$eq`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`, `$in`, `$nin`,
+    /// `$exists`, `$and`, `$or`; several keys mean AND, `{"field": value}`
+    /// means `$eq`. A bad filter is a 400 whose `field` is its JSON path,
+    /// e.g. `attribute_filter.price.$gt`. Needs the index's attributes object.
+    #[schema(value_type = Option<Object>, example = json!({"category": {"$eq": "shoes"}, "price": {"$lt": 50}}))]
+    pub attribute_filter: Option<serde_json::Value>,
+    /// Attribute columns to return with each hit.
+    pub return_attributes: Option<Vec<String>>,
     /// Return what could be scanned when some lists fail to fetch (they are named in the stats).
     #[serde(default)]
     pub allow_partial: bool,
@@ -58,6 +69,10 @@ pub struct BinarySearchParams {
 pub struct QueryResult {
     pub ids: Vec<i64>,
     pub distances: Vec<f32>,
+    /// With `return_attributes`: per hit, the asked columns (`null` for a -1 id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attributes: Option<Vec<Option<serde_json::Map<String, serde_json::Value>>>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -103,6 +103,8 @@ impl From<ivflake::Error> for ApiError {
             E::InvalidArgument { field, reason } => {
                 ApiError::invalid(if field == "queries" { "vectors" } else { field }, reason)
             }
+            E::InvalidFilter { path, reason } => ApiError::invalid(path, reason),
+            E::Attributes { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "attributes_unavailable", message),
             E::InvalidUri { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_uri", message),
             E::Unsupported { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_index", message),
             E::DeadlineExceeded { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message),

@@ -18,7 +18,9 @@ use crate::routes;
         description = "Search Faiss IVF indexes served lazily from object storage. \
             A search body is JSON, or raw little-endian float32 (`application/octet-stream`) \
             whose shape, options and id filter (`allow`, `deny`, `range`) go in the query string; \
-            the query string is ignored for JSON bodies."
+            the query string is ignored for JSON bodies. Attribute filters (`attribute_filter`, \
+            Amazon S3 Vectors' operators) and `return_attributes` are JSON-body only; the id \
+            `filter` keeps its form and combines with them."
     ),
     paths(
         routes::search,

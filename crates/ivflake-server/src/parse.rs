@@ -40,6 +40,10 @@ pub struct Batch {
     pub k: Option<usize>,
     pub nprobe: Option<usize>,
     pub filter: Option<IdFilterSpec>,
+    /// The attribute filter as sent; typed and checked against the index's
+    /// attributes when the search is resolved (errors name its JSON path).
+    pub attribute_filter: Option<serde_json::Value>,
+    pub return_attributes: Vec<String>,
     pub allow_partial: bool,
     pub timeout_ms: Option<u64>,
 }
@@ -159,11 +163,22 @@ enum RequestField {
     K,
     Nprobe,
     Filter,
+    AttributeFilter,
+    ReturnAttributes,
     AllowPartial,
     TimeoutMs,
 }
 
-const REQUEST_FIELDS: &[&str] = &["vectors", "k", "nprobe", "filter", "allow_partial", "timeout_ms"];
+const REQUEST_FIELDS: &[&str] = &[
+    "vectors",
+    "k",
+    "nprobe",
+    "filter",
+    "attribute_filter",
+    "return_attributes",
+    "allow_partial",
+    "timeout_ms",
+];
 
 /// Reads a `SearchRequest` object straight into a [`Batch`].
 struct RequestSeed(Shape);
@@ -197,6 +212,8 @@ impl<'de> Visitor<'de> for RequestSeed {
         let mut k: Option<Option<usize>> = None;
         let mut nprobe: Option<Option<usize>> = None;
         let mut filter: Option<Option<IdFilterSpec>> = None;
+        let mut attribute_filter: Option<Option<serde_json::Value>> = None;
+        let mut return_attributes: Option<Option<Vec<String>>> = None;
         let mut allow_partial: Option<bool> = None;
         let mut timeout_ms: Option<Option<u64>> = None;
         while let Some(field) = map.next_key::<RequestField>()? {
@@ -217,6 +234,15 @@ impl<'de> Visitor<'de> for RequestSeed {
                     first(&filter, "filter")?;
                     filter = Some(map.next_value_seed(FilterSeed(shape.max_filter_ids))?);
                 }
+                RequestField::AttributeFilter => {
+                    first(&attribute_filter, "attribute_filter")?;
+                    // Bounded by the body limit; nesting by serde_json's recursion limit.
+                    attribute_filter = Some(map.next_value()?);
+                }
+                RequestField::ReturnAttributes => {
+                    first(&return_attributes, "return_attributes")?;
+                    return_attributes = Some(map.next_value()?);
+                }
                 RequestField::AllowPartial => {
                     first(&allow_partial, "allow_partial")?;
                     allow_partial = Some(map.next_value()?);
@@ -234,6 +260,8 @@ impl<'de> Visitor<'de> for RequestSeed {
             k: k.flatten(),
             nprobe: nprobe.flatten(),
             filter: filter.flatten(),
+            attribute_filter: attribute_filter.flatten(),
+            return_attributes: return_attributes.flatten().unwrap_or_default(),
             allow_partial: allow_partial.unwrap_or(false),
             timeout_ms: timeout_ms.flatten(),
         })
@@ -474,6 +502,9 @@ pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -
         k: params.k,
         nprobe: params.nprobe,
         filter,
+        // Attribute filters are JSON: they go in a JSON body.
+        attribute_filter: None,
+        return_attributes: Vec::new(),
         allow_partial: params.allow_partial.unwrap_or(false),
         timeout_ms: params.timeout_ms,
     })

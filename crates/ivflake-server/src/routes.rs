@@ -299,9 +299,11 @@ pub(crate) async fn search(
             .ids
             .chunks(k.max(1))
             .zip(results.distances.chunks(k.max(1)))
-            .map(|(ids, distances)| QueryResult {
+            .enumerate()
+            .map(|(q, (ids, distances))| QueryResult {
                 ids: ids.to_vec(),
                 distances: distances.to_vec(),
+                attributes: results.attributes.as_ref().map(|a| a[q * k..(q + 1) * k].to_vec()),
             })
             .collect(),
         stats: results.stats,
@@ -365,12 +367,18 @@ fn resolve(
     let filter = batch.filter.clone().unwrap_or_default();
     filter.validate()?;
     let timeout = Duration::from_millis(timeout_ms);
+    let attribute_filter = batch
+        .attribute_filter
+        .as_ref()
+        .map(|v| ivflake::AttributeFilter::from_json_at(v, "attribute_filter"))
+        .transpose()?;
     let params = SearchParams {
-        k,
-        nprobe,
         filter,
+        attribute_filter,
+        return_attributes: batch.return_attributes.clone(),
         allow_partial: batch.allow_partial,
         deadline: Some(timeout),
+        ..SearchParams::new(k, nprobe)
     };
     Ok((params, timeout))
 }

@@ -58,6 +58,16 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 
+    /// An attribute filter that does not fit the index's attributes; `path`
+    /// is where in the filter's JSON, e.g. `filter.$and[1].price.$gt`.
+    #[error("invalid filter at {path}: {reason}")]
+    InvalidFilter { path: String, reason: String },
+
+    /// The attributes object beside an index is missing, unreadable or does
+    /// not describe this index's lists.
+    #[error("attributes of {uri}: {reason}")]
+    Attributes { uri: String, reason: String },
+
     #[error("store returned {got} bytes for list {list} where {expected} were expected")]
     ShortRead { list: usize, expected: u64, got: u64 },
 
@@ -89,6 +99,20 @@ impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn filter(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidFilter {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn attributes(uri: &str, reason: impl Into<String>) -> Self {
+        Error::Attributes {
+            uri: uri.to_string(),
             reason: reason.into(),
         }
     }

@@ -13,8 +13,10 @@
 //! `compute` (the Faiss thread pool), `location` (URI to store), `layout` (list
 //! byte ranges), `object` (a pinned version and its verifier), `probes` (probe
 //! counts), `manifest` (the checksum sidecar), `fetch` (the scheduler: plan,
-//! single-flight loads, the GET path, hedging, the disk tier), `index` (open,
-//! search, options) and `warm` (warm-up).
+//! single-flight loads, the GET path, hedging, the disk tier), `attributes`
+//! (the Parquet attributes beside an index: filter language, per-list
+//! summaries, reading and writing), `index` (open, search, filtered search,
+//! options) and `warm` (warm-up).
 //!
 //! ```no_run
 //! # async fn demo() -> ivflake::Result<()> {
@@ -27,6 +29,7 @@
 
 // Modules from the bottom of the dependency graph up; each uses only those
 // above it in this list (docs/ARCHITECTURE.md has the map of files).
+pub mod attributes;
 mod compute;
 mod config;
 mod error;
@@ -41,13 +44,16 @@ mod probes;
 mod stats;
 mod warm;
 
+pub use attributes::filter::{AttributeFilter, CmpOp, Literal};
+pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
+pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};
 pub use compute::ComputePool;
 pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig};
 pub use error::{Error, Result};
 pub use fetch::{CacheReport, FetchCounters, FetchScheduler, ListRequest};
 pub use index::{
-    IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, ResidualTable, SearchParams, SearchResults,
-    DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
+    FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, ResidualTable, SearchParams,
+    SearchResults, DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 pub use ivflake_faiss::{release_free_memory, IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};

@@ -78,6 +78,12 @@ pub struct SearchStats {
     pub hedged_gets: u64,
     /// GETs re-sent after timing out (object_store's own HTTP retries are inside one GET).
     pub retries: u64,
+    /// Lists an attribute filter's summaries ruled out, skipped unfetched.
+    pub lists_pruned: usize,
+    /// Lists probed past `nprobe` because few rows matched the filter.
+    pub extra_lists_probed: usize,
+    /// Rows of the probed lists that matched the attribute filter.
+    pub rows_matched: u64,
     /// Lists that failed, when partial results were allowed.
     pub failed_lists: Vec<usize>,
     pub quantizer_ms: f64,

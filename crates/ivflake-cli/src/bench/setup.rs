@@ -115,7 +115,7 @@ pub(super) fn build(database: &Vectors, factory: &str) -> Result<Built> {
     } else {
         trained_on = 0;
     }
-    add_showing(&mut index, &database.data, database.d)?;
+    add_showing(&mut index, &database.data, None, database.d)?;
     let bytes = Bytes::from(index.to_bytes().context("serializing the index failed")?);
     drop(index);
     let reference =

@@ -4,6 +4,7 @@
 //! `search` (one search) and `view` (fetched lists as Faiss reads them).
 //! Warm-up lives in `crate::warm`.
 
+mod filtered;
 mod open;
 mod options;
 mod search;
@@ -13,17 +14,23 @@ use std::sync::Arc;
 
 use ivflake_faiss::IndexInfo;
 
-use crate::error::Result;
+use crate::attributes::Attributes;
+use crate::error::{Error, Result};
 use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
 use crate::layout::ListLayout;
 use crate::manifest::Manifest;
 use crate::object::IndexObject;
 use crate::probes::ProbeCounts;
-use crate::stats::Residency;
+use crate::stats::{Residency, SearchIo};
 pub use options::{
-    IdFilterSpec, ManifestMode, OpenOptions, ResidualTable, SearchParams, SearchResults, DEFAULT_RESIDUAL_TABLE_BYTES,
-    HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
+    FilterProbing, IdFilterSpec, ManifestMode, OpenOptions, ResidualTable, SearchParams, SearchResults,
+    DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
+use view::ListView;
+
+/// Lists per wave of [`IvfIndex::list_ids`]: bounded so reading a large
+/// index's ids never holds more than this many lists in flight.
+const LIST_IDS_WAVE: usize = 256;
 
 struct Inner {
     faiss: ivflake_faiss::Index,
@@ -34,6 +41,9 @@ struct Inner {
     options: OpenOptions,
     probes: Arc<ProbeCounts>,
     memory: IndexMemory,
+    /// The attributes object beside the index, read on first use (its
+    /// footer: one GET); `None` inside when there is none.
+    attributes: tokio::sync::OnceCell<Option<Arc<Attributes>>>,
     /// Dropped with the last handle on this version: its memory entries go too.
     _pin: VersionPin,
 }
@@ -168,6 +178,55 @@ impl IvfIndex {
             })
             .filter(|r| r.range.count > 0)
             .collect()
+    }
+
+    /// The attributes object beside this index (`<index>.attrs.parquet`),
+    /// its footer read once on first use; `None` when there is none.
+    pub async fn attributes(&self) -> Result<Option<Arc<Attributes>>> {
+        let inner = &self.inner;
+        inner
+            .attributes
+            .get_or_try_init(|| async {
+                let opened = Attributes::open(&inner.object.location, &inner.layout, &inner.options.scheduler).await?;
+                Ok::<_, Error>(opened.map(Arc::new))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The attributes, or an error that says how to attach them.
+    pub(crate) async fn require_attributes(&self) -> Result<Arc<Attributes>> {
+        self.attributes().await?.ok_or_else(|| {
+            Error::attributes(
+                &format!("{}{}", self.uri(), crate::attributes::ATTRIBUTES_SUFFIX),
+                "not found: this index has no attributes; attach them with `ivflake attributes` \
+                 or build it with `ivflake build --input data.parquet`",
+            )
+        })
+    }
+
+    /// The ids stored in every list, in list order (reads every list through
+    /// the scheduler, a bounded wave at a time). For attaching attributes.
+    pub async fn list_ids(&self) -> Result<Vec<Vec<i64>>> {
+        let nlist = self.info().nlist;
+        let all: Vec<usize> = (0..nlist).collect();
+        let requests = self.list_requests(&all);
+        let io = Arc::new(SearchIo::default());
+        let mut out = vec![Vec::new(); nlist];
+        let format = self.inner.layout.format();
+        for wave in requests.chunks(LIST_IDS_WAVE) {
+            for (list, fetched) in self.scheduler().fetch(self.object(), wave, &io).await {
+                let Some(range) = self.inner.layout.get(list).copied() else {
+                    continue;
+                };
+                let view = ListView::new(fetched?, &range, format).map_err(|reason| Error::Corrupt {
+                    uri: self.uri().to_string(),
+                    reason: format!("list {list}: {reason}"),
+                })?;
+                out[list] = view.slice().ids.to_vec();
+            }
+        }
+        Ok(out)
     }
 
     /// Lists and bytes of this index version held in memory and on disk.

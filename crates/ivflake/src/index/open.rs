@@ -240,6 +240,7 @@ impl IvfIndex {
                 options,
                 probes: Arc::new(probes),
                 memory,
+                attributes: tokio::sync::OnceCell::new(),
                 _pin: pin,
             }),
         })

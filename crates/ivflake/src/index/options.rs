@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ivflake_faiss::IdFilter;
 
+use crate::attributes::filter::AttributeFilter;
 use crate::compute::ComputePool;
 use crate::config::FetchConfig;
 use crate::error::{Error, Result};
@@ -137,6 +138,24 @@ impl IdFilterSpec {
         Ok(())
     }
 
+    /// Whether `id` passes (the same test Faiss's selector makes).
+    pub(crate) fn allows(&self, id: i64, set: &std::collections::HashSet<i64>) -> bool {
+        match self {
+            IdFilterSpec::All => true,
+            IdFilterSpec::Allow(_) => set.contains(&id),
+            IdFilterSpec::Deny(_) => !set.contains(&id),
+            IdFilterSpec::Range { start, end } => (*start..*end).contains(&id),
+        }
+    }
+
+    /// The ids an allow or deny list names, as a set for [`IdFilterSpec::allows`].
+    pub(crate) fn id_set(&self) -> std::collections::HashSet<i64> {
+        match self {
+            IdFilterSpec::Allow(ids) | IdFilterSpec::Deny(ids) => ids.iter().copied().collect(),
+            _ => Default::default(),
+        }
+    }
+
     pub(crate) fn as_faiss(&self) -> IdFilter<'_> {
         match self {
             IdFilterSpec::All => IdFilter::All,
@@ -157,6 +176,53 @@ pub struct SearchParams {
     pub allow_partial: bool,
     /// The whole search fails with `DeadlineExceeded` past this.
     pub deadline: Option<Duration>,
+    /// Only rows whose attributes match (needs the attributes object beside
+    /// the index); combines with `filter` (both must pass).
+    pub attribute_filter: Option<AttributeFilter>,
+    /// Attribute columns to return with each hit (fetched for the hits' lists only).
+    pub return_attributes: Vec<String>,
+    /// How far a filtered search probes past `nprobe` when few rows match.
+    pub probing: FilterProbing,
+}
+
+/// Probing past `nprobe` for selective attribute filters: lists are added in
+/// order of centroid distance, a wave at a time, until every query has seen
+/// `k × matches_per_k` matching rows or a budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FilterProbing {
+    /// Matching rows a query wants to have scanned, per result it returns.
+    /// More than 1 because the first `k` matches found are rarely the `k`
+    /// nearest: 4 keeps recall@10 above 0.8 at 0.3% selectivity (see the
+    /// attribute tests), at the cost of a few more lists.
+    pub matches_per_k: usize,
+    /// Lists one query may look at beyond `nprobe`, in centroid order
+    /// (pruned ones count too, though they cost no I/O).
+    pub max_extra_lists: usize,
+    /// Bytes (codes and attribute chunks) the extra lists of one search may fetch.
+    pub max_extra_bytes: u64,
+}
+
+impl Default for FilterProbing {
+    fn default() -> Self {
+        Self {
+            matches_per_k: 4,
+            // A filtered search may read up to 8x the lists an unfiltered one
+            // reads (64 extra at nprobe 8): beyond that, a brute-force scan of
+            // the matching rows is the better plan.
+            max_extra_lists: 64,
+            max_extra_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl FilterProbing {
+    /// No probing past `nprobe`: the lists an unfiltered search would scan.
+    pub fn none() -> Self {
+        Self {
+            max_extra_lists: 0,
+            ..Self::default()
+        }
+    }
 }
 
 impl SearchParams {
@@ -167,6 +233,9 @@ impl SearchParams {
             filter: IdFilterSpec::All,
             allow_partial: false,
             deadline: None,
+            attribute_filter: None,
+            return_attributes: Vec::new(),
+            probing: FilterProbing::default(),
         }
     }
 }
@@ -178,6 +247,9 @@ pub struct SearchResults {
     pub k: usize,
     pub ids: Vec<i64>,
     pub distances: Vec<f32>,
+    /// With `return_attributes`: per hit (row-major like `ids`), the asked
+    /// columns by name (`null` where a value is missing); `None` for a `-1` id.
+    pub attributes: Option<Vec<Option<serde_json::Map<String, serde_json::Value>>>>,
     pub stats: SearchStats,
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ivflake_faiss::{CoarseAssignment, ListSlice};
+use ivflake_faiss::{CoarseAssignment, IdFilter, ListSlice};
 use rayon::prelude::*;
 
 use super::options::{SearchParams, SearchResults, MAX_K, MAX_RESULT_SLOTS};
@@ -94,6 +94,9 @@ impl IvfIndex {
     }
 
     async fn run_search(&self, queries: Vec<f32>, n: usize, params: SearchParams) -> Result<SearchResults> {
+        if params.attribute_filter.is_some() || !params.return_attributes.is_empty() {
+            return self.run_filtered(queries, n, params).await;
+        }
         let started = Instant::now();
         let inner = self.inner.clone();
         let mut stats = SearchStats {
@@ -194,7 +197,8 @@ impl IvfIndex {
                 .compute
                 .run(move || {
                     let slices: Vec<ListSlice<'_>> = views.iter().map(|(_, v)| v.slice()).collect();
-                    scan_parallel(&inner, &compute, &xt, k, nprobe, &assignment, &slots, &slices, &params)
+                    let filter = params.filter.as_faiss();
+                    scan_parallel(&inner, &compute, &xt, k, nprobe, &assignment, &slots, &slices, filter)
                 })
                 .await?
         };
@@ -205,6 +209,7 @@ impl IvfIndex {
             k,
             ids: neighbors.labels,
             distances: neighbors.distances,
+            attributes: None,
             stats,
         })
     }
@@ -229,7 +234,7 @@ impl Drop for SearchInFlight {
 /// Splits the batch across the compute pool; each chunk runs the same
 /// single-threaded Faiss scan, so results do not depend on the split.
 #[allow(clippy::too_many_arguments)]
-fn scan_parallel(
+pub(super) fn scan_parallel(
     inner: &Inner,
     compute: &ComputePool,
     xt: &[f32],
@@ -238,12 +243,11 @@ fn scan_parallel(
     assignment: &CoarseAssignment,
     slots: &[i32],
     lists: &[ListSlice<'_>],
-    params: &SearchParams,
+    filter: IdFilter<'_>,
 ) -> Result<ivflake_faiss::Neighbors> {
     let d = inner.info.ivf_d;
     let n = xt.len() / d;
     let chunk = n.div_ceil(compute.threads().max(1)).max(1);
-    let filter = params.filter.as_faiss();
     let parts: Vec<Result<ivflake_faiss::Neighbors>> = compute.install(|| {
         (0..n)
             .step_by(chunk)
