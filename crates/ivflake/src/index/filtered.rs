@@ -78,18 +78,7 @@ impl IvfIndex {
             ..Default::default()
         };
 
-        let (xt, assignment) = {
-            let inner = self.inner.clone();
-            self.inner
-                .options
-                .compute
-                .run(move || {
-                    let xt = inner.faiss.apply_transform(&queries)?;
-                    let assignment = inner.faiss.coarse_search(&xt, depth)?;
-                    Ok((xt, assignment))
-                })
-                .await?
-        };
+        let (xt, assignment) = self.quantize(queries, depth).await?;
         stats.quantizer_ms = ms(started.elapsed());
 
         // Waves: the first is every query's first nprobe lists; each further

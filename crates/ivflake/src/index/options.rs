@@ -41,8 +41,9 @@ pub struct OpenOptions {
 }
 
 /// The residual table budget [`ResidualTable::default`] allows: the table is
-/// nlist × M × 256 floats for 8-bit PQ (134 MB at IVF4096,PQ32), so this
-/// keeps it for up to about 2,000 lists of 32 bytes and no further.
+/// nlist × M × 256 floats for 8-bit PQ (128 MiB at IVF4096,PQ32). Measured
+/// (docs/benchmarks.md): a 32 MiB table saves 3% of a warm query, a 128 MiB
+/// one costs 10–27% (it no longer fits the caches), so keep the small ones.
 pub const DEFAULT_RESIDUAL_TABLE_BYTES: u64 = 64 << 20;
 
 /// What open does about IVF-PQ's precomputed residual table, which Faiss

@@ -93,6 +93,25 @@ impl IvfIndex {
         Ok(n)
     }
 
+    /// Pre-transforms and the coarse quantizer, on the compute pool: the
+    /// transformed queries and each one's `depth` nearest lists.
+    pub(super) async fn quantize(
+        &self,
+        queries: Vec<f32>,
+        depth: usize,
+    ) -> Result<(Vec<f32>, ivflake_faiss::CoarseAssignment)> {
+        let inner = self.inner.clone();
+        self.inner
+            .options
+            .compute
+            .run(move || {
+                let xt = inner.faiss.apply_transform(&queries)?;
+                let assignment = inner.faiss.coarse_search(&xt, depth)?;
+                Ok((xt, assignment))
+            })
+            .await
+    }
+
     async fn run_search(&self, queries: Vec<f32>, n: usize, params: SearchParams) -> Result<SearchResults> {
         if params.attribute_filter.is_some() || !params.return_attributes.is_empty() {
             return self.run_filtered(queries, n, params).await;
@@ -106,18 +125,7 @@ impl IvfIndex {
 
         // 1. Coarse quantizer (and pre-transforms) on the compute pool.
         let nprobe = params.nprobe;
-        let (xt, assignment) = {
-            let inner = inner.clone();
-            self.inner
-                .options
-                .compute
-                .run(move || {
-                    let xt = inner.faiss.apply_transform(&queries)?;
-                    let assignment = inner.faiss.coarse_search(&xt, nprobe)?;
-                    Ok((xt, assignment))
-                })
-                .await?
-        };
+        let (xt, assignment) = self.quantize(queries, nprobe).await?;
         stats.quantizer_ms = ms(started.elapsed());
 
         // 2. Every distinct non-empty probed list of the batch, in one wave.
