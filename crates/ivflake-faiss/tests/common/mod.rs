@@ -86,11 +86,16 @@ pub fn lists_of(index: &Index, bytes: &[u8]) -> Vec<OwnedList> {
     out
 }
 
+/// The header of `bytes`, opened lazily as ivflake opens it, with IVF-PQ's
+/// residual table built as `faiss.read_index` builds it (open_header leaves
+/// that to the caller), so scans compare bit for bit with Faiss in memory.
 pub fn opened(bytes: &[u8]) -> Index {
-    match open_header(bytes, bytes.len() as u64, bytes.len() * 4).expect("open header") {
+    let mut index = match open_header(bytes, bytes.len() as u64, bytes.len() * 4).expect("open header") {
         HeaderProbe::Opened(index) => index,
         HeaderProbe::NeedBytes(n) => panic!("whole file given, yet it asks for {n} bytes"),
-    }
+    };
+    index.build_residual_table(u64::MAX).expect("residual table");
+    index
 }
 
 /// Every list of `index` (opened from `bytes`) as aligned slices, ready for
