@@ -143,6 +143,10 @@ fn run_child(exe: &std::path::Path, name: &str) -> Result<BTreeMap<String, u64>,
         .arg(ADDRESS_SPACE_KIB.to_string())
         .arg(exe)
         .env(CHILD_ENV, name)
+        // glibc reserves 64 MiB of address space per malloc arena, up to
+        // eight per core: on a many-core machine that alone would reach the
+        // limit. Two arenas keep the limit about what Faiss asks for.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
