@@ -50,10 +50,13 @@ pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};
 pub use compute::ComputePool;
 pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig};
 pub use error::{Error, Result};
-pub use fetch::{CacheReport, FetchCounters, FetchScheduler, ListRequest};
+pub use fetch::{
+    BackgroundLoad, CacheReport, FetchCounters, FetchScheduler, ListRequest, BACKGROUND_GETS, BACKGROUND_GET_BYTES,
+};
 pub use index::{
-    FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, ResidualTable, SearchParams,
-    SearchResults, DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
+    FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, Preload, PreloadState,
+    PreloadStatus, ResidualTable, SearchParams, SearchResults, DEFAULT_PRELOAD_CACHE_FRACTION,
+    DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 pub use ivflake_faiss::{release_free_memory, IndexInfo, Metric};
 pub use layout::{ListLayout, ListRange};

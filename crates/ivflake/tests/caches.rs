@@ -15,27 +15,6 @@ use proptest::prelude::*;
 
 const D: usize = 16;
 
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ivflake-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn with_disk(dir: &Path, capacity_bytes: u64) -> FetchConfig {
     FetchConfig {
         disk_cache: Some(DiskCacheConfig {

@@ -175,24 +175,6 @@ fn verify_list_rejects_corrupt_wrong_length_and_unknown_lists() {
     }
 }
 
-/// A fresh local directory under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ivflake-manifest-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn open(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) -> IvfIndex {
     put(store, key, bytes).await;
     IvfIndex::open_at(

@@ -22,6 +22,9 @@ pub(super) struct GetContext {
     pub object: Arc<IndexObject>,
     pub io: Arc<SearchIo>,
     pub per_search: Arc<Semaphore>,
+    /// A background load's GET: it takes the background slots, never the
+    /// searches' process-wide ones, and is never hedged.
+    pub background: bool,
 }
 
 enum Attempt {
@@ -50,8 +53,9 @@ impl GetContext {
     }
 
     async fn get_hedged(&self, range: Range<u64>) -> Result<Bytes> {
-        let Some(hedge) = self.core.config.hedge else {
-            return self.get_once(range, None).await;
+        let hedge = match self.core.config.hedge {
+            Some(hedge) if !self.background => hedge,
+            _ => return self.get_once(range, None).await,
         };
         let delay = self.core.latencies.percentile(hedge.percentile).max(hedge.min_delay);
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
@@ -116,7 +120,11 @@ impl GetContext {
     ) -> Result<Bytes, Attempt> {
         let core = &self.core;
         let _search_slot = self.per_search.acquire().await;
-        let _global_slot = core.global.acquire().await;
+        let _global_slot = if self.background {
+            core.background.acquire().await
+        } else {
+            core.global.acquire().await
+        };
         if let Some(sent) = sent {
             let _ = sent.send(());
         }

@@ -77,6 +77,7 @@ pub(super) fn join_or_start(
                 object: object.clone(),
                 io: io.clone(),
                 per_search: per_search.clone(),
+                background: false,
             },
             start..end,
         );
@@ -109,7 +110,7 @@ fn spawn_load(core: &Arc<Core>, key: ListKey, load: ListLoad) -> SharedLoad {
     let task = tokio::spawn(async move {
         let result = load.run().await;
         if let (true, Ok(bytes)) = (core.config.memory_cache_bytes > 0, &result) {
-            core.memory.insert(key, bytes.clone()).await;
+            core.memory.insert(key, bytes.clone());
         }
         if let Ok(mut map) = core.in_flight.lock() {
             map.remove(&key);
@@ -182,14 +183,24 @@ impl ListLoad {
         } else {
             Bytes::copy_from_slice(&group[self.rel])
         };
-        if let Err(e) = self.object.verify(self.list, &bytes) {
-            self.core.counters.checksum_failures.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ivflake_checksum_failures_total").increment(1);
-            return Err(e);
-        }
-        if let Some(disk) = &self.core.disk {
-            disk.put(disk_key, bytes.clone());
-        }
-        Ok(bytes)
+        keep_verified(&self.core, &self.object, self.list, bytes)
     }
+}
+
+/// Checks a list fetched from the store against the sidecar, counting a
+/// mismatch, and writes it to the disk tier when it passes.
+pub(super) fn keep_verified(core: &Core, object: &IndexObject, list: usize, bytes: Bytes) -> Result<Bytes> {
+    if let Err(e) = object.verify(list, &bytes) {
+        core.counters.checksum_failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ivflake_checksum_failures_total").increment(1);
+        return Err(e);
+    }
+    if let Some(disk) = &core.disk {
+        let key = DiskKey {
+            object: object.disk_id,
+            list: list as u32,
+        };
+        disk.put(key, bytes.clone());
+    }
+    Ok(bytes)
 }

@@ -3,6 +3,7 @@
 //! the memory cache and version pinning, and hands the rest to its parts:
 //!
 //! - `plan`: which missing lists share one GET (pure);
+//! - `background`: loads ahead of searches, in slots and room of their own;
 //! - `load`: single-flight loads, one spawned task per list;
 //! - `get`: the GET path (If-Match, slots, time-outs, re-sends, hedging, splits);
 //! - `hedge`: the hedge budget and latency window (pure);
@@ -10,6 +11,7 @@
 //!
 //! It must not know about Faiss: it moves byte ranges, nothing more.
 
+mod background;
 mod disk;
 mod get;
 mod hedge;
@@ -28,6 +30,7 @@ use crate::config::FetchConfig;
 use crate::error::{Error, Result};
 use crate::object::IndexObject;
 use crate::stats::{Residency, SearchIo};
+pub use background::{BackgroundLoad, BACKGROUND_GETS, BACKGROUND_GET_BYTES};
 use disk::DiskCache;
 use hedge::{HedgeBudget, LatencyWindow};
 use load::WeakLoad;
@@ -88,7 +91,11 @@ pub struct CacheReport {
 pub(crate) struct Core {
     config: FetchConfig,
     global: Semaphore,
-    memory: moka::future::Cache<ListKey, Bytes>,
+    /// Slots of background loads (`background.rs`), apart from the searches'.
+    background: Semaphore,
+    /// Synchronous (moka's `sync` cache: look-ups never wait on anything), so
+    /// a warm search can look its lists up inside its compute job.
+    memory: moka::sync::Cache<ListKey, Bytes>,
     disk: Option<Arc<DiskCache>>,
     counters: Arc<FetchCounters>,
     latencies: LatencyWindow,
@@ -182,7 +189,7 @@ impl FetchScheduler {
     fn build(config: FetchConfig, disk: Option<Arc<DiskCache>>) -> Arc<Self> {
         let counters = Arc::new(FetchCounters::default());
         let evictions = counters.clone();
-        let memory = moka::future::Cache::builder()
+        let memory = moka::sync::Cache::builder()
             .max_capacity(config.memory_cache_bytes)
             .weigher(|_k: &ListKey, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             .support_invalidation_closures()
@@ -196,6 +203,7 @@ impl FetchScheduler {
         Arc::new(Self {
             core: Arc::new(Core {
                 global: Semaphore::new(config.max_in_flight.max(1)),
+                background: Semaphore::new(background::BACKGROUND_GETS),
                 memory,
                 disk,
                 counters,
@@ -239,7 +247,14 @@ impl FetchScheduler {
 
     /// Bytes the memory cache holds now.
     pub async fn memory_resident_bytes(&self) -> u64 {
-        self.core.memory.run_pending_tasks().await;
+        self.core.memory.run_pending_tasks();
+        self.core.memory.weighted_size()
+    }
+
+    /// Bytes the memory cache holds now, without waiting (pending inserts
+    /// and evictions applied first, on this thread).
+    pub(crate) fn memory_weighted_bytes(&self) -> u64 {
+        self.core.memory.run_pending_tasks();
         self.core.memory.weighted_size()
     }
 
@@ -296,6 +311,30 @@ impl FetchScheduler {
         report
     }
 
+    /// Every requested list from the memory cache, or `None` at the first one
+    /// missing (then nothing is counted: the wave that follows counts them).
+    /// Synchronous, for a warm search's single compute job.
+    pub(crate) fn memory_hits(
+        &self,
+        object: &IndexObject,
+        requests: &[ListRequest],
+        io: &SearchIo,
+    ) -> Option<Vec<(usize, Bytes)>> {
+        let core = &self.core;
+        let hits = requests
+            .iter()
+            .map(|req| Some((req.list, core.memory.get(&ListKey::new(object, req.list))?)))
+            .collect::<Option<Vec<_>>>()?;
+        core.counters
+            .memory_hits
+            .fetch_add(hits.len() as u64, Ordering::Relaxed);
+        for (_, bytes) in &hits {
+            io.record_memory(bytes.len() as u64);
+        }
+        metrics::counter!("ivflake_cache_hits_total", "tier" => "memory").increment(hits.len() as u64);
+        Some(hits)
+    }
+
     /// Fetches every requested list concurrently, in one wave. Each list's
     /// outcome is reported separately so the caller can choose partial results.
     pub async fn fetch(
@@ -308,7 +347,7 @@ impl FetchScheduler {
         let mut out = Vec::with_capacity(requests.len());
         let mut misses = Vec::new();
         for req in requests {
-            match core.memory.get(&ListKey::new(object, req.list)).await {
+            match core.memory.get(&ListKey::new(object, req.list)) {
                 Some(bytes) => {
                     core.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
                     io.record_memory(bytes.len() as u64);

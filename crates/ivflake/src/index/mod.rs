@@ -7,6 +7,7 @@
 mod filtered;
 mod open;
 mod options;
+mod preload;
 mod search;
 mod view;
 
@@ -23,9 +24,11 @@ use crate::object::IndexObject;
 use crate::probes::ProbeCounts;
 use crate::stats::{Residency, SearchIo};
 pub use options::{
-    FilterProbing, IdFilterSpec, ManifestMode, OpenOptions, ResidualTable, SearchParams, SearchResults,
-    DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
+    FilterProbing, IdFilterSpec, ManifestMode, OpenOptions, Preload, ResidualTable, SearchParams, SearchResults,
+    DEFAULT_PRELOAD_CACHE_FRACTION, DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
+    MAX_RESULT_SLOTS,
 };
+pub use preload::{PreloadState, PreloadStatus};
 use view::ListView;
 
 /// Lists per wave of [`IvfIndex::list_ids`]: bounded so reading a large
@@ -44,6 +47,8 @@ struct Inner {
     /// The attributes object beside the index, read on first use (its
     /// footer: one GET); `None` inside when there is none.
     attributes: tokio::sync::OnceCell<Option<Arc<Attributes>>>,
+    /// The background preload, when [`OpenOptions::preload`] asks for one.
+    preload: std::sync::OnceLock<preload::Preloading>,
     /// Dropped with the last handle on this version: its memory entries go too.
     _pin: VersionPin,
 }

@@ -173,6 +173,7 @@ impl IvfIndex {
     /// Opens the index at `location`: reads the header only, never list data.
     pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
         let uri = location.uri.clone();
+        options.preload.validate()?;
         let reads = HeaderReads {
             location: &location,
             limit: options.scheduler.config().get_timeout,
@@ -231,7 +232,7 @@ impl IvfIndex {
         };
         let pin = options.scheduler.pin_version(&object);
         let memory = index_memory(&faiss, &layout, residual_table_build)?;
-        Ok(Self {
+        let index = Self {
             inner: Arc::new(Inner {
                 faiss,
                 info,
@@ -241,9 +242,12 @@ impl IvfIndex {
                 probes: Arc::new(probes),
                 memory,
                 attributes: tokio::sync::OnceCell::new(),
+                preload: std::sync::OnceLock::new(),
                 _pin: pin,
             }),
-        })
+        };
+        index.start_preload();
+        Ok(index)
     }
 }
 

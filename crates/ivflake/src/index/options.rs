@@ -38,6 +38,46 @@ pub struct OpenOptions {
     pub manifest: ManifestMode,
     /// Whether IVF-PQ's precomputed residual table is built at open.
     pub residual_table: ResidualTable,
+    /// Whether list data is loaded into the memory cache in the background after open.
+    pub preload: Preload,
+}
+
+/// The share of the memory cache [`Preload::auto`] may fill.
+pub const DEFAULT_PRELOAD_CACHE_FRACTION: f64 = 0.25;
+
+/// What open loads into the memory cache in the background, so that novel
+/// queries find their lists in memory (see `index/preload.rs`). Searches run
+/// meanwhile and use what has arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Preload {
+    /// Nothing: lists load when searches probe them.
+    #[default]
+    Off,
+    /// Every list, when all of them fit in `max_cache_fraction` of the memory
+    /// cache (and in its free room); otherwise, as many of the lists probed
+    /// most in earlier runs (saved under `state_dir`) as fit.
+    Auto { max_cache_fraction: f64 },
+}
+
+impl Preload {
+    /// [`Preload::Auto`] with [`DEFAULT_PRELOAD_CACHE_FRACTION`].
+    pub fn auto() -> Self {
+        Self::Auto {
+            max_cache_fraction: DEFAULT_PRELOAD_CACHE_FRACTION,
+        }
+    }
+
+    /// A fraction must be in (0, 1].
+    pub fn validate(self) -> Result<()> {
+        match self {
+            Self::Auto { max_cache_fraction: f } if !(f > 0.0 && f <= 1.0) => Err(Error::invalid(
+                "preload",
+                format!("max_cache_fraction must be in (0, 1], got {f}"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The residual table budget [`ResidualTable::default`] allows: the table is
@@ -102,6 +142,7 @@ impl Default for OpenOptions {
             state_dir: None,
             manifest: ManifestMode::Auto,
             residual_table: ResidualTable::default(),
+            preload: Preload::Off,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::view::ListView;
 use super::{Inner, IvfIndex};
 use crate::compute::ComputePool;
 use crate::error::{Error, Result};
+use crate::fetch::ListRequest;
 use crate::layout::ListRange;
 use crate::stats::{ms, SearchIo, SearchStats};
 
@@ -117,19 +118,84 @@ impl IvfIndex {
             return self.run_filtered(queries, n, params).await;
         }
         let started = Instant::now();
-        let inner = self.inner.clone();
+        let io = Arc::new(SearchIo::default());
+
+        // 1. One compute job: pre-transforms, the coarse quantizer, and, when
+        //    every probed list is in the memory cache, the scan too. A warm
+        //    search then never hops back to tokio in between.
+        let warm = {
+            let index = self.clone();
+            let (params, io) = (params.clone(), io.clone());
+            self.inner
+                .options
+                .compute
+                .run(move || index.quantize_and_scan_warm(&queries, n, &params, &io, started))
+                .await?
+        };
+        let (xt, assignment, requests, mut stats) = match warm {
+            Warm::Done(results) => return Ok(results),
+            Warm::Fetch {
+                xt,
+                assignment,
+                requests,
+                stats,
+            } => (xt, assignment, requests, stats),
+        };
+
+        // 2. Every distinct non-empty probed list of the batch, in one wave.
+        let fetch_started = Instant::now();
+        let fetched = self
+            .inner
+            .options
+            .scheduler
+            .fetch(&self.inner.object, &requests, &io)
+            .await;
+        stats.fetch_ms = ms(fetch_started.elapsed());
+        let views = self.views(fetched, &requests, params.allow_partial, &mut stats)?;
+
+        // 3. Scan the fetched buffers with Faiss's scanners, queries in parallel.
+        let scan_started = Instant::now();
+        let k = params.k;
+        let neighbors = {
+            let index = self.clone();
+            self.inner
+                .options
+                .compute
+                .run(move || index.scan(&xt, &assignment, &views, &params))
+                .await?
+        };
+        stats.scan_ms = ms(scan_started.elapsed());
+        stats.absorb(&io);
+        stats.total_ms = ms(started.elapsed());
+        Ok(SearchResults {
+            k,
+            ids: neighbors.labels,
+            distances: neighbors.distances,
+            attributes: None,
+            stats,
+        })
+    }
+
+    /// The compute job that starts every plain search: quantizer, then the
+    /// scan if the memory cache holds every probed list, else what the
+    /// fetch wave needs.
+    fn quantize_and_scan_warm(
+        &self,
+        queries: &[f32],
+        n: usize,
+        params: &SearchParams,
+        io: &SearchIo,
+        started: Instant,
+    ) -> Result<Warm> {
+        let inner = &self.inner;
         let mut stats = SearchStats {
             queries: n,
             ..Default::default()
         };
-
-        // 1. Coarse quantizer (and pre-transforms) on the compute pool.
-        let nprobe = params.nprobe;
-        let (xt, assignment) = self.quantize(queries, nprobe).await?;
+        let xt = inner.faiss.apply_transform(queries)?;
+        let assignment = inner.faiss.coarse_search(&xt, params.nprobe)?;
         stats.quantizer_ms = ms(started.elapsed());
 
-        // 2. Every distinct non-empty probed list of the batch, in one wave.
-        let fetch_started = Instant::now();
         let mut wanted: Vec<usize> = assignment
             .lists
             .iter()
@@ -140,17 +206,45 @@ impl IvfIndex {
         wanted.dedup();
         let requests = self.list_requests(&wanted);
         stats.lists_probed = requests.len();
-        self.inner.probes.record(&wanted);
         stats.bytes_probed = requests.iter().map(|r| r.range.len).sum();
-        let io = Arc::new(SearchIo::default());
-        let fetched = self
-            .inner
-            .options
-            .scheduler
-            .fetch(&self.inner.object, &requests, &io)
-            .await;
-        stats.fetch_ms = ms(fetch_started.elapsed());
+        inner.probes.record(&wanted);
 
+        let lookup_started = Instant::now();
+        let Some(hits) = inner.options.scheduler.memory_hits(&inner.object, &requests, io) else {
+            return Ok(Warm::Fetch {
+                xt,
+                assignment,
+                requests,
+                stats,
+            });
+        };
+        let fetched = hits.into_iter().map(|(list, bytes)| (list, Ok(bytes))).collect();
+        let views = self.views(fetched, &requests, params.allow_partial, &mut stats)?;
+        stats.fetch_ms = ms(lookup_started.elapsed());
+        let scan_started = Instant::now();
+        let neighbors = self.scan(&xt, &assignment, &views, params)?;
+        stats.scan_ms = ms(scan_started.elapsed());
+        stats.absorb(io);
+        stats.total_ms = ms(started.elapsed());
+        Ok(Warm::Done(SearchResults {
+            k: params.k,
+            ids: neighbors.labels,
+            distances: neighbors.distances,
+            attributes: None,
+            stats,
+        }))
+    }
+
+    /// Fetched lists as Faiss reads them. A list that failed (or is corrupt)
+    /// is named in `stats.failed_lists`; its error ends the search unless
+    /// partial results are allowed.
+    fn views(
+        &self,
+        fetched: Vec<(usize, Result<bytes::Bytes>)>,
+        requests: &[ListRequest],
+        allow_partial: bool,
+        stats: &mut SearchStats,
+    ) -> Result<Vec<(usize, ListView)>> {
         let ranges: HashMap<usize, ListRange> = requests.iter().map(|r| (r.list, r.range)).collect();
         let format = self.inner.layout.format();
         let mut views = Vec::with_capacity(fetched.len());
@@ -171,15 +265,24 @@ impl IvfIndex {
             }
         }
         if let Some(e) = first_error {
-            if !params.allow_partial {
+            if !allow_partial {
                 return Err(e);
             }
             tracing::warn!(uri = %self.uri(), failed = ?stats.failed_lists, error = %e, "partial search");
         }
         stats.failed_lists.sort_unstable();
+        Ok(views)
+    }
 
-        // 3. Scan the fetched buffers with Faiss's scanners, queries in parallel.
-        let scan_started = Instant::now();
+    /// Faiss's scan of `views` for the transformed queries, on the compute
+    /// pool (the caller is a job on it).
+    fn scan(
+        &self,
+        xt: &[f32],
+        assignment: &CoarseAssignment,
+        views: &[(usize, ListView)],
+        params: &SearchParams,
+    ) -> Result<ivflake_faiss::Neighbors> {
         let slot_of: HashMap<usize, i32> = views
             .iter()
             .enumerate()
@@ -196,31 +299,33 @@ impl IvfIndex {
                 }
             })
             .collect();
-        let k = params.k;
-        let neighbors = {
-            let inner = inner.clone();
-            let compute = self.inner.options.compute.clone();
-            self.inner
-                .options
-                .compute
-                .run(move || {
-                    let slices: Vec<ListSlice<'_>> = views.iter().map(|(_, v)| v.slice()).collect();
-                    let filter = params.filter.as_faiss();
-                    scan_parallel(&inner, &compute, &xt, k, nprobe, &assignment, &slots, &slices, filter)
-                })
-                .await?
-        };
-        stats.scan_ms = ms(scan_started.elapsed());
-        stats.absorb(&io);
-        stats.total_ms = ms(started.elapsed());
-        Ok(SearchResults {
-            k,
-            ids: neighbors.labels,
-            distances: neighbors.distances,
-            attributes: None,
-            stats,
-        })
+        let slices: Vec<ListSlice<'_>> = views.iter().map(|(_, v)| v.slice()).collect();
+        let inner = &self.inner;
+        scan_parallel(
+            inner,
+            &inner.options.compute,
+            xt,
+            params.k,
+            params.nprobe,
+            assignment,
+            &slots,
+            &slices,
+            params.filter.as_faiss(),
+        )
     }
+}
+
+/// What the first compute job of a plain search ends with.
+enum Warm {
+    /// Every list was in memory: the search is done.
+    Done(SearchResults),
+    /// Some lists must be fetched: the quantizer's output and the wave's requests.
+    Fetch {
+        xt: Vec<f32>,
+        assignment: CoarseAssignment,
+        requests: Vec<ListRequest>,
+        stats: SearchStats,
+    },
 }
 
 /// Counts a search in flight while it lives, cancelled or not.

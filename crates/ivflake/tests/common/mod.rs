@@ -18,6 +18,27 @@ pub use ivflake_testkit::{
     Fault, FaultyStore, GatedStore,
 };
 
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ivflake-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Builds, trains and serializes an index with Faiss.
 pub fn build_index(factory: &str, metric: Metric, d: usize, n: usize) -> Vec<u8> {
     let data = clustered(n, d, 1);
