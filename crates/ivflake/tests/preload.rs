@@ -30,7 +30,7 @@ async fn stored(bytes: Vec<u8>, key: &str) -> (IndexLocation, Arc<CountingStore>
     let counting = Arc::new(counting_store(inner));
     let store: Arc<dyn ObjectStore> = counting.clone();
     (
-        IndexLocation::new(store, key, &format!("memory://preload/{key}")),
+        IndexLocation::new(store, key, format!("memory://preload/{key}")),
         counting,
     )
 }
