@@ -121,6 +121,10 @@ pub struct IndexStatus {
     /// `layout_bytes`.
     #[schema(value_type = Object)]
     pub memory: ivflake::IndexMemory,
+    /// The background preload (`preload` in the index's config): `state`
+    /// (`off`, `skipped` with a `reason`, `running`, `done`), the lists and
+    /// bytes planned, and what has loaded so far.
+    pub preload: ivflake::PreloadStatus,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

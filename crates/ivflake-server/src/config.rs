@@ -85,6 +85,22 @@ pub struct IndexConfig {
     /// index (nlist × M × 256 floats for 8-bit PQ); 0 never builds it. Unset:
     /// 64 MiB. Without it searches compute each scanned list's table instead.
     pub residual_table_max_bytes: Option<u64>,
+    /// Load this index's lists into the memory cache in the background after
+    /// open (and after each reload), so novel queries find them in memory:
+    /// `off` (unset) or `auto`: every list when they fit
+    /// `preload_max_cache_fraction` of the cache's free room, else the lists
+    /// probed most in earlier runs (saved under `state_dir`) that fit.
+    pub preload: Option<PreloadSetting>,
+    /// The share of the memory cache a preload may fill; unset: 0.25.
+    pub preload_max_cache_fraction: Option<f64>,
+}
+
+/// The `preload` setting of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PreloadSetting {
+    Off,
+    Auto,
 }
 
 impl IndexConfig {
@@ -92,6 +108,18 @@ impl IndexConfig {
         Self {
             uri: uri.into(),
             ..Self::default()
+        }
+    }
+
+    /// The library's preload option for this index.
+    pub fn preload_options(&self) -> ivflake::Preload {
+        match self.preload {
+            Some(PreloadSetting::Auto) => ivflake::Preload::Auto {
+                max_cache_fraction: self
+                    .preload_max_cache_fraction
+                    .unwrap_or(ivflake::DEFAULT_PRELOAD_CACHE_FRACTION),
+            },
+            _ => ivflake::Preload::Off,
         }
     }
 
@@ -127,6 +155,9 @@ impl IndexConfig {
                 "nprobe",
                 format!("the default nprobe = {nprobe} is above max_nprobe = {max_nprobe}"),
             ));
+        }
+        if let Err(e) = self.preload_options().validate() {
+            return Err(("preload_max_cache_fraction", e.to_string()));
         }
         match self.max_batch {
             Some(b) if b > limits.max_batch => Err((

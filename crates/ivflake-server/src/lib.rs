@@ -40,7 +40,7 @@ use anyhow::{Context, Result};
 use ivflake::{ComputePool, FetchScheduler, IndexLocation, OpenOptions};
 
 pub use admission::Admission;
-pub use config::{IndexConfig, Secret, ServerConfig};
+pub use config::{IndexConfig, PreloadSetting, Secret, ServerConfig};
 pub use error::{ApiError, ErrorBody};
 pub use names::validate_name;
 pub use openapi::ApiDoc;

@@ -48,6 +48,10 @@ use crate::routes;
         RemoveResponse,
         ivflake::WarmSpec,
         ivflake::WarmReport,
+        ivflake::PreloadStatus,
+        ivflake::PreloadState,
+        ivflake::BackgroundLoad,
+        crate::config::PreloadSetting,
         Health,
         ErrorBody,
         ErrorDetail
@@ -126,6 +130,10 @@ mod tests {
             (
                 "WarmReport",
                 serde_json::to_value(ivflake::WarmReport::default()).unwrap(),
+            ),
+            (
+                "BackgroundLoad",
+                serde_json::to_value(ivflake::BackgroundLoad::default()).unwrap(),
             ),
         ] {
             let mut documented: Vec<&String> = doc["components"]["schemas"][name]["properties"]

@@ -175,6 +175,7 @@ impl Registry {
         if let Some(max_bytes) = config.residual_table_max_bytes {
             options.residual_table = ivflake::ResidualTable::Auto { max_bytes };
         }
+        options.preload = config.preload_options();
         let index = IvfIndex::open_at(location, options).await.map_err(ApiError::opening)?;
         tracing::info!(
             index = name,

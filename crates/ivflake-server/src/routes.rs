@@ -406,6 +406,7 @@ async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
         default_nprobe: entry.config.nprobe.unwrap_or(config.defaults.nprobe).min(info.nlist),
         residency: residency(&loaded).await,
         memory: loaded.index.memory(),
+        preload: loaded.index.preload_status(),
     }
 }
 
@@ -605,6 +606,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     // bytes gauges, so a scrape sees the tiers as they are, not as the last
     // write left them.
     state.registry.scheduler().cache_report().await;
+    for entry in state.registry.all() {
+        crate::telemetry::index_gauges(&entry.name, &entry.current().index);
+    }
     state.metrics.run_upkeep();
     (
         [(

@@ -42,6 +42,28 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Sets one index's gauges, read at scrape time: what its header holds in
+/// memory by part, the residual table's build time, and its preload.
+pub fn index_gauges(name: &str, index: &ivflake::IvfIndex) {
+    let m = index.memory();
+    for (part, bytes) in [
+        ("quantizer", m.quantizer_bytes),
+        ("codec", m.codec_bytes),
+        ("transform", m.transform_bytes),
+        ("residual_table", m.residual_table_bytes),
+        ("layout", m.layout_bytes),
+    ] {
+        metrics::gauge!("ivflake_index_memory_bytes", "index" => name.to_owned(), "part" => part).set(bytes as f64);
+    }
+    metrics::gauge!("ivflake_index_residual_table_build_seconds", "index" => name.to_owned())
+        .set(m.residual_table_build_us as f64 / 1e6);
+    let preload = index.preload_status();
+    metrics::gauge!("ivflake_index_preload_bytes", "index" => name.to_owned(), "of" => "planned")
+        .set(preload.bytes_planned as f64);
+    metrics::gauge!("ivflake_index_preload_bytes", "index" => name.to_owned(), "of" => "loaded")
+        .set(preload.load.bytes_loaded as f64);
+}
+
 /// Counts and times every routed request by route template and status.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let route = request

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ivflake::{IndexLocation, IvfIndex, ManifestMode, OpenOptions};
-use ivflake_server::{IndexConfig, Server, ServerConfig};
+use ivflake_server::{IndexConfig, PreloadSetting, Server, ServerConfig};
 use ivflake_testkit::{damaging_store, faulty_store, BodyFault, Fault};
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -359,6 +359,55 @@ async fn every_documented_metric_moves_with_its_event() {
         1.0,
         "lists on disk",
     );
+
+    // An index loaded whole in the background after open: its header's parts
+    // and its preload are gauges, set at scrape time.
+    let server_c = Server::bind(config()).await.unwrap();
+    let uri = "memory://preloaded/idx.faiss";
+    server_c
+        .add_index(
+            "preloaded",
+            IndexLocation::new(memory_with(index_bytes(3, N)).await, "idx.faiss", uri),
+            IndexConfig {
+                preload: Some(PreloadSetting::Auto),
+                ..IndexConfig::new(uri)
+            },
+        )
+        .await
+        .unwrap();
+    let server_c = TestServer::run(server_c).await;
+    let status_url = server_c.url("/v1/indexes/preloaded");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while get_json(&status_url).await["preload"]["state"] != "done" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the preload finishes");
+    let after = scrape(&server_c).await;
+    let index = "index=\"preloaded\"";
+    checks.gauge(
+        &after,
+        "ivflake_index_memory_bytes",
+        &[index, "part=\"quantizer\""],
+        1.0,
+        "an open index",
+    );
+    checks.gauge(
+        &after,
+        "ivflake_index_residual_table_build_seconds",
+        &[index],
+        0.0,
+        "an open index",
+    );
+    checks.gauge(
+        &after,
+        "ivflake_index_preload_bytes",
+        &[index, "of=\"loaded\""],
+        1.0,
+        "a finished preload",
+    );
+    server_c.stop().await;
 
     let unchecked: Vec<&String> = documented.difference(&checks.seen).collect();
     assert!(unchecked.is_empty(), "documented but not checked: {unchecked:?}");

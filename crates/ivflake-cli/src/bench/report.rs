@@ -242,6 +242,8 @@ pub(super) struct Report {
     pub(super) open_ms: f64,
     pub(super) in_memory_faiss: Summary,
     pub(super) warm: RowReport,
+    /// An index opened with `Preload::auto()`: the load, then its novel queries.
+    pub(super) preload: PreloadReport,
     /// The sweep's row for the library's default `coalesce_gap`.
     pub(super) cold: RowReport,
     pub(super) round_trip: Summary,
@@ -252,6 +254,19 @@ pub(super) struct Report {
     /// Warm searches whose ids and distance bits equal in-memory Faiss's.
     pub(super) warm_identical_to_faiss: usize,
     pub(super) batch: Option<BatchReport>,
+}
+
+/// The background preload after open, and searches once it is done.
+#[derive(Debug, Serialize)]
+pub(super) struct PreloadReport {
+    /// Open, then the whole load, until every list is in memory.
+    pub(super) ms: f64,
+    pub(super) gets: u64,
+    pub(super) bytes: u64,
+    pub(super) lists: usize,
+    /// Queries the preloaded index had never seen.
+    pub(super) novel: RowReport,
+    pub(super) novel_over_warm_p50: Option<f64>,
 }
 
 /// Rows for batches of queries; `None` without `--batch`.
@@ -333,6 +348,7 @@ impl Report {
         };
         plain(&mut out, "in-memory Faiss, 1 thread", &self.in_memory_faiss);
         row(&mut out, "ivflake warm (memory cache)", &self.warm);
+        row(&mut out, "ivflake novel, after preload", &self.preload.novel);
         let default_gap = self
             .coalesce_sweep
             .iter()
@@ -355,6 +371,16 @@ impl Report {
             "warm / in-memory Faiss:  p50 {}  p99 {}",
             x(r.warm_over_faiss_p50),
             x(r.warm_over_faiss_p99)
+        );
+        let p = &self.preload;
+        let _ = writeln!(
+            out,
+            "novel after preload / warm: p50 {} (preload: open + {} lists in {} GETs, {}, {:.1} ms)",
+            x(p.novel_over_warm_p50),
+            p.lists,
+            p.gets,
+            human_bytes(p.bytes),
+            p.ms
         );
         let _ = writeln!(
             out,

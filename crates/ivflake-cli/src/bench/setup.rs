@@ -197,9 +197,14 @@ pub(super) async fn fill(location: IndexLocation, bytes: &Bytes, delay: &Delay, 
 
 /// Opens the bench's index with its own scheduler (and so its own cache).
 pub(super) async fn open(target: &Target, config: FetchConfig) -> Result<IvfIndex> {
+    open_with(target, config, ivflake::Preload::Off).await
+}
+
+pub(super) async fn open_with(target: &Target, config: FetchConfig, preload: ivflake::Preload) -> Result<IvfIndex> {
     let location = IndexLocation::new(target.store.clone(), target.path.clone(), target.uri.clone());
     let options = OpenOptions {
         scheduler: FetchScheduler::new(config),
+        preload,
         ..Default::default()
     };
     IvfIndex::open_at(location, options)

@@ -197,6 +197,7 @@ impl Attributes {
                         len,
                         count: group.num_rows() as u64,
                     },
+                    align_at: 0,
                 });
             }
         }

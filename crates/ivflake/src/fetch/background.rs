@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::get::GetContext;
 use super::load::keep_verified;
-use super::plan::{plan_gets, ListRequest};
+use super::plan::{aligned, plan_gets, ListRequest};
 use super::{FetchScheduler, ListKey};
 use crate::object::IndexObject;
 use crate::stats::{SearchIo, SearchStats};
@@ -116,7 +116,7 @@ impl FetchScheduler {
                     continue;
                 }
                 // Copied out, so the cache never pins the whole GET's buffer.
-                let list = bytes::Bytes::copy_from_slice(&bytes[at..at + len]);
+                let list = aligned(&bytes.slice(at..at + len), req.align_at, false);
                 match keep_verified(core, object, req.list, list) {
                     Ok(list) => {
                         core.memory.insert(ListKey::new(object, req.list), list);

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::disk::DiskKey;
 use super::get::GetContext;
-use super::plan::{plan_gets, ListRequest};
+use super::plan::{aligned, plan_gets, ListRequest};
 use super::{Core, ListKey};
 use crate::error::{Error, Result};
 use crate::object::IndexObject;
@@ -89,6 +89,7 @@ pub(super) fn join_or_start(
                 object: object.clone(),
                 list: req.list,
                 rel,
+                align_at: req.align_at,
                 get: get.clone(),
                 io: io.clone(),
             };
@@ -148,6 +149,8 @@ struct ListLoad {
     list: usize,
     /// The list's bytes within its group's GET.
     rel: Range<usize>,
+    /// See [`ListRequest::align_at`].
+    align_at: usize,
     get: SharedLoad,
     io: Arc<SearchIo>,
 }
@@ -164,7 +167,7 @@ impl ListLoad {
                 metrics::counter!("ivflake_cache_hits_total", "tier" => "disk").increment(1);
                 // Disk entries were verified when written and are hashed on read.
                 self.io.record_disk(bytes.len() as u64);
-                return Ok(bytes);
+                return Ok(aligned(&bytes, self.align_at, true));
             }
             metrics::counter!("ivflake_cache_misses_total", "tier" => "disk").increment(1);
         }
@@ -177,12 +180,10 @@ impl ListLoad {
             });
         }
         // A list merged with others is copied out, so caching it never pins
-        // the whole group's buffer (the cache weighs only the list's bytes).
-        let bytes = if group.len() == self.rel.len() {
-            group.slice(self.rel)
-        } else {
-            Bytes::copy_from_slice(&group[self.rel])
-        };
+        // the whole group's buffer (the cache weighs only the list's bytes);
+        // a list not aligned for its reader is copied once here, not per search.
+        let whole = group.len() == self.rel.len();
+        let bytes = aligned(&group.slice(self.rel), self.align_at, whole);
         keep_verified(&self.core, &self.object, self.list, bytes)
     }
 }

@@ -8,6 +8,28 @@ use crate::layout::ListRange;
 pub struct ListRequest {
     pub list: usize,
     pub range: ListRange,
+    /// The byte of the list that the cached copy starts on a
+    /// [`LIST_ALIGN`] boundary (where the reader's aligned loads begin), so
+    /// that a warm search reads the cached bytes in place.
+    pub align_at: usize,
+}
+
+/// Alignment of a cached list's `align_at` byte: what AVX2 loads want.
+pub const LIST_ALIGN: usize = 32;
+
+/// `bytes` with byte `at` on a [`LIST_ALIGN`] boundary: as they are when it
+/// already is (and `whole`, i.e. not a slice of a larger buffer the cache
+/// would pin), else copied once into a buffer of their own.
+pub(super) fn aligned(bytes: &bytes::Bytes, at: usize, whole: bool) -> bytes::Bytes {
+    let at = at.min(bytes.len());
+    if whole && (bytes.as_ptr() as usize + at).is_multiple_of(LIST_ALIGN) {
+        return bytes.clone();
+    }
+    let mut buf = vec![0u8; bytes.len() + LIST_ALIGN];
+    let start = (LIST_ALIGN - (buf.as_ptr() as usize + at) % LIST_ALIGN) % LIST_ALIGN;
+    buf[start..start + bytes.len()].copy_from_slice(bytes);
+    // `from_owner` keeps the Vec where it is, so the alignment holds.
+    bytes::Bytes::from_owner(buf).slice(start..start + bytes.len())
 }
 
 /// Groups requests sorted by offset into GETs: a list joins the previous one's
@@ -43,6 +65,7 @@ mod tests {
         ListRequest {
             list,
             range: ListRange { offset, len, count: 1 },
+            align_at: 0,
         }
     }
 
@@ -72,6 +95,26 @@ mod tests {
         // A single list larger than the cap is its own group.
         let big = [req(0, 0, 1000), req(1, 1000, 10)];
         assert_eq!(lists(&plan_gets(&big, 1 << 20, 300)), vec![vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn aligned_puts_the_byte_on_a_boundary_and_keeps_the_bytes() {
+        let data: Vec<u8> = (0..=255).collect();
+        let whole = bytes::Bytes::from(data.clone());
+        for at in [0, 1, 7, 40] {
+            for start in [0, 3, 5] {
+                let slice = whole.slice(start..200);
+                let out = aligned(&slice, at, false);
+                assert_eq!(&out[..], &data[start..200]);
+                assert!((out.as_ptr() as usize + at).is_multiple_of(LIST_ALIGN));
+            }
+        }
+        let once = aligned(&whole.slice(3..200), 5, false);
+        assert_eq!(
+            aligned(&once, 5, true).as_ptr(),
+            once.as_ptr(),
+            "an aligned whole buffer is not copied"
+        );
     }
 
     #[test]

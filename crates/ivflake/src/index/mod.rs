@@ -173,13 +173,16 @@ impl IvfIndex {
 
     /// Requests for the non-empty lists among `lists`.
     pub(crate) fn list_requests(&self, lists: &[usize]) -> Vec<ListRequest> {
+        let format = self.inner.layout.format();
         lists
             .iter()
             .filter_map(|&list| {
-                self.inner
-                    .layout
-                    .get(list)
-                    .map(|range| ListRequest { list, range: *range })
+                self.inner.layout.get(list).map(|range| ListRequest {
+                    list,
+                    range: *range,
+                    // Cached with the codes aligned, so warm scans read them in place.
+                    align_at: format.split(range.count).0.start,
+                })
             })
             .filter(|r| r.range.count > 0)
             .collect()
