@@ -38,6 +38,7 @@ def open(
     disk_cache_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
     disk_cache_bytes: Optional[int] = None,
     manifest: Literal["auto", "ignore", "require"] = "auto",
+    preload: Union[None, Literal["off", "auto"], float] = None,
     **store_options: Union[str, bool, int],
 ) -> Index:
     """Opens the Faiss IVF index at `uri`, reading only its header.
@@ -53,6 +54,10 @@ def open(
     (default 10 GiB) that survives restarts. `manifest` says what to do with
     the checksum sidecar ``ivflake manifest`` writes: use it when present
     ("auto"), never look ("ignore"), or refuse to open without it ("require").
+    `preload` loads list data into the memory cache in the background after
+    open ("auto": every list when they fit a quarter of the cache, else the
+    most probed of earlier runs; a float sets the share); searches run
+    meanwhile, and `Index.preloaded()` waits for it.
 
     Raises IndexNotFound, CorruptIndex, UnsupportedIndex, ValueError (bad URI
     or option) or IvflakeError (the store failed). Ctrl-C interrupts it.
@@ -135,6 +140,8 @@ class Index:
         self, lists: Optional[Sequence[int]] = None, *, largest: int = 0, most_probed: int = 0
     ) -> Dict[str, Any]:
         """Loads lists into the caches ahead of searches; returns what it loaded."""
+    def preloaded(self) -> Dict[str, Any]:
+        """Waits for the background preload; returns its status (`state`, lists and bytes, `load`)."""
     def reload(self) -> None:
         """Switches to the object's current version; searches in flight finish on the old one."""
     def cache_info(self) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use ivflake::{
-    DiskCacheConfig, FetchConfig, FetchScheduler, IvfIndex, ManifestMode, Metric, OpenOptions, SearchParams,
+    DiskCacheConfig, FetchConfig, FetchScheduler, IvfIndex, ManifestMode, Metric, OpenOptions, Preload, SearchParams,
     SearchStats, WarmSpec,
 };
 use pyo3::exceptions::PyValueError;
@@ -25,7 +25,8 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 
 /// Opens the index at `uri`, reading only its header.
 #[pyfunction]
-#[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", **store_options))]
+#[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", preload=None, **store_options))]
+#[allow(clippy::too_many_arguments)] // one per keyword of the Python signature
 pub(crate) fn open(
     py: Python<'_>,
     uri: &Bound<'_, PyAny>,
@@ -33,6 +34,7 @@ pub(crate) fn open(
     disk_cache_dir: Option<PathBuf>,
     disk_cache_bytes: Option<u64>,
     manifest: &str,
+    preload: Option<&Bound<'_, PyAny>>,
     store_options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Index> {
     // A str, or an os.PathLike for local files.
@@ -50,6 +52,7 @@ pub(crate) fn open(
             )))
         }
     };
+    let preload = preload_option(preload)?;
     let mut fetch = FetchConfig::default();
     if let Some(bytes) = memory_cache_bytes {
         fetch.memory_cache_bytes = bytes;
@@ -80,6 +83,7 @@ pub(crate) fn open(
         let options = OpenOptions {
             scheduler,
             manifest,
+            preload,
             ..OpenOptions::default()
         };
         IvfIndex::open_at(location, options).await
@@ -91,6 +95,29 @@ pub(crate) fn open(
         nprobe: AtomicUsize::new(nprobe),
         last_stats: Arc::new(Mutex::new(None)),
     })
+}
+
+/// `preload`: None or "off", "auto" (a quarter of the memory cache), or the
+/// share of the cache as a float.
+fn preload_option(preload: Option<&Bound<'_, PyAny>>) -> PyResult<Preload> {
+    let Some(value) = preload else { return Ok(Preload::Off) };
+    if let Ok(word) = value.extract::<String>() {
+        return match word.as_str() {
+            "off" => Ok(Preload::Off),
+            "auto" => Ok(Preload::auto()),
+            other => Err(PyValueError::new_err(format!(
+                "preload must be \"off\", \"auto\" or a share of the memory cache in (0, 1], not {other:?}"
+            ))),
+        };
+    }
+    let share: f64 = value
+        .extract()
+        .map_err(|_| PyValueError::new_err("preload must be \"off\", \"auto\" or a float in (0, 1]"))?;
+    let preload = Preload::Auto {
+        max_cache_fraction: share,
+    };
+    preload.validate().map_err(to_py)?;
+    Ok(preload)
 }
 
 /// A Faiss IVF index served from object storage: only its header is in
@@ -246,6 +273,15 @@ impl Index {
         let index = self.handle();
         let report = wait(py, async move { index.warm(&spec).await })?.map_err(to_py)?;
         to_dict(py, &report)
+    }
+
+    /// Waits for the background preload `open(preload=...)` started, and
+    /// returns where it stands as a dict (`state`: "off", "skipped" with a
+    /// `reason`, or "done"; the lists and bytes planned; `load`: what loaded).
+    fn preloaded<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let index = self.handle();
+        let status = wait(py, async move { index.preloaded().await })?;
+        to_dict(py, &status)
     }
 
     /// Switches to the object's current version in the store (after it was

@@ -82,6 +82,23 @@ def test_warm_search_reads_nothing_from_the_store(fixtures, manifest, queries):
     assert info["memory_hits"] > 0 and info["residency"]["lists_in_memory"] > 0
 
 
+def test_preload_loads_every_list_and_novel_queries_read_nothing(fixtures, manifest, queries):
+    index = ivflake.open(fixtures / "ivfpq_l2.faiss", preload="auto")
+    status = index.preloaded()
+    assert status["state"] == "done", status
+    assert status["load"]["lists_loaded"] == status["lists_planned"] > 0
+    assert status["load"]["failed_lists"] == []
+    assert index.cache_info()["residency"]["lists_in_memory"] == status["lists_planned"]
+    D, I = index.search(queries, manifest["k"], nprobe=manifest["nprobe"])
+    assert index.last_stats["gets"] == 0
+    assert_same_as_faiss(D, I, *expected(fixtures, "ivfpq_l2"))
+    assert ivflake.open(fixtures / "ivfpq_l2.faiss").preloaded()["state"] == "off"
+    with pytest.raises(ValueError, match="preload"):
+        ivflake.open(fixtures / "ivfpq_l2.faiss", preload=2.0)
+    with pytest.raises(ValueError, match="preload"):
+        ivflake.open(fixtures / "ivfpq_l2.faiss", preload="always")
+
+
 def test_faiss_read_index_side_by_side(fixtures, queries):
     """The same file read by faiss and opened by ivflake: same answer at other k and nprobe."""
     path = str(fixtures / "ivfflat_ip.faiss")

@@ -63,6 +63,18 @@ void expect_eq(
     }
 }
 
+// Faiss reads a bool as one raw byte. Any value but 0 or 1 is undefined
+// behaviour the compiler may turn into an out-of-range index: with
+// by_residual = 0xff the fast-scan LUT code read out of bounds (a SIGSEGV
+// now and then in the mutation suite).
+void check_bool(const std::string& structure, const char* field, const bool& value) {
+    uint8_t raw = 0;
+    std::memcpy(&raw, &value, 1);
+    if (raw > 1) {
+        corrupt(structure, std::string(field) + " is the byte " + str(int(raw)) + ", not a bool");
+    }
+}
+
 void check_dimension(const std::string& structure, int64_t d) {
     if (d <= 0 || d > kMaxDimension) {
         corrupt(structure, "d is " + str(d) + ", outside 1.." + str(kMaxDimension));
@@ -425,6 +437,9 @@ void refuse_unserved_structure(uint32_t h) {
 void validate_structures(IvfIndex& index) {
     const faiss::IndexIVF& ivf = require_ivf(index);
     check_dimension(name_of(&ivf), ivf.d);
+    check_bool(name_of(&ivf), "by_residual", ivf.by_residual);
+    check_bool(name_of(&ivf), "is_trained", ivf.is_trained);
+    check_bool(name_of(index.top.get()), "is_trained", index.top->is_trained);
     if (ivf.nlist == 0 || ivf.ntotal < 0) {
         corrupt(name_of(&ivf), "nlist is " + str(ivf.nlist) + " and ntotal " + str(ivf.ntotal));
     }
@@ -434,6 +449,7 @@ void validate_structures(IvfIndex& index) {
         corrupt(name_of(&ivf), "direct map type " + str(int(ivf.direct_map.type)) + " is unknown");
     }
     index.centroid_max_abs = check_quantizer(ivf);
+    check_bool("coarse quantizer", "is_trained", ivf.quantizer->is_trained);
     check_codec(ivf);
     if (index.transform) {
         check_transforms(*index.transform, ivf.d);
