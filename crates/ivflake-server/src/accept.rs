@@ -23,6 +23,22 @@ use crate::config::{HttpSettings, FD_HEADROOM};
 /// closing connection frees a descriptor well within it.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A listening socket whose backlog holds a burst as large as the
+/// connection cap: with tokio's default (1024) a burst of a thousand
+/// connects overflowed it here and the dropped SYNs waited a second for
+/// their retransmit. The kernel caps it at `net.core.somaxconn`.
+pub(crate) fn listen(addr: std::net::SocketAddr, max_connections: usize) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted server rebinds while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(max_connections).unwrap_or(u32::MAX).clamp(1024, 65_535))
+}
+
 /// Accepts connections until `stop_accepting` resolves, each served on its
 /// own task while it holds one of `max_connections` slots. Returns the
 /// handle that drains the connections still open.

@@ -91,8 +91,7 @@ impl Server {
         }
 
         accept::raise_open_file_limit(config.http.max_connections);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = accept::listen(config.listen, config.http.max_connections)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr().context("cannot read the bound address")?;
         let auth = auth::Auth::new(config.auth.token.clone());
