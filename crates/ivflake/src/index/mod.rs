@@ -18,7 +18,7 @@ use ivflake_faiss::IndexInfo;
 use crate::attributes::Attributes;
 use crate::error::{Error, Result};
 use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
-use crate::layout::ListLayout;
+use crate::layout::{ListLayout, ListRange};
 use crate::manifest::Manifest;
 use crate::object::IndexObject;
 use crate::probes::ProbeCounts;
@@ -188,6 +188,15 @@ impl IvfIndex {
             .collect()
     }
 
+    /// A fetched list as Faiss reads it; a block list whose inline counts
+    /// disagree with the layout is corrupt, named by list.
+    fn list_view(&self, list: usize, bytes: bytes::Bytes, range: &ListRange) -> Result<ListView> {
+        ListView::new(bytes, range, self.inner.layout.format()).map_err(|reason| Error::Corrupt {
+            uri: self.uri().to_string(),
+            reason: format!("list {list}: {reason}"),
+        })
+    }
+
     /// The attributes object beside this index (`<index>.attrs.parquet`),
     /// its footer read once on first use; `None` when there is none.
     pub async fn attributes(&self) -> Result<Option<Arc<Attributes>>> {
@@ -221,16 +230,12 @@ impl IvfIndex {
         let requests = self.list_requests(&all);
         let io = Arc::new(SearchIo::default());
         let mut out = vec![Vec::new(); nlist];
-        let format = self.inner.layout.format();
         for wave in requests.chunks(LIST_IDS_WAVE) {
             for (list, fetched) in self.scheduler().fetch(self.object(), wave, &io).await {
                 let Some(range) = self.inner.layout.get(list).copied() else {
                     continue;
                 };
-                let view = ListView::new(fetched?, &range, format).map_err(|reason| Error::Corrupt {
-                    uri: self.uri().to_string(),
-                    reason: format!("list {list}: {reason}"),
-                })?;
+                let view = self.list_view(list, fetched?, &range)?;
                 out[list] = view.slice().ids.to_vec();
             }
         }

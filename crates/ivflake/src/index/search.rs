@@ -246,16 +246,10 @@ impl IvfIndex {
         stats: &mut SearchStats,
     ) -> Result<Vec<(usize, ListView)>> {
         let ranges: HashMap<usize, ListRange> = requests.iter().map(|r| (r.list, r.range)).collect();
-        let format = self.inner.layout.format();
         let mut views = Vec::with_capacity(fetched.len());
         let mut first_error = None;
         for (list, outcome) in fetched {
-            let view = outcome.and_then(|bytes| {
-                ListView::new(bytes, &ranges[&list], format).map_err(|reason| Error::Corrupt {
-                    uri: self.uri().to_string(),
-                    reason: format!("list {list}: {reason}"),
-                })
-            });
+            let view = outcome.and_then(|bytes| self.list_view(list, bytes, &ranges[&list]));
             match view {
                 Ok(view) => views.push((list, view)),
                 Err(e) => {
