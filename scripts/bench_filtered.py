@@ -72,6 +72,7 @@ def ivflake_run(binary, uri, queries_file, flt, cold):
     out = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
     ids = [json.loads(line)["ids"] for line in out.stdout.splitlines()]
     stats = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    stats = [s for s in stats if "open" not in s]  # the first line: what open cost
     return ids, stats
 
 

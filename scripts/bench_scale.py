@@ -366,6 +366,7 @@ def ivflake_search(a, uri, queries_file, nprobe, env, cache_bytes):
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     ids = [json.loads(line)["ids"] for line in proc.stdout.splitlines()]
     stats = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    stats = [s for s in stats if "open" not in s]  # the first line: what open cost
     return ids, stats
 
 

@@ -91,6 +91,9 @@ class Index:
     @nprobe.setter
     def nprobe(self, value: int) -> None: ...
     @property
+    def open_stats(self) -> Dict[str, Any]:
+        """What opening the index cost: `gets`, `bytes` of the file, `ms`."""
+    @property
     def last_stats(self) -> Optional[Dict[str, Any]]:
         """Stats of the last finished search: lists probed and where they came
         from, GETs, bytes, quantizer/fetch/scan milliseconds."""

@@ -315,6 +315,13 @@ impl Index {
         stats.map(|s| to_dict(py, &s)).transpose()
     }
 
+    /// What opening this index cost, as a dict: `gets`, `bytes` of the index
+    /// file read, and `ms` from the first request to a searchable index.
+    #[getter]
+    fn open_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_dict(py, &self.handle().open_stats())
+    }
+
     /// Dimension of the query vectors.
     #[getter]
     fn d(&self) -> usize {

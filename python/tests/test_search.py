@@ -71,6 +71,8 @@ def test_s3_store_options_override_the_environment(fixtures, manifest, queries, 
 
 def test_warm_search_reads_nothing_from_the_store(fixtures, manifest, queries):
     index = ivflake.open(fixtures / "ivfpq_l2.faiss")  # an os.PathLike works too
+    opened = index.open_stats
+    assert opened["gets"] >= 1 and opened["bytes"] > 0 and opened["ms"] > 0, opened
     index.search(queries, manifest["k"], nprobe=manifest["nprobe"])
     cold = index.last_stats
     D, I = index.search(queries, manifest["k"], nprobe=manifest["nprobe"])

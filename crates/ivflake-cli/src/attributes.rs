@@ -10,7 +10,8 @@ use bytes::Bytes;
 use ivflake::attributes::attributes_path;
 use ivflake::{IndexLocation, IvfIndex, ParquetTable};
 
-use crate::util::{human_bytes, open_index, write_object};
+use crate::open::open_index;
+use crate::util::{human_bytes, write_object};
 
 #[derive(Debug, clap::Args)]
 pub struct AttributesArgs {

@@ -11,9 +11,8 @@ use rand::SeedableRng;
 use url::Url;
 
 use crate::attributes::{attach, read_table};
-use crate::util::{
-    human_bytes, load_vectors, metric_name, open_index, positive, progress_bar, spinner, write_object, MetricArg,
-};
+use crate::open::open_index;
+use crate::util::{human_bytes, load_vectors, metric_name, positive, progress_bar, spinner, write_object, MetricArg};
 use crate::vectors::Vectors;
 
 /// Vectors handed to Faiss's `add` per call (one progress-bar step).

@@ -15,7 +15,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::build::{build_index, BuildSpec};
-use crate::util::{human_bytes, open_index, positive, shell_quote};
+use crate::open::open_index;
+use crate::util::{human_bytes, positive, shell_quote};
 use crate::vectors::{write_vectors, Vectors};
 
 /// The generator's seed: the same arguments always give the same data.

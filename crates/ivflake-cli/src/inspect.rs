@@ -1,10 +1,11 @@
 //! `ivflake inspect`: what an index is, read from its header alone.
 
 use anyhow::{Context, Result};
-use ivflake::{IndexMemory, IvfIndex};
+use ivflake::{IndexMemory, IvfIndex, OpenStats};
 use serde::Serialize;
 
-use crate::util::{human_bytes, metric_name, open_index, write_stdout};
+use crate::open::HeaderArgs;
+use crate::util::{human_bytes, metric_name, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -13,6 +14,8 @@ pub struct InspectArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub header: HeaderArgs,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -35,6 +38,8 @@ struct Report {
     list_sizes: ListSizes,
     /// What the open index holds in memory, by part.
     memory: IndexMemory,
+    /// What opening it cost.
+    open: OpenStats,
 }
 
 /// The distribution of vectors per inverted list (nearest-rank percentiles).
@@ -90,6 +95,7 @@ impl Report {
             e_tag: index.e_tag().map(str::to_string),
             list_sizes: ListSizes::of(layout.iter().map(|(_, r)| r.count).collect()),
             memory: index.memory(),
+            open: index.open_stats(),
         }
     }
 
@@ -133,6 +139,15 @@ impl Report {
             ("  transforms", bytes(self.memory.transform_bytes)),
             ("  residual table", residual_table(&self.memory)),
             ("  layout", bytes(self.memory.layout_bytes)),
+            (
+                "open",
+                format!(
+                    "{:.1} ms, {} GETs, {} of the file",
+                    self.open.ms,
+                    self.open.gets,
+                    human_bytes(self.open.bytes)
+                ),
+            ),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
@@ -155,7 +170,7 @@ fn residual_table(m: &IndexMemory) -> String {
 }
 
 pub async fn run(args: InspectArgs) -> Result<()> {
-    let index = open_index(&args.uri).await?;
+    let index = args.header.open(&args.uri).await?;
     let report = Report::of(&index);
     let text = if args.json {
         serde_json::to_string(&report).context("cannot serialize the report")? + "\n"

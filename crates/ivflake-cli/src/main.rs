@@ -7,6 +7,7 @@ mod build;
 mod demo;
 mod inspect;
 mod manifest;
+mod open;
 mod search;
 mod serve;
 mod util;

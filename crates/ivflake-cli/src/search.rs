@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ivflake::{AttributeFilter, FetchConfig, SearchParams, SearchResults, MAX_RESULT_SLOTS};
+use ivflake::{AttributeFilter, SearchParams, SearchResults, MAX_RESULT_SLOTS};
 use serde::Serialize;
 
-use crate::util::{load_vectors, open_index, open_index_with, positive, write_stdout};
+use crate::open::OpenArgs;
+use crate::util::{load_vectors, positive, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
@@ -21,7 +22,8 @@ pub struct SearchArgs {
     /// Inverted lists to probe per query (1..=nlist).
     #[arg(long, value_parser = positive)]
     pub nprobe: usize,
-    /// Print each batch's search statistics as a JSON line on stderr.
+    /// Print what open cost (`{"open": {gets, bytes, ms}, "preload": …}`),
+    /// then each batch's search statistics, as JSON lines on stderr.
     #[arg(long)]
     pub stats: bool,
     /// Search in batches of this many queries [default: all in one batch,
@@ -35,10 +37,8 @@ pub struct SearchArgs {
     /// Attribute columns to print with each hit (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub return_attributes: Vec<String>,
-    /// Bytes of fetched lists to keep in memory; 0 makes every search read
-    /// the store (cold) [default: the library's default budget].
-    #[arg(long)]
-    pub memory_cache_bytes: Option<u64>,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// One output line.
@@ -52,19 +52,11 @@ struct QueryResult<'a> {
 
 pub async fn run(args: SearchArgs) -> Result<()> {
     let queries = load_vectors(&args.queries).await?;
-    let index = match args.memory_cache_bytes {
-        None => open_index(&args.uri).await?,
-        Some(bytes) => {
-            open_index_with(
-                &args.uri,
-                FetchConfig {
-                    memory_cache_bytes: bytes,
-                    ..FetchConfig::default()
-                },
-            )
-            .await?
-        }
-    };
+    let index = args.open.open(&args.uri).await?;
+    if args.stats {
+        let open = serde_json::json!({ "open": index.open_stats(), "preload": index.preload_status() });
+        eprintln!("{open}");
+    }
     let d = index.info().d;
     if queries.d != d {
         bail!(

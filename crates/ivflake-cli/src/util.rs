@@ -7,31 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use ivflake::{FetchConfig, IndexLocation, IvfIndex, Metric, OpenOptions};
+use ivflake::{IndexLocation, Metric};
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
 
 use crate::vectors::{self, Vectors};
-
-/// Opens an index lazily (header only) with the library's defaults.
-pub async fn open_index(uri: &str) -> Result<IvfIndex> {
-    let location = IndexLocation::parse(uri, &FetchConfig::default()).context("cannot open the index")?;
-    IvfIndex::open_at(location, OpenOptions::default())
-        .await
-        .context("cannot open the index")
-}
-
-/// Opens `uri` with its own scheduler configured by `config`.
-pub async fn open_index_with(uri: &str, config: FetchConfig) -> Result<IvfIndex> {
-    let location = IndexLocation::parse(uri, &config).context("cannot open the index")?;
-    let options = OpenOptions {
-        scheduler: ivflake::FetchScheduler::new(config),
-        ..OpenOptions::default()
-    };
-    IvfIndex::open_at(location, options)
-        .await
-        .context("cannot open the index")
-}
 
 /// Reads a vector file off the async runtime.
 pub async fn load_vectors(path: &Path) -> Result<Arc<Vectors>> {
@@ -138,6 +118,26 @@ pub fn progress_bar(len: u64, verb: &str, unit: &str) -> ProgressBar {
     ProgressBar::new(len).with_style(style)
 }
 
+/// `"256K"`, `"1M"`, `"64KiB"`, `"4096"` → bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 0, 4096, 64K or 1M"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use K, M or G")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Buffer of the object-store writer: objects larger than this go up as
 /// multipart parts of this size (S3 wants parts of at least 5 MiB).
 const WRITE_BUFFER: usize = 8 << 20;
@@ -180,6 +180,21 @@ mod tests {
         assert_eq!(shell_quote("my dir/x"), "'my dir/x'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16K"), Ok(16 << 10));
+        assert_eq!(parse_size(" 64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1mib"), Ok(1 << 20));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("18446744073709551615G").is_err());
     }
 
     #[test]

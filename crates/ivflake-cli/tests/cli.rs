@@ -169,14 +169,63 @@ fn demo_then_inspect_search_manifest_and_build() {
             );
         }
     }
-    let stats: Value = serde_json::from_str(
+    let stderr_lines = |out: &Output| -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
             .lines()
-            .next()
-            .expect("--stats line"),
-    )
-    .expect("--stats is JSON");
-    assert!(stats["lists_probed"].as_u64().unwrap() > 0, "{stats}");
+            .map(|l| serde_json::from_str(l).expect("--stats lines are JSON"))
+            .collect()
+    };
+    let stats = stderr_lines(&out);
+    assert_eq!(stats.len(), 2, "an open line, then one per batch: {stats:?}");
+    let open = &stats[0]["open"];
+    assert!(
+        open["gets"].as_u64().unwrap() >= 1 && open["bytes"].as_u64().unwrap() > 0,
+        "{open}"
+    );
+    assert_eq!(stats[0]["preload"]["state"], "off");
+    assert!(stats[1]["lists_probed"].as_u64().unwrap() > 0, "{}", stats[1]);
+
+    // The open and fetch settings as flags: with everything preloaded before
+    // the search, it finds every list in memory, with the same neighbours.
+    let out = run(&[
+        "search",
+        uri,
+        "--queries",
+        queries.to_str().unwrap(),
+        "-k",
+        "5",
+        "--nprobe",
+        "8",
+        "--stats",
+        "--preload",
+        "auto",
+        "--memory-cache-bytes",
+        "16M",
+        "--residual-table",
+        "off",
+        "--coalesce-gap",
+        "0",
+        "--max-in-flight-per-search",
+        "2",
+    ]);
+    let stats = stderr_lines(&out);
+    assert_eq!(stats[0]["preload"]["state"], "done", "{}", stats[0]);
+    assert_eq!(stats[1]["lists_from_memory"], stats[1]["lists_probed"], "{}", stats[1]);
+    assert_eq!(stats[1]["gets"], 0, "{}", stats[1]);
+    for (i, line) in stdout(&out).lines().enumerate() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let ids: Vec<i64> = line["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, expected.labels[i * 5..(i + 1) * 5], "query {i}");
+    }
+    let info: Value = serde_json::from_str(&stdout(&run(&["inspect", uri, "--json", "--residual-table", "off"])))
+        .expect("inspect --json");
+    assert_eq!(info["memory"]["residual_table_bytes"], 0, "{info}");
+    assert!(info["open"]["gets"].as_u64().unwrap() >= 1, "{info}");
 
     // manifest: writes the sidecar, then checks the file against it.
     let text = stdout(&run(&["manifest", uri]));

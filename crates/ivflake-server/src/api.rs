@@ -121,6 +121,8 @@ pub struct IndexStatus {
     /// `layout_bytes`.
     #[schema(value_type = Object)]
     pub memory: ivflake::IndexMemory,
+    /// What opening this version cost: `gets`, `bytes` of the index file, `ms`.
+    pub open: ivflake::OpenStats,
     /// The background preload (`preload` in the index's config): `state`
     /// (`off`, `skipped` with a `reason`, `running`, `done`), the lists and
     /// bytes planned, and what has loaded so far.

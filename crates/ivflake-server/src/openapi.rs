@@ -49,6 +49,7 @@ use crate::routes;
         ivflake::WarmSpec,
         ivflake::WarmReport,
         ivflake::PreloadStatus,
+        ivflake::OpenStats,
         ivflake::PreloadState,
         ivflake::BackgroundLoad,
         crate::config::PreloadSetting,

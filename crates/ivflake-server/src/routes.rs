@@ -406,6 +406,7 @@ async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
         default_nprobe: entry.config.nprobe.unwrap_or(config.defaults.nprobe).min(info.nlist),
         residency: residency(&loaded).await,
         memory: loaded.index.memory(),
+        open: loaded.index.open_stats(),
         preload: loaded.index.preload_status(),
     }
 }

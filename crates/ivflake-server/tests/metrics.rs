@@ -384,6 +384,11 @@ async fn every_documented_metric_moves_with_its_event() {
     })
     .await
     .expect("the preload finishes");
+    let opened = &get_json(&status_url).await["open"];
+    assert!(
+        opened["gets"].as_u64().unwrap() >= 1 && opened["bytes"].as_u64().unwrap() > 0,
+        "{opened}"
+    );
     let after = scrape(&server_c).await;
     let index = "index=\"preloaded\"";
     checks.gauge(

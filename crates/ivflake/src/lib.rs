@@ -54,7 +54,7 @@ pub use fetch::{
     BackgroundLoad, CacheReport, FetchCounters, FetchScheduler, ListRequest, BACKGROUND_GETS, BACKGROUND_GET_BYTES,
 };
 pub use index::{
-    FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, Preload, PreloadState,
+    FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, OpenStats, Preload, PreloadState,
     PreloadStatus, ResidualTable, SearchParams, SearchResults, DEFAULT_PRELOAD_CACHE_FRACTION,
     DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };

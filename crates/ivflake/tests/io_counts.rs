@@ -59,6 +59,9 @@ async fn open_is_one_round_trip_and_the_first_query_one_more() {
         let index = opening.await.unwrap().unwrap();
         assert_eq!(gate.passed(), 2, "open made two GETs (sidecar: {with_sidecar})");
         assert_eq!(index.is_verified(), with_sidecar);
+        // Its own account agrees: two GETs, and the whole (small) file read.
+        let open = index.open_stats();
+        assert_eq!((open.gets, open.bytes), (2, bytes.len() as u64));
         gate.shut();
         // Round trip 2: every list the first query probes, in one wave.
         let queries = clustered(1, D, 9);
@@ -78,6 +81,13 @@ async fn a_large_header_takes_a_bounded_number_of_gets() {
     assert!(index.layout().header_len() > ivflake::HEADER_PROBE_BYTES);
     let gets = counting.gets();
     assert!((2..=3).contains(&gets), "{gets} GETs");
+    assert_eq!(index.open_stats().gets, gets as u64);
+    let asked: u64 = counting
+        .ranges()
+        .iter()
+        .map(|r| r.end.min(index.file_len()) - r.start)
+        .sum();
+    assert_eq!(index.open_stats().bytes, asked);
     for r in counting.ranges() {
         assert!(
             r.end <= index.layout().header_len() * 2 + 64,

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::build::{add_showing, train_showing};
 use crate::demo::{generate, BLOBS, SEED};
-use crate::util::{human_bytes, positive, progress_bar, shell_quote, spinner, write_object, write_stdout};
+use crate::util::{human_bytes, parse_size, positive, progress_bar, shell_quote, spinner, write_object, write_stdout};
 use crate::vectors::Vectors;
 
 /// Size of the bare round-trip GET: one page, so it costs the request, not the transfer.

@@ -113,26 +113,6 @@ pub(super) fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-/// `"256K"`, `"1M"`, `"64KiB"`, `"4096"` → bytes (binary units).
-pub(super) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 0, 4096, 64K or 1M"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        other => return Err(format!("{s:?}: unknown unit {other:?}; use K, M or G")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -517,21 +497,6 @@ mod tests {
         assert_eq!(r.latency_ms.p99, 30.0);
         assert!(RowSamples::default().report().is_none());
         assert_eq!(ratio(1.0, 0.0), None);
-    }
-
-    #[test]
-    pub(super) fn parses_sizes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("16K"), Ok(16 << 10));
-        assert_eq!(parse_size(" 64KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("1M"), Ok(1 << 20));
-        assert_eq!(parse_size("1mib"), Ok(1 << 20));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("1T").is_err());
-        assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("18446744073709551615G").is_err());
     }
 
     #[test]

@@ -44,6 +44,7 @@ struct Inner {
     options: OpenOptions,
     probes: Arc<ProbeCounts>,
     memory: IndexMemory,
+    open: OpenStats,
     /// The attributes object beside the index, read on first use (its
     /// footer: one GET); `None` inside when there is none.
     attributes: tokio::sync::OnceCell<Option<Arc<Attributes>>>,
@@ -51,6 +52,19 @@ struct Inner {
     preload: std::sync::OnceLock<preload::Preloading>,
     /// Dropped with the last handle on this version: its memory entries go too.
     _pin: VersionPin,
+}
+
+/// What opening an index cost: requests, bytes and time, from the first
+/// request to a searchable index (the background preload not included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OpenStats {
+    /// GETs sent: the sidecar's (when looked for), the header's, and any
+    /// more the header or the block lists' sizes needed.
+    pub gets: u64,
+    /// Bytes of the index file received.
+    pub bytes: u64,
+    pub ms: f64,
 }
 
 /// What one opened index holds in memory, by part (cached lists aside:
@@ -129,6 +143,10 @@ impl IvfIndex {
     }
 
     /// What this index holds in memory, by part.
+    pub fn open_stats(&self) -> OpenStats {
+        self.inner.open
+    }
+
     pub fn memory(&self) -> IndexMemory {
         self.inner.memory
     }

@@ -5,6 +5,7 @@
 //! that keeps only the lists' inline counts), and gives every read the
 //! scheduler's per-GET time limit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use ivflake_faiss::HeaderProbe;
 use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
 
 use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
-use super::{IndexMemory, Inner, IvfIndex};
+use super::{IndexMemory, Inner, IvfIndex, OpenStats};
 use crate::error::{Error, Result};
 use crate::layout::{BlockListWalker, ListFormat, ListLayout};
 use crate::location::IndexLocation;
@@ -32,6 +33,9 @@ const MAX_SIDECAR_HEADER: u64 = 256 << 20;
 struct HeaderReads<'a> {
     location: &'a IndexLocation,
     limit: Duration,
+    /// GETs sent, and bytes of the index file received, for [`OpenStats`].
+    gets: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl HeaderReads<'_> {
@@ -48,10 +52,18 @@ impl HeaderReads<'_> {
         &self.location.uri
     }
 
+    fn count(&self, bytes: usize) {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     /// The sidecar as `mode` asks: `None` when it is ignored, missing (Auto)
     /// or unreadable (Auto, logged); an error only under `Require`.
     async fn sidecar(&self, mode: ManifestMode) -> Result<Option<Manifest>> {
-        let read = || self.timed("reading the checksum sidecar", Manifest::read_at(self.location));
+        let read = || {
+            self.count(0);
+            self.timed("reading the checksum sidecar", Manifest::read_at(self.location))
+        };
         match mode {
             ManifestMode::Ignore => Ok(None),
             ManifestMode::Auto => Ok(read().await.and_then(|r| r).unwrap_or_else(|e| {
@@ -98,6 +110,7 @@ impl HeaderReads<'_> {
             .timed("reading the index header", first.bytes())
             .await?
             .map_err(|e| Error::from_store(self.uri(), None, e))?;
+        self.count(bytes.len());
         Ok((bytes, meta))
     }
 
@@ -121,6 +134,7 @@ impl HeaderReads<'_> {
             .timed("reading the index header", read)
             .await?
             .map_err(|e| Error::from_store(self.uri(), e_tag, e))?;
+        self.count(more.len());
         if more.len() as u64 != want - have {
             return Err(Error::Corrupt {
                 uri: self.uri().to_string(),
@@ -160,8 +174,10 @@ impl HeaderReads<'_> {
                 .await?
                 .map_err(|e| Error::from_store(self.uri(), e_tag, e))?
                 .into_stream();
+            self.count(0);
             while let Some(chunk) = self.timed(stage, stream.next()).await? {
                 let chunk = chunk.map_err(|e| Error::from_store(self.uri(), e_tag, e))?;
+                self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 walker.feed(&chunk).map_err(corrupt)?;
             }
         }
@@ -172,11 +188,14 @@ impl HeaderReads<'_> {
 impl IvfIndex {
     /// Opens the index at `location`: reads the header only, never list data.
     pub async fn open_at(location: IndexLocation, options: OpenOptions) -> Result<Self> {
+        let started = Instant::now();
         let uri = location.uri.clone();
         options.preload.validate()?;
         let reads = HeaderReads {
             location: &location,
             limit: options.scheduler.config().get_timeout,
+            gets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         };
         let mode = options.manifest;
         // One round trip: the sidecar and the header's first bytes are asked
@@ -207,7 +226,7 @@ impl IvfIndex {
                 manifest = None;
             }
         }
-        let (faiss, prefix, requests) = parse_header(&reads, &options, first, &meta).await?;
+        let (faiss, prefix) = parse_header(&reads, &options, first, &meta).await?;
         let (faiss, residual_table_build) = build_residual_table(&options, faiss).await?;
 
         let info = faiss.info().clone();
@@ -223,7 +242,12 @@ impl IvfIndex {
         }
         drop(prefix);
         let object = Arc::new(object);
-        tracing::debug!(uri = %uri, requests, header_bytes = info.list_data_offset, "opened index");
+        let open = OpenStats {
+            gets: reads.gets.load(Ordering::Relaxed),
+            bytes: reads.bytes.load(Ordering::Relaxed),
+            ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        tracing::debug!(uri = %uri, gets = open.gets, bytes = open.bytes, ms = open.ms, "opened index");
         let probes = {
             let (dir, uri, nlist) = (options.state_dir.clone(), uri.clone(), info.nlist);
             tokio::task::spawn_blocking(move || ProbeCounts::load(dir.as_deref(), &uri, nlist))
@@ -241,6 +265,7 @@ impl IvfIndex {
                 options,
                 probes: Arc::new(probes),
                 memory,
+                open,
                 attributes: tokio::sync::OnceCell::new(),
                 preload: std::sync::OnceLock::new(),
                 _pin: pin,
@@ -330,13 +355,13 @@ async fn list_layout(
 
 /// Parses the header with Faiss on the compute pool, reading more of the
 /// file while it asks for more (at most `MAX_OPEN_REQUESTS` reads in all).
-/// Returns the parsed header, the bytes read and the number of reads.
+/// Returns the parsed header and the bytes read.
 async fn parse_header(
     reads: &HeaderReads<'_>,
     options: &OpenOptions,
     first: Bytes,
     meta: &ObjectMeta,
-) -> Result<(ivflake_faiss::Index, BytesMut, usize)> {
+) -> Result<(ivflake_faiss::Index, BytesMut)> {
     let size = meta.size;
     let mut prefix = BytesMut::from(first.as_ref());
     let mut requests = 1;
@@ -350,7 +375,7 @@ async fn parse_header(
             .run(move || Ok(ivflake_faiss::open_header(&bytes, size, alloc_cap)))
             .await?;
         match parsed {
-            Ok(HeaderProbe::Opened(index)) => return Ok((index, prefix, requests)),
+            Ok(HeaderProbe::Opened(index)) => return Ok((index, prefix)),
             Ok(HeaderProbe::NeedBytes(needed)) => {
                 if requests >= MAX_OPEN_REQUESTS {
                     return Err(Error::Corrupt {

@@ -124,7 +124,8 @@ impl ResidualTable {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ManifestMode {
     /// Use it when present and describing this file; otherwise log why and
-    /// serve unverified. Open takes 2 requests: the sidecar, then the header.
+    /// serve unverified. Open asks for the sidecar and the header together:
+    /// 2 GETs in one round trip.
     #[default]
     Auto,
     /// Do not look: open takes 1 request for most headers.

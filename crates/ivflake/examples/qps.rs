@@ -1,0 +1,95 @@
+//! Warm searches per second through the library with `CONCURRENCY` searches
+//! in flight, one query each: the reference `scripts/bench_http.py` puts
+//! beside `wrk` against `ivflake serve` on the same file, in the same run.
+//!
+//! ```text
+//! cargo run --release -p ivflake --example qps -- URI QUERIES.f32 CONCURRENCY SECONDS K NPROBE
+//! ```
+//!
+//! QUERIES.f32 holds little-endian float32 vectors of the index's dimension.
+//! Every list is loaded into the memory cache first, so only warm searches
+//! are timed. Prints one JSON object.
+
+use std::time::{Duration, Instant};
+
+use ivflake::{IndexLocation, IvfIndex, OpenOptions, Preload, PreloadState};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [uri, queries, concurrency, seconds, k, nprobe] = args.as_slice() else {
+        return Err("usage: qps URI QUERIES.f32 CONCURRENCY SECONDS K NPROBE".into());
+    };
+    let (concurrency, k, nprobe): (usize, usize, usize) = (concurrency.parse()?, k.parse()?, nprobe.parse()?);
+    let seconds: f64 = seconds.parse()?;
+
+    let options = OpenOptions {
+        preload: Preload::Auto {
+            max_cache_fraction: 1.0,
+        },
+        ..OpenOptions::default()
+    };
+    let location = IndexLocation::parse(uri, options.scheduler.config())?;
+    let index = IvfIndex::open_at(location, options).await?;
+    let status = index.preloaded().await;
+    if status.state != PreloadState::Done {
+        return Err(format!("the lists did not all load into the cache: {status:?}").into());
+    }
+
+    let d = index.info().d;
+    let bytes = std::fs::read(queries)?;
+    let vectors: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if vectors.is_empty() || !vectors.len().is_multiple_of(d) {
+        return Err(format!(
+            "{queries}: {} floats is not a whole number of {d}-d vectors",
+            vectors.len()
+        )
+        .into());
+    }
+    let nq = vectors.len() / d;
+
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let (index, vectors) = (index.clone(), vectors.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut q = w % nq;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let results = index.search(&vectors[q * d..(q + 1) * d], k, nprobe).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                if results.stats.lists_from_memory != results.stats.lists_probed {
+                    return Err(ivflake::Error::Internal(
+                        "a timed search missed the memory cache".into(),
+                    ));
+                }
+                q = (q + concurrency) % nq;
+            }
+            Ok::<_, ivflake::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{}",
+        serde_json::json!({
+            "concurrency": concurrency,
+            "searches": latencies.len(),
+            "seconds": elapsed,
+            "qps": latencies.len() as f64 / elapsed,
+            "p50_ms": at(0.5),
+            "p99_ms": at(0.99),
+        })
+    );
+    Ok(())
+}
