@@ -174,7 +174,7 @@ def main():
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--nq", type=int, default=1000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--concurrency", default="1,8,32,128")
     a = p.parse_args()

@@ -50,6 +50,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let nq = vectors.len() / d;
+    // One connection's reference: Faiss searching the same file fully in
+    // memory, query by query in turn with the library, on this thread.
+    let faiss = if concurrency == 1 && std::path::Path::new(uri).is_file() {
+        Some(side_by_side(&index, uri, &vectors, d, k, nprobe, seconds / 2.0).await?)
+    } else {
+        None
+    };
 
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -58,11 +65,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (index, vectors) = (index.clone(), vectors.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut stages = Vec::new();
             let mut q = w % nq;
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let results = index.search(&vectors[q * d..(q + 1) * d], k, nprobe).await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                let s = &results.stats;
+                stages.push([s.quantizer_ms, s.fetch_ms, s.scan_ms]);
                 if results.stats.lists_from_memory != results.stats.lists_probed {
                     return Err(ivflake::Error::Internal(
                         "a timed search missed the memory cache".into(),
@@ -70,16 +80,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 q = (q + concurrency) % nq;
             }
-            Ok::<_, ivflake::Error>(latencies)
+            Ok::<_, ivflake::Error>((latencies, stages))
         }));
     }
-    let mut latencies = Vec::new();
+    let (mut latencies, mut stages) = (Vec::new(), Vec::new());
     for w in workers {
-        latencies.extend(w.await??);
+        let (l, s) = w.await??;
+        latencies.extend(l);
+        stages.extend(s);
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    // Each stage's median, as the library's stats time it.
+    let stage_p50 = |i: usize| {
+        let mut v: Vec<f64> = stages.iter().map(|s| s[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -89,7 +107,59 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "qps": latencies.len() as f64 / elapsed,
             "p50_ms": at(0.5),
             "p99_ms": at(0.99),
+            "mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
+            "side_by_side": faiss,
+            "stages_p50_ms": {
+                "quantizer": stage_p50(0),
+                "lookup": stage_p50(1),
+                "scan": stage_p50(2),
+            },
         })
     );
     Ok(())
+}
+
+/// Faiss in memory and the library, alternating query by query (each going
+/// first every other query) for `seconds`: both p50s and their ratio.
+async fn side_by_side(
+    index: &IvfIndex,
+    path: &str,
+    vectors: &[f32],
+    d: usize,
+    k: usize,
+    nprobe: usize,
+    seconds: f64,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let faiss = ivflake_faiss::read_index(&std::fs::read(path)?)?;
+    let nq = vectors.len() / d;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let query = &vectors[(i % nq) * d..(i % nq + 1) * d];
+        for turn in 0..2 {
+            let t = Instant::now();
+            if (i + turn) % 2 == 0 {
+                let found = faiss.search(query, k, nprobe)?;
+                theirs.push(t.elapsed().as_secs_f64() * 1e3);
+                std::hint::black_box(found);
+            } else {
+                let found = index.search(query, k, nprobe).await?;
+                ours.push(t.elapsed().as_secs_f64() * 1e3);
+                std::hint::black_box(found);
+            }
+        }
+        i += 1;
+    }
+    let p50 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ours, theirs) = (p50(&mut ours), p50(&mut theirs));
+    Ok(serde_json::json!({
+        "searches": i,
+        "library_p50_ms": ours,
+        "faiss_p50_ms": theirs,
+        "library_over_faiss": ours / theirs,
+    }))
 }

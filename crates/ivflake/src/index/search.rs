@@ -18,6 +18,11 @@ use crate::fetch::ListRequest;
 use crate::layout::ListRange;
 use crate::stats::{ms, SearchIo, SearchStats};
 
+/// Searches probing at most this many lists in all (queries × nprobe) run
+/// their compute jobs inline when the pool is idle ([`ComputePool::run_short`]):
+/// short enough that a deadline waiting for one is not held up.
+const SHORT_JOB_PROBES: usize = 256;
+
 impl IvfIndex {
     pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
         let n = self.validate(queries, params)?;
@@ -123,14 +128,17 @@ impl IvfIndex {
         // 1. One compute job: pre-transforms, the coarse quantizer, and, when
         //    every probed list is in the memory cache, the scan too. A warm
         //    search then never hops back to tokio in between.
+        let compute = &self.inner.options.compute;
+        let short = n.saturating_mul(params.nprobe) <= SHORT_JOB_PROBES;
         let warm = {
             let index = self.clone();
             let (params, io) = (params.clone(), io.clone());
-            self.inner
-                .options
-                .compute
-                .run(move || index.quantize_and_scan_warm(&queries, n, &params, &io, started))
-                .await?
+            let job = move || index.quantize_and_scan_warm(&queries, n, &params, &io, started);
+            if short {
+                compute.run_short(job).await?
+            } else {
+                compute.run(job).await?
+            }
         };
         let (xt, assignment, requests, mut stats) = match warm {
             Warm::Done(results) => return Ok(results),
@@ -158,11 +166,12 @@ impl IvfIndex {
         let k = params.k;
         let neighbors = {
             let index = self.clone();
-            self.inner
-                .options
-                .compute
-                .run(move || index.scan(&xt, &assignment, &views, &params))
-                .await?
+            let job = move || index.scan(&xt, &assignment, &views, &params);
+            if short {
+                compute.run_short(job).await?
+            } else {
+                compute.run(job).await?
+            }
         };
         stats.scan_ms = ms(scan_started.elapsed());
         stats.absorb(&io);
@@ -354,6 +363,11 @@ pub(super) fn scan_parallel(
 ) -> Result<ivflake_faiss::Neighbors> {
     let d = inner.info.ivf_d;
     let n = xt.len() / d;
+    if n <= 1 {
+        // Nothing to split: scan here, which for a job running inline
+        // (`ComputePool::run_short`) saves a hop onto the pool.
+        return Ok(inner.faiss.scan_lists(xt, k, assignment, slots, lists, filter)?);
+    }
     let chunk = n.div_ceil(compute.threads().max(1)).max(1);
     let parts: Vec<Result<ivflake_faiss::Neighbors>> = compute.install(|| {
         (0..n)
