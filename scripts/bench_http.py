@@ -167,6 +167,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "ivflake-http"))
     p.add_argument("--out", help="write the results here as JSON")
+    p.add_argument("--plot", help="draw QPS and p50 against connections into this PNG")
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--factory", default="IVF256,PQ16")
@@ -211,6 +212,38 @@ def main():
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1)
     print_tables(res)
+    if a.plot:
+        plot(res, a.plot)
+
+
+def plot(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conns = list(res["library"])
+    mean = lambda rows, key: [float(np.mean([r[key] for r in rows[c]])) for c in conns]  # noqa: E731
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for rows, label, color in [(res["library"], "library (examples/qps.rs)", "tab:blue"),
+                               (res["http"], "ivflake serve under wrk", "tab:orange")]:
+        ax1.plot(conns, mean(rows, "qps"), "o-", label=label, color=color)
+        ax2.plot(conns, mean(rows, "p50_ms"), "o-", label=label, color=color)
+    ax2.axhline(res["faiss_in_memory"]["p50"], ls=":", color="gray", label="Faiss in memory, 1 thread")
+    for ax, ylabel in [(ax1, "warm searches per second"), (ax2, "p50 latency, ms (log)")]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([int(c) for c in conns], [str(c) for c in conns])
+        ax.set_xlabel("searches in flight (connections)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax2.set_yscale("log")
+    ax1.set_ylim(bottom=0)
+    ax2.legend(fontsize=8)
+    p = res["params"]
+    fig.suptitle(f"{p['n'] // 1000}k × {p['d']}-d {p['factory']}, nprobe {p['nprobe']}, k {p['k']}: "
+                 "warm, one query per search, 2 cores shared with the load generator", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def print_tables(res):

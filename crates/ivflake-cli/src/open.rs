@@ -14,7 +14,7 @@ pub struct HeaderArgs {
     #[arg(long, value_enum, default_value_t = ResidualTableArg::Auto)]
     pub residual_table: ResidualTableArg,
     /// The `auto` table's budget; K, M and G mean KiB, MiB and GiB.
-    #[arg(long, value_parser = parse_size, default_value = "64M")]
+    #[arg(long, value_parser = parse_size, default_value_t = ivflake::DEFAULT_RESIDUAL_TABLE_BYTES)]
     pub residual_table_bytes: u64,
 }
 

@@ -134,7 +134,7 @@ fn demo_then_inspect_search_manifest_and_build() {
 
     // search: one JSON line per query, equal to Faiss searching the file in memory.
     let queries = dir.join("queries.npy");
-    let out = run(&[
+    let search = [
         "search",
         uri,
         "--queries",
@@ -144,7 +144,8 @@ fn demo_then_inspect_search_manifest_and_build() {
         "--nprobe",
         "8",
         "--stats",
-    ]);
+    ];
+    let out = run(&search);
     let (q, rows, d) = read_npy(&queries);
     assert_eq!((rows, d), (8, 16));
     let expected = reference.search(&q, 5, 8).unwrap();
@@ -188,26 +189,21 @@ fn demo_then_inspect_search_manifest_and_build() {
     // The open and fetch settings as flags: with everything preloaded before
     // the search, it finds every list in memory, with the same neighbours.
     let out = run(&[
-        "search",
-        uri,
-        "--queries",
-        queries.to_str().unwrap(),
-        "-k",
-        "5",
-        "--nprobe",
-        "8",
-        "--stats",
-        "--preload",
-        "auto",
-        "--memory-cache-bytes",
-        "16M",
-        "--residual-table",
-        "off",
-        "--coalesce-gap",
-        "0",
-        "--max-in-flight-per-search",
-        "2",
-    ]);
+        &search[..],
+        &[
+            "--preload",
+            "auto",
+            "--memory-cache-bytes",
+            "16M",
+            "--residual-table",
+            "off",
+            "--coalesce-gap",
+            "0",
+            "--max-in-flight-per-search",
+            "2",
+        ],
+    ]
+    .concat());
     let stats = stderr_lines(&out);
     assert_eq!(stats[0]["preload"]["state"], "done", "{}", stats[0]);
     assert_eq!(stats[1]["lists_from_memory"], stats[1]["lists_probed"], "{}", stats[1]);

@@ -64,6 +64,7 @@ pub struct OpenStats {
     pub gets: u64,
     /// Bytes of the index file received.
     pub bytes: u64,
+    /// Milliseconds from the first request to a searchable index.
     pub ms: f64,
 }
 
@@ -142,11 +143,12 @@ impl IvfIndex {
         self.inner.object.uri()
     }
 
-    /// What this index holds in memory, by part.
+    /// What opening this version cost: GETs, bytes and time.
     pub fn open_stats(&self) -> OpenStats {
         self.inner.open
     }
 
+    /// What this index holds in memory, by part.
     pub fn memory(&self) -> IndexMemory {
         self.inner.memory
     }
