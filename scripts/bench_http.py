@@ -222,17 +222,21 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conns = list(res["library"])
+    # Keys are ints in a run and strings once read back from --out's JSON.
+    by_int = {part: {int(c): rows for c, rows in res[part].items()} for part in ("library", "http")}
+    conns = sorted(by_int["library"])
     mean = lambda rows, key: [float(np.mean([r[key] for r in rows[c]])) for c in conns]  # noqa: E731
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for rows, label, color in [(res["library"], "library (examples/qps.rs)", "tab:blue"),
-                               (res["http"], "ivflake serve under wrk", "tab:orange")]:
+    for rows, label, color in [(by_int["library"], "library (examples/qps.rs)", "tab:blue"),
+                               (by_int["http"], "ivflake serve under wrk", "tab:orange")]:
         ax1.plot(conns, mean(rows, "qps"), "o-", label=label, color=color)
         ax2.plot(conns, mean(rows, "p50_ms"), "o-", label=label, color=color)
-    ax2.axhline(res["faiss_in_memory"]["p50"], ls=":", color="gray", label="Faiss in memory, 1 thread")
+    same_build = [r["side_by_side"]["faiss_p50_ms"] for r in by_int["library"][conns[0]] if r.get("side_by_side")]
+    if same_build:
+        ax2.axhline(float(np.mean(same_build)), ls=":", color="gray", label="Faiss in memory, same file and build")
     for ax, ylabel in [(ax1, "warm searches per second"), (ax2, "p50 latency, ms (log)")]:
         ax.set_xscale("log", base=2)
-        ax.set_xticks([int(c) for c in conns], [str(c) for c in conns])
+        ax.set_xticks(conns, [str(c) for c in conns])
         ax.set_xlabel("searches in flight (connections)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

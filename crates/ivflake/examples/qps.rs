@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let nq = vectors.len() / d;
     // One connection's reference: Faiss searching the same file fully in
-    // memory, query by query in turn with the library, on this thread.
+    // memory, in turn with the library, on this thread.
     let faiss = if concurrency == 1 && std::path::Path::new(uri).is_file() {
         Some(side_by_side(&index, uri, &vectors, d, k, nprobe, seconds / 2.0).await?)
     } else {
@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let results = index.search(&vectors[q * d..(q + 1) * d], k, nprobe).await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1e3);
                 let s = &results.stats;
-                stages.push([s.quantizer_ms, s.fetch_ms, s.scan_ms]);
+                stages.push([s.quantizer_ms, s.fetch_ms, s.scan_ms, s.total_ms]);
                 if results.stats.lists_from_memory != results.stats.lists_probed {
                     return Err(ivflake::Error::Internal(
                         "a timed search missed the memory cache".into(),
@@ -113,14 +113,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "quantizer": stage_p50(0),
                 "lookup": stage_p50(1),
                 "scan": stage_p50(2),
+                "total": stage_p50(3),
             },
         })
     );
     Ok(())
 }
 
-/// Faiss in memory and the library, alternating query by query (each going
-/// first every other query) for `seconds`: both p50s and their ratio.
+/// Faiss in memory and the library in alternating half-second blocks (A B
+/// A B: per-query alternation would have each evict the other's copy of the
+/// lists from the CPU caches) for `seconds`: both p50s and their ratio.
 async fn side_by_side(
     index: &IvfIndex,
     path: &str,
@@ -133,31 +135,31 @@ async fn side_by_side(
     let faiss = ivflake_faiss::read_index(&std::fs::read(path)?)?;
     let nq = vectors.len() / d;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let mut i = 0;
-    while Instant::now() < deadline {
-        let query = &vectors[(i % nq) * d..(i % nq + 1) * d];
-        for turn in 0..2 {
+    let blocks = ((seconds / 0.5).round() as usize).max(2);
+    for block in 0..blocks {
+        let end = Instant::now() + Duration::from_millis(500);
+        let mut i = 0;
+        while Instant::now() < end {
+            let query = &vectors[(i % nq) * d..(i % nq + 1) * d];
             let t = Instant::now();
-            if (i + turn) % 2 == 0 {
-                let found = faiss.search(query, k, nprobe)?;
+            if block % 2 == 0 {
+                std::hint::black_box(faiss.search(query, k, nprobe)?);
                 theirs.push(t.elapsed().as_secs_f64() * 1e3);
-                std::hint::black_box(found);
             } else {
-                let found = index.search(query, k, nprobe).await?;
+                std::hint::black_box(index.search(query, k, nprobe).await?);
                 ours.push(t.elapsed().as_secs_f64() * 1e3);
-                std::hint::black_box(found);
             }
+            i += 1;
         }
-        i += 1;
     }
     let p50 = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let searches = ours.len() + theirs.len();
     let (ours, theirs) = (p50(&mut ours), p50(&mut theirs));
     Ok(serde_json::json!({
-        "searches": i,
+        "searches": searches,
         "library_p50_ms": ours,
         "faiss_p50_ms": theirs,
         "library_over_faiss": ours / theirs,
