@@ -27,6 +27,9 @@ use crate::probes::ProbeCounts;
 /// real quantizer (a million 1024-d float centroids is 4 GiB; such indexes
 /// take the bounded extra reads instead).
 const MAX_SIDECAR_HEADER: u64 = 256 << 20;
+/// Bytes read past what Faiss asked for when a header outgrows the first
+/// read: an IVF4096 × 128-d header (2.2 MiB) then opens in two reads, not three.
+const HEADER_TAIL_SLACK: u64 = 256 << 10;
 
 /// The reads of one open: each bounded by the per-GET time limit, so a
 /// stalled store fails an open with `DeadlineExceeded` instead of hanging it.
@@ -383,8 +386,12 @@ async fn parse_header(
                         reason: format!("header still incomplete after {requests} reads"),
                     });
                 }
+                // What Faiss asked for plus slack for the header's tail
+                // (codebooks, list sizes), at least doubling: a round trip
+                // costs more than a few hundred KiB more of transfer.
                 let have = prefix.len() as u64;
-                let want = needed.max(have.saturating_mul(2)).min(size);
+                let slack = (needed / 4).max(HEADER_TAIL_SLACK);
+                let want = needed.saturating_add(slack).max(have.saturating_mul(2)).min(size);
                 let more = reads.more_bytes(have, want, meta.e_tag.as_deref()).await?;
                 prefix.extend_from_slice(&more);
                 requests += 1;

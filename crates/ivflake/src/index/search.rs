@@ -134,11 +134,7 @@ impl IvfIndex {
             let index = self.clone();
             let (params, io) = (params.clone(), io.clone());
             let job = move || index.quantize_and_scan_warm(&queries, n, &params, &io, started);
-            if short {
-                compute.run_short(job).await?
-            } else {
-                compute.run(job).await?
-            }
+            on_pool(compute, short, job).await?
         };
         let (xt, assignment, requests, mut stats) = match warm {
             Warm::Done(results) => return Ok(results),
@@ -167,11 +163,7 @@ impl IvfIndex {
         let neighbors = {
             let index = self.clone();
             let job = move || index.scan(&xt, &assignment, &views, &params);
-            if short {
-                compute.run_short(job).await?
-            } else {
-                compute.run(job).await?
-            }
+            on_pool(compute, short, job).await?
         };
         stats.scan_ms = ms(scan_started.elapsed());
         stats.absorb(&io);
@@ -315,6 +307,20 @@ impl IvfIndex {
             &slices,
             params.filter.as_faiss(),
         )
+    }
+}
+
+/// A search's compute job: inline while the pool is idle when the search
+/// is `short`, else queued on the pool.
+async fn on_pool<T, F>(compute: &ComputePool, short: bool, job: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if short {
+        compute.run_short(job).await
+    } else {
+        compute.run(job).await
     }
 }
 
