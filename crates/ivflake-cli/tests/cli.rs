@@ -105,6 +105,16 @@ fn demo(dir: &Path) -> String {
     text
 }
 
+/// The `ids` of one output line of `ivflake search`.
+fn ids_of(line: &Value) -> Vec<i64> {
+    line["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
 #[test]
 fn demo_then_inspect_search_manifest_and_build() {
     let tmp = TempDir::new("commands");
@@ -155,13 +165,7 @@ fn demo_then_inspect_search_manifest_and_build() {
         .collect();
     assert_eq!(lines.len(), rows);
     for (i, line) in lines.iter().enumerate() {
-        let ids: Vec<i64> = line["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
-        assert_eq!(ids, expected.labels[i * 5..(i + 1) * 5], "query {i}");
+        assert_eq!(ids_of(line), expected.labels[i * 5..(i + 1) * 5], "query {i}");
         for (j, dist) in line["distances"].as_array().unwrap().iter().enumerate() {
             assert_eq!(
                 dist.as_f64().unwrap() as f32,
@@ -210,13 +214,7 @@ fn demo_then_inspect_search_manifest_and_build() {
     assert_eq!(stats[1]["gets"], 0, "{}", stats[1]);
     for (i, line) in stdout(&out).lines().enumerate() {
         let line: Value = serde_json::from_str(line).unwrap();
-        let ids: Vec<i64> = line["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
-        assert_eq!(ids, expected.labels[i * 5..(i + 1) * 5], "query {i}");
+        assert_eq!(ids_of(&line), expected.labels[i * 5..(i + 1) * 5], "query {i}");
     }
     let info: Value = serde_json::from_str(&stdout(&run(&["inspect", uri, "--json", "--residual-table", "off"])))
         .expect("inspect --json");
@@ -405,11 +403,10 @@ fn serve_takes_its_token_from_the_environment_logs_json_and_turns_unready_on_sig
     let (status, answer) = http(&addr, "POST", "/v1/indexes/demo/search", &bearer, &body);
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).expect("a JSON answer");
-    let ids = answer["results"][0]["ids"].as_array().expect("ids");
-    assert_eq!(ids.len(), 10, "{answer}");
+    let got = ids_of(&answer["results"][0]);
+    assert_eq!(got.len(), 10, "{answer}");
     let reference = ivflake_faiss::read_index(&std::fs::read(dir.join("index.faiss")).unwrap()).unwrap();
     let expected = reference.search(&q[..d], 10, 16).unwrap();
-    let got: Vec<i64> = ids.iter().map(|v| v.as_i64().unwrap()).collect();
     assert_eq!(got, expected.labels);
     assert_eq!(http(&addr, "GET", "/healthz", &[], "").0, 200);
     assert_eq!(http(&addr, "GET", "/readyz", &[], "").0, 200);
