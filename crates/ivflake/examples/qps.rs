@@ -90,14 +90,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stages.extend(s);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     // Each stage's median, as the library's stats time it.
-    let stage_p50 = |i: usize| {
-        let mut v: Vec<f64> = stages.iter().map(|s| s[i]).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let stage_p50 = |i: usize| percentile(&mut stages.iter().map(|s| s[i]).collect::<Vec<_>>(), 0.5);
     println!(
         "{}",
         serde_json::json!({
@@ -105,8 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "searches": latencies.len(),
             "seconds": elapsed,
             "qps": latencies.len() as f64 / elapsed,
-            "p50_ms": at(0.5),
-            "p99_ms": at(0.99),
+            "p50_ms": percentile(&mut latencies, 0.5),
+            "p99_ms": percentile(&mut latencies, 0.99),
             "mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
             "side_by_side": faiss,
             "stages_p50_ms": {
@@ -152,16 +146,18 @@ async fn side_by_side(
             i += 1;
         }
     }
-    let p50 = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let searches = ours.len() + theirs.len();
-    let (ours, theirs) = (p50(&mut ours), p50(&mut theirs));
+    let (ours, theirs) = (percentile(&mut ours, 0.5), percentile(&mut theirs, 0.5));
     Ok(serde_json::json!({
         "searches": searches,
         "library_p50_ms": ours,
         "faiss_p50_ms": theirs,
         "library_over_faiss": ours / theirs,
     }))
+}
+
+/// The value at `p` (0 to 1) of `values`, sorted in place.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * p).round() as usize]
 }
