@@ -53,7 +53,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One connection's reference: Faiss searching the same file fully in
     // memory, in turn with the library, on this thread.
     let faiss = if concurrency == 1 && std::path::Path::new(uri).is_file() {
-        Some(side_by_side(&index, uri, &vectors, d, k, nprobe, seconds / 2.0).await?)
+        let (index, uri, vectors) = (index.clone(), uri.clone(), vectors.clone());
+        // On a runtime worker, as a server's searches run.
+        let run = tokio::spawn(async move {
+            side_by_side(&index, &uri, &vectors, d, k, nprobe, seconds / 2.0)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Some(run.await??)
     } else {
         None
     };

@@ -61,11 +61,14 @@ impl ComputePool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let active = Active::enter(&self.active);
         self.pool.spawn(move || {
-            let _active = active;
             if tx.is_closed() {
                 return;
             }
-            let _ = tx.send(guarded(work));
+            let outcome = guarded(work);
+            // Uncounted before the caller can wake: a caller that looks at
+            // the count next (`run_short`) sees this job as done.
+            drop(active);
+            let _ = tx.send(outcome);
         });
         rx.await
             .map_err(|_| Error::Internal("compute pool dropped a task".into()))?

@@ -119,7 +119,7 @@ impl FetchScheduler {
                 let list = aligned(&bytes.slice(at..at + len), req.align_at, false);
                 match keep_verified(core, object, req.list, list) {
                     Ok(list) => {
-                        core.memory.insert(ListKey::new(object, req.list), list);
+                        core.remember(ListKey::new(object, req.list), list);
                         report.lists_loaded += 1;
                         report.bytes_loaded += req.range.len;
                         progress(&report);

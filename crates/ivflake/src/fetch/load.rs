@@ -111,7 +111,7 @@ fn spawn_load(core: &Arc<Core>, key: ListKey, load: ListLoad) -> SharedLoad {
     let task = tokio::spawn(async move {
         let result = load.run().await;
         if let (true, Ok(bytes)) = (core.config.memory_cache_bytes > 0, &result) {
-            core.memory.insert(key, bytes.clone());
+            core.remember(key, bytes.clone());
         }
         if let Ok(mut map) = core.in_flight.lock() {
             map.remove(&key);

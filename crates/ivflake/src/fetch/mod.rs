@@ -7,7 +7,8 @@
 //! - `load`: single-flight loads, one spawned task per list;
 //! - `get`: the GET path (If-Match, slots, time-outs, re-sends, hedging, splits);
 //! - `hedge`: the hedge budget and latency window (pure);
-//! - `disk`: the optional local-disk tier.
+//! - `disk`: the optional local-disk tier;
+//! - `resident`: each index version's memory-cache lists by list number.
 //!
 //! It must not know about Faiss: it moves byte ranges, nothing more.
 
@@ -17,10 +18,11 @@ mod get;
 mod hedge;
 mod load;
 mod plan;
+mod resident;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -35,6 +37,7 @@ use disk::DiskCache;
 use hedge::{HedgeBudget, LatencyWindow};
 use load::WeakLoad;
 pub use plan::ListRequest;
+use resident::{sample_access, ResidentLists};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ListKey {
@@ -96,6 +99,10 @@ pub(crate) struct Core {
     /// Synchronous (moka's `sync` cache: look-ups never wait on anything), so
     /// a warm search can look its lists up inside its compute job.
     memory: moka::sync::Cache<ListKey, Bytes>,
+    /// Per index version, the lists `memory` holds, by list number: what a
+    /// warm search looks up (see `resident.rs`). Kept in step by `remember`
+    /// and `memory`'s eviction listener.
+    resident: Arc<RwLock<HashMap<u64, Arc<ResidentLists>>>>,
     disk: Option<Arc<DiskCache>>,
     counters: Arc<FetchCounters>,
     latencies: LatencyWindow,
@@ -107,6 +114,18 @@ pub(crate) struct Core {
     /// (deadlines, dropped requests) the load and its GET are aborted, so a
     /// stalled store does not keep slots busy for nobody.
     in_flight: Mutex<HashMap<ListKey, WeakLoad>>,
+}
+
+impl Core {
+    /// Puts a list into the memory cache, and into its version's list table
+    /// first: a removal that follows finds it there to take out.
+    fn remember(&self, key: ListKey, bytes: Bytes) {
+        let table = self.resident.read().ok().and_then(|t| t.get(&key.object).cloned());
+        if let Some(table) = table {
+            table.put(key.list as usize, &bytes);
+        }
+        self.memory.insert(key, bytes);
+    }
 }
 
 /// See the module docs.
@@ -121,6 +140,15 @@ pub struct FetchScheduler {
 pub(crate) struct VersionPin {
     scheduler: Arc<FetchScheduler>,
     object: u64,
+    /// An index version's list table ([`FetchScheduler::pin_lists`]).
+    resident: Option<Arc<ResidentLists>>,
+}
+
+impl VersionPin {
+    /// Bytes of the version's list table (shared by its handles).
+    pub fn resident_table_bytes(&self) -> u64 {
+        self.resident.as_ref().map_or(0, |t| t.slot_bytes())
+    }
 }
 
 impl Drop for VersionPin {
@@ -137,6 +165,9 @@ impl Drop for VersionPin {
         };
         if last {
             versions.remove(&self.object);
+            if let Ok(mut tables) = self.scheduler.core.resident.write() {
+                tables.remove(&self.object);
+            }
             let object = self.object;
             // Runs during moka's maintenance; the entries' Bytes are freed then.
             let _ = self
@@ -189,11 +220,18 @@ impl FetchScheduler {
     fn build(config: FetchConfig, disk: Option<Arc<DiskCache>>) -> Arc<Self> {
         let counters = Arc::new(FetchCounters::default());
         let evictions = counters.clone();
+        let resident: Arc<RwLock<HashMap<u64, Arc<ResidentLists>>>> = Arc::default();
+        let tables = resident.clone();
         let memory = moka::sync::Cache::builder()
             .max_capacity(config.memory_cache_bytes)
             .weigher(|_k: &ListKey, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             .support_invalidation_closures()
-            .eviction_listener(move |_k, _v, cause| {
+            // Every removal (evicted, refused at admission, replaced,
+            // invalidated) empties the list's slot if it holds that buffer.
+            .eviction_listener(move |k: Arc<ListKey>, v: Bytes, cause| {
+                if let Some(table) = tables.read().ok().and_then(|t| t.get(&k.object).cloned()) {
+                    table.remove(k.list as usize, &v);
+                }
                 if cause.was_evicted() {
                     evictions.evictions.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ivflake_cache_evictions_total", "tier" => "memory").increment(1);
@@ -205,6 +243,7 @@ impl FetchScheduler {
                 global: Semaphore::new(config.max_in_flight.max(1)),
                 background: Semaphore::new(background::BACKGROUND_GETS),
                 memory,
+                resident,
                 disk,
                 counters,
                 latencies: LatencyWindow::default(),
@@ -225,7 +264,22 @@ impl FetchScheduler {
         VersionPin {
             scheduler: self.clone(),
             object: object.id,
+            resident: None,
         }
+    }
+
+    /// [`FetchScheduler::pin_version`] for an index version of `lists`
+    /// lists: its memory-cache lists are also kept by list number, for
+    /// [`FetchScheduler::memory_hits`].
+    pub(crate) fn pin_lists(self: &Arc<Self>, object: &IndexObject, lists: usize) -> VersionPin {
+        let mut pin = self.pin_version(object);
+        if let Ok(mut tables) = self.core.resident.write() {
+            let table = tables
+                .entry(object.id)
+                .or_insert_with(|| Arc::new(ResidentLists::new(lists)));
+            pin.resident = Some(table.clone());
+        }
+        pin
     }
 
     pub fn config(&self) -> &FetchConfig {
@@ -313,17 +367,36 @@ impl FetchScheduler {
 
     /// Every requested list from the memory cache, or `None` at the first one
     /// missing (then nothing is counted: the wave that follows counts them).
-    /// Synchronous, for a warm search's single compute job.
+    /// Synchronous, for a warm search's single compute job. Lists come from
+    /// the version's list table when `pin` has one, from moka otherwise.
     pub(crate) fn memory_hits(
         &self,
-        object: &IndexObject,
+        pin: &VersionPin,
         requests: &[ListRequest],
         io: &SearchIo,
-    ) -> Option<Vec<(usize, Bytes)>> {
+    ) -> Option<Vec<(usize, Arc<Bytes>)>> {
         let core = &self.core;
+        let key = |list: usize| ListKey {
+            object: pin.object,
+            list: list as u32,
+        };
+        let report = sample_access();
         let hits = requests
             .iter()
-            .map(|req| Some((req.list, core.memory.get(&ListKey::new(object, req.list))?)))
+            .map(|req| {
+                let held = pin.resident.as_ref().and_then(|t| t.get(req.list));
+                let bytes = match held {
+                    Some(bytes) => {
+                        if report {
+                            // Tells moka's policy about the use; the value is the same.
+                            core.memory.get(&key(req.list));
+                        }
+                        bytes
+                    }
+                    None => Arc::new(core.memory.get(&key(req.list))?),
+                };
+                Some((req.list, bytes))
+            })
             .collect::<Option<Vec<_>>>()?;
         core.counters
             .memory_hits

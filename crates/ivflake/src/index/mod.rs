@@ -50,8 +50,9 @@ struct Inner {
     attributes: tokio::sync::OnceCell<Option<Arc<Attributes>>>,
     /// The background preload, when [`OpenOptions::preload`] asks for one.
     preload: std::sync::OnceLock<preload::Preloading>,
-    /// Dropped with the last handle on this version: its memory entries go too.
-    _pin: VersionPin,
+    /// Dropped with the last handle on this version: its memory entries go
+    /// too. Holds the version's list table, where warm searches look lists up.
+    pin: VersionPin,
 }
 
 /// What opening an index cost: requests, bytes and time, from the first
@@ -84,7 +85,8 @@ pub struct IndexMemory {
     pub residual_table_size: u64,
     /// Time open spent building it, in microseconds.
     pub residual_table_build_us: u64,
-    /// The header's list sizes and ivflake's list layout.
+    /// The header's list sizes, ivflake's list layout, and the memory
+    /// cache's table of this version's lists (8 bytes a list).
     pub layout_bytes: u64,
 }
 
@@ -210,8 +212,8 @@ impl IvfIndex {
 
     /// A fetched list as Faiss reads it; a block list whose inline counts
     /// disagree with the layout is corrupt, named by list.
-    fn list_view(&self, list: usize, bytes: bytes::Bytes, range: &ListRange) -> Result<ListView> {
-        ListView::new(bytes, range, self.inner.layout.format()).map_err(|reason| Error::Corrupt {
+    fn list_view(&self, list: usize, bytes: impl Into<Arc<bytes::Bytes>>, range: &ListRange) -> Result<ListView> {
+        ListView::new(bytes.into(), range, self.inner.layout.format()).map_err(|reason| Error::Corrupt {
             uri: self.uri().to_string(),
             reason: format!("list {list}: {reason}"),
         })

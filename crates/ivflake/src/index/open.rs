@@ -17,6 +17,7 @@ use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
 use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
 use super::{IndexMemory, Inner, IvfIndex, OpenStats};
 use crate::error::{Error, Result};
+use crate::fetch::VersionPin;
 use crate::layout::{BlockListWalker, ListFormat, ListLayout};
 use crate::location::IndexLocation;
 use crate::manifest::Manifest;
@@ -257,8 +258,8 @@ impl IvfIndex {
                 .await
                 .unwrap_or_else(|_| ProbeCounts::load(None, "", info.nlist))
         };
-        let pin = options.scheduler.pin_version(&object);
-        let memory = index_memory(&faiss, &layout, residual_table_build)?;
+        let pin = options.scheduler.pin_lists(&object, info.nlist);
+        let memory = index_memory(&faiss, &layout, &pin, residual_table_build)?;
         let index = Self {
             inner: Arc::new(Inner {
                 faiss,
@@ -271,7 +272,7 @@ impl IvfIndex {
                 open,
                 attributes: tokio::sync::OnceCell::new(),
                 preload: std::sync::OnceLock::new(),
-                _pin: pin,
+                pin,
             }),
         };
         index.start_preload();
@@ -300,7 +301,12 @@ async fn build_residual_table(
     Ok((faiss, started.elapsed()))
 }
 
-fn index_memory(faiss: &ivflake_faiss::Index, layout: &ListLayout, table_build: Duration) -> Result<IndexMemory> {
+fn index_memory(
+    faiss: &ivflake_faiss::Index,
+    layout: &ListLayout,
+    pin: &VersionPin,
+    table_build: Duration,
+) -> Result<IndexMemory> {
     let parts = faiss.memory()?;
     Ok(IndexMemory {
         quantizer_bytes: parts.quantizer,
@@ -309,7 +315,7 @@ fn index_memory(faiss: &ivflake_faiss::Index, layout: &ListLayout, table_build: 
         residual_table_bytes: parts.residual_table,
         residual_table_size: faiss.residual_table_size()?,
         residual_table_build_us: table_build.as_micros() as u64,
-        layout_bytes: parts.list_sizes + layout.resident_bytes(),
+        layout_bytes: parts.list_sizes + layout.resident_bytes() + pin.resident_table_bytes(),
     })
 }
 

@@ -2,7 +2,6 @@
 //! wave, scan the fetched buffers with Faiss on the compute pool. See
 //! ARCHITECTURE.md for the flow.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -211,7 +210,7 @@ impl IvfIndex {
         inner.probes.record(&wanted);
 
         let lookup_started = Instant::now();
-        let Some(hits) = inner.options.scheduler.memory_hits(&inner.object, &requests, io) else {
+        let Some(hits) = inner.options.scheduler.memory_hits(&inner.pin, &requests, io) else {
             return Ok(Warm::Fetch {
                 xt,
                 assignment,
@@ -236,21 +235,22 @@ impl IvfIndex {
         }))
     }
 
-    /// Fetched lists as Faiss reads them. A list that failed (or is corrupt)
-    /// is named in `stats.failed_lists`; its error ends the search unless
-    /// partial results are allowed.
-    fn views(
+    /// Fetched lists as Faiss reads them, in list order. A list that failed
+    /// (or is corrupt) is named in `stats.failed_lists`; its error ends the
+    /// search unless partial results are allowed. `requests` are in list
+    /// order, as [`IvfIndex::list_requests`] makes them from sorted lists.
+    fn views<B: Into<Arc<bytes::Bytes>>>(
         &self,
-        fetched: Vec<(usize, Result<bytes::Bytes>)>,
+        mut fetched: Vec<(usize, Result<B>)>,
         requests: &[ListRequest],
         allow_partial: bool,
         stats: &mut SearchStats,
     ) -> Result<Vec<(usize, ListView)>> {
-        let ranges: HashMap<usize, ListRange> = requests.iter().map(|r| (r.list, r.range)).collect();
+        fetched.sort_unstable_by_key(|(list, _)| *list);
         let mut views = Vec::with_capacity(fetched.len());
         let mut first_error = None;
         for (list, outcome) in fetched {
-            let view = outcome.and_then(|bytes| self.list_view(list, bytes, &ranges[&list]));
+            let view = outcome.and_then(|bytes| self.list_view(list, bytes, &range_of(requests, list)?));
             match view {
                 Ok(view) => views.push((list, view)),
                 Err(e) => {
@@ -278,20 +278,15 @@ impl IvfIndex {
         views: &[(usize, ListView)],
         params: &SearchParams,
     ) -> Result<ivflake_faiss::Neighbors> {
-        let slot_of: HashMap<usize, i32> = views
-            .iter()
-            .enumerate()
-            .map(|(slot, (list, _))| (*list, slot as i32))
-            .collect();
+        // `views` are in list order (`views`): a list's slot is a binary search.
         let slots: Vec<i32> = assignment
             .lists
             .iter()
             .map(|&l| {
-                if l < 0 {
-                    -1
-                } else {
-                    slot_of.get(&(l as usize)).copied().unwrap_or(-1)
-                }
+                usize::try_from(l)
+                    .ok()
+                    .and_then(|l| views.binary_search_by_key(&l, |(list, _)| *list).ok())
+                    .map_or(-1, |slot| slot as i32)
             })
             .collect();
         let slices: Vec<ListSlice<'_>> = views.iter().map(|(_, v)| v.slice()).collect();
@@ -308,6 +303,14 @@ impl IvfIndex {
             params.filter.as_faiss(),
         )
     }
+}
+
+/// The range of `list` among `requests` (in list order).
+fn range_of(requests: &[ListRequest], list: usize) -> Result<ListRange> {
+    requests
+        .binary_search_by_key(&list, |r| r.list)
+        .map(|i| requests[i].range)
+        .map_err(|_| Error::Internal(format!("list {list} was fetched but not requested")))
 }
 
 /// A search's compute job: inline while the pool is idle when the search

@@ -2,6 +2,9 @@
 //! 32 for fast-scan blocks, which AVX2 loads whole), ids as `i64`s.
 //! Zero-copy when the store's buffer is aligned, a copy only when it is not.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use ivflake_faiss::ListSlice;
 
@@ -9,35 +12,45 @@ use crate::layout::{ListFormat, ListRange};
 
 /// A fetched list as Faiss wants it: codes aligned, ids as `i64`s.
 /// Zero-copy when the store's buffer is aligned, a copy only when it is not.
+/// It holds the list by the cache's own `Arc`, so a warm search touches one
+/// reference count a list, not the buffer's for every slice of it.
 pub(super) struct ListView {
-    codes: Bytes,
-    ids: ListIds,
+    list: Arc<Bytes>,
+    codes: Part<Bytes>,
+    ids: Part<Vec<i64>>,
 }
 
-enum ListIds {
-    Aligned(Bytes),
-    Copied(Vec<i64>),
+/// A part of the list: read in place, or copied to be aligned.
+enum Part<T> {
+    InPlace(Range<usize>),
+    Copied(T),
 }
 
 impl ListView {
     /// Splits a fetched list per its format; a block list whose inline
     /// counts disagree with its range is refused with the reason.
-    pub fn new(bytes: Bytes, range: &ListRange, format: ListFormat) -> Result<Self, String> {
-        format.check_inline(&bytes, range.count)?;
+    pub fn new(list: Arc<Bytes>, range: &ListRange, format: ListFormat) -> Result<Self, String> {
+        format.check_inline(&list, range.count)?;
         let (codes_at, ids_at) = format.split(range.count);
         let align = match format {
             ListFormat::Array { .. } => std::mem::align_of::<u32>(),
             ListFormat::Blocks { .. } => BLOCK_CODES_ALIGN,
         };
-        let mut codes = bytes.slice(codes_at);
-        if !(codes.as_ptr() as usize).is_multiple_of(align) {
-            codes = aligned_copy(&codes, align);
-        }
-        let id_bytes = bytes.slice(ids_at);
-        let ids = if bytemuck::try_cast_slice::<u8, i64>(&id_bytes).is_ok() {
-            ListIds::Aligned(id_bytes)
+        let part = |at: &Range<usize>, what: &str| {
+            list.get(at.clone())
+                .ok_or_else(|| format!("{} bytes hold no {what} at {at:?}", list.len()))
+        };
+        let codes_in_place = part(&codes_at, "codes")?;
+        let codes = if (codes_in_place.as_ptr() as usize).is_multiple_of(align) {
+            Part::InPlace(codes_at)
         } else {
-            ListIds::Copied(
+            Part::Copied(aligned_copy(codes_in_place, align))
+        };
+        let id_bytes = part(&ids_at, "ids")?;
+        let ids = if bytemuck::try_cast_slice::<u8, i64>(id_bytes).is_ok() {
+            Part::InPlace(ids_at)
+        } else {
+            Part::Copied(
                 id_bytes
                     .chunks_exact(8)
                     .map(|c| {
@@ -48,18 +61,19 @@ impl ListView {
                     .collect(),
             )
         };
-        Ok(Self { codes, ids })
+        Ok(Self { list, codes, ids })
     }
 
     pub fn slice(&self) -> ListSlice<'_> {
-        let ids: &[i64] = match &self.ids {
-            ListIds::Aligned(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
-            ListIds::Copied(v) => v,
+        let codes: &[u8] = match &self.codes {
+            Part::InPlace(r) => &self.list[r.clone()],
+            Part::Copied(b) => b,
         };
-        ListSlice {
-            codes: &self.codes,
-            ids,
-        }
+        let ids: &[i64] = match &self.ids {
+            Part::InPlace(r) => bytemuck::try_cast_slice(&self.list[r.clone()]).unwrap_or(&[]),
+            Part::Copied(v) => v,
+        };
+        ListSlice { codes, ids }
     }
 }
 
