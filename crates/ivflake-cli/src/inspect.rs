@@ -1,7 +1,7 @@
 //! `ivflake inspect`: what an index is, read from its header alone.
 
 use anyhow::{Context, Result};
-use ivflake::{IndexMemory, IvfIndex, OpenStats};
+use ivflake::{IndexMemory, IvfIndex, OpenStats, ResidualTable};
 use serde::Serialize;
 
 use crate::open::HeaderArgs;
@@ -99,7 +99,7 @@ impl Report {
         }
     }
 
-    fn table(&self) -> String {
+    fn table(&self, setting: ResidualTable) -> String {
         let bytes = |b: u64| format!("{b} ({})", human_bytes(b));
         let s = &self.list_sizes;
         let rows: Vec<(&str, String)> = vec![
@@ -137,7 +137,7 @@ impl Report {
             ("  quantizer", bytes(self.memory.quantizer_bytes)),
             ("  codec", bytes(self.memory.codec_bytes)),
             ("  transforms", bytes(self.memory.transform_bytes)),
-            ("  residual table", residual_table(&self.memory)),
+            ("  residual table", residual_table(&self.memory, setting)),
             ("  layout", bytes(self.memory.layout_bytes)),
             (
                 "open",
@@ -154,11 +154,19 @@ impl Report {
     }
 }
 
-fn residual_table(m: &IndexMemory) -> String {
+/// The residual table's line: what it takes, or why it was not built.
+fn residual_table(m: &IndexMemory, setting: ResidualTable) -> String {
     if m.residual_table_size == 0 {
         "none (this codec has none)".into()
     } else if m.residual_table_bytes == 0 {
-        format!("not built: {} over the budget", human_bytes(m.residual_table_size))
+        let size = human_bytes(m.residual_table_size);
+        match setting {
+            ResidualTable::Off => format!("not built: --residual-table off ({size} if built)"),
+            _ => format!(
+                "not built: {size} is over the {} budget",
+                human_bytes(setting.max_bytes())
+            ),
+        }
     } else {
         format!(
             "{} ({}), built in {:.1} ms",
@@ -175,7 +183,7 @@ pub async fn run(args: InspectArgs) -> Result<()> {
     let text = if args.json {
         serde_json::to_string(&report).context("cannot serialize the report")? + "\n"
     } else {
-        report.table()
+        report.table(args.header.residual_table())
     };
     write_stdout(text.as_bytes())?;
     Ok(())

@@ -26,7 +26,7 @@ pub enum ResidualTableArg {
 }
 
 impl HeaderArgs {
-    fn residual_table(&self) -> ResidualTable {
+    pub fn residual_table(&self) -> ResidualTable {
         match self.residual_table {
             ResidualTableArg::Off => ResidualTable::Off,
             ResidualTableArg::On => ResidualTable::On,

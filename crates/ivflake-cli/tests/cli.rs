@@ -219,6 +219,12 @@ fn demo_then_inspect_search_manifest_and_build() {
     let info: Value = serde_json::from_str(&stdout(&run(&["inspect", uri, "--json", "--residual-table", "off"])))
         .expect("inspect --json");
     assert_eq!(info["memory"]["residual_table_bytes"], 0, "{info}");
+    assert!(
+        info["memory"]["residual_table_size"].as_u64().unwrap() > 0,
+        "an IVFPQ has one: {info}"
+    );
+    let text = stdout(&run(&["inspect", uri, "--residual-table", "off"]));
+    assert!(text.contains("not built: --residual-table off"), "says why: {text}");
     assert!(info["open"]["gets"].as_u64().unwrap() >= 1, "{info}");
 
     // manifest: writes the sidecar, then checks the file against it.
