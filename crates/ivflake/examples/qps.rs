@@ -3,8 +3,10 @@
 //! beside `wrk` against `ivflake serve` on the same file, in the same run.
 //!
 //! ```text
-//! cargo run --release -p ivflake --example qps -- URI QUERIES.f32 CONCURRENCY SECONDS K NPROBE
+//! cargo run --release -p ivflake --example qps -- URI QUERIES.f32 CONCURRENCY SECONDS K NPROBE [TABLE]
 //! ```
+//!
+//! TABLE is IVF-PQ's residual table: `off`, `on` or `auto` (the default).
 //!
 //! QUERIES.f32 holds little-endian float32 vectors of the index's dimension.
 //! Every list is loaded into the memory cache first, so only warm searches
@@ -12,13 +14,15 @@
 
 use std::time::{Duration, Instant};
 
-use ivflake::{IndexLocation, IvfIndex, OpenOptions, Preload, PreloadState};
+use ivflake::{IndexLocation, IvfIndex, OpenOptions, Preload, PreloadState, ResidualTable};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [uri, queries, concurrency, seconds, k, nprobe] = args.as_slice() else {
-        return Err("usage: qps URI QUERIES.f32 CONCURRENCY SECONDS K NPROBE".into());
+    let (uri, queries, concurrency, seconds, k, nprobe, table) = match args.as_slice() {
+        [u, q, c, s, k, n] => (u, q, c, s, k, n, ResidualTable::default()),
+        [u, q, c, s, k, n, t] => (u, q, c, s, k, n, residual_table(t)?),
+        _ => return Err("usage: qps URI QUERIES.f32 CONCURRENCY SECONDS K NPROBE [off|on|auto]".into()),
     };
     let (concurrency, k, nprobe): (usize, usize, usize) = (concurrency.parse()?, k.parse()?, nprobe.parse()?);
     let seconds: f64 = seconds.parse()?;
@@ -27,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         preload: Preload::Auto {
             max_cache_fraction: 1.0,
         },
+        residual_table: table,
         ..OpenOptions::default()
     };
     let location = IndexLocation::parse(uri, options.scheduler.config())?;
@@ -110,6 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "p99_ms": percentile(&mut latencies, 0.99),
             "mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
             "side_by_side": faiss,
+            "residual_table_bytes": index.memory().residual_table_bytes,
             "stages_p50_ms": {
                 "quantizer": stage_p50(0),
                 "lookup": stage_p50(1),
@@ -161,6 +167,15 @@ async fn side_by_side(
         "faiss_p50_ms": theirs,
         "library_over_faiss": ours / theirs,
     }))
+}
+
+fn residual_table(arg: &str) -> Result<ResidualTable, Box<dyn std::error::Error>> {
+    Ok(match arg {
+        "off" => ResidualTable::Off,
+        "on" => ResidualTable::On,
+        "auto" => ResidualTable::default(),
+        other => return Err(format!("TABLE is off, on or auto, not {other:?}").into()),
+    })
 }
 
 /// The value at `p` (0 to 1) of `values`, sorted in place.

@@ -369,6 +369,8 @@ impl FetchScheduler {
     /// missing (then nothing is counted: the wave that follows counts them).
     /// Synchronous, for a warm search's single compute job. Lists come from
     /// the version's list table when `pin` has one, from moka otherwise.
+    /// Misses are left to [`FetchScheduler::fetch`], which records them in
+    /// moka's policy at full rate; hits found in the table only in a sample.
     pub(crate) fn memory_hits(
         &self,
         pin: &VersionPin,
@@ -384,9 +386,11 @@ impl FetchScheduler {
         let hits = requests
             .iter()
             .map(|req| {
-                let held = pin.resident.as_ref().and_then(|t| t.get(req.list));
-                let bytes = match held {
-                    Some(bytes) => {
+                let bytes = match &pin.resident {
+                    // The table mirrors moka: a list missing here goes to the
+                    // wave, which asks moka once (a miss counted once).
+                    Some(table) => {
+                        let bytes = table.get(req.list)?;
                         if report {
                             // Tells moka's policy about the use; the value is the same.
                             core.memory.get(&key(req.list));
