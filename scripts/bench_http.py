@@ -178,7 +178,16 @@ def main():
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--concurrency", default="1,8,32,128")
+    p.add_argument(
+        "--data-only",
+        action="store_true",
+        help="write index.faiss and queries.f32 into --work and stop (examples/qps.rs reads them)",
+    )
     a = p.parse_args()
+    if a.data_only:
+        os.makedirs(a.work, exist_ok=True)
+        print(make_index(a)[0])
+        return
     conc = [int(c) for c in a.concurrency.split(",")]
     os.makedirs(a.work, exist_ok=True)
     with open(os.path.join(a.work, "search.lua"), "w") as f:
