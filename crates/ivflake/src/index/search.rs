@@ -246,6 +246,10 @@ impl IvfIndex {
         allow_partial: bool,
         stats: &mut SearchStats,
     ) -> Result<Vec<(usize, ListView)>> {
+        debug_assert!(
+            requests.windows(2).all(|w| w[0].list < w[1].list),
+            "requests in list order"
+        );
         fetched.sort_unstable_by_key(|(list, _)| *list);
         let mut views = Vec::with_capacity(fetched.len());
         let mut first_error = None;
