@@ -8,7 +8,8 @@
 //! This table only mirrors it. A list enters here just before it enters moka,
 //! and leaves when moka's eviction listener names that same buffer, so the
 //! table never keeps a list moka let go. Races between two inserts of one
-//! list can only leave a slot empty, and an empty slot is a moka look-up.
+//! list can only leave a slot empty; a search that finds a slot empty goes
+//! to the fetch wave, which looks in moka before the store.
 //!
 //! Hits found here are reported to moka for a sample of searches, enough for
 //! its frequency sketch and recency order; Caffeine, which moka follows,
