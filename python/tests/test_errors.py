@@ -4,6 +4,7 @@ import _thread
 import os
 import shutil
 import socket
+import signal
 import threading
 
 import numpy as np
@@ -179,7 +180,10 @@ def stalled_endpoint():
 
 def test_ctrl_c_cancels_a_blocked_call(stalled_endpoint):
     # interrupt_main() raises SIGINT's KeyboardInterrupt in the main thread at
-    # its next signal check, which the blocked call makes while waiting.
+    # its next signal check, which the blocked call makes while waiting. It
+    # does nothing under SIG_IGN or SIG_DFL, so Python's own handler is put in
+    # place whatever an earlier test left.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, _thread.interrupt_main)
     timer.start()
     try:
@@ -194,3 +198,4 @@ def test_ctrl_c_cancels_a_blocked_call(stalled_endpoint):
             )
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
