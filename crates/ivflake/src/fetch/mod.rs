@@ -119,12 +119,19 @@ pub(crate) struct Core {
 impl Core {
     /// Puts a list into the memory cache, and into its version's list table
     /// first: a removal that follows finds it there to take out.
+    ///
+    /// moka applies its budget in maintenance, which it runs once 64 reads
+    /// or writes are pending; until then the cache can hold more than its
+    /// budget. Warm searches read the list table, not moka, so reads no
+    /// longer run it often: the insert runs it, and the budget holds after
+    /// every insert. An insert follows a store read, so this costs little.
     fn remember(&self, key: ListKey, bytes: Bytes) {
         let table = self.resident.read().ok().and_then(|t| t.get(&key.object).cloned());
         if let Some(table) = table {
             table.put(key.list as usize, &bytes);
         }
         self.memory.insert(key, bytes);
+        self.memory.run_pending_tasks();
     }
 }
 
