@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use ivflake::{
-    DiskCacheConfig, FetchConfig, FetchScheduler, IvfIndex, ManifestMode, Metric, OpenOptions, Preload, SearchParams,
+    DiskCacheConfig, FetchConfig, FetchScheduler, IvfIndex, ManifestMode, OpenOptions, Preload, SearchParams,
     SearchStats, WarmSpec,
 };
 use pyo3::exceptions::PyValueError;
@@ -343,10 +343,7 @@ impl Index {
     /// "l2" or "inner_product".
     #[getter]
     fn metric(&self) -> &'static str {
-        match self.handle().info().metric {
-            Metric::L2 => "l2",
-            Metric::InnerProduct => "inner_product",
-        }
+        self.handle().info().metric.name()
     }
 
     /// Faiss type, e.g. "IndexIVFPQ[IndexFlat]".

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ivflake::{BuildInput, FetchConfig, IndexInfo, IndexLocation, IvfIndex, Metric, OpenOptions};
+use ivflake::{BuildInput, FetchConfig, IndexInfo, IndexLocation, IvfIndex, IvfKind, Metric, OpenOptions};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use url::Url;
 
 use crate::attributes::{attach, read_table};
 use crate::open::open_index;
-use crate::util::{human_bytes, load_vectors, metric_name, positive, progress_bar, spinner, write_object, MetricArg};
+use crate::util::{human_bytes, load_vectors, parse_metric, positive, progress_bar, spinner, write_object};
 use crate::vectors::Vectors;
 
 /// Vectors handed to Faiss's `add` per call (one progress-bar step).
@@ -36,8 +36,9 @@ pub struct BuildArgs {
     /// Faiss index factory string, e.g. "IVF1024,PQ32" or "OPQ16,IVF256,PQ16".
     #[arg(long)]
     pub factory: String,
-    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
-    pub metric: MetricArg,
+    /// `l2` or `inner_product`.
+    #[arg(long, value_parser = parse_metric, default_value_t = Metric::L2)]
+    pub metric: Metric,
     /// Where to write the index: s3://…, gs://…, az://…, file:///… or a local path.
     #[arg(long, short = 'o')]
     pub output: String,
@@ -88,7 +89,7 @@ impl BuildReport {
              wrote {} to {} in {:.2} s (header {})",
             self.factory,
             i.type_name,
-            metric_name(i.metric),
+            i.metric.name(),
             i.ntotal,
             i.d,
             i.nlist,
@@ -185,7 +186,7 @@ pub async fn build_index(vectors: Arc<Vectors>, spec: &BuildSpec<'_>) -> Result<
         factory: spec.factory.to_string(),
         info: index.info().clone(),
         file_bytes: index.file_len(),
-        header_bytes: index.layout().header_len(),
+        header_bytes: index.list_ranges().header_len(),
         trained_on: built.trained_on,
         train_time: built.train_time,
         add_time: built.add_time,
@@ -211,8 +212,8 @@ fn train_and_add(
 ) -> Result<Built> {
     let mut index = ivflake_faiss::Index::factory(vectors.d, factory, metric)
         .with_context(|| format!("Faiss cannot build {factory:?} for d={}", vectors.d))?;
-    check_servable(factory, &index.info().type_name)?;
-    if index.info().type_name.contains("IndexIVFPQ") {
+    check_servable(factory, index.info())?;
+    if index.info().ivf_kind == Some(IvfKind::Pq) {
         if let Some(pq) = polysemous_pq(factory) {
             eprintln!(
                 "note: for {pq:?} Faiss also trains the codebooks for polysemous search, which ivflake does not \
@@ -247,31 +248,27 @@ fn train_and_add(
     })
 }
 
-/// IVF classes whose lists the library can range-read, as `ivflake-faiss`'s
-/// shim checks on open. Checked before training so an unservable factory
-/// fails in a second, not after the build; the read-back after writing stays
-/// the authority.
-const SERVABLE_IVF: &[&str] = ivflake_faiss::SERVED_IVF_TYPES;
-
-/// Refuses factories ivflake could not serve, from the type name of the
-/// empty index (`[Transform,…]IvfClass[Quantizer]`).
-fn check_servable(factory: &str, type_name: &str) -> Result<()> {
-    let top = type_name.split('[').next().unwrap_or(type_name);
-    let class = top.rsplit(',').next().unwrap_or(top);
-    if !class.starts_with("IndexIVF") {
+/// Refuses factories ivflake could not serve, from the IVF class of the
+/// empty index, checked before training so an unservable factory fails in a
+/// second, not after the build; the read-back after writing stays the
+/// authority. The served classes come from the shim's one table of them.
+fn check_servable(factory: &str, info: &IndexInfo) -> Result<()> {
+    if info.ivf_kind.is_some() {
+        return Ok(());
+    }
+    let type_name = &info.type_name;
+    let served: Vec<String> = ivflake::served_types().into_iter().map(|(_, name)| name).collect();
+    if info.nlist == 0 {
         bail!(
             "{factory:?} builds an index of type {type_name}, not an IVF index; \
              ivflake serves IVF indexes (e.g. \"IVF1024,PQ32\")"
         );
     }
-    if !SERVABLE_IVF.contains(&class) {
-        bail!(
-            "{factory:?} builds an {class}, whose inverted lists ivflake cannot range-read; \
-             use IVF with Flat, PQ<M>, PQ<M>x4fs, SQ<bits> or RaBitQ codes (supported: {})",
-            SERVABLE_IVF.join(", ")
-        );
-    }
-    Ok(())
+    bail!(
+        "{factory:?} builds an {type_name}, whose inverted lists ivflake cannot range-read; \
+         use IVF with Flat, PQ<M>, PQ<M>x4fs, SQ<bits> or RaBitQ codes (supported: {})",
+        served.join(", ")
+    )
 }
 
 /// The `PQ<M>[x<nbits>]` component of a factory string without the `np`

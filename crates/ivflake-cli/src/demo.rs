@@ -146,7 +146,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!(
         "opened {index_uri} lazily in {:.1} ms: read the {} header of a {} file",
         ms(started),
-        human_bytes(index.layout().header_len()),
+        human_bytes(index.list_ranges().header_len()),
         human_bytes(index.file_len()),
     );
     let cold = index

@@ -5,7 +5,7 @@ use ivflake::{IndexMemory, IvfIndex, OpenStats, ResidualTable};
 use serde::Serialize;
 
 use crate::open::HeaderArgs;
-use crate::util::{human_bytes, metric_name, write_stdout};
+use crate::util::{human_bytes, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -77,14 +77,14 @@ impl ListSizes {
 impl Report {
     fn of(index: &IvfIndex) -> Self {
         let info = index.info();
-        let layout = index.layout();
+        let layout = index.list_ranges();
         Self {
             uri: index.uri().to_string(),
             type_name: info.type_name.clone(),
             d: info.d,
             ivf_d: info.ivf_d,
             has_transform: info.has_transform,
-            metric: metric_name(info.metric),
+            metric: info.metric.name(),
             ntotal: info.ntotal,
             nlist: info.nlist,
             code_size: info.code_size,

@@ -48,15 +48,15 @@ pub struct OpenArgs {
     #[command(flatten)]
     pub header: HeaderArgs,
     /// Bytes of fetched lists to keep in memory; 0 makes every search read
-    /// the store (cold) [default: the library's 256 MiB].
-    #[arg(long, value_parser = parse_size)]
-    pub memory_cache_bytes: Option<u64>,
-    /// Range GETs one search may have in flight [default: 32].
-    #[arg(long, value_parser = positive)]
-    pub max_in_flight_per_search: Option<usize>,
-    /// Probed lists at most this many bytes apart in the file share one GET [default: 64K].
-    #[arg(long, value_parser = parse_size)]
-    pub coalesce_gap: Option<u64>,
+    /// the store (cold).
+    #[arg(long, value_parser = parse_size, default_value_t = FetchConfig::default().memory_cache_bytes)]
+    pub memory_cache_bytes: u64,
+    /// Range GETs one search may have in flight.
+    #[arg(long, value_parser = positive, default_value_t = FetchConfig::default().max_in_flight_per_search)]
+    pub max_in_flight_per_search: usize,
+    /// Probed lists at most this many bytes apart in the file share one GET.
+    #[arg(long, value_parser = parse_size, default_value_t = FetchConfig::default().coalesce_gap)]
+    pub coalesce_gap: u64,
     /// `auto`: before searching, load every list into the memory cache with
     /// large merged GETs when they fit a quarter of it (fewer, larger GETs
     /// than a probe at a time); `off`: fetch the lists each search probes.
@@ -73,14 +73,12 @@ pub enum PreloadArg {
 impl OpenArgs {
     /// Opens `uri` and, under `--preload auto`, waits for the preload.
     pub async fn open(&self, uri: &str) -> Result<IvfIndex> {
-        let defaults = FetchConfig::default();
+        // The flags' defaults are the library's own, so this changes nothing unset.
         let config = FetchConfig {
-            memory_cache_bytes: self.memory_cache_bytes.unwrap_or(defaults.memory_cache_bytes),
-            max_in_flight_per_search: self
-                .max_in_flight_per_search
-                .unwrap_or(defaults.max_in_flight_per_search),
-            coalesce_gap: self.coalesce_gap.unwrap_or(defaults.coalesce_gap),
-            ..defaults
+            memory_cache_bytes: self.memory_cache_bytes,
+            max_in_flight_per_search: self.max_in_flight_per_search,
+            coalesce_gap: self.coalesce_gap,
+            ..FetchConfig::default()
         };
         let preload = match self.preload {
             PreloadArg::Off => Preload::Off,

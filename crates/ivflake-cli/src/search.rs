@@ -47,7 +47,7 @@ struct QueryResult<'a> {
     ids: &'a [i64],
     distances: &'a [f32],
     #[serde(skip_serializing_if = "Option::is_none")]
-    attributes: Option<&'a [Option<serde_json::Map<String, serde_json::Value>>]>,
+    attributes: Option<&'a [Option<ivflake::AttributeRow>]>,
 }
 
 pub async fn run(args: SearchArgs) -> Result<()> {

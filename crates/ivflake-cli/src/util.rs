@@ -22,29 +22,15 @@ pub async fn load_vectors(path: &Path) -> Result<Arc<Vectors>> {
     Ok(Arc::new(vectors))
 }
 
-/// `--metric` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MetricArg {
-    /// Euclidean (squared L2) distance.
-    L2,
-    /// Inner product (larger is closer).
-    Ip,
-}
-
-impl From<MetricArg> for Metric {
-    fn from(m: MetricArg) -> Self {
-        match m {
-            MetricArg::L2 => Metric::L2,
-            MetricArg::Ip => Metric::InnerProduct,
-        }
+/// A clap value parser for `--metric`: `l2` or `inner_product` (the
+/// library's spelling, [`Metric::name`]); the old `ip` still works, with a
+/// deprecation note.
+pub fn parse_metric(s: &str) -> Result<Metric, String> {
+    let metric = Metric::from_name(s).ok_or_else(|| format!("{s:?} is not a metric: use l2 or inner_product"))?;
+    if Metric::is_deprecated_name(s) {
+        eprintln!("note: --metric {s} is deprecated; write --metric {}", metric.name());
     }
-}
-
-pub fn metric_name(m: Metric) -> &'static str {
-    match m {
-        Metric::L2 => "l2",
-        Metric::InnerProduct => "ip",
-    }
+    Ok(metric)
 }
 
 /// A clap value parser for integers of at least 1.

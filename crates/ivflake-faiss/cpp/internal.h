@@ -56,8 +56,13 @@ inline uint32_t fourcc(const char* s) {
             uint32_t(uint8_t(s[2])) << 16 | uint32_t(uint8_t(s[3])) << 24;
 }
 
-// Every served index type, for messages.
-extern const char* const kSupported;
+// Every served index type, for messages ("IndexIVFFlat, ... and ..."), from
+// the one table of served types in shim.cc.
+std::string supported_types();
+// The served kind of an IVF class; IvfKind::NotServed for any other.
+IvfKind ivf_kind_of(const faiss::IndexIVF* ivf);
+// Whether `index`'s lists are block lists (fast-scan), open or built here.
+bool is_block_format(const IvfIndex& index);
 
 // Refuses a 4-byte field equal to a Faiss structure tag ivflake does not
 // serve (validate.cc), before Faiss's reader acts on it.

@@ -16,6 +16,7 @@
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/utils/AlignedTable.h>
+#include <faiss/utils/Heap.h>
 
 #include "internal.h"
 #include "ivflake-faiss/src/lib.rs.h"
@@ -77,7 +78,7 @@ class Selector {
 }
 
 size_t expected_codes(const IvfIndex& index, size_t n) {
-    if (index.layout == Layout::Blocks) {
+    if (index.list_format == ListFormat::Blocks) {
         return (n + index.n_per_block - 1) / index.n_per_block * index.block_size;
     }
     return n * index.ivf->code_size;
@@ -237,21 +238,28 @@ void scan_lists(
     const size_t n = request.queries.size() / d;
     check_len(request.lists.size(), n * nprobe, "coarse assignment");
     check_len(request.coarse_distances.size(), n * nprobe, "coarse distances");
-    check_len(request.slots.size(), n * nprobe, "list slots");
     check_len(distances.size(), n * k, "distances");
     check_len(labels.size(), n * k, "labels");
+    const size_t nlayers = request.layers.size();
+    if (nlayers == 0) {
+        fail(ErrorKind::InvalidArgument, "scan request: no layers");
+    }
+    for (const ScanLayer& layer : request.layers) {
+        check_len(layer.slots.size(), n * nprobe, "list slots");
+    }
+    for (const int64_t key : request.lists) {
+        if (key >= 0 && size_t(key) >= ivf.nlist) {
+            fail(ErrorKind::InvalidArgument, "list " + std::to_string(key) + " out of range");
+        }
+    }
 
-    // Check every buffer against the layout; fast-scan kernels load codes
+    // Check every buffer against the format; fast-scan kernels load codes
     // with aligned 32-byte loads, so misaligned block codes are copied.
     const size_t nbuf = request.buffers.size();
-    const size_t align = index.layout == Layout::Blocks ? 32 : 4;
-    ScanTable table;
-    table.owner = lazy;
-    table.codes.resize(nbuf);
-    table.ids.resize(nbuf);
-    table.sizes.resize(nbuf);
+    const size_t align = index.list_format == ListFormat::Blocks ? 32 : 4;
+    std::vector<const uint8_t*> codes_of(nbuf);
     std::vector<faiss::AlignedTable<uint8_t>> copies;
-    // Never reallocated: table.codes points into its elements.
+    // Never reallocated: codes_of points into its elements.
     copies.reserve(nbuf);
     for (size_t b = 0; b < nbuf; b++) {
         const ListBuffer& buf = request.buffers[b];
@@ -273,57 +281,98 @@ void scan_lists(
             std::memcpy(copies.back().get(), codes, buf.codes.size());
             codes = copies.back().get();
         }
-        table.codes[b] = codes;
-        table.ids[b] = buf.ids.data();
-        table.sizes[b] = size;
+        codes_of[b] = codes;
     }
 
-    // Lists without a buffer are masked out of the assignment (Faiss skips
-    // negative keys); the others map to their buffer, one buffer per list.
-    std::vector<idx_t> keys(request.lists.begin(), request.lists.end());
-    table.slot_of_list.reserve(keys.size());
-    for (size_t p = 0; p < keys.size(); p++) {
-        const idx_t key = keys[p];
-        const int32_t slot = request.slots[p];
-        if (key >= 0 && size_t(key) >= ivf.nlist) {
-            fail(ErrorKind::InvalidArgument, "list " + std::to_string(key) + " out of range");
+    // One layer writes straight into the output: exactly Faiss's search.
+    // More are each scanned into their own top k, then merged as
+    // IndexShards merges its shards.
+    std::vector<float> layer_distances(nlayers > 1 ? nlayers * n * k : 0);
+    std::vector<idx_t> layer_labels(nlayers > 1 ? nlayers * n * k : 0);
+    const Selector filter(request.filter);
+    for (size_t l = 0; l < nlayers; l++) {
+        const ScanLayer& layer = request.layers[l];
+        ScanTable table;
+        table.owner = lazy;
+        // Probes without a buffer in this layer are masked out of the
+        // assignment (Faiss skips negative keys); the others map to their
+        // buffer, one buffer per list.
+        std::vector<idx_t> keys(request.lists.begin(), request.lists.end());
+        table.slot_of_list.reserve(keys.size());
+        for (size_t p = 0; p < keys.size(); p++) {
+            const int32_t slot = layer.slots[p];
+            if (keys[p] < 0 || slot < 0) {
+                keys[p] = -1;
+                continue;
+            }
+            if (size_t(slot) >= nbuf) {
+                fail(ErrorKind::InvalidArgument, "list slot " + std::to_string(slot) + " out of range");
+            }
+            table.slot_of_list.emplace_back(size_t(keys[p]), uint32_t(slot));
         }
-        if (key < 0 || slot < 0) {
-            keys[p] = -1;
-            continue;
+        std::sort(table.slot_of_list.begin(), table.slot_of_list.end());
+        table.slot_of_list.erase(
+                std::unique(table.slot_of_list.begin(), table.slot_of_list.end()),
+                table.slot_of_list.end());
+        for (size_t i = 1; i < table.slot_of_list.size(); i++) {
+            if (table.slot_of_list[i].first == table.slot_of_list[i - 1].first) {
+                fail(ErrorKind::InvalidArgument,
+                     "list " + std::to_string(table.slot_of_list[i].first) +
+                             " is given two different buffers in one layer");
+            }
         }
-        if (size_t(slot) >= nbuf) {
-            fail(ErrorKind::InvalidArgument, "list slot " + std::to_string(slot) + " out of range");
+        table.codes.reserve(table.slot_of_list.size());
+        for (auto& entry : table.slot_of_list) {
+            const uint32_t b = entry.second;
+            entry.second = uint32_t(table.codes.size());
+            table.codes.push_back(codes_of[b]);
+            table.ids.push_back(request.buffers[b].ids.data());
+            table.sizes.push_back(request.buffers[b].ids.size());
         }
-        table.slot_of_list.emplace_back(size_t(key), uint32_t(slot));
-    }
-    std::sort(table.slot_of_list.begin(), table.slot_of_list.end());
-    table.slot_of_list.erase(
-            std::unique(table.slot_of_list.begin(), table.slot_of_list.end()),
-            table.slot_of_list.end());
-    for (size_t i = 1; i < table.slot_of_list.size(); i++) {
-        if (table.slot_of_list[i].first == table.slot_of_list[i - 1].first) {
-            fail(ErrorKind::InvalidArgument,
-                 "list " + std::to_string(table.slot_of_list[i].first) +
-                         " is given two different buffers");
-        }
-    }
 
-    const Selector selector(request.filter);
-    faiss::SearchParametersIVF params;
-    params.nprobe = nprobe;
-    params.sel = selector.get();
-    LazyInvertedLists::Scope scope(&table);
-    ivf.search_preassigned(
-            idx_t(n),
-            request.queries.data(),
-            idx_t(k),
-            keys.data(),
-            request.coarse_distances.data(),
-            distances.data(),
-            labels.data(),
-            false,
-            &params);
+        // The layer's tombstones hide ids on top of the caller's filter.
+        std::unique_ptr<faiss::IDSelectorBatch> hidden;
+        std::unique_ptr<faiss::IDSelectorNot> not_hidden;
+        std::unique_ptr<faiss::IDSelectorAnd> both;
+        faiss::IDSelector* sel = filter.get();
+        if (!layer.hidden.empty()) {
+            hidden = std::make_unique<faiss::IDSelectorBatch>(layer.hidden.size(), layer.hidden.data());
+            not_hidden = std::make_unique<faiss::IDSelectorNot>(hidden.get());
+            sel = not_hidden.get();
+            if (filter.get()) {
+                both = std::make_unique<faiss::IDSelectorAnd>(filter.get(), not_hidden.get());
+                sel = both.get();
+            }
+        }
+        faiss::SearchParametersIVF params;
+        params.nprobe = nprobe;
+        params.sel = sel;
+        float* out_d = nlayers > 1 ? layer_distances.data() + l * n * k : distances.data();
+        idx_t* out_l = nlayers > 1 ? layer_labels.data() + l * n * k : labels.data();
+        LazyInvertedLists::Scope scope(&table);
+        ivf.search_preassigned(
+                idx_t(n),
+                request.queries.data(),
+                idx_t(k),
+                keys.data(),
+                request.coarse_distances.data(),
+                out_d,
+                out_l,
+                false,
+                &params);
+    }
+    if (nlayers > 1) {
+        // merge_knn_results' comparator is reversed: the best result on top.
+        if (ivf.metric_type == faiss::METRIC_L2) {
+            faiss::merge_knn_results<idx_t, faiss::CMin<float, int>>(
+                    n, k, int(nlayers), layer_distances.data(), layer_labels.data(),
+                    distances.data(), labels.data());
+        } else {
+            faiss::merge_knn_results<idx_t, faiss::CMax<float, int>>(
+                    n, k, int(nlayers), layer_distances.data(), layer_labels.data(),
+                    distances.data(), labels.data());
+        }
+    }
 }
 
 void search_full(

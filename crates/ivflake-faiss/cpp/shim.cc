@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <typeinfo>
+#include <vector>
 
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
@@ -99,9 +100,68 @@ const std::string kFaissVersion = std::to_string(FAISS_VERSION_MAJOR) + "." +
 
 }  // namespace
 
-const char* const kSupported =
-        "IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer, IndexIVFPQFastScan "
-        "and IndexIVFRaBitQ, optionally under an IndexPreTransform";
+namespace {
+
+// The IVF classes ivflake serves: the one list of them. The Rust side reads
+// it through `served_types()`; messages and checks here derive from it.
+struct Served {
+    IvfKind kind;
+    const std::type_info& type;
+};
+
+const std::vector<Served>& served_table() {
+    static const std::vector<Served> table = {
+            {IvfKind::Flat, typeid(faiss::IndexIVFFlat)},
+            {IvfKind::Pq, typeid(faiss::IndexIVFPQ)},
+            {IvfKind::ScalarQuantizer, typeid(faiss::IndexIVFScalarQuantizer)},
+            {IvfKind::PqFastScan, typeid(faiss::IndexIVFPQFastScan)},
+            {IvfKind::RaBitQ, typeid(faiss::IndexIVFRaBitQ)},
+    };
+    return table;
+}
+
+}  // namespace
+
+IvfKind ivf_kind_of(const faiss::IndexIVF* ivf) {
+    if (ivf) {
+        const std::type_info& t = typeid(*ivf);
+        for (const auto& served : served_table()) {
+            if (served.type == t) {
+                return served.kind;
+            }
+        }
+    }
+    return IvfKind::NotServed;
+}
+
+std::string supported_types() {
+    const auto& table = served_table();
+    std::string out;
+    for (size_t i = 0; i < table.size(); i++) {
+        if (i > 0) {
+            out += i + 1 == table.size() ? " and " : ", ";
+        }
+        out += class_name(table[i].type);
+    }
+    return out + ", optionally under an IndexPreTransform";
+}
+
+rust::Vec<ServedType> served_types() {
+    rust::Vec<ServedType> out;
+    for (const auto& served : served_table()) {
+        out.push_back(ServedType{served.kind, class_name(served.type)});
+    }
+    return out;
+}
+
+bool is_block_format(const IvfIndex& index) {
+    if (index.list_format == ListFormat::Blocks) {
+        return true;
+    }
+    // An index built in this process has its format in its lists.
+    return index.ivf && !index.lazy &&
+            dynamic_cast<const faiss::BlockInvertedLists*>(index.ivf->invlists) != nullptr;
+}
 
 namespace {
 
@@ -255,14 +315,6 @@ int lazy_io_flags() {
             int(fourcc("ilfk") & 0xffff0000u);
 }
 
-bool is_supported_ivf(const faiss::IndexIVF* ivf) {
-    const std::type_info& t = typeid(*ivf);
-    return t == typeid(faiss::IndexIVFFlat) || t == typeid(faiss::IndexIVFPQ) ||
-            t == typeid(faiss::IndexIVFScalarQuantizer) ||
-            t == typeid(faiss::IndexIVFPQFastScan) ||
-            t == typeid(faiss::IndexIVFRaBitQ);
-}
-
 // Fills the views of `out` and refuses anything but the supported shapes.
 void classify(IvfIndex& out) {
     faiss::Index* inner = out.top.get();
@@ -274,10 +326,10 @@ void classify(IvfIndex& out) {
         }
     }
     out.ivf = dynamic_cast<faiss::IndexIVF*>(inner);
-    if (!out.ivf || !is_supported_ivf(out.ivf)) {
+    if (!out.ivf || ivf_kind_of(out.ivf) == IvfKind::NotServed) {
         fail(ErrorKind::Unsupported,
              "unsupported index type " + name_of(inner) + " (Faiss " +
-                     kFaissVersion + "): ivflake serves " + kSupported);
+                     kFaissVersion + "): ivflake serves " + supported_types());
     }
     if (out.ivf->metric_type != faiss::METRIC_L2 &&
         out.ivf->metric_type != faiss::METRIC_INNER_PRODUCT) {
@@ -419,7 +471,7 @@ std::unique_ptr<IvfIndex> open_header(
     faiss::IndexIVF& ivf = *out->ivf;
     if (auto* lazy = dynamic_cast<LazyInvertedLists*>(ivf.invlists)) {
         (void)lazy;
-        out->layout = Layout::Array;
+        out->list_format = ListFormat::Array;
         out->list_data_offset = LazyListsHook::data_offset_;
     } else if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(ivf.invlists)) {
         if (reader.mode != PrefixReader::Mode::BlockLists ||
@@ -427,7 +479,7 @@ std::unique_ptr<IvfIndex> open_header(
             fail(ErrorKind::Corrupt, "block inverted lists were not read to their end");
         }
         check_block_shape(ivf, blocks->nlist, blocks->n_per_block, blocks->block_size);
-        out->layout = Layout::Blocks;
+        out->list_format = ListFormat::Blocks;
         out->n_per_block = blocks->n_per_block;
         out->block_size = blocks->block_size;
         out->list_data_offset = reader.pos;
@@ -461,11 +513,11 @@ std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
     classify(*out);
     if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(out->ivf->invlists)) {
         check_block_shape(*out->ivf, blocks->nlist, blocks->n_per_block, blocks->block_size);
-        out->layout = Layout::Blocks;
+        out->list_format = ListFormat::Blocks;
         out->n_per_block = blocks->n_per_block;
         out->block_size = blocks->block_size;
     } else {
-        out->layout = Layout::Array;
+        out->list_format = ListFormat::Array;
     }
     // As faiss.read_index does: the residual table, whatever its size.
     build_residual_table(*out, UINT64_MAX);
@@ -475,24 +527,23 @@ std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
 IndexInfo info(const IvfIndex& index) {
     IndexInfo i;
     i.type_name = describe(index);
+    i.ivf_kind = ivf_kind_of(index.ivf);
     i.d = size_t(index.top->d);
     i.ivf_d = index.ivf ? size_t(index.ivf->d) : i.d;
-    i.metric_l2 = index.top->metric_type == faiss::METRIC_L2;
+    i.metric = index.top->metric_type == faiss::METRIC_L2 ? Metric::L2 : Metric::InnerProduct;
     i.ntotal = index.top->ntotal;
     i.nlist = index.ivf ? index.ivf->nlist : 0;
     i.code_size = index.ivf ? index.ivf->code_size : 0;
     i.default_nprobe = index.ivf ? index.ivf->nprobe : 0;
     i.has_transform = index.transform != nullptr;
     i.list_data_offset = index.list_data_offset;
-    i.block_lists = index.layout == Layout::Blocks;
+    i.list_format = is_block_format(index) ? ListFormat::Blocks : ListFormat::Array;
     i.n_per_block = index.n_per_block;
     i.block_size = index.block_size;
-    // An index built in this process has its layout in its lists.
     const auto* blocks = index.ivf && !index.lazy
             ? dynamic_cast<const faiss::BlockInvertedLists*>(index.ivf->invlists)
             : nullptr;
     if (blocks) {
-        i.block_lists = true;
         i.n_per_block = blocks->n_per_block;
         i.block_size = blocks->block_size;
     }

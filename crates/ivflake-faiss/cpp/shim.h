@@ -24,8 +24,14 @@ namespace ivflake {
 struct IndexInfo;
 struct FilterSpec;
 struct ListBuffer;
+struct ScanLayer;
 struct ScanRequest;
 struct MemoryReport;
+struct ServedType;
+// Shared enums, defined by the bridge (lib.rs.h); cxx gives them a u8 repr.
+enum class Metric : uint8_t;
+enum class ListFormat : uint8_t;
+enum class IvfKind : uint8_t;
 
 // The kinds `FaissErrorKind` distinguishes; the value is the tag the Rust
 // side parses (`FaissErrorKind::from_tag`).
@@ -61,9 +67,6 @@ inline std::string tagged(ErrorKind kind, const char* message) {
     return out;
 }
 
-// How lists are laid out; see `ListLayout` on the Rust side.
-enum class Layout { None, Array, Blocks };
-
 // An owned Faiss index plus the views ivflake needs of it: the IVF layer and,
 // when there is one, the pre-transform chain in front of it.
 struct IvfIndex {
@@ -73,7 +76,8 @@ struct IvfIndex {
     // Where list data starts in the file when opened lazily; 0 otherwise.
     uint64_t list_data_offset = 0;
     bool lazy = false;
-    Layout layout = Layout::None;
+    // Array (the zero value) until open or info() finds block lists.
+    ListFormat list_format{};
     size_t n_per_block = 0;
     size_t block_size = 0;
     // The largest centroid coordinate's magnitude (validate.cc): bounds the
@@ -117,7 +121,20 @@ void search_full(
 std::unique_ptr<IvfIndex> index_factory(
         size_t d,
         rust::Str description,
-        bool metric_l2);
+        Metric metric);
+rust::Vec<ServedType> served_types();
+void encode_entries(
+        const IvfIndex& index,
+        size_t n,
+        rust::Slice<const float> x,
+        rust::Slice<int64_t> lists,
+        rust::Slice<uint8_t> codes);
+void pack_list_codes(
+        const IvfIndex& index,
+        size_t n,
+        rust::Slice<const uint8_t> codes,
+        rust::Slice<uint8_t> out);
+size_t remove_ids(IvfIndex& index, rust::Slice<const int64_t> ids);
 bool is_trained(const IvfIndex& index);
 void train(IvfIndex& index, size_t n, rust::Slice<const float> x);
 void add(IvfIndex& index, size_t n, rust::Slice<const float> x);

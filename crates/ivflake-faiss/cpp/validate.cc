@@ -428,7 +428,7 @@ void refuse_unserved_structure(uint32_t h) {
         if (fourcc(unserved.tag) == h) {
             fail(ErrorKind::Unsupported,
                  std::string("the file holds a Faiss ") + unserved.name + " ('" + unserved.tag +
-                         "'), which ivflake does not serve: it serves " + kSupported);
+                         "'), which ivflake does not serve: it serves " + supported_types());
         }
     }
 }

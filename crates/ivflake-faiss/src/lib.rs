@@ -19,11 +19,46 @@ use std::fmt;
 #[allow(unsafe_code)]
 #[cxx::bridge(namespace = "ivflake")]
 mod ffi {
+    /// The distance an index ranks by.
+    #[derive(Debug)]
+    enum Metric {
+        L2,
+        InnerProduct,
+    }
+
+    /// How the file stores inverted lists (see the public `ListFormat`).
+    #[derive(Debug)]
+    enum ListFormat {
+        /// Faiss's `ArrayInvertedLists` ("ilar").
+        Array,
+        /// Faiss's `BlockInvertedLists` ("ilbl", fast-scan).
+        Blocks,
+    }
+
+    /// The IVF classes ivflake serves. `shim.cc`'s table of served types maps
+    /// each Faiss class to one of these; everything else is `NotServed`.
+    #[derive(Debug)]
+    enum IvfKind {
+        NotServed,
+        Flat,
+        Pq,
+        ScalarQuantizer,
+        PqFastScan,
+        RaBitQ,
+    }
+
+    /// One row of the shim's table of served types.
+    struct ServedType {
+        kind: IvfKind,
+        class_name: String,
+    }
+
     struct IndexInfo {
         type_name: String,
         d: usize,
         ivf_d: usize,
-        metric_l2: bool,
+        metric: Metric,
+        ivf_kind: IvfKind,
         ntotal: i64,
         nlist: usize,
         code_size: usize,
@@ -31,7 +66,7 @@ mod ffi {
         has_transform: bool,
         list_data_offset: u64,
         /// Block lists ("ilbl", fast-scan): sizes sit inline in the file.
-        block_lists: bool,
+        list_format: ListFormat,
         n_per_block: usize,
         block_size: usize,
     }
@@ -68,24 +103,32 @@ mod ffi {
         end: i64,
     }
 
-    /// One fetched inverted list: `ids.len()` vectors, their codes in the
-    /// index's list layout.
+    /// One fetched run of entries of an inverted list: `ids.len()` vectors,
+    /// their codes in the index's list format.
     struct ListBuffer<'a> {
         codes: &'a [u8],
         ids: &'a [i64],
     }
 
+    /// One layer of a scan: for each probe, the entry of `buffers` holding
+    /// that layer's part of the probed list (negative: none), and ids this
+    /// layer hides (tombstones; sorted or not).
+    struct ScanLayer<'a> {
+        slots: &'a [i32],
+        hidden: &'a [i64],
+    }
+
     /// One scan: transformed queries, their coarse assignment, the fetched
-    /// lists and a filter. `slots[q * nprobe + j]` names the entry of
-    /// `buffers` holding list `lists[q * nprobe + j]`, or is negative when
-    /// that list was not fetched (empty, or failed under `allow_partial`).
+    /// buffers and a filter. Each layer is scanned with Faiss's own
+    /// `search_preassigned` and the layers' results merged, so a list made of
+    /// a base run and later runs reads as one list.
     struct ScanRequest<'a> {
         queries: &'a [f32],
         k: usize,
         nprobe: usize,
         lists: &'a [i64],
         coarse_distances: &'a [f32],
-        slots: &'a [i32],
+        layers: &'a [ScanLayer<'a>],
         buffers: &'a [ListBuffer<'a>],
         filter: FilterSpec<'a>,
     }
@@ -120,7 +163,11 @@ mod ffi {
             distances: &mut [f32],
             labels: &mut [i64],
         ) -> Result<()>;
-        fn index_factory(d: usize, description: &str, metric_l2: bool) -> Result<UniquePtr<IvfIndex>>;
+        fn index_factory(d: usize, description: &str, metric: Metric) -> Result<UniquePtr<IvfIndex>>;
+        fn served_types() -> Result<Vec<ServedType>>;
+        fn encode_entries(index: &IvfIndex, n: usize, x: &[f32], lists: &mut [i64], codes: &mut [u8]) -> Result<()>;
+        fn pack_list_codes(index: &IvfIndex, n: usize, codes: &[u8], out: &mut [u8]) -> Result<()>;
+        fn remove_ids(index: Pin<&mut IvfIndex>, ids: &[i64]) -> Result<usize>;
         fn is_trained(index: &IvfIndex) -> Result<bool>;
         fn train(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
         fn add(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
@@ -236,16 +283,6 @@ impl From<cxx::Exception> for FaissError {
 
 pub type Result<T, E = FaissError> = std::result::Result<T, E>;
 
-/// The IVF classes this binding serves (the shim's open refuses the others),
-/// as they appear in [`IndexInfo::type_name`].
-pub const SERVED_IVF_TYPES: &[&str] = &[
-    "IndexIVFFlat",
-    "IndexIVFPQ",
-    "IndexIVFScalarQuantizer",
-    "IndexIVFPQFastScan",
-    "IndexIVFRaBitQ",
-];
-
 /// Hands the heap's free pages back to the operating system (glibc's
 /// `malloc_trim`). glibc keeps what a burst of work freed (thousands of
 /// connections, a large load) for later reuse, so resident memory stays at
@@ -260,10 +297,101 @@ pub fn faiss_version() -> String {
     ffi::faiss_version().unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
+/// The distance an index ranks by. Spelled `l2` and `inner_product`
+/// wherever users see it ([`Metric::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     L2,
     InnerProduct,
+}
+
+impl Metric {
+    /// The one spelling users see: `"l2"` or `"inner_product"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::L2 => "l2",
+            Metric::InnerProduct => "inner_product",
+        }
+    }
+
+    /// Reads a metric name: `l2` or `inner_product`, and the deprecated
+    /// `ip` (see [`Metric::is_deprecated_name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "l2" => Some(Metric::L2),
+            "inner_product" | "ip" => Some(Metric::InnerProduct),
+            _ => None,
+        }
+    }
+
+    /// Whether `name` is an old spelling still accepted on input (`ip`),
+    /// which callers should warn about.
+    pub fn is_deprecated_name(name: &str) -> bool {
+        name.trim().eq_ignore_ascii_case("ip")
+    }
+
+    fn from_ffi(m: ffi::Metric) -> Result<Self> {
+        match m {
+            ffi::Metric::L2 => Ok(Metric::L2),
+            ffi::Metric::InnerProduct => Ok(Metric::InnerProduct),
+            _ => Err(FaissError::invalid("the shim reported an unknown metric")),
+        }
+    }
+
+    fn to_ffi(self) -> ffi::Metric {
+        match self {
+            Metric::L2 => ffi::Metric::L2,
+            Metric::InnerProduct => ffi::Metric::InnerProduct,
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The IVF class of a served index. Which Faiss classes these are is listed
+/// once, in the shim (`served_types()` in `cpp/shim.cc`); [`served_types`]
+/// reads that table.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IvfKind {
+    /// `IndexIVFFlat`.
+    Flat,
+    /// `IndexIVFPQ`.
+    Pq,
+    /// `IndexIVFScalarQuantizer`.
+    ScalarQuantizer,
+    /// `IndexIVFPQFastScan` (block lists).
+    PqFastScan,
+    /// `IndexIVFRaBitQ`.
+    RaBitQ,
+}
+
+impl IvfKind {
+    /// `None` for a class ivflake does not serve.
+    fn from_ffi(k: ffi::IvfKind) -> Option<Self> {
+        match k {
+            ffi::IvfKind::Flat => Some(IvfKind::Flat),
+            ffi::IvfKind::Pq => Some(IvfKind::Pq),
+            ffi::IvfKind::ScalarQuantizer => Some(IvfKind::ScalarQuantizer),
+            ffi::IvfKind::PqFastScan => Some(IvfKind::PqFastScan),
+            ffi::IvfKind::RaBitQ => Some(IvfKind::RaBitQ),
+            _ => None,
+        }
+    }
+}
+
+/// The Faiss classes ivflake serves, with their class names, from the
+/// shim's one table of them.
+pub fn served_types() -> Vec<(IvfKind, String)> {
+    ffi::served_types()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| IvfKind::from_ffi(t.kind).map(|k| (k, t.class_name)))
+        .collect()
 }
 
 /// What the header says about an index.
@@ -271,6 +399,9 @@ pub enum Metric {
 pub struct IndexInfo {
     /// Pre-transforms, IVF type and `[quantizer]`, e.g. `OPQMatrix,IndexIVFPQ[IndexFlat]`.
     pub type_name: String,
+    /// The IVF class, `None` when ivflake does not serve it (an index built
+    /// from a factory string can be anything).
+    pub ivf_kind: Option<IvfKind>,
     /// Dimension of the vectors callers search with.
     pub d: usize,
     /// Dimension the IVF layer works in, after pre-transforms.
@@ -285,18 +416,22 @@ pub struct IndexInfo {
     pub default_nprobe: usize,
     pub has_transform: bool,
     /// Offset of the first list's data in the file (0 when fully loaded).
-    /// For [`ListLayout::Blocks`] it is where list 0's id count starts.
+    /// For [`ListFormat::Blocks`] it is where list 0's id count starts.
     pub list_data_offset: u64,
+    /// How the file stores inverted lists.
+    pub list_format: ListFormat,
 }
 
-/// How the file stores inverted lists, which fixes each list's byte range.
+/// How the file stores inverted lists, which fixes each list's byte range
+/// and where its codes and ids sit inside it. The one place that knows the
+/// byte arithmetic of a list.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListLayout {
+pub enum ListFormat {
     /// Faiss's `ArrayInvertedLists` ("ilar"): list sizes in the header; list
-    /// `i` is `size * code_size` code bytes then `size` little-endian `i64`
+    /// `i` is `count * code_size` code bytes then `count` little-endian `i64`
     /// ids, lists back to back.
-    Array,
+    Array { code_size: usize },
     /// Faiss's `BlockInvertedLists` ("ilbl", fast-scan PQ): list `i` is a
     /// `u64` count `n`, `n` ids, a `u64` byte count `m`, then `m` code bytes,
     /// `m = ceil(n / n_per_block) * block_size`. Sizes are inline, not in the
@@ -304,24 +439,91 @@ pub enum ListLayout {
     Blocks { n_per_block: usize, block_size: usize },
 }
 
-impl ListLayout {
-    /// Code bytes of a list holding `n` vectors, `None` on overflow.
-    pub fn codes_len(&self, n: u64, code_size: usize) -> Option<u64> {
+/// Bytes of the two inline `u64` counts of a block-format list.
+const BLOCK_COUNTS_LEN: u64 = 16;
+
+impl ListFormat {
+    /// Code bytes of a list holding `count` vectors, `None` on overflow.
+    pub fn codes_len(&self, count: u64) -> Option<u64> {
         match *self {
-            ListLayout::Array => n.checked_mul(code_size as u64),
-            ListLayout::Blocks {
+            ListFormat::Array { code_size } => count.checked_mul(code_size as u64),
+            ListFormat::Blocks {
                 n_per_block,
                 block_size,
-            } => n.div_ceil(n_per_block as u64).checked_mul(block_size as u64),
+            } => count
+                .checked_add(n_per_block as u64 - 1)
+                .map(|c| c / n_per_block as u64)
+                .and_then(|blocks| blocks.checked_mul(block_size as u64)),
         }
     }
 
+    /// Bytes of a whole list of `count` vectors in the file.
+    pub fn list_len(&self, count: u64) -> Option<u64> {
+        let ids = count.checked_mul(8)?;
+        let fixed = match self {
+            ListFormat::Array { .. } => 0,
+            ListFormat::Blocks { .. } => BLOCK_COUNTS_LEN,
+        };
+        self.codes_len(count)?.checked_add(ids)?.checked_add(fixed)
+    }
+
+    /// The count of the list whose bytes are `len` long, if one fits exactly
+    /// (`list_len` grows with the count, so a binary search finds it).
+    pub fn count_for_len(&self, len: u64) -> Option<u64> {
+        let (mut lo, mut hi) = (0u64, len / 8 + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.list_len(mid) {
+                Some(l) if l < len => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        (self.list_len(lo) == Some(len)).then_some(lo)
+    }
+
+    /// Where the codes and the ids of a list of `count` vectors sit in its
+    /// bytes (`count` was checked against the list's length).
+    pub fn split(&self, count: u64) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let codes = self.codes_len(count).unwrap_or(0) as usize;
+        let ids = count as usize * 8;
+        match self {
+            ListFormat::Array { .. } => (0..codes, codes..codes + ids),
+            ListFormat::Blocks { .. } => {
+                let ids_at = 8;
+                let codes_at = ids_at + ids + 8;
+                (codes_at..codes_at + codes, ids_at..ids_at + ids)
+            }
+        }
+    }
+
+    /// Checks a fetched block-format list's inline counts against its
+    /// count; array lists carry none.
+    pub fn check_inline(&self, bytes: &[u8], count: u64) -> std::result::Result<(), String> {
+        if let ListFormat::Blocks { .. } = self {
+            let (codes, ids) = self.split(count);
+            let read = |at: usize| {
+                bytes
+                    .get(at..at + 8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            };
+            if read(0) != Some(count) || read(ids.end) != Some(codes.len() as u64) {
+                return Err(format!(
+                    "block list's inline counts {:?}/{:?} disagree with its {count} vectors",
+                    read(0),
+                    read(ids.end)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Alignment Faiss's scan needs of a list's codes (AVX2 fast-scan kernels
-    /// load 32-byte blocks with aligned loads).
+    /// load 32-byte blocks with aligned loads; array codes are read as `u32`s
+    /// at most).
     pub fn codes_alignment(&self) -> usize {
         match self {
-            ListLayout::Array => 4,
-            ListLayout::Blocks { .. } => 32,
+            ListFormat::Array { .. } => 4,
+            ListFormat::Blocks { .. } => 32,
         }
     }
 }
@@ -333,8 +535,8 @@ pub enum HeaderProbe {
     NeedBytes(u64),
 }
 
-/// One fetched inverted list: its codes (in the index's [`ListLayout`]) and
-/// its ids.
+/// One fetched inverted list (or run of one): its codes (in the index's
+/// [`ListFormat`]) and its ids.
 #[derive(Debug, Clone, Copy)]
 pub struct ListSlice<'a> {
     pub codes: &'a [u8],
@@ -378,12 +580,55 @@ pub struct CoarseAssignment {
     pub lists: Vec<i64>,
 }
 
+/// One scan of fetched buffers (see [`Index::scan`]): the transformed
+/// queries, their coarse assignment (`lists`, `coarse_distances`: nprobe per
+/// query, row-major), the buffers, and one or more layers naming, per probe,
+/// the buffer of that layer's part of the list.
+#[derive(Debug, Clone, Copy)]
+pub struct Scan<'a> {
+    pub queries: &'a [f32],
+    pub k: usize,
+    pub lists: &'a [i64],
+    pub coarse_distances: &'a [f32],
+    pub buffers: &'a [ListSlice<'a>],
+    /// At least one; the base's entries first, later runs after.
+    pub layers: &'a [ScanLayer<'a>],
+    /// Applies to every layer.
+    pub filter: IdFilter<'a>,
+}
+
+/// One layer of a [`Scan`]: `slots[p]` is the entry of the buffers holding
+/// this layer's part of probe `p`'s list (negative: none), and `hidden` the
+/// ids this layer must not return (tombstones of entries replaced or deleted
+/// after it was written).
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLayer<'a> {
+    pub slots: &'a [i32],
+    pub hidden: &'a [i64],
+}
+
+/// Vectors encoded as an index stores them ([`Index::encode_entries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEntries {
+    pub code_size: usize,
+    /// Each vector's list.
+    pub lists: Vec<i64>,
+    /// `code_size` bytes per vector, in order.
+    pub codes: Vec<u8>,
+}
+
+impl EncodedEntries {
+    /// The code of entry `i`.
+    pub fn code(&self, i: usize) -> &[u8] {
+        &self.codes[i * self.code_size..(i + 1) * self.code_size]
+    }
+}
+
 /// An owned Faiss index: either a header opened lazily (no list data) or a
 /// fully loaded one (reference searches, building).
 pub struct Index {
     inner: cxx::UniquePtr<ffi::IvfIndex>,
     info: IndexInfo,
-    layout: ListLayout,
 }
 
 // SAFETY: `IvfIndex` owns its Faiss objects through `unique_ptr`s and holds no
@@ -404,7 +649,6 @@ impl fmt::Debug for Index {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Index")
             .field("info", &self.info)
-            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -430,31 +674,33 @@ pub fn read_index(bytes: &[u8]) -> Result<Index> {
 impl Index {
     fn wrap(inner: cxx::UniquePtr<ffi::IvfIndex>) -> Result<Self> {
         let raw = ffi::info(&inner)?;
-        let layout = if raw.block_lists {
-            ListLayout::Blocks {
+        let list_format = match raw.list_format {
+            ffi::ListFormat::Blocks => ListFormat::Blocks {
                 n_per_block: raw.n_per_block,
                 block_size: raw.block_size,
-            }
-        } else {
-            ListLayout::Array
+            },
+            _ => ListFormat::Array {
+                code_size: raw.code_size,
+            },
         };
+        if let ListFormat::Blocks { n_per_block: 0, .. } = list_format {
+            return Err(FaissError::new(FaissErrorKind::Corrupt, "block lists of 0 vectors a block"));
+        }
         let info = IndexInfo {
             type_name: raw.type_name,
+            ivf_kind: IvfKind::from_ffi(raw.ivf_kind),
             d: raw.d,
             ivf_d: raw.ivf_d,
-            metric: if raw.metric_l2 {
-                Metric::L2
-            } else {
-                Metric::InnerProduct
-            },
+            metric: Metric::from_ffi(raw.metric)?,
             ntotal: raw.ntotal,
             nlist: raw.nlist,
             code_size: raw.code_size,
             default_nprobe: raw.default_nprobe,
             has_transform: raw.has_transform,
             list_data_offset: raw.list_data_offset,
+            list_format,
         };
-        Ok(Self { inner, info, layout })
+        Ok(Self { inner, info })
     }
 
     /// Builds an empty index from a Faiss factory string, e.g. `"OPQ16,IVF256,PQ16"`.
@@ -462,20 +708,20 @@ impl Index {
         if d == 0 {
             return Err(FaissError::invalid("dimension must be positive"));
         }
-        Self::wrap(ffi::index_factory(d, description, metric == Metric::L2)?)
+        Self::wrap(ffi::index_factory(d, description, metric.to_ffi())?)
     }
 
     pub fn info(&self) -> &IndexInfo {
         &self.info
     }
 
-    /// How the file lays out inverted lists.
-    pub fn list_layout(&self) -> ListLayout {
-        self.layout
+    /// How the file stores inverted lists.
+    pub fn list_format(&self) -> ListFormat {
+        self.info.list_format
     }
 
     /// Number of vectors in each inverted list, as the header states them.
-    /// Empty for a lazily opened [`ListLayout::Blocks`] index, whose sizes
+    /// Empty for a lazily opened [`ListFormat::Blocks`] index, whose sizes
     /// are inline in the list data, not in the header.
     pub fn list_sizes(&self) -> Result<Vec<u64>> {
         Ok(ffi::list_sizes(&self.inner)?)
@@ -531,9 +777,10 @@ impl Index {
     }
 
     /// Scans fetched lists for transformed queries `xt` with Faiss's own
-    /// `search_preassigned`. `slots[q * nprobe + j]` names the entry of
-    /// `lists` holding list `assignment.lists[q * nprobe + j]`, or is
-    /// negative when that list was not fetched.
+    /// `search_preassigned`: the one-layer form of [`Index::scan`].
+    /// `slots[q * nprobe + j]` names the entry of `lists` holding list
+    /// `assignment.lists[q * nprobe + j]`, or is negative when that list was
+    /// not fetched.
     pub fn scan_lists(
         &self,
         xt: &[f32],
@@ -543,32 +790,109 @@ impl Index {
         lists: &[ListSlice<'_>],
         filter: IdFilter<'_>,
     ) -> Result<Neighbors> {
-        let n = self.rows(xt, self.info.ivf_d)?;
-        let probes = assignment.lists.len();
-        if n == 0 || !probes.is_multiple_of(n) || assignment.distances.len() != probes || slots.len() != probes {
+        self.scan(&Scan {
+            queries: xt,
+            k,
+            lists: &assignment.lists,
+            coarse_distances: &assignment.distances,
+            buffers: lists,
+            layers: &[ScanLayer { slots, hidden: &[] }],
+            filter,
+        })
+    }
+
+    /// Scans fetched buffers for transformed queries, layer by layer, with
+    /// Faiss's own `search_preassigned`, and merges the layers' top `k`
+    /// (Faiss's `merge_knn_results`, as `IndexShards` does). One layer gives
+    /// exactly Faiss's in-memory result; more read a list as the union of its
+    /// layers' buffers, less each layer's hidden ids.
+    pub fn scan(&self, scan: &Scan<'_>) -> Result<Neighbors> {
+        let n = self.rows(scan.queries, self.info.ivf_d)?;
+        let probes = scan.lists.len();
+        if n == 0
+            || !probes.is_multiple_of(n)
+            || scan.coarse_distances.len() != probes
+            || scan.layers.is_empty()
+            || scan.layers.iter().any(|l| l.slots.len() != probes)
+        {
             return Err(FaissError::invalid("coarse assignment does not match the queries"));
         }
-        let buffers: Vec<ffi::ListBuffer<'_>> = lists
+        let buffers: Vec<ffi::ListBuffer<'_>> = scan
+            .buffers
             .iter()
             .map(|l| ffi::ListBuffer {
                 codes: l.codes,
                 ids: l.ids,
             })
             .collect();
+        let layers: Vec<ffi::ScanLayer<'_>> = scan
+            .layers
+            .iter()
+            .map(|l| ffi::ScanLayer {
+                slots: l.slots,
+                hidden: l.hidden,
+            })
+            .collect();
         let request = ffi::ScanRequest {
-            queries: xt,
-            k,
+            queries: scan.queries,
+            k: scan.k,
             nprobe: probes / n,
-            lists: &assignment.lists,
-            coarse_distances: &assignment.distances,
-            slots,
+            lists: scan.lists,
+            coarse_distances: scan.coarse_distances,
+            layers: &layers,
             buffers: &buffers,
-            filter: filter.spec(),
+            filter: scan.filter.spec(),
         };
-        let mut distances = vec![0f32; n * k];
-        let mut labels = vec![-1i64; n * k];
+        let mut distances = vec![0f32; n * scan.k];
+        let mut labels = vec![-1i64; n * scan.k];
         ffi::scan_lists(&self.inner, &request, &mut distances, &mut labels)?;
         Ok(Neighbors { distances, labels })
+    }
+
+    /// Encodes vectors as the index would store them: each one's list (the
+    /// coarse quantizer's nearest, after pre-transforms) and its code
+    /// (`code_size` bytes, unpacked even for block lists; see
+    /// [`Index::pack_list_codes`]).
+    pub fn encode_entries(&self, x: &[f32]) -> Result<EncodedEntries> {
+        let n = self.rows(x, self.info.d)?;
+        let mut lists = vec![-1i64; n];
+        let mut codes = vec![0u8; n * self.info.code_size];
+        ffi::encode_entries(&self.inner, n, x, &mut lists, &mut codes)?;
+        Ok(EncodedEntries {
+            code_size: self.info.code_size,
+            lists,
+            codes,
+        })
+    }
+
+    /// The codes of `n` entries of one list (`n * code_size` bytes, as
+    /// [`Index::encode_entries`] gives them) in the index's list format: the
+    /// same bytes for array lists, packed into blocks for block lists.
+    pub fn pack_list_codes(&self, codes: &[u8]) -> Result<Vec<u8>> {
+        let code_size = self.info.code_size.max(1);
+        if !codes.len().is_multiple_of(code_size) {
+            return Err(FaissError::invalid(format!(
+                "{} code bytes are not whole {code_size}-byte codes",
+                codes.len()
+            )));
+        }
+        let n = codes.len() / code_size;
+        let len = self
+            .info
+            .list_format
+            .codes_len(n as u64)
+            .ok_or_else(|| FaissError::invalid("list too large"))?;
+        let mut out = vec![0u8; len as usize];
+        ffi::pack_list_codes(&self.inner, n, codes, &mut out)?;
+        Ok(out)
+    }
+
+    /// Removes entries by id from a fully loaded index (Faiss's
+    /// `remove_ids`); returns how many were removed.
+    pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
+        let removed = ffi::remove_ids(self.pinned()?, ids)?;
+        self.info.ntotal -= removed as i64;
+        Ok(removed)
     }
 
     /// Searches a fully loaded index, as Faiss does in memory.

@@ -70,9 +70,10 @@ pub struct QueryResult {
     pub ids: Vec<i64>,
     pub distances: Vec<f32>,
     /// With `return_attributes`: per hit, the asked columns (`null` for a -1 id).
+    /// The library's typed values become JSON here, at the edge.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
-    pub attributes: Option<Vec<Option<serde_json::Map<String, serde_json::Value>>>>,
+    pub attributes: Option<Vec<Option<ivflake::AttributeRow>>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

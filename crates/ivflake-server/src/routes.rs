@@ -16,7 +16,7 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ivflake::{Metric, SearchParams};
+use ivflake::SearchParams;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -391,11 +391,7 @@ async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
         uri: entry.config.uri.clone(),
         type_name: info.type_name.clone(),
         d: info.d,
-        metric: match info.metric {
-            Metric::L2 => "l2",
-            Metric::InnerProduct => "inner_product",
-        }
-        .into(),
+        metric: info.metric.name().into(),
         ntotal: info.ntotal,
         nlist: info.nlist,
         code_size: info.code_size,

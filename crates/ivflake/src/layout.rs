@@ -1,7 +1,7 @@
 //! Where each inverted list lives inside the unmodified index file.
 //!
 //! List data starts right after the header, lists in order, in one of two
-//! formats ([`ListFormat`]):
+//! formats ([`ListFormat`], whose byte arithmetic `ivflake-faiss` owns):
 //! - Faiss's array lists (IVF-Flat/PQ/SQ, RaBitQ): a list is its codes
 //!   (`count * code_size` bytes) then its ids (`count` little-endian i64s);
 //!   the counts are in the header.
@@ -10,9 +10,11 @@
 //!   codes. The counts are inline, so they come from the checksum sidecar's
 //!   list lengths or from one pass over the list data ([`BlockListWalker`]).
 //!
-//! This module owns that arithmetic and its checks; it does no I/O.
+//! This module owns the ranges and their checks; it does no I/O.
 
 use std::ops::Range;
+
+pub use ivflake_faiss::ListFormat;
 
 use crate::error::{Error, Result};
 
@@ -28,107 +30,19 @@ impl ListRange {
     pub fn range(&self) -> Range<u64> {
         self.offset..self.offset + self.len
     }
-
-    /// Bytes of codes at the start of an array-format list; ids follow.
-    pub fn codes_len(&self, code_size: usize) -> u64 {
-        self.count * code_size as u64
-    }
 }
 
-/// How each list is stored; fixes where its codes and ids sit in its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListFormat {
-    /// Codes (`count * code_size` bytes) then ids.
-    Array { code_size: usize },
-    /// `u64` count, ids, `u64` code byte count, codes in blocks of
-    /// `n_per_block` vectors, `block_size` bytes each.
-    Blocks { n_per_block: usize, block_size: usize },
-}
-
-/// Bytes of the two inline `u64` counts of a block-format list.
-const BLOCK_COUNTS_LEN: u64 = 16;
-
-impl ListFormat {
-    /// Bytes of codes of a list of `count` vectors.
-    pub fn codes_len(&self, count: u64) -> Option<u64> {
-        match *self {
-            ListFormat::Array { code_size } => count.checked_mul(code_size as u64),
-            ListFormat::Blocks {
-                n_per_block,
-                block_size,
-            } => count
-                .checked_add(n_per_block as u64 - 1)
-                .map(|c| c / n_per_block as u64)
-                .and_then(|blocks| blocks.checked_mul(block_size as u64)),
-        }
-    }
-
-    /// Bytes of a whole list of `count` vectors in the file.
-    pub fn list_len(&self, count: u64) -> Option<u64> {
-        let ids = count.checked_mul(8)?;
-        let fixed = match self {
-            ListFormat::Array { .. } => 0,
-            ListFormat::Blocks { .. } => BLOCK_COUNTS_LEN,
-        };
-        self.codes_len(count)?.checked_add(ids)?.checked_add(fixed)
-    }
-
-    /// The count of the list whose bytes are `len` long, if one fits exactly
-    /// (`list_len` grows with the count, so a binary search finds it).
-    pub fn count_for_len(&self, len: u64) -> Option<u64> {
-        let (mut lo, mut hi) = (0u64, len / 8 + 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.list_len(mid) {
-                Some(l) if l < len => lo = mid + 1,
-                _ => hi = mid,
-            }
-        }
-        (self.list_len(lo) == Some(len)).then_some(lo)
-    }
-
-    /// Where the codes and the ids of a list of `count` vectors sit in its
-    /// bytes (`count` was checked against the list's length).
-    pub fn split(&self, count: u64) -> (Range<usize>, Range<usize>) {
-        let codes = self.codes_len(count).unwrap_or(0) as usize;
-        let ids = count as usize * 8;
-        match self {
-            ListFormat::Array { .. } => (0..codes, codes..codes + ids),
-            ListFormat::Blocks { .. } => {
-                let ids_at = 8;
-                let codes_at = ids_at + ids + 8;
-                (codes_at..codes_at + codes, ids_at..ids_at + ids)
-            }
-        }
-    }
-
-    /// Checks a fetched block-format list's inline counts against its range;
-    /// array lists carry none.
-    pub fn check_inline(&self, bytes: &[u8], count: u64) -> std::result::Result<(), String> {
-        if let ListFormat::Blocks { .. } = self {
-            let (codes, ids) = self.split(count);
-            let read = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
-            if read(0) != Some(count) || read(ids.end) != Some(codes.len() as u64) {
-                return Err(format!(
-                    "block list's inline counts {:?}/{:?} disagree with its {count} vectors",
-                    read(0),
-                    read(ids.end)
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
+/// The per-list byte ranges of one index file: where every inverted list
+/// lives, in the format the header names, checked to fill the file exactly.
 #[derive(Debug, Clone)]
-pub struct ListLayout {
+pub struct ListRanges {
     lists: Vec<ListRange>,
     format: ListFormat,
     data_offset: u64,
     data_end: u64,
 }
 
-impl ListLayout {
+impl ListRanges {
     /// Computes every array-format list's range from the header's sizes,
     /// checking with overflow-safe arithmetic that the lists exactly fill the
     /// file after the header.
@@ -143,10 +57,8 @@ impl ListLayout {
             uri: uri.to_string(),
             reason,
         };
-        if let ListFormat::Blocks { n_per_block, .. } = format {
-            if n_per_block == 0 {
-                return Err(corrupt("block lists with 0 vectors per block".into()));
-            }
+        if let ListFormat::Blocks { n_per_block: 0, .. } = format {
+            return Err(corrupt("block lists with 0 vectors per block".into()));
         }
         let mut lists = Vec::with_capacity(counts.len());
         let mut offset = data_offset;
@@ -221,24 +133,13 @@ impl ListLayout {
         self.lists.len()
     }
 
-    /// Bytes this layout holds in memory.
+    /// Bytes these ranges hold in memory.
     pub fn resident_bytes(&self) -> u64 {
         (self.lists.capacity() * std::mem::size_of::<ListRange>()) as u64
     }
 
     pub fn get(&self, list: usize) -> Option<&ListRange> {
         self.lists.get(list)
-    }
-
-    /// Bytes per vector code (before block packing).
-    pub fn code_size(&self) -> usize {
-        match self.format {
-            ListFormat::Array { code_size } => code_size,
-            ListFormat::Blocks {
-                n_per_block,
-                block_size,
-            } => block_size / n_per_block,
-        }
     }
 
     /// Bytes before the first list: what open reads and keeps.
@@ -372,18 +273,18 @@ mod tests {
 
     #[test]
     fn lists_follow_each_other() {
-        let layout = ListLayout::new(&[2, 0, 1], 4, 100, 100 + 2 * 12 + 12, "t").unwrap();
+        let layout = ListRanges::new(&[2, 0, 1], 4, 100, 100 + 2 * 12 + 12, "t").unwrap();
         assert_eq!(layout.get(0).unwrap().range(), 100..124);
         assert_eq!(layout.get(1).unwrap().len, 0);
         assert_eq!(layout.get(2).unwrap().range(), 124..136);
-        assert_eq!(layout.get(0).unwrap().codes_len(4), 8);
+        assert_eq!(layout.format().split(2).0, 0..8, "codes first, then ids");
     }
 
     #[test]
     fn sizes_past_the_file_are_corrupt() {
-        let err = ListLayout::new(&[u64::MAX / 2, 1], 4, 100, 1000, "t").unwrap_err();
+        let err = ListRanges::new(&[u64::MAX / 2, 1], 4, 100, 1000, "t").unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-        let err = ListLayout::new(&[1], 4, 100, 1000, "t").unwrap_err();
+        let err = ListRanges::new(&[1], 4, 100, 1000, "t").unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
     }
 
@@ -430,14 +331,14 @@ mod tests {
             }
             assert_eq!(walker.finish().unwrap(), counts, "chunks of {chunk}");
         }
-        let layout = ListLayout::with_format(FAST_SCAN, &counts, header, header + data.len() as u64, "t").unwrap();
+        let layout = ListRanges::with_format(FAST_SCAN, &counts, header, header + data.len() as u64, "t").unwrap();
         let third = layout.get(2).unwrap();
         let bytes = &data[(third.offset - header) as usize..][..third.len as usize];
         FAST_SCAN.check_inline(bytes, 40).unwrap();
         assert!(FAST_SCAN.check_inline(bytes, 39).is_err());
         let extents: Vec<(u64, u64)> = layout.iter().map(|(_, r)| (r.offset, r.len)).collect();
         let again =
-            ListLayout::blocks_from_extents(FAST_SCAN, &extents, header, header + data.len() as u64, "t").unwrap();
+            ListRanges::blocks_from_extents(FAST_SCAN, &extents, header, header + data.len() as u64, "t").unwrap();
         assert_eq!(again.get(2), layout.get(2));
     }
 

@@ -42,7 +42,6 @@ mod manifest;
 mod object;
 mod probes;
 mod stats;
-mod warm;
 
 pub use attributes::filter::{AttributeFilter, CmpOp, Literal};
 pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
@@ -55,13 +54,13 @@ pub use fetch::{
 };
 pub use index::{
     FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, OpenStats, Preload, PreloadState,
-    PreloadStatus, ResidualTable, SearchParams, SearchResults, DEFAULT_PRELOAD_CACHE_FRACTION,
+    PreloadStatus, ResidualTable, SearchParams, SearchResults, WarmReport, WarmSpec, DEFAULT_PRELOAD_CACHE_FRACTION,
     DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
-pub use ivflake_faiss::{release_free_memory, IndexInfo, Metric};
-pub use layout::{ListLayout, ListRange};
+pub use attributes::value::{AttributeRow, AttributeValue};
+pub use ivflake_faiss::{release_free_memory, served_types, IndexInfo, IvfKind, ListFormat, Metric};
+pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
 pub use object::{IndexObject, ListVerifier};
 pub use stats::{Residency, SearchStats};
-pub use warm::{WarmReport, WarmSpec};

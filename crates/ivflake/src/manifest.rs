@@ -30,7 +30,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use crate::error::{Error, Result};
 use crate::framing::{le_u64, FrameError, Framing, HEADER_LEN, TRAILER_LEN};
-use crate::layout::ListLayout;
+use crate::layout::ListRanges;
 use crate::location::IndexLocation;
 use crate::object::IndexObject;
 
@@ -198,7 +198,7 @@ impl Manifest {
     /// layout computed from the header.) `header` is the file's first bytes, at
     /// least `header_len` of them; only those are hashed. `Error::Corrupt`
     /// naming the first mismatch.
-    pub fn check_against(&self, layout: &ListLayout, file_len: u64, header: &[u8], uri: &str) -> Result<()> {
+    pub fn check_against(&self, layout: &ListRanges, file_len: u64, header: &[u8], uri: &str) -> Result<()> {
         let stale = |what: String| Error::Corrupt {
             uri: uri.to_string(),
             reason: format!("checksum sidecar does not describe this file: {what}; rebuild it with `ivflake manifest`"),
@@ -280,7 +280,7 @@ impl Manifest {
     /// stays bounded whatever the file size. `progress` gets bytes read so far.
     pub async fn build(
         object: &IndexObject,
-        layout: &ListLayout,
+        layout: &ListRanges,
         mut progress: impl FnMut(u64) + Send,
     ) -> Result<Manifest> {
         let (uri, e_tag) = (object.uri(), object.e_tag.as_deref());
@@ -409,7 +409,7 @@ fn local_blocks(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Re
 /// Splits a stream of file bytes into the header and list sections and hashes
 /// each one as its bytes go by.
 struct SectionHasher<'a> {
-    layout: &'a ListLayout,
+    layout: &'a ListRanges,
     file_len: u64,
     /// Bytes fed so far.
     pos: u64,
@@ -420,7 +420,7 @@ struct SectionHasher<'a> {
 }
 
 impl<'a> SectionHasher<'a> {
-    fn new(layout: &'a ListLayout, file_len: u64) -> Self {
+    fn new(layout: &'a ListRanges, file_len: u64) -> Self {
         Self {
             layout,
             file_len,
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn sections_hash_the_same_whatever_the_chunking() {
         // Header 10 bytes, lists of 2, 0, 1 vectors with 4-byte codes (12 bytes each), an empty last list.
-        let layout = ListLayout::new(&[2, 0, 1, 0], 4, 10, 10 + 36, "t").unwrap();
+        let layout = ListRanges::new(&[2, 0, 1, 0], 4, 10, 10 + 36, "t").unwrap();
         let file: Vec<u8> = (0..46u8).collect();
         let whole = {
             let mut h = SectionHasher::new(&layout, 46);
@@ -521,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_stream_of_the_wrong_length_is_an_error() {
-        let layout = ListLayout::new(&[1], 4, 10, 22, "t").unwrap();
+        let layout = ListRanges::new(&[1], 4, 10, 22, "t").unwrap();
         let mut h = SectionHasher::new(&layout, 22);
         h.feed(&[0; 20], "t").unwrap();
         assert!(h.feed(&[0; 3], "t").is_err());

@@ -243,7 +243,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let mut batch_cold = RowSamples::default();
     let mut rng = StdRng::seed_from_u64(SEED);
     let rt_len = ROUND_TRIP_BYTES.min(file_len);
-    let rt_lo = warm.layout().header_len().min(file_len - rt_len);
+    let rt_lo = warm.list_ranges().header_len().min(file_len - rt_len);
     let rt_hi = file_len - rt_len;
     let budget = Duration::from_secs(args.max_seconds as u64);
     let measure_started = Instant::now();
@@ -392,7 +392,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             index_type: info.type_name.clone(),
             nlist: info.nlist,
             file_bytes: file_len,
-            header_bytes: warm.layout().header_len(),
+            header_bytes: warm.list_ranges().header_len(),
             trained_on: built.trained_on,
             build_seconds: build_secs,
         },

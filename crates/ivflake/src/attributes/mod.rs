@@ -4,14 +4,16 @@
 //! (read once, on the first search that needs it) holds the per-list
 //! summaries: row-group statistics, plus small value sets of string columns.
 //!
-//! Parts: `filter` (the filter language), `summary` (pruning), `write`
-//! (building the object from a Parquet table and the lists' ids). This module
+//! Parts: `filter` (the filter language), `summary` (pruning), `value` (typed
+//! values of hits), `write` (building the object from a Parquet table and the
+//! lists' ids). This module
 //! opens the object and decodes fetched column chunks with the `parquet`
 //! crate's own reader. Its reads go through the [`FetchScheduler`], like lists.
 //! It must not know Faiss or the search flow.
 
 pub mod filter;
 pub mod summary;
+pub mod value;
 pub mod write;
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use parquet::file::reader::{ChunkReader, Length};
 
 use crate::error::{Error, Result};
 use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
-use crate::layout::{ListLayout, ListRange};
+use crate::layout::{ListRanges, ListRange};
 use crate::location::IndexLocation;
 use crate::object::IndexObject;
 use crate::stats::SearchIo;
@@ -62,7 +64,9 @@ pub struct Attributes {
     row_group_of_list: Vec<Option<usize>>,
     /// Per row group.
     summaries: Vec<ListSummary>,
-    _pin: VersionPin,
+    /// Keeps this version's chunks in the memory cache; also its key there.
+    /// Keeps this version's chunks wanted in the memory cache, and keys them there.
+    pin: VersionPin,
 }
 
 impl std::fmt::Debug for Attributes {
@@ -80,7 +84,7 @@ impl Attributes {
     /// checked against the index's lists and the object's length.
     pub(crate) async fn open(
         index: &IndexLocation,
-        layout: &ListLayout,
+        layout: &ListRanges,
         scheduler: &Arc<FetchScheduler>,
     ) -> Result<Option<Self>> {
         let location = IndexLocation::new(
@@ -143,7 +147,7 @@ impl Attributes {
             metadata,
             row_group_of_list,
             summaries,
-            _pin: pin,
+            pin,
         }))
     }
 
@@ -225,6 +229,29 @@ impl Attributes {
         })
     }
 
+    /// `columns` of `lists` when the memory cache holds every chunk: a warm
+    /// search reads them without leaving its compute job.
+    pub(crate) fn memory_hits(
+        &self,
+        scheduler: &FetchScheduler,
+        lists: &[usize],
+        columns: &[usize],
+        io: &SearchIo,
+    ) -> Option<FetchedColumns> {
+        let requests = self.chunk_requests(lists, columns);
+        let offsets: HashMap<usize, u64> = requests.iter().map(|r| (r.list, r.range.offset)).collect();
+        let hits = scheduler.memory_hits(&self.pin, &requests, io)?;
+        let mut chunks: Vec<(u64, Bytes)> = hits
+            .into_iter()
+            .map(|(key, bytes)| (offsets[&key], Bytes::clone(&bytes)))
+            .collect();
+        chunks.sort_by_key(|(o, _)| *o);
+        Some(FetchedColumns {
+            len: self.object.size,
+            chunks,
+        })
+    }
+
     /// Decodes `columns` of list `list` from fetched chunks; `None` for an empty list.
     pub(crate) fn decode(
         &self,
@@ -272,7 +299,7 @@ impl Attributes {
 /// to list sizes, chunks inside the file, supported types) and reads the summaries.
 fn check_and_summarize(
     metadata: &ArrowReaderMetadata,
-    layout: &ListLayout,
+    layout: &ListRanges,
     size: u64,
 ) -> std::result::Result<(Vec<Option<usize>>, Vec<ListSummary>), String> {
     for field in metadata.schema().fields() {

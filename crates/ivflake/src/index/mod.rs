@@ -1,15 +1,21 @@
 //! `IvfIndex`: an index opened from its header, searched by fetching only the
-//! lists each batch probes. This module holds the handle and its accessors;
-//! its parts are `options` (what callers pass), `open` (the steps of open),
-//! `search` (one search) and `view` (fetched lists as Faiss reads them).
-//! Warm-up lives in `crate::warm`.
+//! lists each batch probes. This module holds the handle and its accessors.
+//! Its parts: `options` (what callers pass), `open` (the steps of open),
+//! `search` (one search from the caller's side, and the fetch waves),
+//! `plan` (the pipeline's stages), `select` (the attribute select stage),
+//! `scan` (the scan stage, runs of entries per list), `view` (fetched lists
+//! as Faiss reads them), and loading lists ahead of searches: `preload`
+//! (after open, in the background) and `warm` (on request).
 
-mod filtered;
 mod open;
 mod options;
+mod plan;
 mod preload;
+mod scan;
 mod search;
+mod select;
 mod view;
+mod warm;
 
 use std::sync::Arc;
 
@@ -18,7 +24,7 @@ use ivflake_faiss::IndexInfo;
 use crate::attributes::Attributes;
 use crate::error::{Error, Result};
 use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
-use crate::layout::{ListLayout, ListRange};
+use crate::layout::ListRanges;
 use crate::manifest::Manifest;
 use crate::object::IndexObject;
 use crate::probes::ProbeCounts;
@@ -29,6 +35,7 @@ pub use options::{
     MAX_RESULT_SLOTS,
 };
 pub use preload::{PreloadState, PreloadStatus};
+pub use warm::{WarmReport, WarmSpec};
 use view::ListView;
 
 /// Lists per wave of [`IvfIndex::list_ids`]: bounded so reading a large
@@ -38,7 +45,7 @@ const LIST_IDS_WAVE: usize = 256;
 struct Inner {
     faiss: ivflake_faiss::Index,
     info: IndexInfo,
-    layout: ListLayout,
+    ranges: ListRanges,
     object: Arc<IndexObject>,
     /// As the caller gave them; `reload` opens the new version with the same.
     options: OpenOptions,
@@ -137,8 +144,9 @@ impl IvfIndex {
         &self.inner.info
     }
 
-    pub fn layout(&self) -> &ListLayout {
-        &self.inner.layout
+    /// Where each inverted list lives in the file.
+    pub fn list_ranges(&self) -> &ListRanges {
+        &self.inner.ranges
     }
 
     pub fn uri(&self) -> &str {
@@ -185,7 +193,7 @@ impl IvfIndex {
     /// Builds the checksum sidecar of this version from one streamed read of
     /// the file; `progress` gets bytes read so far. See [`Manifest::build`].
     pub async fn build_manifest(&self, progress: impl FnMut(u64) + Send) -> Result<Manifest> {
-        Manifest::build(&self.inner.object, &self.inner.layout, progress).await
+        Manifest::build(&self.inner.object, &self.inner.ranges, progress).await
     }
 
     /// Searches `queries` (row-major, `d` floats each) for `k` neighbours.
@@ -195,11 +203,11 @@ impl IvfIndex {
 
     /// Requests for the non-empty lists among `lists`.
     pub(crate) fn list_requests(&self, lists: &[usize]) -> Vec<ListRequest> {
-        let format = self.inner.layout.format();
+        let format = self.inner.ranges.format();
         lists
             .iter()
             .filter_map(|&list| {
-                self.inner.layout.get(list).map(|range| ListRequest {
+                self.inner.ranges.get(list).map(|range| ListRequest {
                     list,
                     range: *range,
                     // Cached with the codes aligned, so warm scans read them in place.
@@ -211,12 +219,18 @@ impl IvfIndex {
     }
 
     /// A fetched list as Faiss reads it; a block list whose inline counts
-    /// disagree with the layout is corrupt, named by list.
-    fn list_view(&self, list: usize, bytes: impl Into<Arc<bytes::Bytes>>, range: &ListRange) -> Result<ListView> {
-        ListView::new(bytes.into(), range, self.inner.layout.format()).map_err(|reason| Error::Corrupt {
+    /// disagree with the ranges is corrupt, named by list.
+    fn list_view(&self, list: usize, bytes: Arc<bytes::Bytes>) -> Result<ListView> {
+        let corrupt = |reason: String| Error::Corrupt {
             uri: self.uri().to_string(),
             reason: format!("list {list}: {reason}"),
-        })
+        };
+        let range = self
+            .inner
+            .ranges
+            .get(list)
+            .ok_or_else(|| corrupt("not a list of this index".into()))?;
+        ListView::new(bytes, range, self.inner.ranges.format()).map_err(corrupt)
     }
 
     /// The attributes object beside this index (`<index>.attrs.parquet`),
@@ -226,7 +240,7 @@ impl IvfIndex {
         inner
             .attributes
             .get_or_try_init(|| async {
-                let opened = Attributes::open(&inner.object.location, &inner.layout, &inner.options.scheduler).await?;
+                let opened = Attributes::open(&inner.object.location, &inner.ranges, &inner.options.scheduler).await?;
                 Ok::<_, Error>(opened.map(Arc::new))
             })
             .await
@@ -249,16 +263,12 @@ impl IvfIndex {
     pub async fn list_ids(&self) -> Result<Vec<Vec<i64>>> {
         let nlist = self.info().nlist;
         let all: Vec<usize> = (0..nlist).collect();
-        let requests = self.list_requests(&all);
         let io = Arc::new(SearchIo::default());
         let mut out = vec![Vec::new(); nlist];
-        for wave in requests.chunks(LIST_IDS_WAVE) {
-            for (list, fetched) in self.scheduler().fetch(self.object(), wave, &io).await {
-                let Some(range) = self.inner.layout.get(list).copied() else {
-                    continue;
-                };
-                let view = self.list_view(list, fetched?, &range)?;
-                out[list] = view.slice().ids.to_vec();
+        for lists in all.chunks(LIST_IDS_WAVE) {
+            let wave = plan::Wave::lists(self.list_requests(lists));
+            for (list, fetched) in self.fetch_wave(&wave, None, &io).await.lists {
+                out[list] = self.list_view(list, fetched?)?.slice().ids.to_vec();
             }
         }
         Ok(out)

@@ -18,7 +18,7 @@ use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
 use super::{IndexMemory, Inner, IvfIndex, OpenStats};
 use crate::error::{Error, Result};
 use crate::fetch::VersionPin;
-use crate::layout::{BlockListWalker, ListFormat, ListLayout};
+use crate::layout::{BlockListWalker, ListFormat, ListRanges};
 use crate::location::IndexLocation;
 use crate::manifest::Manifest;
 use crate::object::IndexObject;
@@ -234,7 +234,7 @@ impl IvfIndex {
         let (faiss, residual_table_build) = build_residual_table(&options, faiss).await?;
 
         let info = faiss.info().clone();
-        let layout = list_layout(&reads, &faiss, manifest.as_ref(), &meta).await?;
+        let layout = list_ranges(&reads, &faiss, manifest.as_ref(), &meta).await?;
         let last_modified = meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
         let mut object = IndexObject::new(location.clone(), meta.size, meta.e_tag).with_last_modified(last_modified);
         if let Some(manifest) = manifest {
@@ -264,7 +264,7 @@ impl IvfIndex {
             inner: Arc::new(Inner {
                 faiss,
                 info,
-                layout,
+                ranges: layout,
                 object,
                 options,
                 probes: Arc::new(probes),
@@ -303,7 +303,7 @@ async fn build_residual_table(
 
 fn index_memory(
     faiss: &ivflake_faiss::Index,
-    layout: &ListLayout,
+    layout: &ListRanges,
     pin: &VersionPin,
     table_build: Duration,
 ) -> Result<IndexMemory> {
@@ -322,36 +322,30 @@ fn index_memory(
 /// Where every list is. Array lists: from the header's sizes. Block lists
 /// (fast-scan): their counts are inline, so from the sidecar's list extents
 /// when it has them, else from one streamed pass over the list data.
-async fn list_layout(
+async fn list_ranges(
     reads: &HeaderReads<'_>,
     faiss: &ivflake_faiss::Index,
     manifest: Option<&Manifest>,
     meta: &ObjectMeta,
-) -> Result<ListLayout> {
+) -> Result<ListRanges> {
     let info = faiss.info();
     let uri = reads.uri();
     let data_offset = info.list_data_offset;
-    let format = match faiss.list_layout() {
-        ivflake_faiss::ListLayout::Array => {
-            return ListLayout::new(&faiss.list_sizes()?, info.code_size, data_offset, meta.size, uri)
+    let format = match info.list_format {
+        ListFormat::Array { .. } => {
+            return ListRanges::with_format(info.list_format, &faiss.list_sizes()?, data_offset, meta.size, uri)
         }
-        ivflake_faiss::ListLayout::Blocks {
-            n_per_block,
-            block_size,
-        } => ListFormat::Blocks {
-            n_per_block,
-            block_size,
-        },
+        blocks @ ListFormat::Blocks { .. } => blocks,
         other => {
             return Err(Error::Unsupported {
                 uri: uri.to_string(),
-                reason: format!("a list layout this version of ivflake does not know: {other:?}"),
+                reason: format!("a list format this version of ivflake does not know: {other:?}"),
             })
         }
     };
     if let Some(m) = manifest.filter(|m| m.header_len == data_offset && m.lists.len() == info.nlist) {
         let extents: Vec<(u64, u64)> = m.lists.iter().map(|l| (l.offset, l.len)).collect();
-        match ListLayout::blocks_from_extents(format, &extents, data_offset, meta.size, uri) {
+        match ListRanges::blocks_from_extents(format, &extents, data_offset, meta.size, uri) {
             Ok(layout) => return Ok(layout),
             Err(e) => {
                 tracing::warn!(uri = %uri, error = %e, "sidecar does not fit the block lists; reading their sizes")
@@ -359,7 +353,7 @@ async fn list_layout(
         }
     }
     let counts = reads.block_counts(format, info.nlist, data_offset, meta).await?;
-    ListLayout::with_format(format, &counts, data_offset, meta.size, uri)
+    ListRanges::with_format(format, &counts, data_offset, meta.size, uri)
 }
 
 /// Parses the header with Faiss on the compute pool, reading more of the

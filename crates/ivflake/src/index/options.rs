@@ -8,6 +8,9 @@ use std::time::Duration;
 use ivflake_faiss::IdFilter;
 
 use crate::attributes::filter::AttributeFilter;
+#[allow(unused_imports)] // named in a doc link
+use crate::attributes::value::AttributeValue;
+use crate::attributes::value::AttributeRow;
 use crate::compute::ComputePool;
 use crate::config::FetchConfig;
 use crate::error::{Error, Result};
@@ -291,8 +294,9 @@ pub struct SearchResults {
     pub ids: Vec<i64>,
     pub distances: Vec<f32>,
     /// With `return_attributes`: per hit (row-major like `ids`), the asked
-    /// columns by name (`null` where a value is missing); `None` for a `-1` id.
-    pub attributes: Option<Vec<Option<serde_json::Map<String, serde_json::Value>>>>,
+    /// columns by name, typed as their columns are ([`AttributeValue::Null`]
+    /// where a value is missing); `None` for a `-1` id.
+    pub attributes: Option<Vec<Option<AttributeRow>>>,
     pub stats: SearchStats,
 }
 

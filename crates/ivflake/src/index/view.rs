@@ -32,10 +32,7 @@ impl ListView {
     pub fn new(list: Arc<Bytes>, range: &ListRange, format: ListFormat) -> Result<Self, String> {
         format.check_inline(&list, range.count)?;
         let (codes_at, ids_at) = format.split(range.count);
-        let align = match format {
-            ListFormat::Array { .. } => std::mem::align_of::<u32>(),
-            ListFormat::Blocks { .. } => BLOCK_CODES_ALIGN,
-        };
+        let align = format.codes_alignment();
         let part = |at: &Range<usize>, what: &str| {
             list.get(at.clone())
                 .ok_or_else(|| format!("{} bytes hold no {what} at {at:?}", list.len()))
@@ -76,9 +73,6 @@ impl ListView {
         ListSlice { codes, ids }
     }
 }
-
-/// Faiss's AVX2 fast-scan kernels read codes with aligned 32-byte loads.
-const BLOCK_CODES_ALIGN: usize = 32;
 
 /// A copy of `src` starting at an `align`-byte boundary of its own buffer.
 fn aligned_copy(src: &[u8], align: usize) -> Bytes {

@@ -8,7 +8,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::index::IvfIndex;
+use super::plan::Wave;
+use super::IvfIndex;
 use crate::stats::{ms, SearchIo, SearchStats};
 
 /// Bytes a warm-up fetches per wave: large enough to keep the store's
@@ -58,7 +59,7 @@ impl IvfIndex {
         let mut wanted = spec.lists.clone();
         if spec.largest > 0 {
             let mut by_size: Vec<(u64, usize)> = (0..nlist)
-                .filter_map(|l| self.layout().get(l).map(|r| (r.len, l)))
+                .filter_map(|l| self.list_ranges().get(l).map(|r| (r.len, l)))
                 .collect();
             by_size.sort_unstable_by(|a, b| b.cmp(a));
             wanted.extend(by_size.into_iter().take(spec.largest).map(|(_, l)| l));
@@ -81,10 +82,8 @@ impl IvfIndex {
                 bytes += requests[wave_end].range.len;
                 wave_end += 1;
             }
-            let fetched = self
-                .scheduler()
-                .fetch(self.object(), &requests[wave_start..wave_end], &io)
-                .await;
+            let wave = Wave::lists(requests[wave_start..wave_end].to_vec());
+            let fetched = self.fetch_wave(&wave, None, &io).await.lists;
             failed_lists.extend(fetched.iter().filter(|(_, r)| r.is_err()).map(|(l, _)| *l));
             wave_start = wave_end;
         }

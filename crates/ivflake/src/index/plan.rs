@@ -1,0 +1,482 @@
+//! One search's plan and its stages, in the order a search runs them:
+//!
+//! `quantize (to a depth) → prune → fetch wave(s) → select → scan → merge → attributes`
+//!
+//! A plain search is the case with one wave and no select stage; an
+//! attribute filter plugs in as the select stage (`select.rs`: prune by
+//! summaries, row mask, probing further). The plan holds everything the
+//! stages share, so no stage takes a long argument list. It runs on the
+//! compute pool and never awaits: when a wave's lists are all in memory it
+//! goes straight on, so a warm search of any kind is one compute job; when
+//! not, it hands the wave to `search.rs`, the one place that fetches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ivflake_faiss::{CoarseAssignment, IdFilter};
+
+use super::options::{SearchParams, SearchResults};
+use super::scan::ListEntries;
+use super::select::{AttributeSelect, Selection};
+use super::IvfIndex;
+use crate::attributes::FetchedColumns;
+use crate::error::{Error, Result};
+use crate::fetch::ListRequest;
+use crate::stats::{ms, SearchIo, SearchStats};
+
+/// What a search knows of one list it has visited.
+pub(super) enum ListState {
+    /// Empty, or the select stage proved no row matches: never fetched.
+    Skipped,
+    /// Fetched: its entries and, with a select stage, the rows that pass.
+    Fetched {
+        entries: ListEntries,
+        selection: Option<Selection>,
+    },
+    /// Its fetch failed (kept only under `allow_partial`).
+    Failed,
+}
+
+impl ListState {
+    /// Whether the scan reads this list.
+    fn scanned(&self, attribute_filtered: bool) -> bool {
+        match self {
+            ListState::Fetched { selection, .. } => {
+                !attribute_filtered || selection.as_ref().is_some_and(|s| !s.ids.is_empty())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One wave of reads the plan asks for.
+pub(super) struct Wave {
+    pub kind: WaveKind,
+    /// Lists whose codes and ids to read (non-empty, in list order).
+    pub requests: Vec<ListRequest>,
+    /// Lists whose attribute columns to read, and which columns.
+    pub column_lists: Vec<usize>,
+    pub columns: Vec<usize>,
+}
+
+impl Wave {
+    /// A wave of lists alone.
+    pub fn lists(requests: Vec<ListRequest>) -> Self {
+        Self {
+            kind: WaveKind::Probe,
+            requests,
+            column_lists: Vec::new(),
+            columns: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WaveKind {
+    /// Lists probed for the queries (and the filter's columns of them).
+    Probe,
+    /// The returned attributes of the hits' lists.
+    HitAttributes,
+}
+
+/// What a wave brought back.
+pub(super) struct Fetched {
+    pub lists: Vec<(usize, Result<Arc<Bytes>>)>,
+    pub columns: Option<Result<FetchedColumns>>,
+}
+
+/// Where the plan stands after running as far as it could.
+pub(super) enum Step {
+    Done(SearchResults),
+    /// It needs this wave from the store (or the disk tier) to go on.
+    Fetch(Box<SearchPlan>, Wave),
+}
+
+/// One search in progress: the queries, the coarse assignment, every list
+/// visited and the stats. Moved between the compute pool and the fetch wave.
+pub(super) struct SearchPlan {
+    pub index: IvfIndex,
+    pub params: SearchParams,
+    pub io: Arc<SearchIo>,
+    pub stats: SearchStats,
+    started: Instant,
+    /// Queries as given; taken by the quantize stage.
+    queries: Vec<f32>,
+    /// Lists quantized per query: `nprobe`, or more when a filter may probe further.
+    depth: usize,
+    /// Transformed queries and each one's `depth` nearest lists.
+    xt: Vec<f32>,
+    assignment: CoarseAssignment,
+    /// Per query, how many of its `depth` lists are probed so far.
+    probed: Vec<usize>,
+    lists: BTreeMap<usize, ListState>,
+    select: Option<AttributeSelect>,
+    waves: usize,
+    /// Bytes of waves past the first (the probing budget's measure).
+    extra_bytes: u64,
+    neighbors: Option<ivflake_faiss::Neighbors>,
+    hit_columns: Option<FetchedColumns>,
+}
+
+impl SearchPlan {
+    pub fn new(
+        index: IvfIndex,
+        queries: Vec<f32>,
+        n: usize,
+        params: SearchParams,
+        select: Option<AttributeSelect>,
+    ) -> Box<Self> {
+        let nlist = index.info().nlist;
+        let depth = match &select {
+            Some(s) if s.probes_further() => params.nprobe.saturating_add(params.probing.max_extra_lists).min(nlist),
+            _ => params.nprobe,
+        };
+        Box::new(Self {
+            probed: vec![params.nprobe.min(depth); n],
+            stats: SearchStats {
+                queries: n,
+                ..Default::default()
+            },
+            index,
+            params,
+            io: Arc::new(SearchIo::default()),
+            started: Instant::now(),
+            queries,
+            depth,
+            xt: Vec::new(),
+            assignment: CoarseAssignment {
+                distances: Vec::new(),
+                lists: Vec::new(),
+            },
+            lists: BTreeMap::new(),
+            select,
+            waves: 0,
+            extra_bytes: 0,
+            neighbors: None,
+            hit_columns: None,
+        })
+    }
+
+    /// The select stage, whose columns a fetch wave reads too.
+    pub fn select_stage(&self) -> Option<&AttributeSelect> {
+        self.select.as_ref()
+    }
+
+    /// Runs the stages as far as memory allows: to the end, or to the next
+    /// wave that must be fetched. Runs on the compute pool.
+    pub fn advance(mut self: Box<Self>, fetched: Option<(WaveKind, Fetched)>) -> Result<Step> {
+        if self.xt.is_empty() {
+            self.quantize()?;
+        }
+        let mut incoming = fetched;
+        loop {
+            if let Some((kind, fetched)) = incoming.take() {
+                self.absorb(kind, fetched)?;
+            }
+            let wave = if self.neighbors.is_none() {
+                match self.next_probe_wave() {
+                    Some(wave) => wave,
+                    None => {
+                        self.neighbors = Some(self.scan()?);
+                        continue;
+                    }
+                }
+            } else if self.hit_columns.is_none() && self.select.as_ref().is_some_and(|s| s.returns_columns()) {
+                self.hit_attributes_wave()
+            } else {
+                return Ok(Step::Done(self.results()?));
+            };
+            let lookup_started = Instant::now();
+            match self.from_memory(&wave) {
+                Some(hits) => {
+                    self.stats.fetch_ms += ms(lookup_started.elapsed());
+                    incoming = Some((wave.kind, hits));
+                }
+                None => return Ok(Step::Fetch(self, wave)),
+            }
+        }
+    }
+
+    /// Stage 1: pre-transforms and the coarse quantizer, to `depth` lists a query.
+    fn quantize(&mut self) -> Result<()> {
+        let faiss = &self.index.inner.faiss;
+        self.xt = faiss.apply_transform(&std::mem::take(&mut self.queries))?;
+        self.assignment = faiss.coarse_search(&self.xt, self.depth)?;
+        self.stats.quantizer_ms = ms(self.started.elapsed());
+        Ok(())
+    }
+
+    fn list_at(&self, q: usize, j: usize) -> Option<usize> {
+        usize::try_from(self.assignment.lists[q * self.depth + j]).ok()
+    }
+
+    /// Stage 2, prune, and the next probe wave: every query's lists up to its
+    /// probe depth not yet visited, less those empty or ruled out by the
+    /// select stage. `None` when probing is over.
+    fn next_probe_wave(&mut self) -> Option<Wave> {
+        if self.waves > 0 && !self.grow_probes() {
+            return None;
+        }
+        let mut wanted: Vec<usize> = (0..self.probed.len())
+            .flat_map(|q| (0..self.probed[q]).map(move |j| (q, j)))
+            .filter_map(|(q, j)| self.list_at(q, j))
+            .filter(|l| !self.lists.contains_key(l))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() && self.waves > 0 {
+            return None;
+        }
+        let mut to_fetch = Vec::with_capacity(wanted.len());
+        for list in wanted {
+            let empty = self.index.inner.ranges.get(list).is_none_or(|r| r.count == 0);
+            let pruned = !empty && self.select.as_ref().is_some_and(|s| s.rules_out(list));
+            if pruned {
+                self.stats.lists_pruned += 1;
+            }
+            if empty || pruned {
+                self.lists.insert(list, ListState::Skipped);
+            } else {
+                to_fetch.push(list);
+            }
+        }
+        self.index.probes().record(&to_fetch);
+        let requests = self.index.list_requests(&to_fetch);
+        let columns = self.select.as_ref().map(|s| s.filter_columns().to_vec()).unwrap_or_default();
+        let column_lists = if columns.is_empty() { Vec::new() } else { to_fetch.clone() };
+        let mut bytes: u64 = requests.iter().map(|r| r.range.len).sum();
+        if let Some(select) = &self.select {
+            bytes += select.chunk_bytes(&column_lists, &columns);
+        }
+        self.stats.bytes_probed += bytes;
+        if self.waves > 0 {
+            self.stats.extra_lists_probed += to_fetch.len();
+            self.extra_bytes += bytes;
+        }
+        self.waves += 1;
+        Some(Wave {
+            kind: WaveKind::Probe,
+            requests,
+            column_lists,
+            columns,
+        })
+    }
+
+    /// Probing further (the select stage's policy): queries that have seen
+    /// too few matching rows take more of their lists. Whether any did.
+    fn grow_probes(&mut self) -> bool {
+        let Some(select) = self.select.as_ref().filter(|s| s.probes_further()) else {
+            return false;
+        };
+        if self.extra_bytes >= self.params.probing.max_extra_bytes {
+            return false;
+        }
+        let target = select.target_matches(&self.params);
+        let nprobe = self.params.nprobe;
+        let mut grew = false;
+        for q in 0..self.probed.len() {
+            let seen = self.probed[q];
+            let matched: usize = (0..seen)
+                .filter_map(|j| self.list_at(q, j))
+                .map(|l| match self.lists.get(&l) {
+                    Some(ListState::Fetched {
+                        selection: Some(s), ..
+                    }) => s.ids.len(),
+                    _ => 0,
+                })
+                .sum();
+            if matched >= target || seen >= self.depth {
+                continue;
+            }
+            // Enough further lists for the target at the rate seen so far;
+            // `nprobe` more when nothing has matched yet.
+            let more = if matched == 0 {
+                nprobe
+            } else {
+                ((target - matched) * seen).div_ceil(matched)
+            };
+            self.probed[q] = (seen + more.max(1)).min(self.depth);
+            grew = true;
+        }
+        grew
+    }
+
+    /// A wave read from the memory cache, when it holds all of it.
+    fn from_memory(&self, wave: &Wave) -> Option<Fetched> {
+        let scheduler = &self.index.inner.options.scheduler;
+        let columns = match &self.select {
+            Some(select) if !wave.columns.is_empty() => {
+                Some(Ok(select.memory_hits(scheduler, &wave.column_lists, &wave.columns, &self.io)?))
+            }
+            _ => None,
+        };
+        let lists = scheduler
+            .memory_hits(&self.index.inner.pin, &wave.requests, &self.io)?
+            .into_iter()
+            .map(|(list, bytes)| (list, Ok(bytes)))
+            .collect();
+        Some(Fetched { lists, columns })
+    }
+
+    /// Stage 4, select: fetched lists as Faiss reads them and, with a select
+    /// stage, the rows of each that pass every filter. A list that failed (or
+    /// is corrupt) is named in the stats; its error ends the search unless
+    /// partial results are allowed.
+    fn absorb(&mut self, kind: WaveKind, fetched: Fetched) -> Result<()> {
+        let columns = fetched.columns.transpose()?;
+        if kind == WaveKind::HitAttributes {
+            self.hit_columns = Some(columns.unwrap_or_default());
+            return Ok(());
+        }
+        let mut lists = fetched.lists;
+        lists.sort_unstable_by_key(|(list, _)| *list);
+        for (list, outcome) in lists {
+            let state = outcome
+                .and_then(|bytes| self.index.list_view(list, bytes))
+                .and_then(|view| {
+                    let selection = match &self.select {
+                        Some(select) => Some(select.select(list, &view, columns.as_ref(), &self.params)?),
+                        None => None,
+                    };
+                    Ok(ListState::Fetched {
+                        entries: ListEntries::base(view),
+                        selection,
+                    })
+                });
+            match state {
+                Ok(state) => {
+                    self.lists.insert(list, state);
+                }
+                Err(e) => {
+                    self.stats.failed_lists.push(list);
+                    self.lists.insert(list, ListState::Failed);
+                    if !self.params.allow_partial {
+                        return Err(e);
+                    }
+                    tracing::warn!(uri = %self.index.uri(), list, error = %e, "partial search");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages 5 and 6, scan and merge: each query's probed lists that the
+    /// scan reads, through Faiss's scanners, with the id filter (or, under
+    /// an attribute filter, exactly the matching ids) as Faiss's selector.
+    fn scan(&mut self) -> Result<ivflake_faiss::Neighbors> {
+        let scan_started = Instant::now();
+        let attribute_filtered = self.select.as_ref().is_some_and(|s| s.filters());
+        let scanned: Vec<(usize, &ListEntries)> = self
+            .lists
+            .iter()
+            .filter(|(_, s)| s.scanned(attribute_filtered))
+            .filter_map(|(l, s)| match s {
+                ListState::Fetched { entries, .. } => Some((*l, entries)),
+                _ => None,
+            })
+            .collect();
+        let depth = self.depth;
+        let probe_lists: Vec<i64> = (0..self.probed.len())
+            .flat_map(|q| (0..depth).map(move |j| (q, j)))
+            .map(|(q, j)| if j < self.probed[q] { self.assignment.lists[q * depth + j] } else { -1 })
+            .collect();
+        let allowed: Vec<i64> = if attribute_filtered {
+            let mut ids: Vec<i64> = self
+                .lists
+                .values()
+                .filter_map(|s| match s {
+                    ListState::Fetched {
+                        selection: Some(s), ..
+                    } => Some(s.ids.as_slice()),
+                    _ => None,
+                })
+                .flatten()
+                .copied()
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        } else {
+            Vec::new()
+        };
+        let filter = if attribute_filtered {
+            IdFilter::Allow(&allowed)
+        } else {
+            self.params.filter.as_faiss()
+        };
+        let neighbors = super::scan::scan(
+            &self.index,
+            &super::scan::ScanInput {
+                xt: &self.xt,
+                k: self.params.k,
+                lists: &probe_lists,
+                coarse_distances: &self.assignment.distances,
+                scanned: &scanned,
+                // Lists are the base file's alone until writes add later runs.
+                hidden: &[],
+                filter,
+            },
+        )?;
+        self.stats.scan_ms = ms(scan_started.elapsed());
+        Ok(neighbors)
+    }
+
+    /// Stage 7's wave: the returned columns of the hits' lists.
+    fn hit_attributes_wave(&mut self) -> Wave {
+        let (column_lists, columns) = match (&self.select, &self.neighbors) {
+            (Some(select), Some(neighbors)) => (
+                select.hit_lists(&self.lists, &neighbors.labels),
+                select.return_columns().to_vec(),
+            ),
+            _ => Default::default(),
+        };
+        Wave {
+            kind: WaveKind::HitAttributes,
+            requests: Vec::new(),
+            column_lists,
+            columns,
+        }
+    }
+
+    /// The answer: neighbours, the hits' attributes, the stats.
+    fn results(mut self: Box<Self>) -> Result<SearchResults> {
+        let neighbors = self
+            .neighbors
+            .take()
+            .ok_or_else(|| Error::Internal("search finished without a scan".into()))?;
+        let attributes = match (&self.select, &self.hit_columns) {
+            (Some(select), Some(columns)) if select.returns_columns() => {
+                Some(select.hit_attributes(&self.lists, columns, &neighbors.labels)?)
+            }
+            _ => None,
+        };
+        let stats = &mut self.stats;
+        stats.lists_probed = self
+            .lists
+            .values()
+            .filter(|s| !matches!(s, ListState::Skipped))
+            .count();
+        stats.rows_matched = self
+            .lists
+            .values()
+            .map(|s| match s {
+                ListState::Fetched {
+                    selection: Some(s), ..
+                } => s.ids.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        stats.failed_lists.sort_unstable();
+        stats.absorb(&self.io);
+        stats.total_ms = ms(self.started.elapsed());
+        Ok(SearchResults {
+            k: self.params.k,
+            ids: neighbors.labels,
+            distances: neighbors.distances,
+            attributes,
+            stats: std::mem::take(stats),
+        })
+    }
+}
