@@ -26,7 +26,6 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 /// Opens the index at `uri`, reading only its header.
 #[pyfunction]
 #[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", preload=None, **store_options))]
-#[allow(clippy::too_many_arguments)] // one per keyword of the Python signature
 pub(crate) fn open(
     py: Python<'_>,
     uri: &Bound<'_, PyAny>,
@@ -138,17 +137,16 @@ impl Index {
     }
 
     /// The search parameters of one call, checked before any work.
-    #[allow(clippy::too_many_arguments)] // one per keyword of the Python signature
-    fn params(
-        &self,
-        k: i64,
-        nprobe: Option<i64>,
-        filter: Option<&Bound<'_, PyAny>>,
-        ids: Option<&Bound<'_, PyAny>>,
-        allow_partial: bool,
-        timeout: Option<f64>,
-        attribute_filter: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<SearchParams> {
+    fn params(&self, keywords: SearchKeywords<'_, '_>) -> PyResult<SearchParams> {
+        let SearchKeywords {
+            k,
+            nprobe,
+            filter,
+            ids,
+            allow_partial,
+            timeout,
+            attribute_filter,
+        } = keywords;
         let k = positive(k, "k")?;
         let nprobe = match nprobe {
             Some(n) => positive(n, "nprobe")?,
@@ -175,6 +173,17 @@ impl Index {
     }
 }
 
+/// The keywords `search` and `search_async` share, as Python passed them.
+struct SearchKeywords<'a, 'py> {
+    k: i64,
+    nprobe: Option<i64>,
+    filter: Option<&'a Bound<'py, PyAny>>,
+    ids: Option<&'a Bound<'py, PyAny>>,
+    allow_partial: bool,
+    timeout: Option<f64>,
+    attribute_filter: Option<&'a Bound<'py, PyAny>>,
+}
+
 /// An attribute filter given as a dict (or a JSON string), in S3 Vectors' language.
 fn parse_attribute_filter(value: &Bound<'_, PyAny>) -> PyResult<ivflake::AttributeFilter> {
     let text: String = match value.extract::<String>() {
@@ -199,7 +208,6 @@ impl Index {
     /// neighbours of each row. Returns `(D, I)`: float32 distances and int64
     /// ids of shape (n, k), -1 ids where fewer were found, as faiss does.
     #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
-    #[allow(clippy::too_many_arguments)] // the Python signature, one keyword each
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -212,7 +220,15 @@ impl Index {
         timeout: Option<f64>,
         attribute_filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout, attribute_filter)?;
+        let params = self.params(SearchKeywords {
+            k,
+            nprobe,
+            filter,
+            ids,
+            allow_partial,
+            timeout,
+            attribute_filter,
+        })?;
         let array = queries(xq)?;
         let vectors = array
             .as_slice()
@@ -227,7 +243,6 @@ impl Index {
     /// the process's one tokio runtime; cancelling the task cancels the search.
     /// The queries are copied once, since the array may change while awaiting.
     #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
-    #[allow(clippy::too_many_arguments)]
     fn search_async<'py>(
         &self,
         py: Python<'py>,
@@ -240,7 +255,15 @@ impl Index {
         timeout: Option<f64>,
         attribute_filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = self.params(k, nprobe, filter, ids, allow_partial, timeout, attribute_filter)?;
+        let params = self.params(SearchKeywords {
+            k,
+            nprobe,
+            filter,
+            ids,
+            allow_partial,
+            timeout,
+            attribute_filter,
+        })?;
         let vectors = queries(xq)?
             .as_slice()
             .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?

@@ -647,9 +647,7 @@ unsafe impl Sync for Index {}
 
 impl fmt::Debug for Index {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Index")
-            .field("info", &self.info)
-            .finish()
+        f.debug_struct("Index").field("info", &self.info).finish()
     }
 }
 
@@ -684,7 +682,10 @@ impl Index {
             },
         };
         if let ListFormat::Blocks { n_per_block: 0, .. } = list_format {
-            return Err(FaissError::new(FaissErrorKind::Corrupt, "block lists of 0 vectors a block"));
+            return Err(FaissError::new(
+                FaissErrorKind::Corrupt,
+                "block lists of 0 vectors a block",
+            ));
         }
         let info = IndexInfo {
             type_name: raw.type_name,

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ivflake_faiss::{
-    open_header, read_index, CoarseAssignment, FaissErrorKind, HeaderProbe, IdFilter, Index, ListLayout, ListSlice,
+    open_header, read_index, CoarseAssignment, FaissErrorKind, HeaderProbe, IdFilter, Index, ListFormat, ListSlice,
     Metric,
 };
 
@@ -14,11 +14,11 @@ fn check(factory: &str, metric: Metric, layout_is_blocks: bool) {
     let reference = read_index(&bytes).expect("full read");
     let lazy = opened(&bytes);
     assert_eq!(
-        matches!(lazy.list_layout(), ListLayout::Blocks { .. }),
+        matches!(lazy.list_format(), ListFormat::Blocks { .. }),
         layout_is_blocks,
         "{factory}"
     );
-    assert_eq!(lazy.list_layout(), reference.list_layout(), "{factory}");
+    assert_eq!(lazy.list_format(), reference.list_format(), "{factory}");
     let fetched = FetchedLists::new(&lazy, &bytes);
     let slices = fetched.slices();
     let queries = vectors(40, 5);
@@ -162,8 +162,14 @@ fn broken_files_fail_with_a_kind() {
     let err = read_index(&flat).expect_err("flat is not served");
     assert_eq!(err.kind(), FaissErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("IndexFlat"), "{err}");
-    for served in ivflake_faiss::SERVED_IVF_TYPES {
-        assert!(err.message().contains(served), "the message lists {served}: {err}");
+    let served_types = ivflake_faiss::served_types();
+    assert_eq!(
+        served_types.len(),
+        5,
+        "the shim's table of served types: {served_types:?}"
+    );
+    for (_, served) in served_types {
+        assert!(err.message().contains(&served), "the message lists {served}: {err}");
     }
 }
 

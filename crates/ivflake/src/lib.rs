@@ -44,6 +44,7 @@ mod probes;
 mod stats;
 
 pub use attributes::filter::{AttributeFilter, CmpOp, Literal};
+pub use attributes::value::{AttributeRow, AttributeValue};
 pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
 pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};
 pub use compute::ComputePool;
@@ -57,7 +58,6 @@ pub use index::{
     PreloadStatus, ResidualTable, SearchParams, SearchResults, WarmReport, WarmSpec, DEFAULT_PRELOAD_CACHE_FRACTION,
     DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
-pub use attributes::value::{AttributeRow, AttributeValue};
 pub use ivflake_faiss::{release_free_memory, served_types, IndexInfo, IvfKind, ListFormat, Metric};
 pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;

@@ -84,7 +84,7 @@ async fn suite(backend: &str, locate: Locate) {
         ranges.sort_by_key(|r| r.start);
         let wanted: Vec<_> = lists
             .difference(&cached)
-            .map(|&l| index.layout().get(l).unwrap().range())
+            .map(|&l| index.list_ranges().get(l).unwrap().range())
             .collect();
         assert!(!wanted.is_empty(), "{backend} nprobe {nprobe}");
         assert_eq!(

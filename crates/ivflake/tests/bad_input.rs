@@ -105,7 +105,7 @@ async fn corrupt_length_fields_are_refused_by_the_allocation_cap() {
     const LENGTH: u64 = (1 << 28) + 1;
     let bytes = build_index("IVF8,Flat", Metric::L2, D, 500);
     let (index, _) = open_in_memory(bytes.clone(), FetchConfig::default()).await;
-    let header = index.layout().header_len() as usize;
+    let header = index.list_ranges().header_len() as usize;
     let peak_before = peak_rss();
     let mut capped = Vec::new();
     for at in (4..header.saturating_sub(8)).step_by(4) {

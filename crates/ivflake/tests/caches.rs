@@ -152,7 +152,7 @@ async fn disk_tier_stays_within_its_budget() {
     let dir = TempDir::new("budget");
     let bytes = build_index("IVF64,Flat", Metric::L2, D, 6000);
     let (index, _) = open_in_memory(bytes.clone(), uncached()).await;
-    let total = index.layout().data_len();
+    let total = index.list_ranges().data_len();
     let budget = total / 4;
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&inner, "idx.faiss", bytes).await;
@@ -218,7 +218,7 @@ async fn warm_up_loads_given_largest_and_most_probed_lists() {
     assert_eq!(index.residency().await.lists_in_memory, 3);
 
     // The largest lists.
-    let mut sizes: Vec<(u64, usize)> = index.layout().iter().map(|(l, r)| (r.len, l)).collect();
+    let mut sizes: Vec<(u64, usize)> = index.list_ranges().iter().map(|(l, r)| (r.len, l)).collect();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     let report = index
         .warm(&WarmSpec {

@@ -81,7 +81,7 @@ async fn failures_fail_the_search_unless_partial_results_are_allowed() {
     let q = clustered(1, D, 3);
     let all = index.search(&q, 5, 16).await.unwrap();
     let victim = index
-        .layout()
+        .list_ranges()
         .iter()
         .find(|(_, l)| l.count > 0)
         .map(|(i, l)| (i, l.offset))
@@ -177,7 +177,7 @@ async fn a_load_nobody_waits_for_is_aborted_and_frees_its_slot() {
     let slots = config.max_in_flight;
     assert_eq!(slots, FetchConfig::default().max_in_flight);
     let (index, gate, _) = gated(&bytes, config).await;
-    let nonempty = index.layout().iter().filter(|(_, l)| l.count > 0).count();
+    let nonempty = index.list_ranges().iter().filter(|(_, l)| l.count > 0).count();
     assert!(nonempty > slots, "{nonempty} lists");
     let q = clustered(1, D, 5);
 

@@ -54,7 +54,7 @@ async fn with_a_sidecar_open_takes_two_requests_and_lists_are_verified() {
         let damaging = Arc::new(damaging_store(store, 1));
         let (index, counting) = open_counted(damaging.clone(), options(uncached())).await;
         let index = index.unwrap();
-        let header = index.layout().header_len();
+        let header = index.list_ranges().header_len();
         let expected = if header > ivflake::HEADER_PROBE_BYTES { 3 } else { 2 };
         assert_eq!(counting.gets(), expected, "{factory}: sidecar + a {header}-byte header");
         assert!(index.is_verified(), "{factory}");
@@ -88,7 +88,7 @@ async fn a_corrupted_list_byte_is_a_checksum_error_and_is_never_cached() {
     let (clean, _) = open_counted(store.clone(), OpenOptions::default()).await;
     let clean = clean.unwrap();
     let (victim, range) = clean
-        .layout()
+        .list_ranges()
         .iter()
         .find(|(_, r)| r.count > 0)
         .map(|(l, r)| (l, *r))
@@ -121,7 +121,7 @@ async fn a_corrupted_list_byte_is_a_checksum_error_and_is_never_cached() {
         );
     }
     let residency = index.residency().await;
-    let clean_lists = index.layout().iter().filter(|(_, r)| r.count > 0).count() as u64;
+    let clean_lists = index.list_ranges().iter().filter(|(_, r)| r.count > 0).count() as u64;
     assert_eq!(
         residency.lists_in_memory,
         clean_lists - 1,

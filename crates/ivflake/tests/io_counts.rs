@@ -30,9 +30,9 @@ async fn open_reads_only_the_header_in_one_get() {
     // Looking for a sidecar that is not there costs one more.
     let (_, counting) = open_in_memory(bytes, FetchConfig::default()).await;
     assert_eq!(counting.gets(), 2, "sidecar lookup + header");
-    let header = index.layout().header_len();
+    let header = index.list_ranges().header_len();
     assert!(header < total, "the header is a strict prefix");
-    assert_eq!(index.layout().data_len() + header, total);
+    assert_eq!(index.list_ranges().data_len() + header, total);
     assert_eq!(index.info().ntotal, 5000);
 }
 
@@ -82,7 +82,7 @@ async fn a_large_header_takes_two_gets() {
     for d in [64, 128] {
         let bytes = build_index("IVF4096,Flat", Metric::L2, d, 4096 * 2);
         let (index, counting) = open_in_memory_with(bytes, header_only()).await;
-        let header = index.layout().header_len();
+        let header = index.list_ranges().header_len();
         assert!(header > ivflake::HEADER_PROBE_BYTES);
         assert_eq!(counting.gets(), 2, "d = {d}: {:?}", counting.ranges());
         assert_eq!(index.open_stats().gets, 2);
@@ -118,10 +118,10 @@ async fn a_cold_search_makes_one_get_per_distinct_nonempty_list() {
         ranges.sort_by_key(|r| r.start);
         let wanted: Vec<_> = expected
             .iter()
-            .map(|&l| index.layout().get(l).unwrap().range())
+            .map(|&l| index.list_ranges().get(l).unwrap().range())
             .collect();
         assert_eq!(ranges, wanted, "nprobe {nprobe}");
-        let bytes: u64 = expected.iter().map(|&l| index.layout().get(l).unwrap().len).sum();
+        let bytes: u64 = expected.iter().map(|&l| index.list_ranges().get(l).unwrap().len).sum();
         assert_eq!(r.stats.bytes_fetched, bytes);
         assert_eq!(r.stats.bytes_probed, bytes);
     }
@@ -158,10 +158,10 @@ async fn adjacent_lists_are_fetched_with_one_get() {
     // Every list probed, all adjacent in the file: one merged GET.
     assert_eq!(
         r.stats.lists_probed,
-        index.layout().iter().filter(|(_, l)| l.count > 0).count()
+        index.list_ranges().iter().filter(|(_, l)| l.count > 0).count()
     );
     assert_eq!(counting.gets(), 1, "{:?}", counting.ranges());
-    assert_eq!(r.stats.bytes_fetched, index.layout().data_len());
+    assert_eq!(r.stats.bytes_fetched, index.list_ranges().data_len());
 }
 
 /// An index over a gated store (list GETs wait until the gate opens) behind a
@@ -319,7 +319,7 @@ async fn huge_lists_are_split_into_parallel_parts() {
     let r = index.search(&q, 10, 2).await.unwrap();
     assert_same(&r, &reference.search(&q, 10, 2).unwrap(), "split lists");
     let expected_parts: u64 = index
-        .layout()
+        .list_ranges()
         .iter()
         .map(|(_, l)| if l.len > 0 { l.len.div_ceil(32 * 1024) } else { 0 })
         .sum();
@@ -334,10 +334,10 @@ async fn fast_scan_lists_come_from_the_sidecar_or_one_streamed_pass() {
     let total = bytes.len() as u64;
     let reference = ivflake_faiss::read_index(&bytes).unwrap();
     let (index, counting) = open_in_memory_with(bytes.clone(), header_only()).await;
-    let header = index.layout().header_len();
+    let header = index.list_ranges().header_len();
     assert_eq!(counting.gets(), 2, "header + one pass over the lists");
     assert_eq!(counting.ranges().last(), Some(&(header..total)));
-    assert_eq!(index.layout().data_len() + header, total);
+    assert_eq!(index.list_ranges().data_len() + header, total);
     let queries = clustered(30, D, 4);
     let theirs = reference.search(&queries, 10, 8).unwrap();
     assert_same(&index.search(&queries, 10, 8).await.unwrap(), &theirs, "no sidecar");
@@ -357,8 +357,8 @@ async fn fast_scan_lists_come_from_the_sidecar_or_one_streamed_pass() {
     // The header GET is the probe open sends before it has the sidecar (the
     // store answers what the file has); no pass over the lists follows.
     assert_eq!(counting.ranges(), vec![0..HEADER_PROBE_BYTES]);
-    for (list, range) in index.layout().iter() {
-        assert_eq!(with_sidecar.layout().get(list), Some(range), "list {list}");
+    for (list, range) in index.list_ranges().iter() {
+        assert_eq!(with_sidecar.list_ranges().get(list), Some(range), "list {list}");
     }
     // Every fetched list is verified against the sidecar and scanned exactly.
     let ours = with_sidecar.search(&queries, 10, 8).await.unwrap();

@@ -187,7 +187,7 @@ async fn open(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) -> IvfInd
 
 /// What `build` must produce, computed from the file's bytes directly.
 fn assert_matches_file(m: &Manifest, index: &IvfIndex, file: &[u8]) {
-    let layout = index.layout();
+    let layout = index.list_ranges();
     assert_eq!(m.file_len, file.len() as u64);
     assert_eq!(m.header_len, layout.header_len());
     assert_eq!(m.header_xxh3, xxh3_64(&file[..layout.header_len() as usize]));
@@ -224,7 +224,7 @@ async fn build_hashes_every_list_of_a_real_index_in_memory_and_on_disk() {
     let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let index = open(&memory, "a/idx.faiss", file.clone()).await;
     let from_memory = build_checked(&index, &file).await;
-    let empty = index.layout().iter().filter(|(_, r)| r.len == 0).count();
+    let empty = index.list_ranges().iter().filter(|(_, r)| r.len == 0).count();
     assert!(empty > 10, "empty lists are listed too: {empty}");
     assert!(from_memory.lists.iter().all(|l| l.len > 0 || l.xxh3 == xxh3_64(&[])));
 
@@ -252,24 +252,24 @@ async fn check_against_accepts_its_own_index_and_rejects_another() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let index = open(&store, "idx.faiss", file.clone()).await;
     let m = index.build_manifest(|_| {}).await.unwrap();
-    let header_len = index.layout().header_len() as usize;
-    m.check_against(index.layout(), index.file_len(), &file[..header_len], index.uri())
+    let header_len = index.list_ranges().header_len() as usize;
+    m.check_against(index.list_ranges(), index.file_len(), &file[..header_len], index.uri())
         .unwrap();
     // A longer prefix (what a header probe reads) is fine: only header_len bytes are hashed.
-    m.check_against(index.layout(), index.file_len(), &file, index.uri())
+    m.check_against(index.list_ranges(), index.file_len(), &file, index.uri())
         .unwrap();
 
     let other_file = build_index("IVF16,Flat", Metric::L2, D, 2100);
     let other = open(&store, "other.faiss", other_file.clone()).await;
-    let other_header = &other_file[..other.layout().header_len() as usize];
+    let other_header = &other_file[..other.list_ranges().header_len() as usize];
     let err = m
-        .check_against(other.layout(), other.file_len(), other_header, other.uri())
+        .check_against(other.list_ranges(), other.file_len(), other_header, other.uri())
         .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("does not describe this file"), "{err}");
 
     // Same file, each mismatch named.
-    let layout = index.layout();
+    let layout = index.list_ranges();
     let mut header = file[..header_len].to_vec();
     let expect = |m: &Manifest, header: &[u8], needle: &str| {
         let err = m
@@ -303,7 +303,7 @@ async fn verify_list_rejects_a_corrupted_list_of_a_real_index() {
     let index = open(&store, "idx.faiss", file.clone()).await;
     let m = index.build_manifest(|_| {}).await.unwrap();
     let (list, range) = index
-        .layout()
+        .list_ranges()
         .iter()
         .find(|(_, r)| r.len > 0)
         .map(|(l, r)| (l, *r))

@@ -44,8 +44,8 @@ async fn an_index_that_fits_is_loaded_whole_in_few_large_gets_and_searches_read_
         .unwrap();
     let status = index.preloaded().await;
     assert_eq!(status.state, PreloadState::Done, "{status:?}");
-    let lists = index.layout().iter().filter(|(_, r)| r.count > 0).count();
-    let data = index.layout().data_len();
+    let lists = index.list_ranges().iter().filter(|(_, r)| r.count > 0).count();
+    let data = index.list_ranges().data_len();
     assert_eq!(status.lists_planned, lists);
     assert_eq!(status.load.lists_loaded, lists);
     assert_eq!(status.load.bytes_loaded, data);
@@ -157,7 +157,7 @@ async fn a_preload_fills_only_free_room_and_evicts_nothing() {
     .unwrap();
     assert_eq!(first.preloaded().await.state, PreloadState::Done);
     let resident = first.residency().await;
-    assert_eq!(resident.bytes_in_memory, first.layout().data_len());
+    assert_eq!(resident.bytes_in_memory, first.list_ranges().data_len());
 
     let second = IvfIndex::open_at(
         second_location,

@@ -2,7 +2,7 @@
 //! out of an index file, and opening a header lazily.
 #![allow(dead_code)]
 
-use ivflake_faiss::{open_header, HeaderProbe, Index, ListLayout, ListSlice, Metric};
+use ivflake_faiss::{open_header, HeaderProbe, Index, ListFormat, ListSlice, Metric};
 
 pub const D: usize = 16;
 
@@ -50,7 +50,7 @@ fn aligned(codes: &[u8], align: usize) -> (Vec<u8>, usize) {
 pub fn lists_of(index: &Index, bytes: &[u8]) -> Vec<OwnedList> {
     let info = index.info();
     let mut at = info.list_data_offset as usize;
-    let layout = index.list_layout();
+    let layout = index.list_format();
     let ids_of = |b: &[u8]| {
         b.chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
@@ -58,9 +58,9 @@ pub fn lists_of(index: &Index, bytes: &[u8]) -> Vec<OwnedList> {
     };
     let mut out = Vec::new();
     match layout {
-        ListLayout::Array => {
+        ListFormat::Array { .. } => {
             for n in index.list_sizes().unwrap() {
-                let codes_len = layout.codes_len(n, info.code_size).unwrap() as usize;
+                let codes_len = layout.codes_len(n).unwrap() as usize;
                 let codes = bytes[at..at + codes_len].to_vec();
                 at += codes_len;
                 let ids = ids_of(&bytes[at..at + 8 * n as usize]);
@@ -68,13 +68,13 @@ pub fn lists_of(index: &Index, bytes: &[u8]) -> Vec<OwnedList> {
                 out.push(OwnedList { codes, ids });
             }
         }
-        ListLayout::Blocks { .. } => {
+        ListFormat::Blocks { .. } => {
             for _ in 0..info.nlist {
                 let n = le_u64(bytes, at) as usize;
                 let ids = ids_of(&bytes[at + 8..at + 8 + 8 * n]);
                 at += 8 + 8 * n;
                 let m = le_u64(bytes, at) as usize;
-                assert_eq!(Some(m as u64), layout.codes_len(n as u64, info.code_size));
+                assert_eq!(Some(m as u64), layout.codes_len(n as u64));
                 let codes = bytes[at + 8..at + 8 + m].to_vec();
                 at += 8 + m;
                 out.push(OwnedList { codes, ids });
@@ -113,7 +113,7 @@ impl FetchedLists {
     /// Codes placed `shift` bytes past the alignment the scan wants.
     pub fn shifted(index: &Index, bytes: &[u8], shift: usize) -> Self {
         let owned = lists_of(index, bytes);
-        let align = index.list_layout().codes_alignment();
+        let align = index.list_format().codes_alignment();
         let storage = owned
             .iter()
             .map(|l| {

@@ -31,7 +31,7 @@ use parquet::file::reader::{ChunkReader, Length};
 
 use crate::error::{Error, Result};
 use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
-use crate::layout::{ListRanges, ListRange};
+use crate::layout::{ListRange, ListRanges};
 use crate::location::IndexLocation;
 use crate::object::IndexObject;
 use crate::stats::SearchIo;

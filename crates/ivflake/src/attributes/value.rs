@@ -60,8 +60,14 @@ mod tests {
     #[test]
     fn values_keep_their_type_and_unknown_types_name_the_column() {
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None]));
-        assert_eq!(AttributeValue::from_arrow("n", &ints, 0, "u").unwrap(), AttributeValue::Int64(7));
-        assert_eq!(AttributeValue::from_arrow("n", &ints, 1, "u").unwrap(), AttributeValue::Null);
+        assert_eq!(
+            AttributeValue::from_arrow("n", &ints, 0, "u").unwrap(),
+            AttributeValue::Int64(7)
+        );
+        assert_eq!(
+            AttributeValue::from_arrow("n", &ints, 1, "u").unwrap(),
+            AttributeValue::Null
+        );
         let strings: ArrayRef = Arc::new(StringArray::from(vec!["red"]));
         assert_eq!(
             serde_json::to_string(&AttributeValue::from_arrow("c", &strings, 0, "u").unwrap()).unwrap(),

@@ -35,8 +35,8 @@ pub use options::{
     MAX_RESULT_SLOTS,
 };
 pub use preload::{PreloadState, PreloadStatus};
-pub use warm::{WarmReport, WarmSpec};
 use view::ListView;
+pub use warm::{WarmReport, WarmSpec};
 
 /// Lists per wave of [`IvfIndex::list_ids`]: bounded so reading a large
 /// index's ids never holds more than this many lists in flight.

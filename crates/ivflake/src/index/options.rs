@@ -8,9 +8,9 @@ use std::time::Duration;
 use ivflake_faiss::IdFilter;
 
 use crate::attributes::filter::AttributeFilter;
+use crate::attributes::value::AttributeRow;
 #[allow(unused_imports)] // named in a doc link
 use crate::attributes::value::AttributeValue;
-use crate::attributes::value::AttributeRow;
 use crate::compute::ComputePool;
 use crate::config::FetchConfig;
 use crate::error::{Error, Result};

@@ -189,7 +189,7 @@ impl SearchPlan {
                 return Ok(Step::Done(self.results()?));
             };
             let lookup_started = Instant::now();
-            match self.from_memory(&wave) {
+            match self.memory_hits(&wave) {
                 Some(hits) => {
                     self.stats.fetch_ms += ms(lookup_started.elapsed());
                     incoming = Some((wave.kind, hits));
@@ -244,8 +244,16 @@ impl SearchPlan {
         }
         self.index.probes().record(&to_fetch);
         let requests = self.index.list_requests(&to_fetch);
-        let columns = self.select.as_ref().map(|s| s.filter_columns().to_vec()).unwrap_or_default();
-        let column_lists = if columns.is_empty() { Vec::new() } else { to_fetch.clone() };
+        let columns = self
+            .select
+            .as_ref()
+            .map(|s| s.filter_columns().to_vec())
+            .unwrap_or_default();
+        let column_lists = if columns.is_empty() {
+            Vec::new()
+        } else {
+            to_fetch.clone()
+        };
         let mut bytes: u64 = requests.iter().map(|r| r.range.len).sum();
         if let Some(select) = &self.select {
             bytes += select.chunk_bytes(&column_lists, &columns);
@@ -281,9 +289,7 @@ impl SearchPlan {
             let matched: usize = (0..seen)
                 .filter_map(|j| self.list_at(q, j))
                 .map(|l| match self.lists.get(&l) {
-                    Some(ListState::Fetched {
-                        selection: Some(s), ..
-                    }) => s.ids.len(),
+                    Some(ListState::Fetched { selection: Some(s), .. }) => s.ids.len(),
                     _ => 0,
                 })
                 .sum();
@@ -304,12 +310,15 @@ impl SearchPlan {
     }
 
     /// A wave read from the memory cache, when it holds all of it.
-    fn from_memory(&self, wave: &Wave) -> Option<Fetched> {
+    fn memory_hits(&self, wave: &Wave) -> Option<Fetched> {
         let scheduler = &self.index.inner.options.scheduler;
         let columns = match &self.select {
-            Some(select) if !wave.columns.is_empty() => {
-                Some(Ok(select.memory_hits(scheduler, &wave.column_lists, &wave.columns, &self.io)?))
-            }
+            Some(select) if !wave.columns.is_empty() => Some(Ok(select.memory_hits(
+                scheduler,
+                &wave.column_lists,
+                &wave.columns,
+                &self.io,
+            )?)),
             _ => None,
         };
         let lists = scheduler
@@ -380,16 +389,20 @@ impl SearchPlan {
         let depth = self.depth;
         let probe_lists: Vec<i64> = (0..self.probed.len())
             .flat_map(|q| (0..depth).map(move |j| (q, j)))
-            .map(|(q, j)| if j < self.probed[q] { self.assignment.lists[q * depth + j] } else { -1 })
+            .map(|(q, j)| {
+                if j < self.probed[q] {
+                    self.assignment.lists[q * depth + j]
+                } else {
+                    -1
+                }
+            })
             .collect();
         let allowed: Vec<i64> = if attribute_filtered {
             let mut ids: Vec<i64> = self
                 .lists
                 .values()
                 .filter_map(|s| match s {
-                    ListState::Fetched {
-                        selection: Some(s), ..
-                    } => Some(s.ids.as_slice()),
+                    ListState::Fetched { selection: Some(s), .. } => Some(s.ids.as_slice()),
                     _ => None,
                 })
                 .flatten()
@@ -453,18 +466,12 @@ impl SearchPlan {
             _ => None,
         };
         let stats = &mut self.stats;
-        stats.lists_probed = self
-            .lists
-            .values()
-            .filter(|s| !matches!(s, ListState::Skipped))
-            .count();
+        stats.lists_probed = self.lists.values().filter(|s| !matches!(s, ListState::Skipped)).count();
         stats.rows_matched = self
             .lists
             .values()
             .map(|s| match s {
-                ListState::Fetched {
-                    selection: Some(s), ..
-                } => s.ids.len() as u64,
+                ListState::Fetched { selection: Some(s), .. } => s.ids.len() as u64,
                 _ => 0,
             })
             .sum();

@@ -49,7 +49,13 @@ pub(super) struct ScanInput<'a> {
 /// Scans `input` with Faiss on the compute pool (the caller is a job on it).
 pub(super) fn scan(index: &IvfIndex, input: &ScanInput<'_>) -> Result<Neighbors> {
     let inner = &index.inner;
-    let layers = input.scanned.iter().map(|(_, e)| e.runs.len()).max().unwrap_or(1).max(1);
+    let layers = input
+        .scanned
+        .iter()
+        .map(|(_, e)| e.runs.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     // Buffers run by run, list by list: buffer of (list i, run r) at first[i] + r.
     let mut buffers: Vec<ListSlice<'_>> = Vec::with_capacity(input.scanned.len() * layers);
     let mut first = Vec::with_capacity(input.scanned.len());

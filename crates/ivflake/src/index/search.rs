@@ -124,7 +124,12 @@ impl IvfIndex {
 
     /// One wave: the lists' codes and ids and, when asked, attribute columns,
     /// all at once through the scheduler.
-    pub(super) async fn fetch_wave(&self, wave: &Wave, select: Option<&AttributeSelect>, io: &Arc<SearchIo>) -> Fetched {
+    pub(super) async fn fetch_wave(
+        &self,
+        wave: &Wave,
+        select: Option<&AttributeSelect>,
+        io: &Arc<SearchIo>,
+    ) -> Fetched {
         let scheduler = &self.inner.options.scheduler;
         let lists = async {
             if wave.requests.is_empty() {

@@ -159,10 +159,7 @@ impl AttributeSelect {
         let hits: HashSet<i64> = labels.iter().copied().filter(|&l| l >= 0).collect();
         let mut where_is = HashMap::new();
         for (&list, state) in lists {
-            if let ListState::Fetched {
-                selection: Some(s), ..
-            } = state
-            {
+            if let ListState::Fetched { selection: Some(s), .. } = state {
                 for (&row, id) in s.rows.iter().zip(&s.ids) {
                     if hits.contains(id) {
                         where_is.entry(*id).or_insert((list, row as usize));

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use super::plan::Wave;
 use super::IvfIndex;
+use crate::error::{Error, Result};
 use crate::stats::{ms, SearchIo, SearchStats};
 
 /// Bytes a warm-up fetches per wave: large enough to keep the store's
