@@ -8,15 +8,16 @@
 //! search and the map of files.
 //!
 //! Modules, from the bottom of the dependency graph up (each uses only those
-//! before it): `error` (the one error type), `framing` (magic, version, xxh3
-//! trailer of ivflake's own files), `config` (tuning as data), `stats`,
-//! `compute` (the Faiss thread pool), `location` (URI to store), `layout` (list
-//! byte ranges), `object` (a pinned version and its verifier), `probes` (probe
-//! counts), `manifest` (the checksum sidecar), `fetch` (the scheduler: plan,
-//! single-flight loads, the GET path, hedging, the disk tier), `attributes`
-//! (the Parquet attributes beside an index: filter language, per-list
-//! summaries, reading and writing), `index` (open, search, filtered search,
-//! options) and `warm` (warm-up).
+//! before it; `docs/ARCHITECTURE.md` has the map of files): `error` (the one
+//! error type), `framing` (magic, version, xxh3 trailer of ivflake's own
+//! files), `config` (tuning as data), `stats`, `compute` (the Faiss thread
+//! pool), `location` (URI to store), `layout` (list byte ranges), `object` (a
+//! pinned version and its verifier), `probes` (probe counts), `manifest` (the
+//! checksum sidecar), `fetch` (the scheduler: plan, single-flight loads, the
+//! GET path, hedging, the disk tier), `attributes` (the Parquet attributes
+//! beside an index: filter language, per-list summaries, typed values,
+//! reading and writing) and `index` (open; the search pipeline and its
+//! stages; options; preload and warm-up).
 //!
 //! ```no_run
 //! # async fn demo() -> ivflake::Result<()> {
@@ -27,8 +28,8 @@
 //! # Ok(()) }
 //! ```
 
-// Modules from the bottom of the dependency graph up; each uses only those
-// above it in this list (docs/ARCHITECTURE.md has the map of files).
+// Declared alphabetically (rustfmt's order); the dependency order is in the
+// crate doc above and in docs/ARCHITECTURE.md.
 pub mod attributes;
 mod compute;
 mod config;
