@@ -190,4 +190,15 @@ mod tests {
         assert!(positive("-3").is_err());
         assert!(positive("x").is_err());
     }
+
+    #[test]
+    fn metrics_have_one_spelling_and_take_the_old_one() {
+        assert_eq!(parse_metric("l2"), Ok(Metric::L2));
+        assert_eq!(parse_metric("inner_product"), Ok(Metric::InnerProduct));
+        assert_eq!(parse_metric("ip"), Ok(Metric::InnerProduct), "deprecated, still read");
+        assert!(Metric::is_deprecated_name("ip") && !Metric::is_deprecated_name("inner_product"));
+        assert_eq!(Metric::InnerProduct.name(), "inner_product");
+        let e = parse_metric("cosine").unwrap_err();
+        assert!(e.contains("l2 or inner_product"), "{e}");
+    }
 }

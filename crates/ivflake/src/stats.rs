@@ -86,6 +86,9 @@ pub struct SearchStats {
     pub rows_matched: u64,
     /// Lists that failed, when partial results were allowed.
     pub failed_lists: Vec<usize>,
+    /// Jobs the search ran on the compute pool: 1 when every list (and
+    /// attribute chunk) it read was in memory, one more per fetch wave.
+    pub compute_jobs: usize,
     pub quantizer_ms: f64,
     pub fetch_ms: f64,
     pub scan_ms: f64,

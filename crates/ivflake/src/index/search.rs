@@ -107,15 +107,20 @@ impl IvfIndex {
         let short = n.saturating_mul(params.nprobe) <= SHORT_JOB_PROBES;
         let plan = SearchPlan::new(self.clone(), queries, n, params, select);
         let mut step = on_pool(compute, short, move || plan.advance(None)).await?;
+        let mut compute_jobs = 1;
         loop {
             match step {
-                Step::Done(results) => return Ok(results),
+                Step::Done(mut results) => {
+                    results.stats.compute_jobs = compute_jobs;
+                    return Ok(results);
+                }
                 Step::Fetch(plan, wave) => {
                     let fetch_started = Instant::now();
                     let fetched = self.fetch_wave(&wave, plan.select_stage(), &plan.io).await;
                     let mut plan = plan;
                     plan.stats.fetch_ms += ms(fetch_started.elapsed());
                     let kind = wave.kind;
+                    compute_jobs += 1;
                     step = on_pool(compute, short, move || plan.advance(Some((kind, fetched)))).await?;
                 }
             }
