@@ -7,9 +7,9 @@ Usage (from the repo root; wrk from Debian: `apt-get install wrk`):
         --work /tmp/ivflake-http --out docs/data/bench_http.json
 
 It builds release binaries (`ivflake` and the library example `qps`), makes
-N clustered vectors (common.py's generator, as bench_scale.py's) and an IVF-PQ index with
-faiss-cpu in --work, and serves that file from a local directory, every list
-preloaded into the memory cache. Then, for each --concurrency C, in rounds
+N clustered vectors (common.py's generator, bench_scale.py's too) and an
+IVF-PQ index with faiss-cpu in --work, and serves that file from a local
+directory, every list preloaded into the memory cache. Then, for each --concurrency C, in rounds
 (A B A B, so drift hits both alike):
 
   library    examples/qps.rs: C tasks on one tokio runtime, each searching
