@@ -32,13 +32,12 @@ modelled mean and p50/p99.
 import argparse
 import bisect
 import json
-import os
 import sys
 from collections import OrderedDict
 
 import numpy as np
 
-from benchmarks.common import Generator  # noqa: E402
+from benchmarks.common import Generator
 
 
 class Lru:
