@@ -1,5 +1,5 @@
 //! Warm searches per second through the library with `CONCURRENCY` searches
-//! in flight, one query each: the reference `scripts/bench_http.py` puts
+//! in flight, one query each: the reference `benchmarks/bench_http.py` puts
 //! beside `wrk` against `ivflake serve` on the same file, in the same run.
 //!
 //! ```text

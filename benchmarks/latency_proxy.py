@@ -14,8 +14,9 @@ Content-Length or chunked body) to count requests by method and the bytes
 each way. A control port answers one line, `stats` (JSON of the counters) or
 `reset` (zeroes them and answers the counters it had).
 
-Usage: python scripts/latency_proxy.py --upstream 127.0.0.1:PORT [--delay-ms 20]
-           [--port 0] [--port-file FILE] [--max-seconds 7200] [--log FILE]
+Usage (from the repo root):
+    python -m benchmarks.latency_proxy --upstream 127.0.0.1:PORT [--delay-ms 20]
+        [--port 0] [--port-file FILE] [--max-seconds 7200] [--log FILE]
 The port file gets "PORT CONTROL_PORT" once the proxy listens. It binds
 127.0.0.1 only and exits after --max-seconds or on SIGTERM.
 """

@@ -8,16 +8,16 @@ Usage (from the repo root; `--n 300000` validates the whole script in minutes):
 
     cargo build --release -p ivflake-cli
     python -m venv /tmp/bench && /tmp/bench/bin/pip install -r scripts/requirements.txt pylance
-    OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 /tmp/bench/bin/python scripts/bench_scale.py \
+    OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 /tmp/bench/bin/python -m benchmarks.bench_scale \
         --ivflake target/release/ivflake --work /tmp/ivflake-scale --n 10000000
 
-Everything is generated from --seed (clustered gaussians, each cluster
-stretched along a random rank-8 subspace); nothing is downloaded. Big files
+Everything is generated from --seed (common.py's clustered gaussians, each
+cluster stretched along a random rank-24 subspace); nothing is downloaded. Big files
 (the vectors, the index, s3rver's directory, Lance's dataset) go under
 --work, and are reused by a later run with the same parameters. s3rver
 3.7.1 is installed with npm into --s3rver-dir (outside the repo) on first
 use. Servers bind 127.0.0.1 and are killed on exit. Writes
-WORK/bench_scale.json (read by scripts/plot_benchmarks.py) and prints
+WORK/bench_scale.json (read by benchmarks/plot_benchmarks.py) and prints
 markdown tables.
 
 Rows, each one query per search, k = --k, at every --nprobes value:
@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -53,66 +52,23 @@ os.environ.setdefault("LANCE_LOG", "error")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import latency_proxy  # noqa: E402
+from benchmarks import latency_proxy  # noqa: E402
+from benchmarks.common import Generator, free_port, log, pct, summary, wait_port  # noqa: E402
 
 BUCKET = "bench"
 KEY = "scale/index.faiss"
 S3RVER_VERSION = "3.7.1"
 # s3rver's own credentials; it accepts anonymous GETs too.
 S3_KEY = "S3RVER"
-# Generated data: clusters overlapping enough that a query's neighbours
-# spread over several lists (recall grows with nprobe, as with real
-# embeddings), each stretched along its own rank-24 subspace.
-N_CLUSTERS = 1000
-CENTER_STD = 0.5
-STRETCH_RANK = 24
-NOISE_STD = 0.2
+# Vectors generated, and added to the index, per step, so memory stays
+# bounded at any --n (the base vectors live in a memmap).
 GEN_CHUNK = 500_000
 # An HNSW quantizer counts as a replacement for the flat one when it finds
 # this share of the exact top-nprobe lists.
 HNSW_LIST_RECALL = 0.95
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(xs, p):
-    """Nearest-rank percentile."""
-    s = sorted(xs)
-    return float(s[max(0, min(len(s), int(np.ceil(p / 100 * len(s)))) - 1)])
-
-
-def summary(ms):
-    return {"p50": pct(ms, 50), "p99": pct(ms, 99), "mean": float(np.mean(ms)), "n": len(ms)}
-
-
 # ---------------------------------------------------------------- data
-
-
-class Generator:
-    """Clustered gaussians: a centre, a random rank-24 stretch and isotropic
-    noise per cluster; each chunk of a stream is reproducible on its own."""
-
-    def __init__(self, d, seed):
-        rng = np.random.default_rng(seed)
-        self.d, self.seed = d, seed
-        self.centers = (rng.standard_normal((N_CLUSTERS, d)) * CENTER_STD).astype("float32")
-        self.bases = (rng.standard_normal((N_CLUSTERS, STRETCH_RANK, d)) / np.sqrt(STRETCH_RANK)).astype("float32")
-
-    def chunk(self, stream, start, n):
-        rng = np.random.default_rng([self.seed, stream, start])
-        cid = rng.integers(0, N_CLUSTERS, n)
-        z = rng.standard_normal((n, STRETCH_RANK), dtype="float32")
-        x = self.centers[cid] + NOISE_STD * rng.standard_normal((n, self.d), dtype="float32")
-        order = np.argsort(cid, kind="stable")
-        bounds = np.searchsorted(cid[order], np.arange(N_CLUSTERS + 1))
-        for c in range(N_CLUSTERS):
-            rows = order[bounds[c]:bounds[c + 1]]
-            if len(rows):
-                x[rows] += z[rows] @ self.bases[c]
-        return x
 
 
 def make_data(a, work):
@@ -193,25 +149,6 @@ def build_index(a, work, base):
 # ---------------------------------------------------------------- servers
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
-
-
 def start_s3rver(a, work, procs):
     binary = os.path.join(a.s3rver_dir, "node_modules", ".bin", "s3rver")
     if not os.path.exists(binary):
@@ -233,8 +170,7 @@ def start_proxy(a, work, upstream_port, procs):
     port_file = os.path.join(work, "proxy.ports")
     if os.path.exists(port_file):
         os.remove(port_file)
-    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                          "latency_proxy.py"),
+    proc = subprocess.Popen([sys.executable, latency_proxy.__file__,
                              "--upstream", f"127.0.0.1:{upstream_port}", "--delay-ms", str(a.delay_ms),
                              "--port-file", port_file, "--max-seconds", str(a.max_minutes * 60 + 600)])
     procs.append(proc)

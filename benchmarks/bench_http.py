@@ -3,13 +3,13 @@ and where the server's per-request time goes. A bench, not a test.
 
 Usage (from the repo root; wrk from Debian: `apt-get install wrk`):
 
-    OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .venv/bin/python scripts/bench_http.py \
+    OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_http \
         --work /tmp/ivflake-http --out docs/data/bench_http.json
 
 It builds release binaries (`ivflake` and the library example `qps`), makes
-N clustered vectors (bench_scale.py's generator) and an IVF-PQ index with
-faiss-cpu in --work, and serves that file from a local directory, every list
-preloaded into the memory cache. Then, for each --concurrency C, in rounds
+N clustered vectors (common.py's generator, bench_scale.py's too) and an
+IVF-PQ index with faiss-cpu in --work, and serves that file from a local
+directory, every list preloaded into the memory cache. Then, for each --concurrency C, in rounds
 (A B A B, so drift hits both alike):
 
   library    examples/qps.rs: C tasks on one tokio runtime, each searching
@@ -30,7 +30,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -40,8 +39,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_scale import Generator, free_port, log, summary, wait_port  # noqa: E402
+from benchmarks.common import Generator, free_port, log, summary, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # wrk's Lua hook: one request body per line of BODIES, taken in turn.

@@ -4,11 +4,11 @@ ivflake's memory cache is. A bench, not a test.
 
 Usage (from the repo root; the index from bench_scale.py, or any IVF file):
 
-    .venv/bin/python scripts/bench_readahead.py --index /tmp/ivflake-scale/local/index.faiss \
+    .venv/bin/python -m benchmarks.bench_readahead --index /tmp/ivflake-scale/local/index.faiss \
         --d 96 --out docs/data/bench_readahead.json
 
 The probes are real: Faiss's quantizer on the file's own centroids, for
-queries from bench_scale.py's generator (a stream the index never saw), and
+queries from common.py's generator (a stream the index never saw), and
 the GETs are planned as the library plans them (lists at most --gap bytes
 apart share a GET). What each policy adds to a GET:
 
@@ -32,14 +32,12 @@ modelled mean and p50/p99.
 import argparse
 import bisect
 import json
-import os
 import sys
 from collections import OrderedDict
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_scale import Generator  # noqa: E402
+from benchmarks.common import Generator
 
 
 class Lru:

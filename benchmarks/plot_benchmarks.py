@@ -1,6 +1,7 @@
-"""Plots of scripts/bench_scale.py's JSON for docs/benchmarks.md.
+"""Plots of benchmarks/bench_scale.py's JSON for docs/benchmarks.md.
 
-Usage: python scripts/plot_benchmarks.py WORK/bench_scale.json [--out-dir docs/img]
+Usage (from the repo root):
+    python -m benchmarks.plot_benchmarks WORK/bench_scale.json [--out-dir docs/img]
 
 Writes, into --out-dir:
   scale-latency.png    single-query latency against nprobe: ivflake cold from

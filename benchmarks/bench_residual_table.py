@@ -2,7 +2,8 @@
 residual table, alternated three times on the same index and queries; the
 numbers behind ivflake's default residual-table budget (docs/benchmarks.md).
 
-Usage: OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_residual_table.py NLIST
+Usage (from the repo root):
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_residual_table NLIST
 """
 import time, numpy as np, faiss, sys
 faiss.omp_set_num_threads(1)

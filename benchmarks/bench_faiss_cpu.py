@@ -2,8 +2,9 @@
 query per search, on one thread: the third row of the warm benchmark in
 docs/benchmarks.md, next to `ivflake bench` on the same file.
 
-Usage: python scripts/bench_faiss_cpu.py INDEX_FILE [--nprobe 32] [-k 10]
-           [--queries Q.npy] [--iterations 2000]
+Usage (from the repo root):
+    python -m benchmarks.bench_faiss_cpu INDEX_FILE [--nprobe 32] [-k 10]
+        [--queries Q.npy] [--iterations 2000]
 
 Without --queries, queries are the index's own centroids plus Gaussian noise
 of a tenth of their spread (fixed seed), so they land in populated lists as

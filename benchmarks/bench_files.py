@@ -2,9 +2,10 @@
 "Faiss 1.12 and the list layouts"): 200k clustered 64-d vectors (the shape
 `ivflake bench` uses), IVF1024 with Flat, SQ8, PQ16, PQ16x4fs and RaBitQ,
 all sharing one trained coarse quantizer, plus 200 queries as .npy and raw
-float32 (for scripts/faiss_scan_bench.cc).
+float32 (for benchmarks/faiss_scan_bench.cc).
 
-Usage: python scripts/bench_files.py OUT_DIR
+Usage (from the repo root):
+    python -m benchmarks.bench_files OUT_DIR
 """
 import os
 import sys

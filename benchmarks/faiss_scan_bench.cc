@@ -5,9 +5,9 @@
 // Build against the Faiss ivflake links (static, AVX2):
 //   P=$(scripts/build_faiss.sh --prefix)
 //   g++ -O2 -std=c++17 -fopenmp -mavx2 -mfma -mf16c -mpopcnt -I$P/include \
-//       scripts/faiss_scan_bench.cc $P/lib/libfaiss_avx2.a -lblas -llapack -o faiss_scan_bench
+//       benchmarks/faiss_scan_bench.cc $P/lib/libfaiss_avx2.a -lblas -llapack -o faiss_scan_bench
 // or against Debian's libfaiss-dev:
-//   g++ -O2 -std=c++17 -fopenmp scripts/faiss_scan_bench.cc -lfaiss -lblas -llapack -o faiss_scan_bench_173
+//   g++ -O2 -std=c++17 -fopenmp benchmarks/faiss_scan_bench.cc -lfaiss -lblas -llapack -o faiss_scan_bench_173
 // Run: faiss_scan_bench INDEX QUERIES.f32 D NPROBE K ITERATIONS
 // QUERIES.f32 holds raw little-endian float32 rows of D values.
 // Prints one JSON line.

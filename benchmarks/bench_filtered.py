@@ -1,7 +1,8 @@
 """Filtered vector search: ivflake (attributes beside a Faiss IVF index) next
 to LanceDB's own filtered search (pylance, prefilter=True) on the same data.
 
-Usage: python scripts/bench_filtered.py IVFLAKE_BIN WORK_DIR
+Usage (from the repo root):
+    python -m benchmarks.bench_filtered IVFLAKE_BIN WORK_DIR
 Needs numpy, pyarrow and pylance. Generates everything from fixed seeds;
 nothing is downloaded. Prints a markdown table (docs/benchmarks.md).
 
