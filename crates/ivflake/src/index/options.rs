@@ -229,6 +229,11 @@ pub struct SearchParams {
     pub return_attributes: Vec<String>,
     /// How far a filtered search probes past `nprobe` when few rows match.
     pub probing: FilterProbing,
+    /// The most bytes of lists (and attribute chunks) the search may read,
+    /// from the sizes the header gives: a search needing more is refused
+    /// before any GET (`InvalidArgument` on `max_bytes_per_search`), and
+    /// probing past `nprobe` stops short of it. `None`: no bound.
+    pub max_bytes: Option<u64>,
 }
 
 /// Probing past `nprobe` for selective attribute filters: lists are added in
@@ -282,6 +287,7 @@ impl SearchParams {
             attribute_filter: None,
             return_attributes: Vec::new(),
             probing: FilterProbing::default(),
+            max_bytes: None,
         }
     }
 }

@@ -176,7 +176,7 @@ impl SearchPlan {
                 self.absorb(kind, fetched)?;
             }
             let wave = if self.neighbors.is_none() {
-                match self.next_probe_wave() {
+                match self.next_probe_wave()? {
                     Some(wave) => wave,
                     None => {
                         self.neighbors = Some(self.scan()?);
@@ -214,10 +214,12 @@ impl SearchPlan {
 
     /// Stage 2, prune, and the next probe wave: every query's lists up to its
     /// probe depth not yet visited, less those empty or ruled out by the
-    /// select stage. `None` when probing is over.
-    fn next_probe_wave(&mut self) -> Option<Wave> {
+    /// select stage. `None` when probing is over. A first wave past the
+    /// search's byte budget is refused before any read; a later one (probing
+    /// further) ends the probing instead.
+    fn next_probe_wave(&mut self) -> Result<Option<Wave>> {
         if self.waves > 0 && !self.grow_probes() {
-            return None;
+            return Ok(None);
         }
         let mut wanted: Vec<usize> = (0..self.probed.len())
             .flat_map(|q| (0..self.probed[q]).map(move |j| (q, j)))
@@ -227,7 +229,7 @@ impl SearchPlan {
         wanted.sort_unstable();
         wanted.dedup();
         if wanted.is_empty() && self.waves > 0 {
-            return None;
+            return Ok(None);
         }
         let mut to_fetch = Vec::with_capacity(wanted.len());
         for list in wanted {
@@ -264,12 +266,12 @@ impl SearchPlan {
             self.extra_bytes += bytes;
         }
         self.waves += 1;
-        Some(Wave {
+        Ok(Some(Wave {
             kind: WaveKind::Probe,
             requests,
             column_lists,
             columns,
-        })
+        }))
     }
 
     /// Probing further (the select stage's policy): queries that have seen
@@ -485,5 +487,60 @@ impl SearchPlan {
             attributes,
             stats: std::mem::take(stats),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use ivflake_faiss::Metric;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::ObjectStoreExt;
+
+    use crate::error::Error;
+    use crate::index::{IvfIndex, SearchParams};
+    use crate::location::IndexLocation;
+
+    #[tokio::test]
+    async fn a_search_over_its_byte_budget_is_refused_before_any_get() {
+        let d = 8;
+        let data: Vec<f32> = (0..4000 * d).map(|i| ((i * 7919) % 1013) as f32 / 1013.0).collect();
+        let mut built = ivflake_faiss::Index::factory(d, "IVF16,Flat", Metric::L2).unwrap();
+        built.train(&data).unwrap();
+        built.add(&data).unwrap();
+        let store = Arc::new(InMemory::new());
+        store
+            .put(&Path::from("b.faiss"), built.to_bytes().unwrap().into())
+            .await
+            .unwrap();
+        let location = IndexLocation::new(store, Path::from("b.faiss"), "memory:///b.faiss");
+        let index = IvfIndex::open_at(location.clone(), Default::default()).await.unwrap();
+        let query = &data[..d];
+        let needed = index.search(query, 5, 4).await.unwrap().stats.bytes_probed;
+        assert!(needed > 0);
+
+        // A second open has its own scheduler: an empty cache, no GETs yet.
+        let fresh = IvfIndex::open_at(location, Default::default()).await.unwrap();
+        let gets = || fresh.scheduler().counters().gets.load(Ordering::Relaxed);
+        let before = gets();
+        let over = SearchParams {
+            max_bytes: Some(needed - 1),
+            ..SearchParams::new(5, 4)
+        };
+        let err = fresh.search_with(query, &over).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { field: "max_bytes_per_search", reason }
+                if reason.contains(&needed.to_string()) && reason.contains(&(needed - 1).to_string())),
+            "{err}"
+        );
+        assert_eq!(gets(), before, "nothing fetched");
+        let exact = SearchParams {
+            max_bytes: Some(needed),
+            ..SearchParams::new(5, 4)
+        };
+        assert_eq!(fresh.search_with(query, &exact).await.unwrap().stats.bytes_probed, needed);
     }
 }
