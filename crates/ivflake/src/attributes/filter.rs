@@ -336,6 +336,14 @@ fn describe(lit: &Literal) -> String {
     }
 }
 
+/// Within the default [`FilterLimits`], with paths under `filter`; a refusal
+/// becomes the deserializer's error, with the same message.
+impl<'de> serde::Deserialize<'de> for AttributeFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde::de::DeserializeSeed::deserialize(&mut FilterParser::new("filter", &FilterLimits::default()), d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

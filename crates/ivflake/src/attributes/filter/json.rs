@@ -766,3 +766,6 @@ impl<'de> Visitor<'de> for Exists<'_> {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests;
