@@ -85,10 +85,7 @@ pub(super) fn in_list(array: &dyn Array, values: &[Literal], negate: bool) -> Re
 /// The filter's values as a set of keys. std's `HashSet` (SipHash with a
 /// random key) because the values come from clients: a faster unkeyed hash
 /// would let one pick values that all collide.
-fn value_set<'a, K: Hash + Eq>(
-    values: &'a [Literal],
-    key: impl Fn(&'a Literal) -> Result<K>,
-) -> Result<HashSet<K>> {
+fn value_set<'a, K: Hash + Eq>(values: &'a [Literal], key: impl Fn(&'a Literal) -> Result<K>) -> Result<HashSet<K>> {
     values.iter().map(key).collect()
 }
 
@@ -101,7 +98,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::sync::Arc;
 
-    use crate::attributes::filter::{arrow_error, definite, scalar};
+    use crate::attributes::filter::{definite, scalar};
 
     /// The evaluation this kernel replaced, kept here as the reference: one
     /// `eq` kernel pass per value, OR-ed together, then negated for `$nin`.
@@ -109,7 +106,7 @@ mod tests {
         let mut acc = BooleanArray::from(vec![false; array.len()]);
         for v in values {
             let scalar = scalar(v, array.data_type());
-            let eq = arrow_ord::cmp::eq(&array, scalar.as_ref()).map_err(arrow_error).unwrap();
+            let eq = arrow_ord::cmp::eq(&array, scalar.as_ref()).unwrap();
             acc = or(&acc, &definite(eq)).unwrap();
         }
         if negate {
@@ -152,7 +149,9 @@ mod tests {
                     })
                 })))
             }
-            _ => Arc::new(BooleanArray::from_iter((0..rows).map(|_| (!null(rng)).then(|| rng.gen())))),
+            _ => Arc::new(BooleanArray::from_iter(
+                (0..rows).map(|_| (!null(rng)).then(|| rng.gen())),
+            )),
         }
     }
 
@@ -200,6 +199,10 @@ mod tests {
         let got = in_list(array.as_ref(), &[Literal::Float(0.0)], false).unwrap();
         assert_eq!(got, BooleanArray::from(vec![true, false, false, false]));
         let got = in_list(array.as_ref(), &[Literal::Float(0.0)], true).unwrap();
-        assert_eq!(got, BooleanArray::from(vec![false, true, true, true]), "a null is not in any set");
+        assert_eq!(
+            got,
+            BooleanArray::from(vec![false, true, true, true]),
+            "a null is not in any set"
+        );
     }
 }

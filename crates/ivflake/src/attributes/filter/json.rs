@@ -380,10 +380,7 @@ impl<'de> Visitor<'de> for Node<'_> {
             keys.insert(key);
         }
         if parts.is_empty() {
-            return Err(p.refuse(
-                path,
-                "an empty filter matches nothing; leave the filter out instead",
-            ));
+            return Err(p.refuse(path, "an empty filter matches nothing; leave the filter out instead"));
         }
         Ok(all_of(parts))
     }
@@ -491,7 +488,11 @@ impl Column<'_, '_> {
         self,
         literal: impl FnOnce(&mut FilterParser, &str) -> Result<Literal, E>,
     ) -> Result<AttributeFilter, E> {
-        let Column { parser: p, column, path } = self;
+        let Column {
+            parser: p,
+            column,
+            path,
+        } = self;
         p.count_condition(&path)?;
         p.count_value(&path)?;
         let value = literal(p, &path)?;
@@ -539,7 +540,11 @@ impl<'de> Visitor<'de> for Column<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttributeFilter, A::Error> {
-        let Column { parser: p, column, path } = self;
+        let Column {
+            parser: p,
+            column,
+            path,
+        } = self;
         let mut parts = Vec::new();
         // Only known operators get here, so this stays short.
         let mut seen: Vec<String> = Vec::new();

@@ -19,7 +19,11 @@ fn both(text: &str, limits: &FilterLimits) -> Result<AttributeFilter> {
     let streamed = from_text(text, limits);
     let value: Value = serde_json::from_str(text).expect("valid JSON");
     let from_value = AttributeFilter::from_json_value(&value, "filter", limits);
-    assert_eq!(format!("{streamed:?}"), format!("{from_value:?}"), "text and Value differ");
+    assert_eq!(
+        format!("{streamed:?}"),
+        format!("{from_value:?}"),
+        "text and Value differ"
+    );
     streamed
 }
 
@@ -32,7 +36,11 @@ fn refused(answer: Result<AttributeFilter>) -> (String, String) {
 
 /// `depth` levels of `op`, each holding the next, around `{"a": 1}`.
 fn nested(depth: usize, op: &str) -> String {
-    format!("{}{{\"a\":1}}{}", format!("{{\"{op}\":[").repeat(depth), "]}".repeat(depth))
+    format!(
+        "{}{{\"a\":1}}{}",
+        format!("{{\"{op}\":[").repeat(depth),
+        "]}".repeat(depth)
+    )
 }
 
 /// The path of the `$and` key found inside `depth` levels of `$and`.
@@ -85,7 +93,10 @@ fn a_5000_deep_and_is_refused_after_reading_its_first_levels() {
     assert!(matches!(error, Error::InvalidFilter { ref path, .. } if *path == and_at_depth(32)));
     let read = text.len() - rest.len();
     let through_key = r#"{"$and":["#.len() * 32 + r#"{"$and""#.len();
-    assert!(read <= through_key + 1, "read {read} bytes, the 33rd key ends at {through_key}");
+    assert!(
+        read <= through_key + 1,
+        "read {read} bytes, the 33rd key ends at {through_key}"
+    );
 }
 
 #[test]
@@ -121,7 +132,10 @@ fn conditions_are_counted_across_the_filter() {
         ..defaults()
     };
     both(r#"{"a":{"$exists":true,"$gt":1},"b":{"$in":[1]}}"#, &limits).expect("3 conditions");
-    let (path, _) = refused(both(r#"{"a":{"$exists":true,"$gt":1,"$lt":5},"b":{"$in":[1]}}"#, &limits));
+    let (path, _) = refused(both(
+        r#"{"a":{"$exists":true,"$gt":1,"$lt":5},"b":{"$in":[1]}}"#,
+        &limits,
+    ));
     assert_eq!(path, "filter.b.$in");
 }
 
@@ -202,9 +216,21 @@ fn strings_are_bounded_in_keys_operators_and_values() {
 
     let cases = [
         (format!(r#"{{"c":"{over}"}}"#), "filter.c", "a string of 2049 bytes"),
-        (format!(r#"{{"c":{{"$in":["a","{over}"]}}}}"#), "filter.c.$in[1]", "a string of 2049 bytes"),
-        (format!(r#"{{"c":{{"$gt":"{over}"}}}}"#), "filter.c.$gt", "a string of 2049 bytes"),
-        (format!(r#"{{"$and":[{{"{over}":1}}]}}"#), "filter.$and[0]", "a key of 2049 bytes"),
+        (
+            format!(r#"{{"c":{{"$in":["a","{over}"]}}}}"#),
+            "filter.c.$in[1]",
+            "a string of 2049 bytes",
+        ),
+        (
+            format!(r#"{{"c":{{"$gt":"{over}"}}}}"#),
+            "filter.c.$gt",
+            "a string of 2049 bytes",
+        ),
+        (
+            format!(r#"{{"$and":[{{"{over}":1}}]}}"#),
+            "filter.$and[0]",
+            "a key of 2049 bytes",
+        ),
         (format!(r#"{{"c":{{"{over}":1}}}}"#), "filter.c", "a key of 2049 bytes"),
     ];
     for (text, want_path, words) in cases {
