@@ -2,7 +2,9 @@
 //! `$gt`, `$gte`, `$lt`, `$lte`, `$in`, `$nin`, `$exists`, `$and`, `$or`) as a
 //! typed value, parsed from JSON with errors that name the JSON path, checked
 //! against an Arrow schema, and evaluated with arrow's compute kernels.
-//! It owns no I/O and knows nothing of lists or summaries.
+//! It owns no I/O and knows nothing of lists or summaries. `json` parses a
+//! filter token by token within [`FilterLimits`]; `in_list` evaluates `$in`
+//! and `$nin` in one pass over the rows.
 //!
 //! Missing values (nulls) never match a comparison, `$eq` or `$in`; they do
 //! match `$ne` and `$nin` (as in MongoDB and S3 Vectors: "not equal to x"
