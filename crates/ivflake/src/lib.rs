@@ -44,7 +44,7 @@ mod object;
 mod probes;
 mod stats;
 
-pub use attributes::filter::{AttributeFilter, CmpOp, Literal};
+pub use attributes::filter::{AttributeFilter, CmpOp, FilterLimits, FilterParser, Literal};
 pub use attributes::value::{AttributeRow, AttributeValue};
 pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
 pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};

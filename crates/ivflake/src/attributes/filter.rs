@@ -2,13 +2,20 @@
 //! `$gt`, `$gte`, `$lt`, `$lte`, `$in`, `$nin`, `$exists`, `$and`, `$or`) as a
 //! typed value, parsed from JSON with errors that name the JSON path, checked
 //! against an Arrow schema, and evaluated with arrow's compute kernels.
-//! It owns no I/O and knows nothing of lists or summaries.
+//! It owns no I/O and knows nothing of lists or summaries. `json` parses a
+//! filter token by token within [`FilterLimits`]; `in_list` evaluates `$in`
+//! and `$nin` in one pass over the rows.
 //!
 //! Missing values (nulls) never match a comparison, `$eq` or `$in`; they do
 //! match `$ne` and `$nin` (as in MongoDB and S3 Vectors: "not equal to x"
 //! holds for a row without a value), and `$exists: false`.
 
-use arrow_arith::boolean::{and, is_not_null, is_null, not, or};
+mod in_list;
+mod json;
+
+pub use json::{FilterLimits, FilterParser};
+
+use arrow_arith::boolean::{and, is_not_null, is_null, or};
 use arrow_array::{Array, ArrayRef, BooleanArray, Datum, Float64Array, Int64Array, Scalar, StringArray};
 use arrow_schema::{DataType, Schema};
 use serde_json::Value;
@@ -125,8 +132,8 @@ impl AttributeFilter {
         })
     }
 
-    /// Parses S3 Vectors' JSON form. Several keys at one level mean AND;
-    /// `{"field": value}` means `$eq`.
+    /// Parses S3 Vectors' JSON form within the default [`FilterLimits`].
+    /// Several keys at one level mean AND; `{"field": value}` means `$eq`.
     pub fn from_json(value: &Value) -> Result<Self> {
         Self::from_json_at(value, "filter")
     }
@@ -134,7 +141,25 @@ impl AttributeFilter {
     /// As [`AttributeFilter::from_json`], with error paths starting at
     /// `root` (the HTTP API's field is `attribute_filter`).
     pub fn from_json_at(value: &Value, root: &str) -> Result<Self> {
-        parse_object(value, root)
+        Self::from_json_value(value, root, &FilterLimits::default())
+    }
+
+    /// As [`AttributeFilter::from_json_at`], within `limits`.
+    pub fn from_json_value(value: &Value, root: &str, limits: &FilterLimits) -> Result<Self> {
+        json::parse(value, root, limits)
+    }
+
+    /// Parses a filter's JSON text straight into the typed filter, without
+    /// building a `serde_json::Value`, and refuses it at the first value past
+    /// a limit: a million-value `$in` is read no further than its
+    /// `max_in_values + 1`th value. Errors name the JSON path under `root`.
+    pub fn from_json_str(text: &str, root: &str, limits: &FilterLimits) -> Result<Self> {
+        json::parse_text(&mut serde_json::Deserializer::from_str(text), root, limits)
+    }
+
+    /// As [`AttributeFilter::from_json_str`], from bytes (a request body).
+    pub fn from_json_slice(bytes: &[u8], root: &str, limits: &FilterLimits) -> Result<Self> {
+        json::parse_text(&mut serde_json::Deserializer::from_slice(bytes), root, limits)
     }
 
     /// Every column the filter reads, sorted, without repeats.
@@ -228,19 +253,9 @@ fn evaluate_condition(c: &Condition, array: &dyn Array) -> Result<BooleanArray> 
             }
             r
         }
-        Test::In(values) | Test::NotIn(values) => {
-            let mut acc = BooleanArray::from(vec![false; array.len()]);
-            for v in values {
-                let scalar = scalar(v, array.data_type());
-                let eq = arrow_ord::cmp::eq(&array, scalar.as_ref()).map_err(arrow_error)?;
-                acc = or(&acc, &definite(eq)).map_err(arrow_error)?;
-            }
-            if matches!(c.test, Test::NotIn(_)) {
-                // A missing value is "not in" any set.
-                return not(&acc).map_err(arrow_error);
-            }
-            acc
-        }
+        // One pass over the rows against a hash set; nulls are in no set.
+        Test::In(values) => return in_list::in_list(array, values, false),
+        Test::NotIn(values) => return in_list::in_list(array, values, true),
     };
     Ok(definite(mask))
 }
@@ -323,160 +338,11 @@ fn describe(lit: &Literal) -> String {
     }
 }
 
-// ---- JSON ----
-
-fn parse_object(value: &Value, path: &str) -> Result<AttributeFilter> {
-    let Value::Object(map) = value else {
-        return Err(Error::filter(path, format!("expected an object, got {}", kind(value))));
-    };
-    if map.is_empty() {
-        return Err(Error::filter(
-            path,
-            "an empty filter matches nothing; leave the filter out instead",
-        ));
-    }
-    let mut parts = Vec::with_capacity(map.len());
-    for (key, v) in map {
-        let p = format!("{path}.{key}");
-        parts.push(match key.as_str() {
-            "$and" | "$or" => {
-                let Value::Array(items) = v else {
-                    return Err(Error::filter(
-                        p,
-                        format!("expected an array of filters, got {}", kind(v)),
-                    ));
-                };
-                if items.is_empty() {
-                    return Err(Error::filter(p, "expected at least one filter"));
-                }
-                let subs = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| parse_object(item, &format!("{p}[{i}]")))
-                    .collect::<Result<Vec<_>>>()?;
-                if key == "$and" {
-                    AttributeFilter::And(subs)
-                } else {
-                    AttributeFilter::Or(subs)
-                }
-            }
-            k if k.starts_with('$') => {
-                return Err(Error::filter(
-                    p,
-                    format!("unknown operator {k:?} at the top level; use $and, $or or a column name"),
-                ))
-            }
-            column => parse_column(column, v, &p)?,
-        });
-    }
-    Ok(if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        AttributeFilter::And(parts)
-    })
-}
-
-fn parse_column(column: &str, value: &Value, path: &str) -> Result<AttributeFilter> {
-    let Value::Object(ops) = value else {
-        // `{"field": value}` is `$eq`.
-        let lit = literal(value, path)?;
-        return Ok(condition(column, Test::Cmp(CmpOp::Eq, lit), path.to_string()));
-    };
-    if ops.is_empty() {
-        return Err(Error::filter(path, "expected an operator such as {\"$eq\": value}"));
-    }
-    let mut parts = Vec::with_capacity(ops.len());
-    for (op, v) in ops {
-        let p = format!("{path}.{op}");
-        let test = match op.as_str() {
-            "$eq" => Test::Cmp(CmpOp::Eq, literal(v, &p)?),
-            "$ne" => Test::Cmp(CmpOp::Ne, literal(v, &p)?),
-            "$gt" => Test::Cmp(CmpOp::Gt, literal(v, &p)?),
-            "$gte" => Test::Cmp(CmpOp::Gte, literal(v, &p)?),
-            "$lt" => Test::Cmp(CmpOp::Lt, literal(v, &p)?),
-            "$lte" => Test::Cmp(CmpOp::Lte, literal(v, &p)?),
-            "$in" | "$nin" => {
-                let Value::Array(items) = v else {
-                    return Err(Error::filter(
-                        p,
-                        format!("expected an array of values, got {}", kind(v)),
-                    ));
-                };
-                let values = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| literal(item, &format!("{p}[{i}]")))
-                    .collect::<Result<Vec<_>>>()?;
-                if op == "$in" {
-                    Test::In(values)
-                } else {
-                    Test::NotIn(values)
-                }
-            }
-            "$exists" => match v {
-                Value::Bool(b) => Test::Exists(*b),
-                other => return Err(Error::filter(p, format!("expected true or false, got {}", kind(other)))),
-            },
-            other => {
-                return Err(Error::filter(
-                    p,
-                    format!("unknown operator {other:?}; known: $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists"),
-                ))
-            }
-        };
-        parts.push(condition(column, test, p));
-    }
-    Ok(if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        AttributeFilter::And(parts)
-    })
-}
-
-fn condition(column: &str, test: Test, path: String) -> AttributeFilter {
-    AttributeFilter::Condition(Condition {
-        column: column.to_string(),
-        test,
-        path,
-    })
-}
-
-fn literal(value: &Value, path: &str) -> Result<Literal> {
-    Ok(match value {
-        Value::String(s) => Literal::Str(s.clone()),
-        Value::Bool(b) => Literal::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Literal::Int(i),
-            None => Literal::Float(
-                n.as_f64()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| Error::filter(path, format!("{n} is out of range")))?,
-            ),
-        },
-        other => {
-            return Err(Error::filter(
-                path,
-                format!("expected a string, number or bool, got {}", kind(other)),
-            ))
-        }
-    })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
+/// Within the default [`FilterLimits`], with paths under `filter`; a refusal
+/// becomes the deserializer's error, with the same message.
 impl<'de> serde::Deserialize<'de> for AttributeFilter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
-        AttributeFilter::from_json(&value).map_err(serde::de::Error::custom)
+        serde::de::DeserializeSeed::deserialize(&mut FilterParser::new("filter", &FilterLimits::default()), d)
     }
 }
 
