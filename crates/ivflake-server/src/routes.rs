@@ -835,7 +835,7 @@ mod tests {
             assert!(e.is_transient(), "{e}");
             let api = ApiError::from(e);
             assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{}", api.message);
-            assert_eq!((api.code, api.retry_after), ("store_unavailable", Some(1)));
+            assert_eq!((api.code.as_str(), api.retry_after), ("store_unavailable", Some(1)));
         }
     }
 
