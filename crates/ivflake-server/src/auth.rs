@@ -4,13 +4,20 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::api_error::ApiError;
 use crate::config::Secret;
-use crate::error::ApiError;
+
+/// Why a request's token was refused (the message the client gets).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("{reason}")]
+pub struct TokenRefused {
+    pub reason: &'static str,
+}
 
 /// The expected token; `None` turns auth off.
 #[derive(Debug, Clone)]
@@ -30,23 +37,29 @@ impl Auth {
     }
 
     /// Whether an `Authorization` header value carries the right token.
-    fn check(&self, authorization: Option<&HeaderValue>) -> Result<(), &'static str> {
+    fn check(&self, authorization: Option<&HeaderValue>) -> Result<(), TokenRefused> {
         let Some(expected) = &self.token else {
             return Ok(());
         };
         let Some(value) = authorization else {
-            return Err("missing bearer token: send `Authorization: Bearer <token>`");
+            return Err(TokenRefused {
+                reason: "missing bearer token: send `Authorization: Bearer <token>`",
+            });
         };
         let bytes = value.as_bytes();
         let scheme = b"bearer ";
         if bytes.len() < scheme.len() || !bytes[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return Err("the Authorization header is not a bearer token");
+            return Err(TokenRefused {
+                reason: "the Authorization header is not a bearer token",
+            });
         }
         let given = bytes[scheme.len()..].trim_ascii();
         if bool::from(constant_time_eq(given, expected.expose().as_bytes())) {
             Ok(())
         } else {
-            Err("invalid bearer token")
+            Err(TokenRefused {
+                reason: "invalid bearer token",
+            })
         }
     }
 }
@@ -67,8 +80,8 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> Choice {
 pub async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -> Response {
     match auth.check(request.headers().get(header::AUTHORIZATION)) {
         Ok(()) => next.run(request).await,
-        Err(message) => {
-            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        Err(refused) => {
+            let mut response = ApiError::from(refused).into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::error::ServerError;
 use crate::names::validate_name;
 
 /// The whole server configuration (`ivflake.toml`).
@@ -377,15 +377,24 @@ impl std::fmt::Debug for Secret {
 
 impl ServerConfig {
     /// Parses a TOML config. Unknown keys are errors, so typos do not pass silently.
-    pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).context("invalid server config")
+    pub fn from_toml(text: &str) -> Result<Self, ServerError> {
+        Self::parse(text, None)
     }
 
     /// Reads and parses a TOML config file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    fn parse(text: &str, path: Option<&Path>) -> Result<Self, ServerError> {
+        toml::from_str(text).map_err(|e| ServerError::ConfigSyntax {
+            path: path.map(Path::to_path_buf),
+            reason: e.to_string(),
+        })
     }
 
     /// Fills the settings that come from the environment (the bearer token).
@@ -402,7 +411,13 @@ impl ServerConfig {
     }
 
     /// Checks the settings make sense together; every error names the key.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let invalid = |key: &str, reason: String| {
+            Err(ServerError::InvalidSetting {
+                key: key.to_string(),
+                reason,
+            })
+        };
         let l = &self.limits;
         for (key, value) in [
             ("limits.max_body_bytes", l.max_body_bytes),
@@ -419,7 +434,7 @@ impl ServerConfig {
             ("http.max_connections", self.http.max_connections),
         ] {
             if value == 0 {
-                bail!("{key} must be at least 1");
+                return invalid(key, "must be at least 1".into());
             }
         }
         for (key, value) in [
@@ -428,21 +443,22 @@ impl ServerConfig {
             ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
         ] {
             if value == 0 {
-                bail!("{key} must be at least 1");
+                return invalid(key, "must be at least 1".into());
             }
         }
         if l.max_k > ivflake::MAX_K {
-            bail!(
-                "limits.max_k = {} is above the library's limit of {}",
-                l.max_k,
-                ivflake::MAX_K
+            return invalid(
+                "limits.max_k",
+                format!("{} is above the library's limit of {}", l.max_k, ivflake::MAX_K),
             );
         }
         if l.max_batch > l.max_queries_in_flight {
-            bail!(
-                "limits.max_batch = {} is larger than limits.max_queries_in_flight = {}: such a batch could never be admitted",
-                l.max_batch,
-                l.max_queries_in_flight
+            return invalid(
+                "limits.max_batch",
+                format!(
+                    "{} is larger than limits.max_queries_in_flight = {}: such a batch could never be admitted",
+                    l.max_batch, l.max_queries_in_flight
+                ),
             );
         }
         for (key, value) in [
@@ -450,47 +466,67 @@ impl ServerConfig {
             ("limits.max_requests_in_flight", l.max_requests_in_flight),
         ] {
             if value > u32::MAX as usize {
-                bail!("{key} = {value} is too large (at most {})", u32::MAX);
+                return invalid(key, format!("{value} is too large (at most {})", u32::MAX));
             }
         }
         if self.http.max_connections > MAX_CONNECTIONS_LIMIT {
-            bail!(
-                "http.max_connections = {} is too large (at most {MAX_CONNECTIONS_LIMIT})",
-                self.http.max_connections
+            return invalid(
+                "http.max_connections",
+                format!(
+                    "{} is too large (at most {MAX_CONNECTIONS_LIMIT})",
+                    self.http.max_connections
+                ),
             );
         }
         if self.defaults.timeout_ms == 0 || self.defaults.timeout_ms > l.max_timeout_ms {
-            bail!(
-                "defaults.timeout_ms = {} must be between 1 and limits.max_timeout_ms = {}",
-                self.defaults.timeout_ms,
-                l.max_timeout_ms
+            return invalid(
+                "defaults.timeout_ms",
+                format!(
+                    "{} is not between 1 and limits.max_timeout_ms = {}",
+                    self.defaults.timeout_ms, l.max_timeout_ms
+                ),
             );
         }
         if self.defaults.k > l.max_k {
-            bail!("defaults.k = {} is above limits.max_k = {}", self.defaults.k, l.max_k);
+            return invalid(
+                "defaults.k",
+                format!("{} is above limits.max_k = {}", self.defaults.k, l.max_k),
+            );
         }
         if self.defaults.nprobe > l.max_nprobe {
-            bail!(
-                "defaults.nprobe = {} is above limits.max_nprobe = {}",
-                self.defaults.nprobe,
-                l.max_nprobe
+            return invalid(
+                "defaults.nprobe",
+                format!("{} is above limits.max_nprobe = {}", self.defaults.nprobe, l.max_nprobe),
             );
         }
         if self.request_timeout_ms == 0 || self.request_timeout_ms < l.max_timeout_ms {
-            bail!(
-                "request_timeout_ms = {} must be at least limits.max_timeout_ms = {}: it is the safety net behind every search's deadline",
-                self.request_timeout_ms,
-                l.max_timeout_ms
+            return invalid(
+                "request_timeout_ms",
+                format!(
+                    "must be at least 1 and at least limits.max_timeout_ms = {}, got {}: it is the safety net behind every search's deadline",
+                    l.max_timeout_ms, self.request_timeout_ms
+                ),
             );
         }
         for (name, index) in &self.indexes {
-            validate_name(name, l.max_name_len).map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
+            validate_name(name, l.max_name_len).map_err(|reason| ServerError::InvalidIndexName {
+                name: name.clone(),
+                reason,
+            })?;
             if index.uri.is_empty() {
-                bail!("indexes.{name}.uri is empty");
+                return Err(ServerError::InvalidIndexSetting {
+                    index: name.clone(),
+                    key: "uri",
+                    reason: "is empty".into(),
+                });
             }
             index
                 .check(&self.defaults, l)
-                .map_err(|(key, message)| anyhow::anyhow!("indexes.{name}.{key}: {message}"))?;
+                .map_err(|(key, reason)| ServerError::InvalidIndexSetting {
+                    index: name.clone(),
+                    key,
+                    reason,
+                })?;
         }
         Ok(())
     }

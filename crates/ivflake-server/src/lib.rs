@@ -2,16 +2,19 @@
 //!
 //! [`Server::bind`] opens every configured index (headers only), then
 //! [`Server::run`] serves the API until its shutdown future resolves, and
-//! drains searches in flight before returning. [`serve`] does both.
+//! drains searches in flight before returning. [`serve`] does both. They,
+//! [`Server::add_index`] and config loading fail with a [`ServerError`].
 //!
 //! - `accept`: the accept loop: connection cap, HTTP/1 time-outs, graceful drain.
 //! - `config`: the TOML settings, each with a default.
 //! - `registry`: names → the version of each index served; atomic reloads.
-//! - `routes`: handlers (search, indexes, warm, reload, metrics, health).
+//! - `routes`: handlers (search, indexes, warm, reload, metrics, health), and
+//!   the one place that decides each error's status and code.
 //! - `parse`: search bodies (JSON or raw float32) → a batch, limits checked as it reads.
-//! - `admission`: bounded requests and query vectors in flight, 503 past them.
+//! - `admission`: bounded requests and query vectors in flight, refused past them.
 //! - `auth`: optional bearer token, compared in constant time.
-//! - `error`: the JSON error body and the library error → status mapping.
+//! - `error`: [`ServerError`], what the public functions return.
+//! - `api_error`: [`ApiError`], [`ErrorCode`] and the JSON error body.
 //! - `openapi`: the document at `/openapi.json`.
 //!
 //! All indexes share one fetch scheduler (I/O limits, caches) and one compute
@@ -20,6 +23,7 @@
 mod accept;
 mod admission;
 pub mod api;
+mod api_error;
 mod auth;
 pub mod config;
 mod error;
@@ -36,16 +40,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use ivflake::{ComputePool, FetchScheduler, IndexLocation, OpenOptions};
 
-pub use admission::Admission;
+pub use admission::{Admission, Overloaded};
+pub use api_error::{ApiError, ErrorBody, ErrorCode};
 pub use config::{IndexConfig, PreloadSetting, Secret, ServerConfig};
-pub use error::{ApiError, ErrorBody};
+pub use error::ServerError;
 pub use names::validate_name;
 pub use openapi::ApiDoc;
 pub use parse::ROWS_HEADER;
-pub use registry::{IndexEntry, Loaded, Registry};
+pub use registry::{IndexEntry, Loaded, Registry, RegistryError};
 pub use routes::VERSION_HEADER;
 
 /// A bound server, ready to run.
@@ -65,10 +69,10 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Validates `config`, opens its indexes and binds the listen address.
     /// Environment settings are the caller's to apply ([`ServerConfig::resolve_env`]).
-    pub async fn bind(config: ServerConfig) -> Result<Self> {
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
         let metrics = telemetry::prometheus();
-        let compute = ComputePool::new(config.compute_threads).context("cannot start the compute pool")?;
+        let compute = ComputePool::new(config.compute_threads).map_err(|source| ServerError::ComputePool { source })?;
         let open = OpenOptions {
             scheduler: FetchScheduler::new(config.fetch_config()),
             compute,
@@ -76,24 +80,25 @@ impl Server {
             ..OpenOptions::default()
         };
         let registry = Registry::new(open);
-        let opened = futures::future::join_all(config.indexes.iter().map(|(name, index)| {
-            let registry = &registry;
-            async move {
-                registry
-                    .open(name, index.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot open index {name:?} at {}: {}", index.uri, e.message))
-            }
-        }))
+        // Opened side by side: each open waits on the store, not the CPU.
+        let opened = futures::future::join_all(
+            config
+                .indexes
+                .iter()
+                .map(|(name, index)| registry.open(name, index.clone())),
+        )
         .await;
         for entry in opened {
-            registry.insert(entry?).map_err(|e| anyhow::anyhow!(e.message))?;
+            registry.insert(entry?)?;
         }
 
         accept::raise_open_file_limit(config.http.max_connections);
-        let listener = accept::listen(config.listen, config.http.max_connections)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let local_addr = listener.local_addr().context("cannot read the bound address")?;
+        let bind_failed = |source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = accept::listen(config.listen, config.http.max_connections).map_err(bind_failed)?;
+        let local_addr = listener.local_addr().map_err(bind_failed)?;
         let auth = auth::Auth::new(config.auth.token.clone());
         if auth.enabled() {
             tracing::info!("bearer-token auth is on");
@@ -122,22 +127,21 @@ impl Server {
 
     /// Serves an index from a store the caller built (a wrapped or in-memory
     /// store), beside those of the config. `config.uri` is only reported.
-    pub async fn add_index(&self, name: &str, location: IndexLocation, config: IndexConfig) -> Result<()> {
+    pub async fn add_index(&self, name: &str, location: IndexLocation, config: IndexConfig) -> Result<(), ServerError> {
         let limits = &self.state.config.limits;
-        validate_name(name, limits.max_name_len).map_err(|e| anyhow::anyhow!("index name {name:?}: {e}"))?;
+        validate_name(name, limits.max_name_len).map_err(|reason| ServerError::InvalidIndexName {
+            name: name.to_string(),
+            reason,
+        })?;
         config
             .check(&self.state.config.defaults, limits)
-            .map_err(|(key, message)| anyhow::anyhow!("index {name:?}: {key}: {message}"))?;
-        let entry = self
-            .state
-            .registry
-            .open_at(name, location, config)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open index {name:?}: {}", e.message))?;
-        self.state
-            .registry
-            .insert(entry)
-            .map_err(|e| anyhow::anyhow!(e.message))
+            .map_err(|(key, reason)| ServerError::InvalidIndexSetting {
+                index: name.to_string(),
+                key,
+                reason,
+            })?;
+        self.state.registry.add_at(name, location, config).await?;
+        Ok(())
     }
 
     /// Names of the indexes served.
@@ -149,7 +153,7 @@ impl Server {
     /// the server keeps accepting for `shutdown_ready_delay_ms` (so a load
     /// balancer sees it go unready first), stops accepting, and lets
     /// requests in flight finish, for at most `shutdown_grace_ms`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let Self {
             listener,
             local_addr,
@@ -263,6 +267,9 @@ async fn persist_probe_counts(registry: &Registry) {
 }
 
 /// Binds and runs a server until `shutdown` resolves (what `ivflake serve` calls).
-pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     Server::bind(config).await?.run(shutdown).await
 }

@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::*;
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::api_error::{ErrorBody, ErrorCode, ErrorDetail};
 use crate::routes;
 
 #[derive(OpenApi)]
@@ -55,7 +55,8 @@ use crate::routes;
         crate::config::PreloadSetting,
         Health,
         ErrorBody,
-        ErrorDetail
+        ErrorDetail,
+        ErrorCode
     )),
     modifiers(&BearerAuth, &CommonResponses),
     tags(
@@ -121,6 +122,29 @@ impl Modify for CommonResponses {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client generated from the document knows every code the API sends,
+    /// and `ErrorCode::ALL` misses none (the schema comes from the variants).
+    #[test]
+    fn the_error_body_lists_every_code() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["ErrorDetail"]["properties"]["code"]["$ref"], "#/components/schemas/ErrorCode",
+            "{}",
+            schemas["ErrorDetail"]
+        );
+        let mut documented: Vec<&str> = schemas["ErrorCode"]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("ErrorCode is no enum: {}", schemas["ErrorCode"]))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        documented.sort_unstable();
+        codes.sort_unstable();
+        assert_eq!(documented, codes);
+    }
 
     /// The mirror schemas list the library types' fields, no more, no fewer.
     #[test]

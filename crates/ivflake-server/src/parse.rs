@@ -8,14 +8,35 @@ use std::fmt;
 
 use axum::body::Bytes;
 use axum::extract::Query;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Uri};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use ivflake::IdFilterSpec;
 
 use crate::api::BinarySearchParams;
-use crate::error::ApiError;
+
+/// A request the server refuses before any search runs.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A value is wrong; `field` is the request field (or JSON path) at fault.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("send application/json or application/octet-stream (raw little-endian float32)")]
+    UnsupportedMediaType,
+    /// The blocking task parsing a large body died (a fault, not the client's).
+    #[error("parsing the request failed: {reason}")]
+    ParserFailed { reason: String },
+}
+
+impl RequestError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
 
 /// The header giving the row count of a binary search body.
 pub const ROWS_HEADER: &str = "x-ivflake-rows";
@@ -54,7 +75,7 @@ pub enum BodyKind {
 }
 
 /// JSON unless the body says it is raw floats; a missing Content-Type is read as JSON.
-pub fn content_type(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+pub fn content_type(headers: &HeaderMap) -> Result<BodyKind, RequestError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyKind::Json);
     };
@@ -69,20 +90,15 @@ pub fn content_type(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     match essence.as_str() {
         "application/json" => Ok(BodyKind::Json),
         "application/octet-stream" => Ok(BodyKind::Binary),
-        _ => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send application/json or application/octet-stream (raw little-endian float32)",
-        )
-        .with_field("content-type")),
+        _ => Err(RequestError::UnsupportedMediaType),
     }
 }
 
-pub async fn parse_json(body: Bytes, shape: Shape) -> Result<Batch, ApiError> {
+pub async fn parse_json(body: Bytes, shape: Shape) -> Result<Batch, RequestError> {
     let batch = if body.len() > INLINE_PARSE_BYTES {
         tokio::task::spawn_blocking(move || decode(&body, RequestSeed(shape)))
             .await
-            .map_err(|e| ApiError::internal(format!("parsing the request failed: {e}")))??
+            .map_err(|e| RequestError::ParserFailed { reason: e.to_string() })??
     } else {
         decode(&body, RequestSeed(shape))?
     };
@@ -93,7 +109,7 @@ pub async fn parse_json(body: Bytes, shape: Shape) -> Result<Batch, ApiError> {
 
 /// Parses JSON with `seed` (or `PhantomData::<T>` for a plain
 /// `Deserialize` type), naming the request field at fault when a value is wrong.
-pub fn decode<'de, S: DeserializeSeed<'de>>(body: &'de [u8], seed: S) -> Result<S::Value, ApiError> {
+pub fn decode<'de, S: DeserializeSeed<'de>>(body: &'de [u8], seed: S) -> Result<S::Value, RequestError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut track = serde_path_to_error::Track::new();
     let parsed = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
@@ -102,16 +118,16 @@ pub fn decode<'de, S: DeserializeSeed<'de>>(body: &'de [u8], seed: S) -> Result<
         Err(inner) => {
             let path = track.path().to_string();
             return Err(if inner.is_data() && path != "." {
-                ApiError::invalid(top_field(&path), format!("at {path}: {inner}"))
+                RequestError::invalid(top_field(&path), format!("at {path}: {inner}"))
             } else if inner.is_data() {
-                ApiError::invalid("body", inner.to_string())
+                RequestError::invalid("body", inner.to_string())
             } else {
-                ApiError::invalid("body", format!("malformed JSON: {inner}"))
+                RequestError::invalid("body", format!("malformed JSON: {inner}"))
             });
         }
     };
     de.end()
-        .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
+        .map_err(|e| RequestError::invalid("body", format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 
@@ -123,15 +139,15 @@ fn top_field(path: &str) -> &str {
         .unwrap_or("body")
 }
 
-fn check_rows(rows: usize, max_rows: usize) -> Result<(), ApiError> {
+fn check_rows(rows: usize, max_rows: usize) -> Result<(), RequestError> {
     if rows == 0 {
-        return Err(ApiError::invalid(
+        return Err(RequestError::invalid(
             "vectors",
             "the batch is empty; send at least one vector",
         ));
     }
     if rows > max_rows {
-        return Err(ApiError::invalid("vectors", too_many_rows(max_rows)));
+        return Err(RequestError::invalid("vectors", too_many_rows(max_rows)));
     }
     Ok(())
 }
@@ -142,10 +158,10 @@ fn too_many_rows(max_rows: usize) -> String {
 
 /// serde_json reads a too-large number such as 1e39 into f32 as infinity;
 /// every non-finite value is refused here, before the library sees it.
-fn check_finite(vectors: &[f32], d: usize) -> Result<(), ApiError> {
+fn check_finite(vectors: &[f32], d: usize) -> Result<(), RequestError> {
     if let Some(pos) = vectors.iter().position(|v| !v.is_finite()) {
         let (i, j) = (pos / d.max(1), pos % d.max(1));
-        return Err(ApiError::invalid(
+        return Err(RequestError::invalid(
             "vectors",
             format!(
                 "vectors[{i}][{j}] is {}, not a finite float32 (values beyond ±3.4e38 overflow float32)",
@@ -443,29 +459,29 @@ fn too_many_ids(max: usize) -> String {
 
 /// A binary body: `rows × d` little-endian float32, with the shape and the
 /// search options in the query string (and `rows` perhaps in a header).
-pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -> Result<Batch, ApiError> {
+pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -> Result<Batch, RequestError> {
     let d = shape.d;
     let Query(params) =
-        Query::<BinarySearchParams>::try_from_uri(uri).map_err(|e| ApiError::invalid("query", e.body_text()))?;
+        Query::<BinarySearchParams>::try_from_uri(uri).map_err(|e| RequestError::invalid("query", e.body_text()))?;
     let header_rows = match headers.get(ROWS_HEADER) {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| ApiError::invalid("rows", format!("the {ROWS_HEADER} header is not a number")))?,
+                .ok_or_else(|| RequestError::invalid("rows", format!("the {ROWS_HEADER} header is not a number")))?,
         ),
     };
     let rows = match (params.rows, header_rows) {
         (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::invalid(
+            return Err(RequestError::invalid(
                 "rows",
                 format!("the query says rows={a} but the {ROWS_HEADER} header says {b}"),
             ))
         }
         (Some(r), _) | (None, Some(r)) => r,
         (None, None) => {
-            return Err(ApiError::invalid(
+            return Err(RequestError::invalid(
                 "rows",
                 format!("a binary body needs its shape: give ?rows=N or the {ROWS_HEADER} header"),
             ))
@@ -473,7 +489,7 @@ pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -
     };
     if let Some(given) = params.d {
         if given != d {
-            return Err(ApiError::invalid(
+            return Err(RequestError::invalid(
                 "d",
                 format!("the body has d = {given}; the index has d = {d}"),
             ));
@@ -482,7 +498,7 @@ pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -
     check_rows(rows, shape.max_rows)?;
     let expected = rows.checked_mul(d).and_then(|n| n.checked_mul(4));
     if expected != Some(body.len()) {
-        return Err(ApiError::invalid(
+        return Err(RequestError::invalid(
             "body",
             format!(
                 "{} bytes is not rows × d × 4 = {rows} × {d} × 4 bytes of float32",
@@ -511,7 +527,7 @@ pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -
 }
 
 /// The filter of a binary search: `?allow=1,2,3`, `?deny=...` or `?range=start,end`.
-fn query_filter(params: &BinarySearchParams, max_ids: usize) -> Result<Option<IdFilterSpec>, ApiError> {
+fn query_filter(params: &BinarySearchParams, max_ids: usize) -> Result<Option<IdFilterSpec>, RequestError> {
     let spec = match (&params.allow, &params.deny, &params.range) {
         (None, None, None) => return Ok(None),
         (Some(list), None, None) => IdFilterSpec::Allow(parse_ids(list, max_ids)?),
@@ -521,26 +537,31 @@ fn query_filter(params: &BinarySearchParams, max_ids: usize) -> Result<Option<Id
                 .split_once(',')
                 .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
             let Some((start, end)) = bounds else {
-                return Err(ApiError::invalid("filter", "range is not start,end (two integers)"));
+                return Err(RequestError::invalid("filter", "range is not start,end (two integers)"));
             };
             IdFilterSpec::Range { start, end }
         }
-        _ => return Err(ApiError::invalid("filter", "give at most one of allow, deny and range")),
+        _ => {
+            return Err(RequestError::invalid(
+                "filter",
+                "give at most one of allow, deny and range",
+            ))
+        }
     };
     Ok(Some(spec))
 }
 
 /// A comma-separated id list, refused at the first id past `max_ids`.
-fn parse_ids(list: &str, max_ids: usize) -> Result<Vec<i64>, ApiError> {
+fn parse_ids(list: &str, max_ids: usize) -> Result<Vec<i64>, RequestError> {
     let mut ids = Vec::new();
     for part in list.split(',') {
         if ids.len() == max_ids {
-            return Err(ApiError::invalid("filter", too_many_ids(max_ids)));
+            return Err(RequestError::invalid("filter", too_many_ids(max_ids)));
         }
         let id = part
             .trim()
             .parse()
-            .map_err(|_| ApiError::invalid("filter", format!("{part:?} is not an integer id")))?;
+            .map_err(|_| RequestError::invalid("filter", format!("{part:?} is not an integer id")))?;
         ids.push(id);
     }
     Ok(ids)
@@ -549,6 +570,8 @@ fn parse_ids(list: &str, max_ids: usize) -> Result<Vec<i64>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_error::ApiError;
+    use axum::http::StatusCode;
 
     const SHAPE: Shape = Shape {
         d: 2,
@@ -556,6 +579,7 @@ mod tests {
         max_filter_ids: 4,
     };
 
+    /// Refusals as the client sees them.
     fn json(body: &str) -> Result<Batch, ApiError> {
         let batch = decode(body.as_bytes(), RequestSeed(SHAPE))?;
         check_rows(batch.rows, SHAPE.max_rows)?;

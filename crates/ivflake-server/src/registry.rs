@@ -3,6 +3,7 @@
 //! A reload opens the object's current version and swaps it in atomically.
 //! Searches hold an `Arc` of the version they started on, so they finish on
 //! it, and its memory (header, quantizer) is freed when the last one drops it.
+//! Failures are [`RegistryError`]s; what they mean over HTTP is `routes`'s call.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,27 @@ use arc_swap::ArcSwap;
 use ivflake::{IndexLocation, IvfIndex, OpenOptions};
 
 use crate::config::IndexConfig;
-use crate::error::ApiError;
+
+/// What the registry refuses or fails to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Another index is served under this name; remove it first.
+    #[error("an index named {name:?} is already served")]
+    NameTaken { name: String },
+    #[error("no index named {name:?}")]
+    NotFound { name: String },
+    /// The URI or the object behind it could not be opened as an index.
+    #[error("cannot open index {name:?} at {uri}")]
+    OpenFailed {
+        name: String,
+        uri: String,
+        source: ivflake::Error,
+    },
+    /// Reopening a served index failed; its previous version is still served.
+    #[error("cannot reload index {name:?}")]
+    ReloadFailed { name: String, source: ivflake::Error },
+}
 
 /// One opened version of an index.
 #[derive(Debug)]
@@ -48,7 +69,7 @@ pub struct IndexEntry {
     /// One reload at a time per index, holding the outcome of the last one:
     /// callers that arrive while a reload runs wait, and all of them reuse
     /// the outcome of the one reload that starts next.
-    reloading: tokio::sync::Mutex<Option<Result<ReloadOutcome, ApiError>>>,
+    reloading: tokio::sync::Mutex<Option<Result<ReloadOutcome, RegistryError>>>,
     /// Bumped when a reload starts and when it ends (under `reloading`), so
     /// it is odd while one runs.
     reload_epoch: AtomicU64,
@@ -70,7 +91,7 @@ impl IndexEntry {
 
     /// Opens the object's current version and switches to it when it differs.
     /// Concurrent callers share one reload that started after they called.
-    pub async fn reload(&self) -> Result<ReloadOutcome, ApiError> {
+    pub async fn reload(&self) -> Result<ReloadOutcome, RegistryError> {
         let arrived = self.reload_epoch.load(Ordering::Acquire);
         // The epoch at which the first reload started after our arrival ends:
         // two bumps on from an idle epoch, three from a running one.
@@ -88,7 +109,7 @@ impl IndexEntry {
 
     /// Reloads because a search on generation `stale` found the object changed.
     /// When another request already reloaded past it, that version is reused.
-    pub async fn reload_after(&self, stale: u64) -> Result<Arc<Loaded>, ApiError> {
+    pub async fn reload_after(&self, stale: u64) -> Result<Arc<Loaded>, RegistryError> {
         let mut last = self.reloading.lock().await;
         let current = self.current();
         if current.generation != stale {
@@ -100,18 +121,25 @@ impl IndexEntry {
     }
 
     /// Runs one reload; the caller holds `reloading`.
-    async fn reload_locked(&self) -> Result<ReloadOutcome, ApiError> {
+    async fn reload_locked(&self) -> Result<ReloadOutcome, RegistryError> {
         self.reload_epoch.fetch_add(1, Ordering::AcqRel);
         let outcome = self.open_current().await;
         self.reload_epoch.fetch_add(1, Ordering::AcqRel);
         outcome
     }
 
-    async fn open_current(&self) -> Result<ReloadOutcome, ApiError> {
+    async fn open_current(&self) -> Result<ReloadOutcome, RegistryError> {
         let previous = self.current();
         // `IvfIndex::reload` saves the probe counts first, so the new version
         // resumes them from the state directory.
-        let index = previous.index.reload().await.map_err(ApiError::from)?;
+        let index = previous
+            .index
+            .reload()
+            .await
+            .map_err(|source| RegistryError::ReloadFailed {
+                name: self.name.clone(),
+                source,
+            })?;
         let same_object = index.e_tag().is_some()
             && index.e_tag() == previous.index.e_tag()
             && index.file_len() == previous.index.file_len();
@@ -156,27 +184,66 @@ impl Registry {
         }
     }
 
+    /// Opens `config.uri` (the header only) and serves it as `name`. A taken
+    /// name is refused before the object is read.
+    pub async fn add(&self, name: &str, config: IndexConfig) -> Result<Arc<IndexEntry>, RegistryError> {
+        self.ensure_free(name)?;
+        let location = self.locate(name, &config)?;
+        let entry = self.open_at(name, location, config).await?;
+        self.insert(entry.clone())?;
+        Ok(entry)
+    }
+
+    /// [`Registry::add`] for an index in a store the caller built.
+    pub async fn add_at(
+        &self,
+        name: &str,
+        location: IndexLocation,
+        config: IndexConfig,
+    ) -> Result<Arc<IndexEntry>, RegistryError> {
+        self.ensure_free(name)?;
+        let entry = self.open_at(name, location, config).await?;
+        self.insert(entry.clone())?;
+        Ok(entry)
+    }
+
     /// Opens `config.uri` (the header only) without registering it.
-    pub async fn open(&self, name: &str, config: IndexConfig) -> Result<Arc<IndexEntry>, ApiError> {
-        let location = IndexLocation::parse(&config.uri, self.open.scheduler.config()).map_err(ApiError::opening)?;
+    pub async fn open(&self, name: &str, config: IndexConfig) -> Result<Arc<IndexEntry>, RegistryError> {
+        let location = self.locate(name, &config)?;
         self.open_at(name, location, config).await
     }
 
-    /// Opens an index in a store the caller built (wrapped stores, embedders).
-    /// A missing object is a 404 and a corrupt one a 422: whoever asked for
-    /// this index named the wrong object.
+    fn locate(&self, name: &str, config: &IndexConfig) -> Result<IndexLocation, RegistryError> {
+        IndexLocation::parse(&config.uri, self.open.scheduler.config()).map_err(|source| RegistryError::OpenFailed {
+            name: name.to_string(),
+            uri: config.uri.clone(),
+            source,
+        })
+    }
+
+    /// Opens an index in a store the caller built (wrapped stores, embedders),
+    /// without registering it.
     pub async fn open_at(
         &self,
         name: &str,
         location: IndexLocation,
         config: IndexConfig,
-    ) -> Result<Arc<IndexEntry>, ApiError> {
+    ) -> Result<Arc<IndexEntry>, RegistryError> {
         let mut options = self.open.clone();
         if let Some(max_bytes) = config.residual_table_max_bytes {
             options.residual_table = ivflake::ResidualTable::Auto { max_bytes };
         }
         options.preload = config.preload_options();
-        let index = IvfIndex::open_at(location, options).await.map_err(ApiError::opening)?;
+        let index = match IvfIndex::open_at(location, options).await {
+            Ok(index) => index,
+            Err(source) => {
+                return Err(RegistryError::OpenFailed {
+                    name: name.to_string(),
+                    uri: config.uri,
+                    source,
+                })
+            }
+        };
         tracing::info!(
             index = name,
             uri = %config.uri,
@@ -194,23 +261,23 @@ impl Registry {
         }))
     }
 
-    /// Registers an opened index; refuses a name already taken.
     /// The fetch scheduler (I/O limits and caches) every index here shares.
     pub fn scheduler(&self) -> &Arc<ivflake::FetchScheduler> {
         &self.open.scheduler
     }
 
-    pub fn insert(&self, entry: Arc<IndexEntry>) -> Result<(), ApiError> {
+    /// Registers an opened index; refuses a name already taken.
+    pub fn insert(&self, entry: Arc<IndexEntry>) -> Result<(), RegistryError> {
         let mut map = self.write();
-        if map.contains_key(&entry.name) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "already_exists",
-                format!("an index named {:?} is already served", entry.name),
-            ));
-        }
+        refuse_taken(&map, &entry.name)?;
         map.insert(entry.name.clone(), entry);
         Ok(())
+    }
+
+    /// Refuses a taken name early, so no object is read for nothing;
+    /// [`Registry::insert`] checks again under the lock, where it counts.
+    fn ensure_free(&self, name: &str) -> Result<(), RegistryError> {
+        refuse_taken(&self.read(), name)
     }
 
     /// Unregisters `name`. Searches already running on it finish.
@@ -218,8 +285,11 @@ impl Registry {
         self.write().remove(name)
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<IndexEntry>> {
-        self.read().get(name).cloned()
+    pub fn get(&self, name: &str) -> Result<Arc<IndexEntry>, RegistryError> {
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound { name: name.to_string() })
     }
 
     pub fn all(&self) -> Vec<Arc<IndexEntry>> {
@@ -240,4 +310,12 @@ impl Registry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<IndexEntry>>> {
         self.indexes.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The one name-taken check, for whichever lock the caller holds.
+fn refuse_taken(map: &BTreeMap<String, Arc<IndexEntry>>, name: &str) -> Result<(), RegistryError> {
+    if map.contains_key(name) {
+        return Err(RegistryError::NameTaken { name: name.to_string() });
+    }
+    Ok(())
 }

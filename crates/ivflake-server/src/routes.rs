@@ -2,6 +2,10 @@
 //! await the library: Faiss work runs on the compute pool, and JSON bodies
 //! and responses large enough to matter are parsed and rendered on tokio's
 //! blocking pool (binary bodies are a copy, cheap enough to do inline).
+//!
+//! This is the one place that turns errors into [`ApiError`]s: the domain
+//! modules (registry, admission, auth, parse) and the library return their
+//! own types, and the `From` impls at the end choose each status and code.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,14 +30,14 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Overloaded};
 use crate::api::*;
-use crate::auth::{require_token, Auth};
+use crate::api_error::{ApiError, ErrorBody, ErrorCode};
+use crate::auth::{require_token, Auth, TokenRefused};
 use crate::config::{IndexConfig, ServerConfig};
-use crate::error::{ApiError, ErrorBody};
 use crate::names::{check_uri_allowed, validate_name};
-use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKind, Shape};
-use crate::registry::{IndexEntry, Loaded, Registry};
+use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKind, RequestError, Shape};
+use crate::registry::{IndexEntry, Loaded, Registry, RegistryError};
 use crate::telemetry::track_http;
 
 /// Responses with more result slots than this are rendered on the blocking pool.
@@ -111,7 +115,7 @@ async fn admit_request(State(state): State<AppState>, request: Request<Body>, ne
     };
     match state.requests.try_admit(1) {
         Ok(_admitted) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Err(e) => e.into_response(),
+        Err(overloaded) => ApiError::from(overloaded).into_response(),
     }
 }
 
@@ -123,7 +127,7 @@ async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError>
     let too_slow = || {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ErrorCode::BodyTimeout,
             format!(
                 "the request body did not arrive in time (within {} ms, with no pause over {} ms)",
                 config.http.body_read_timeout_ms, config.http.body_stall_timeout_ms
@@ -140,7 +144,7 @@ async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError>
             if c.is::<http_body_util::LengthLimitError>() {
                 return ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
+                    ErrorCode::BodyTooLarge,
                     format!("the request body is over the limit of {limit} bytes"),
                 )
                 .with_field("body");
@@ -152,7 +156,7 @@ async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError>
         }
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_body",
+            ErrorCode::BadBody,
             format!("cannot read the request body: {e}"),
         )
         .with_field("body")
@@ -166,7 +170,7 @@ async fn time_limit(State(limit): State<Duration>, request: Request<Body>, next:
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!(
                 "the request ran longer than the server's limit of {} ms",
                 limit.as_millis()
@@ -190,18 +194,15 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 fn lookup(state: &Shared, name: Result<Path<String>, PathRejection>) -> Result<Arc<IndexEntry>, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::invalid("name", e.body_text()))?;
     validate_name(&name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
-    state
-        .registry
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no index named {name:?}")))
+    Ok(state.registry.get(&name)?)
 }
 
 fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "body_too_large"
+        ErrorCode::BodyTooLarge
     } else {
-        "bad_body"
+        ErrorCode::BadBody
     };
     ApiError::new(status, code, e.body_text()).with_field("body")
 }
@@ -278,7 +279,7 @@ pub(crate) async fn search(
                     .map_err(|_| {
                         ApiError::new(
                             StatusCode::GATEWAY_TIMEOUT,
-                            "deadline_exceeded",
+                            ErrorCode::DeadlineExceeded,
                             "the deadline passed while reloading the changed index",
                         )
                     })??;
@@ -482,19 +483,11 @@ pub(crate) async fn add_index(
     }
     validate_name(&name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
     check_uri_allowed(&config.uri, &state.config.allowed_uri_prefixes)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "uri_not_allowed", e))?;
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::UriNotAllowed, e))?;
     config
         .check(&state.config.defaults, &state.config.limits)
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    if state.registry.get(&name).is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_exists",
-            format!("an index named {:?} is already served", name),
-        ));
-    }
-    let entry = state.registry.open(&name, config).await?;
-    state.registry.insert(entry.clone())?;
+    let entry = state.registry.add(&name, config).await?;
     Ok((StatusCode::CREATED, Json(status(&state.config, &entry).await)))
 }
 
@@ -515,6 +508,7 @@ pub(crate) async fn remove_index(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RemoveResponse>, ApiError> {
     let entry = lookup(&state, name)?;
+    // A concurrent delete may have removed it since the lookup.
     let removed = state.registry.remove(&entry.name).is_some();
     tracing::info!(index = %entry.name, "removed index");
     Ok(Json(RemoveResponse {
@@ -670,4 +664,282 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 
 async fn no_route(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+// What each error means over HTTP. Every status and code a response can
+// carry is chosen here or in the handlers above, nowhere else.
+
+/// Errors of served indexes (searches, warms, reloads). The store's object
+/// gone or corrupt is the server's upstream at fault: a 502.
+impl From<ivflake::Error> for ApiError {
+    fn from(e: ivflake::Error) -> Self {
+        use ivflake::Error as E;
+        let message = e.to_string();
+        match e {
+            // The library calls the batch `queries`; the API calls it `vectors`.
+            E::InvalidArgument { field, reason } => {
+                ApiError::invalid(if field == "queries" { "vectors" } else { field }, reason)
+            }
+            E::InvalidFilter { path, reason } => ApiError::invalid(path, reason),
+            E::Attributes { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::AttributesUnavailable,
+                message,
+            ),
+            E::InvalidUri { .. } => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUri, message),
+            E::Unsupported { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnsupportedIndex, message)
+            }
+            E::DeadlineExceeded { .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::DeadlineExceeded, message)
+            }
+            E::IndexChanged { .. } => ApiError::unavailable(ErrorCode::IndexChanged, message),
+            // Transient store trouble: worth retrying soon.
+            E::Store { .. }
+            | E::ShortRead { .. }
+            | E::GetTimedOut { .. }
+            | E::TruncatedGet { .. }
+            | E::BrokenStream { .. } => ApiError::unavailable(ErrorCode::StoreUnavailable, message),
+            E::NotFound { .. } => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::IndexObjectMissing, message),
+            E::Checksum { .. } | E::Corrupt { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::IndexCorrupt, message)
+            }
+            _ => ApiError::internal(message),
+        }
+    }
+}
+
+/// The wire message of a failed open or reload is the library's alone, as
+/// it always was; the registry's own words are for logs and the CLI.
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let message = e.to_string();
+        match e {
+            RegistryError::NameTaken { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::AlreadyExists, message),
+            RegistryError::NotFound { .. } => ApiError::not_found(message),
+            RegistryError::OpenFailed { source, .. } => opening(source),
+            RegistryError::ReloadFailed { source, .. } => source.into(),
+        }
+    }
+}
+
+/// An error opening an index a client named (`POST /v1/indexes`): a
+/// missing or unreadable object is the client's URI at fault, so a 4xx,
+/// where the same error during a search of a served index is a 502.
+fn opening(e: ivflake::Error) -> ApiError {
+    use ivflake::Error as E;
+    let message = e.to_string();
+    match e {
+        E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::IndexObjectMissing, message),
+        E::Checksum { .. } | E::Corrupt { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::IndexCorrupt, message)
+        }
+        other => other.into(),
+    }
+}
+
+/// Past a limit on work in flight: come back in a second.
+impl From<Overloaded> for ApiError {
+    fn from(e: Overloaded) -> Self {
+        ApiError::unavailable(ErrorCode::Overloaded, e.to_string())
+    }
+}
+
+impl From<TokenRefused> for ApiError {
+    fn from(e: TokenRefused) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, e.reason)
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let message = e.to_string();
+        match e {
+            RequestError::Invalid { field, reason } => ApiError::invalid(field, reason),
+            RequestError::UnsupportedMediaType => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                message,
+            )
+            .with_field("content-type"),
+            RequestError::ParserFailed { .. } => ApiError::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri() -> String {
+        "s3://b/i.faiss".to_string()
+    }
+
+    fn missing() -> ivflake::Error {
+        ivflake::Error::NotFound {
+            uri: uri(),
+            source: Arc::new(object_store::Error::NotFound {
+                path: "i.faiss".into(),
+                source: "gone".into(),
+            }),
+        }
+    }
+
+    fn corrupt() -> ivflake::Error {
+        ivflake::Error::Corrupt {
+            uri: uri(),
+            reason: "bad magic".into(),
+        }
+    }
+
+    fn unsupported() -> ivflake::Error {
+        ivflake::Error::Unsupported {
+            uri: uri(),
+            reason: "IndexHNSWFlat".into(),
+        }
+    }
+
+    fn timed_out() -> ivflake::Error {
+        ivflake::Error::GetTimedOut {
+            uri: uri(),
+            range: 0..8,
+            timeout: std::time::Duration::from_secs(1),
+            attempts: 2,
+        }
+    }
+
+    /// Every transient store failure is a 503 with `Retry-After`, never a 500.
+    #[test]
+    fn transient_store_failures_are_unavailable() {
+        for e in [
+            timed_out(),
+            ivflake::Error::TruncatedGet {
+                uri: uri(),
+                range: 0..8,
+                got: 4,
+            },
+            ivflake::Error::BrokenStream {
+                uri: uri(),
+                reason: "stalled".into(),
+            },
+            ivflake::Error::ShortRead {
+                list: 3,
+                expected: 8,
+                got: 4,
+            },
+        ] {
+            assert!(e.is_transient(), "{e}");
+            let api = ApiError::from(e);
+            assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{}", api.message);
+            assert_eq!((api.code.as_str(), api.retry_after), ("store_unavailable", Some(1)));
+        }
+    }
+
+    /// Each registry error keeps the status, code and message it had when
+    /// the registry built `ApiError`s itself.
+    #[test]
+    fn registry_errors_keep_their_status_and_code() {
+        let open = |source: ivflake::Error| RegistryError::OpenFailed {
+            name: "a".into(),
+            uri: uri(),
+            source,
+        };
+        let reload = |source: ivflake::Error| RegistryError::ReloadFailed {
+            name: "a".into(),
+            source,
+        };
+        let invalid_uri = ivflake::Error::InvalidUri {
+            uri: "nope://x".into(),
+            reason: "unknown scheme".into(),
+        };
+        let cases: Vec<(RegistryError, u16, &str, String)> = vec![
+            (
+                RegistryError::NameTaken { name: "a".into() },
+                409,
+                "already_exists",
+                r#"an index named "a" is already served"#.into(),
+            ),
+            (
+                RegistryError::NotFound { name: "a".into() },
+                404,
+                "not_found",
+                r#"no index named "a""#.into(),
+            ),
+            // Opening an index a client named: its URI is at fault.
+            (open(missing()), 404, "index_object_missing", missing().to_string()),
+            (open(corrupt()), 422, "index_corrupt", corrupt().to_string()),
+            (open(unsupported()), 422, "unsupported_index", unsupported().to_string()),
+            (open(invalid_uri.clone()), 400, "invalid_uri", invalid_uri.to_string()),
+            (open(timed_out()), 503, "store_unavailable", timed_out().to_string()),
+            // Reloading a served index: the store is at fault.
+            (reload(missing()), 502, "index_object_missing", missing().to_string()),
+            (reload(corrupt()), 502, "index_corrupt", corrupt().to_string()),
+            (
+                reload(unsupported()),
+                422,
+                "unsupported_index",
+                unsupported().to_string(),
+            ),
+            (reload(timed_out()), 503, "store_unavailable", timed_out().to_string()),
+        ];
+        for (e, status, code, message) in cases {
+            let what = format!("{e:?}");
+            let api = ApiError::from(e);
+            assert_eq!(api.status.as_u16(), status, "{what}");
+            assert_eq!(api.code, code, "{what}");
+            assert_eq!(api.message, message, "{what}");
+            assert_eq!(api.retry_after.is_some(), status == 503, "{what}");
+        }
+    }
+
+    /// The refusals of the middleware and the body parser, as they were.
+    #[test]
+    fn refusals_keep_their_status_and_code() {
+        let overloaded = ApiError::from(Overloaded {
+            capacity: 4,
+            what: "requests",
+        });
+        assert_eq!(
+            (overloaded.status.as_u16(), overloaded.code, overloaded.retry_after),
+            (503, ErrorCode::Overloaded, Some(1))
+        );
+        assert_eq!(
+            overloaded.message,
+            "the server is at its limit of 4 requests in flight; retry shortly"
+        );
+
+        let refused = ApiError::from(TokenRefused {
+            reason: "invalid bearer token",
+        });
+        assert_eq!(
+            (refused.status.as_u16(), refused.code, refused.message.as_str()),
+            (401, ErrorCode::Unauthorized, "invalid bearer token")
+        );
+
+        let media = ApiError::from(RequestError::UnsupportedMediaType);
+        assert_eq!(
+            (media.status.as_u16(), media.code),
+            (415, ErrorCode::UnsupportedMediaType)
+        );
+        assert_eq!(media.field.as_deref(), Some("content-type"));
+
+        let invalid = ApiError::from(RequestError::Invalid {
+            field: "rows".into(),
+            reason: "not a number".into(),
+        });
+        assert_eq!(
+            (invalid.status.as_u16(), invalid.code),
+            (400, ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            (invalid.field.as_deref(), invalid.message.as_str()),
+            (Some("rows"), "invalid rows: not a number")
+        );
+
+        let parser = ApiError::from(RequestError::ParserFailed {
+            reason: "panicked".into(),
+        });
+        assert_eq!((parser.status.as_u16(), parser.code), (500, ErrorCode::Internal));
+        assert_eq!(parser.message, "parsing the request failed: panicked");
+    }
 }

@@ -56,7 +56,7 @@ pub fn config() -> ServerConfig {
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ivflake_server::ServerError>>>,
 }
 
 impl TestServer {
