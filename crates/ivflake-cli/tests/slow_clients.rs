@@ -3,6 +3,10 @@
 //! every slow client is disconnected after the configured time-out, the
 //! server's resident memory comes back down once they are gone, and the
 //! server never falls over.
+//!
+//! Alone in its test binary, not in `it/`: it raises this process's
+//! open-file limit and holds 3,000 sockets, and it times a fresh client's
+//! search, which other tests' child processes would slow down.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

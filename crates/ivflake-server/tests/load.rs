@@ -2,7 +2,12 @@
 //! the admission limit, reload while searches run (local directory and the
 //! S3-protocol server), and a shutdown that drains searches in flight.
 //! Every loop is bounded in count, and every wait in time.
+//!
+//! Alone in its test binary, not in `it/`: its 1,000 clients would starve
+//! other tests' deadlines and time-outs, and it reads process-wide state
+//! (the searches-in-flight gauge, the process's resident memory).
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -447,7 +452,7 @@ async fn reload_under_load_local_directory() {
 async fn reload_under_load_s3() {
     let _serial = SERIAL.lock().await;
     let (bucket, store) = s3_store();
-    let key = object_store::path::Path::from(unique_key("reload").as_str());
+    let key = object_store::path::Path::from(unique_key("server-tests", "reload").as_str());
     let (a, b) = (index_bytes(1, N), index_bytes(5, N));
     let dir = tempfile::tempdir().unwrap();
     let (path_a, path_b) = (dir.path().join("a.faiss"), dir.path().join("b.faiss"));

@@ -2,6 +2,7 @@
 //! event that moves it. One test, alone in its binary: the recorder is
 //! process-wide, so every change it sees is this test's own doing.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ivflake::{IndexLocation, IvfIndex, ManifestMode, OpenOptions};
+use ivflake::IndexLocation;
 use ivflake_server::{IndexConfig, PreloadSetting, Server, ServerConfig};
-use ivflake_testkit::{damaging_store, faulty_store, BodyFault, Fault};
+use ivflake_testkit::{damaging_store, faulty_store, write_sidecar, BodyFault, Fault};
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -144,22 +145,12 @@ async fn every_documented_metric_moves_with_its_event() {
     add(&server, "gated", gate.clone()).await;
     // An index with a checksum sidecar, whose list bodies get damaged.
     let verified_memory = memory_with(bytes.clone()).await;
-    let plain_open = IvfIndex::open_at(
-        IndexLocation::new(verified_memory.clone(), "idx.faiss", "memory://verified/idx.faiss"),
-        OpenOptions {
-            manifest: ManifestMode::Ignore,
-            ..OpenOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    plain_open
-        .build_manifest(|_| {})
-        .await
-        .unwrap()
-        .write(&plain_open.object().location)
-        .await
-        .unwrap();
+    write_sidecar(IndexLocation::new(
+        verified_memory.clone(),
+        "idx.faiss",
+        "memory://verified/idx.faiss",
+    ))
+    .await;
     let damaging = Arc::new(damaging_store(verified_memory, 1));
     add(&server, "verified", damaging.clone()).await;
     let server = TestServer::run(server).await;

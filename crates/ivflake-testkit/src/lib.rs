@@ -3,8 +3,12 @@
 //! `throttle.rs` (it forwards every trait method), with a [`GetHook`] that
 //! sees each GET first and may rewrite its answer. Counting, fault injection,
 //! gates, delays and damaged bodies are hooks. Also the generated data the
-//! tests share, and [`FaultProxy`] (`proxy.rs`), which damages a real
-//! S3-protocol server's answers on the wire.
+//! tests share, [`FaultProxy`] (`proxy.rs`), which damages a real
+//! S3-protocol server's answers on the wire, a test's [`TempDir`]
+//! (`tempdir.rs`), [`write_sidecar`] (`sidecar.rs`), a fixture's checksum
+//! sidecar written by the library, [`moto`] (`s3.rs`), the loopback
+//! S3-protocol server `make test` starts, and the faiss-cpu [`fixtures`]
+//! it generates (`fixtures.rs`).
 
 use std::fmt;
 use std::ops::{Deref, Range};
@@ -12,8 +16,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod fixtures;
 pub mod proxy;
+pub mod s3;
+pub mod sidecar;
+pub mod tempdir;
+pub use fixtures::{fixtures, npy_f32, npy_i64, read_npy};
 pub use proxy::{proxied_retry, FaultProxy, ProxyFault, ProxyPlan};
+pub use s3::{moto, unique_key, Moto};
+pub use sidecar::write_sidecar;
+pub use tempdir::TempDir;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -1,5 +1,10 @@
 //! Bad input gets a clear, typed error, never a panic or an unbounded allocation.
+//!
+//! Alone in its test binary, not in `it/`: the allocation-cap test compares
+//! the process's peak resident memory (VmHWM) before and after, so another
+//! test's allocations in the same process would move what it measures.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! throws halfway; the shim's parse arena frees it. Alone in its test binary,
 //! so no other test's allocations move the resident size it measures.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::sync::Arc;

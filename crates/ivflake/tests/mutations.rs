@@ -13,6 +13,7 @@
 //! mutation 42 of one fixture alone, in a debugger say:
 //! `IVFLAKE_MUTATION_CHILD=ivfpq_l2 IVFLAKE_MUTATION_ONLY=42 target/debug/deps/mutations-<hash>`.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,10 @@
 //! Every URI scheme the README documents parses to the right store, bucket
 //! and key, without touching the network; malformed ones are refused by name.
+//!
+//! Alone in its test binary, not in `it/`: it sets an environment variable
+//! (Azure's account name), and `setenv` races with C code reading the
+//! environment on other tests' threads (Faiss's OpenMP, glibc); Rust's own
+//! reads are locked, theirs are not.
 
 use ivflake::{Error, FetchConfig, IndexLocation};
 

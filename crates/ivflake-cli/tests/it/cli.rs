@@ -1,0 +1,450 @@
+//! The `ivflake` command run as a process, every subcommand, its output
+//! checked: `demo` (with `make demo`'s later steps: a query file, then
+//! `serve` and one search, stopped by SIGTERM instead of serving for ever),
+//! `build`, `inspect`, `search`, `manifest`, `bench`, and `serve` with the
+//! token from the environment, JSON logs, and SIGTERM readiness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ivflake_testkit::TempDir;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ivflake");
+/// Liveness guard for a process or a wait: fails loudly, never measures.
+const LIVENESS: Duration = Duration::from_secs(120);
+
+fn ivflake() -> Command {
+    let mut c = Command::new(BIN);
+    // Faiss's OpenMP threads spin otherwise; the tests share two cores.
+    c.env("OMP_WAIT_POLICY", "PASSIVE").env("OPENBLAS_NUM_THREADS", "1");
+    c.env_remove("IVFLAKE_API_TOKEN")
+        .env_remove("IVFLAKE_LOG_FORMAT")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Runs `ivflake args...` to completion; panics with its output unless it succeeds.
+fn run(args: &[&str]) -> Output {
+    let out = ivflake().args(args).output().expect("run ivflake");
+    assert!(
+        out.status.success(),
+        "ivflake {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+/// Reads a little-endian f4 `.npy` (as the CLI writes them): (values, rows, d).
+fn read_npy(path: &Path) -> (Vec<f32>, usize, usize) {
+    let raw = std::fs::read(path).expect("npy");
+    assert_eq!(&raw[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([raw[8], raw[9]]) as usize;
+    let header = std::str::from_utf8(&raw[10..10 + header_len]).unwrap();
+    assert!(header.contains("'<f4'"), "{header}");
+    let shape = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let values = raw[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (values, dims[0], dims[1])
+}
+
+/// `ivflake demo` into `dir`, small: the index, vectors and queries it writes.
+fn demo(dir: &Path) -> String {
+    let out = run(&[
+        "demo",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--n",
+        "3000",
+        "--d",
+        "16",
+        "--queries",
+        "8",
+        "--factory",
+        "IVF32,PQ4np",
+        "--nprobe",
+        "8",
+    ]);
+    let text = stdout(&out);
+    for file in ["index.faiss", "vectors.npy", "queries.npy"] {
+        assert!(dir.join(file).is_file(), "demo wrote {file}:\n{text}");
+    }
+    text
+}
+
+/// The `ids` of one output line of `ivflake search`.
+fn ids_of(line: &Value) -> Vec<i64> {
+    line["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn demo_then_inspect_search_manifest_and_build() {
+    let tmp = TempDir::new("commands");
+    let dir = tmp.path().join("demo-data");
+    let text = demo(&dir);
+    assert!(text.to_lowercase().contains("recall"), "{text}");
+    assert!(
+        text.contains("search 1 (cold)") && text.contains("search 2 (warm)"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+    let index = dir.join("index.faiss");
+    let uri = index.to_str().unwrap();
+    let bytes = std::fs::read(&index).unwrap();
+    let reference = ivflake_faiss::read_index(&bytes).unwrap();
+
+    // inspect: the header, as text and as JSON.
+    let text = stdout(&run(&["inspect", uri]));
+    assert!(text.contains("IndexIVFPQ"), "{text}");
+    let info: Value = serde_json::from_str(&stdout(&run(&["inspect", uri, "--json"]))).expect("inspect --json");
+    let rendered = info.to_string();
+    assert!(
+        rendered.contains("3000") && rendered.contains("32"),
+        "ntotal and nlist: {rendered}"
+    );
+    assert!(rendered.contains("IndexIVFPQ"), "{rendered}");
+
+    // search: one JSON line per query, equal to Faiss searching the file in memory.
+    let queries = dir.join("queries.npy");
+    let search = [
+        "search",
+        uri,
+        "--queries",
+        queries.to_str().unwrap(),
+        "-k",
+        "5",
+        "--nprobe",
+        "8",
+        "--stats",
+    ];
+    let out = run(&search);
+    let (q, rows, d) = read_npy(&queries);
+    assert_eq!((rows, d), (8, 16));
+    let expected = reference.search(&q, 5, 8).unwrap();
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), rows);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(ids_of(line), expected.labels[i * 5..(i + 1) * 5], "query {i}");
+        for (j, dist) in line["distances"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                dist.as_f64().unwrap() as f32,
+                expected.distances[i * 5 + j],
+                "query {i}"
+            );
+        }
+    }
+    let stderr_lines = |out: &Output| -> Vec<Value> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("--stats lines are JSON"))
+            .collect()
+    };
+    let stats = stderr_lines(&out);
+    assert_eq!(stats.len(), 2, "an open line, then one per batch: {stats:?}");
+    let open = &stats[0]["open"];
+    assert!(
+        open["gets"].as_u64().unwrap() >= 1 && open["bytes"].as_u64().unwrap() > 0,
+        "{open}"
+    );
+    assert_eq!(stats[0]["preload"]["state"], "off");
+    assert!(stats[1]["lists_probed"].as_u64().unwrap() > 0, "{}", stats[1]);
+
+    // The open and fetch settings as flags: with everything preloaded before
+    // the search, it finds every list in memory, with the same neighbours.
+    let out = run(&[
+        &search[..],
+        &[
+            "--preload",
+            "auto",
+            "--memory-cache-bytes",
+            "16M",
+            "--residual-table",
+            "off",
+            "--coalesce-gap",
+            "0",
+            "--max-in-flight-per-search",
+            "2",
+        ],
+    ]
+    .concat());
+    let stats = stderr_lines(&out);
+    assert_eq!(stats[0]["preload"]["state"], "done", "{}", stats[0]);
+    assert_eq!(stats[1]["lists_from_memory"], stats[1]["lists_probed"], "{}", stats[1]);
+    assert_eq!(stats[1]["gets"], 0, "{}", stats[1]);
+    for (i, line) in stdout(&out).lines().enumerate() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(ids_of(&line), expected.labels[i * 5..(i + 1) * 5], "query {i}");
+    }
+    let info: Value = serde_json::from_str(&stdout(&run(&["inspect", uri, "--json", "--residual-table", "off"])))
+        .expect("inspect --json");
+    assert_eq!(info["memory"]["residual_table_bytes"], 0, "{info}");
+    assert!(
+        info["memory"]["residual_table_size"].as_u64().unwrap() > 0,
+        "an IVFPQ has one: {info}"
+    );
+    let text = stdout(&run(&["inspect", uri, "--residual-table", "off"]));
+    assert!(text.contains("not built: --residual-table off"), "says why: {text}");
+    assert!(info["open"]["gets"].as_u64().unwrap() >= 1, "{info}");
+
+    // manifest: writes the sidecar, then checks the file against it.
+    let text = stdout(&run(&["manifest", uri]));
+    assert!(text.contains("wrote"), "{text}");
+    assert!(dir.join("index.faiss.ivfmanifest").is_file());
+    let text = stdout(&run(&["manifest", uri, "--check"]));
+    assert!(text.contains("checked"), "{text}");
+
+    // build: from the demo's vectors, to a new file Faiss reads back.
+    let built = tmp.path().join("built.faiss");
+    let text = stdout(&run(&[
+        "build",
+        "--input",
+        dir.join("vectors.npy").to_str().unwrap(),
+        "--factory",
+        "IVF16,SQ8",
+        "--metric",
+        "ip",
+        "--output",
+        built.to_str().unwrap(),
+    ]));
+    assert!(text.contains("IVF16,SQ8"), "{text}");
+    let built = ivflake_faiss::read_index(&std::fs::read(&built).unwrap()).expect("Faiss reads the built index");
+    assert_eq!(built.info().ntotal, 3000);
+    assert_eq!(built.info().metric, ivflake_faiss::Metric::InnerProduct);
+
+    // A bad argument fails with a message, not a panic.
+    let out = ivflake().args(["inspect", "s3://"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bench_prints_its_report() {
+    let out = run(&[
+        "bench",
+        "--n",
+        "2000",
+        "--d",
+        "8",
+        "--nlist",
+        "16",
+        "--nprobe",
+        "4",
+        "--queries",
+        "4",
+        "--iterations",
+        "2",
+        "--latency-ms",
+        "0",
+        "--throughput-mbps",
+        "0",
+        "--gaps",
+        "0,64K",
+        "--max-seconds",
+        "60",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("bench --json prints JSON");
+    let rendered = report.to_string();
+    assert!(rendered.contains("cold") && rendered.contains("warm"), "{rendered}");
+}
+
+/// A running `ivflake serve`, killed if a test fails before stopping it.
+struct Serving {
+    child: Child,
+    addr: String,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ivflake serve args...` on an ephemeral loopback port and reads the
+/// address it prints.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Serving {
+    let mut command = ivflake();
+    command
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn ivflake serve");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the first line of serve's output");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    // Keep draining stdout; collect stderr lines for the log checks.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Serving {
+        child,
+        addr,
+        stderr: rx,
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(LIVENESS)).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("read the response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends SIGTERM to the process.
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn serve_takes_its_token_from_the_environment_logs_json_and_turns_unready_on_sigterm() {
+    let tmp = TempDir::new("serve");
+    let dir = tmp.path().join("demo-data");
+    demo(&dir);
+    // `make demo`'s next step: a JSON search body from the first query.
+    let (q, _, d) = read_npy(&dir.join("queries.npy"));
+    let body = serde_json::json!({"vectors": [q[..d].to_vec()], "k": 10, "nprobe": 16}).to_string();
+    let config = tmp.path().join("ivflake.toml");
+    // Long enough that /readyz is seen answering 503 before the listener closes.
+    std::fs::write(&config, "shutdown_ready_delay_ms = 5000\n").unwrap();
+    let index = format!("demo={}", dir.join("index.faiss").display());
+    let mut server = serve(
+        &[&index, "--config", config.to_str().unwrap()],
+        &[("IVFLAKE_API_TOKEN", "tok-from-env\n"), ("IVFLAKE_LOG_FORMAT", "json")],
+    );
+    let addr = server.addr.clone();
+
+    // The token came from the environment (trailing newline trimmed).
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(http(&addr, "GET", "/v1/indexes", &[], "").0, 401);
+    let (status, _) = http(&addr, "POST", "/v1/indexes/demo/search", &json, &body);
+    assert_eq!(status, 401);
+    let bearer = [
+        ("Content-Type", "application/json"),
+        ("Authorization", "Bearer tok-from-env"),
+    ];
+    let (status, answer) = http(&addr, "POST", "/v1/indexes/demo/search", &bearer, &body);
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("a JSON answer");
+    let got = ids_of(&answer["results"][0]);
+    assert_eq!(got.len(), 10, "{answer}");
+    let reference = ivflake_faiss::read_index(&std::fs::read(dir.join("index.faiss")).unwrap()).unwrap();
+    let expected = reference.search(&q[..d], 10, 16).unwrap();
+    assert_eq!(got, expected.labels);
+    assert_eq!(http(&addr, "GET", "/healthz", &[], "").0, 200);
+    assert_eq!(http(&addr, "GET", "/readyz", &[], "").0, 200);
+
+    // SIGTERM: /readyz turns 503 while the server still accepts, then it exits cleanly.
+    terminate(&server.child);
+    let started = Instant::now();
+    let mut unready = false;
+    while started.elapsed() < LIVENESS {
+        match TcpStream::connect(&addr) {
+            Ok(_) => {
+                if http(&addr, "GET", "/readyz", &[], "").0 == 503 {
+                    unready = true;
+                    // Still serving searches meanwhile.
+                    let (status, _) = http(&addr, "POST", "/v1/indexes/demo/search", &bearer, &body);
+                    assert_eq!(status, 200);
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(unready, "/readyz never answered 503 after SIGTERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < LIVENESS, "serve did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "serve exited with {status}");
+
+    // Every log line is a JSON object with a level and a message.
+    // The process has exited, so its stderr ends and the reader thread stops.
+    let lines: Vec<String> = server.stderr.iter().collect();
+    let logs: Vec<Value> = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "serve logged nothing");
+    for log in &logs {
+        assert!(log["level"].is_string(), "{log}");
+        assert!(log["fields"].is_object() || log["message"].is_string(), "{log}");
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("tok-from-env")),
+        "the token never reaches the logs"
+    );
+}

@@ -1,0 +1,25 @@
+//! The checksum sidecar of a test fixture, written with the library's own
+//! manifest API (`IvfIndex::build_manifest`, `Manifest::write`), never by
+//! hand, so tests see the bytes `ivflake manifest` writes.
+
+use ivflake::{IndexLocation, IvfIndex, ManifestMode, OpenOptions};
+
+/// Writes the checksum sidecar of the index already stored at `location`
+/// beside it: opened without looking for a sidecar, checksummed in one
+/// streamed read, the sidecar put next to the object.
+pub async fn write_sidecar(location: IndexLocation) {
+    let index = IvfIndex::open_at(
+        location,
+        OpenOptions {
+            manifest: ManifestMode::Ignore,
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .expect("open the index to checksum it");
+    let manifest = index.build_manifest(|_| {}).await.expect("build the sidecar");
+    manifest
+        .write(&index.object().location)
+        .await
+        .expect("write the sidecar");
+}

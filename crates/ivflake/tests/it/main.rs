@@ -1,0 +1,22 @@
+//! The library's integration tests, one binary (one link of Faiss, arrow and
+//! object_store) with a module per area. Tests that must run alone in their
+//! process keep their own binary beside this folder, each saying why at its
+//! top: `leaks.rs` and `bad_input.rs` (they measure the whole process's
+//! memory), `uris.rs` (it sets an environment variable) and `mutations.rs`
+//! (its own harness, one child process per fixture).
+
+mod common;
+
+mod attributes;
+mod backends;
+mod caches;
+mod concurrency;
+mod equivalence;
+mod faults;
+mod fixtures;
+mod integrity;
+mod io_counts;
+mod manifest;
+mod memory;
+mod preload;
+mod proxy_faults;
