@@ -541,6 +541,9 @@ mod tests {
             max_bytes: Some(needed),
             ..SearchParams::new(5, 4)
         };
-        assert_eq!(fresh.search_with(query, &exact).await.unwrap().stats.bytes_probed, needed);
+        assert_eq!(
+            fresh.search_with(query, &exact).await.unwrap().stats.bytes_probed,
+            needed
+        );
     }
 }

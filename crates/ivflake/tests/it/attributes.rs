@@ -521,3 +521,34 @@ async fn attributes_attach_to_an_index_faiss_cpu_built() {
     assert_eq!(shape[0] * k, ours.ids.len());
     assert_same(&ours, &theirs, "faiss-cpu index with attached attributes");
 }
+
+/// The one pipeline: a search with an attribute filter (or returning
+/// attributes) whose lists and column chunks are all in memory runs as one
+/// compute job and reads nothing, like a warm plain search; cold, each fetch
+/// wave adds a job.
+#[tokio::test]
+async fn a_warm_filtered_search_is_one_compute_job() {
+    let data = data();
+    let (index, counting) = in_memory(&data, FetchConfig::default()).await;
+    let query = &data.queries[..D];
+    let selective = params(&json!({"price": {"$lt": 10.0}}), FilterProbing::default());
+    let returning = SearchParams {
+        return_attributes: vec!["category".into()],
+        ..params(&json!({"active": true}), FilterProbing::none())
+    };
+    // Plain first: the others probe its lists and more, and read columns it does not.
+    for p in [&SearchParams::new(K, NPROBE), &returning, &selective] {
+        let cold = index.search_with(query, p).await.expect("cold search");
+        assert!(
+            cold.stats.compute_jobs >= 2 && cold.stats.gets > 0,
+            "a cold search waits for at least one wave: {:?}",
+            cold.stats
+        );
+        counting.reset();
+        let warm = index.search_with(query, p).await.expect("warm search");
+        assert_eq!(warm.stats.compute_jobs, 1, "{:?}", warm.stats);
+        assert_eq!(counting.gets(), 0, "a warm search reads nothing");
+        assert_eq!(warm.ids, cold.ids);
+        assert_eq!(warm.attributes.is_some(), !p.return_attributes.is_empty());
+    }
+}
