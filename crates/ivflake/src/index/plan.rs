@@ -244,7 +244,6 @@ impl SearchPlan {
                 to_fetch.push(list);
             }
         }
-        self.index.probes().record(&to_fetch);
         let requests = self.index.list_requests(&to_fetch);
         let columns = self
             .select
@@ -260,6 +259,22 @@ impl SearchPlan {
         if let Some(select) = &self.select {
             bytes += select.chunk_bytes(&column_lists, &columns);
         }
+        if let Some(limit) = self.params.max_bytes {
+            let needed = self.stats.bytes_probed.saturating_add(bytes);
+            if needed > limit {
+                if self.waves > 0 {
+                    return Ok(None);
+                }
+                return Err(Error::invalid(
+                    "max_bytes_per_search",
+                    format!(
+                        "this search would read {needed} bytes of lists, over the limit of {limit}; \
+                         ask for fewer queries or a smaller nprobe"
+                    ),
+                ));
+            }
+        }
+        self.index.probes().record(&to_fetch);
         self.stats.bytes_probed += bytes;
         if self.waves > 0 {
             self.stats.extra_lists_probed += to_fetch.len();
