@@ -20,7 +20,7 @@ from ivflake._ivflake import (
     UnsupportedIndex,
     open,
 )
-from ivflake.client import Client, RemoteIndex
+from ivflake.client import Client, InsecureTokenWarning, RemoteIndex
 
 __all__ = [
     "MAX_K",
@@ -30,6 +30,7 @@ __all__ = [
     "Index",
     "IndexChanged",
     "IndexNotFound",
+    "InsecureTokenWarning",
     "IvflakeError",
     "RemoteIndex",
     "UnsupportedIndex",

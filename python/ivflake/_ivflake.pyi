@@ -138,7 +138,14 @@ class Index:
         timeout: Optional[float] = None,
         attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """`search` for asyncio; cancelling the task cancels the search."""
+        """`search` for asyncio: `D, I = await index.search_async(xq, k)`.
+
+        Returns a coroutine, so `asyncio.run(index.search_async(xq, k))` works,
+        and one made before the event loop starts can be awaited in it later.
+        Arguments are checked (ValueError) and `xq` copied at the call; the
+        search starts when the coroutine is first awaited. Cancelling the task
+        cancels the search and its fetches.
+        """
     def warm(
         self, lists: Optional[Sequence[int]] = None, *, largest: int = 0, most_probed: int = 0
     ) -> Dict[str, Any]:

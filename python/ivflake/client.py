@@ -6,16 +6,20 @@
 Query vectors go as a raw little-endian float32 body (no JSON encoding of
 floats). A 503 (the server is at its in-flight limit, or the index is being
 reloaded) is retried after its ``Retry-After``, a bounded number of times.
+A token sent in clear text (``http://`` to a host that is not loopback) draws
+an `InsecureTokenWarning`, and redirects are refused rather than followed.
 Only the standard library and numpy are used.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -43,6 +47,29 @@ _ERRORS = {
 }
 
 
+class InsecureTokenWarning(UserWarning):
+    """A `Client` token will travel in clear text: ``http://`` to a host that is not loopback."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Hands a 3xx back as an HTTPError instead of following it.
+
+    ``ivflake serve`` never redirects, so one comes from something in
+    between. Following it would send the token to wherever it points (urllib
+    keeps the Authorization header across hosts and from https to http) and
+    would turn a search's POST into a GET without its body. Dropping the
+    header instead would only trade that for a puzzling 401 from the other
+    end; refusing names the URL to use.
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+# Proxies and HTTPS as `urllib.request.urlopen` has them, redirects refused.
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
 class Client:
     """A connection to an ``ivflake serve`` at `url` (``http://host:port``).
 
@@ -50,6 +77,11 @@ class Client:
     ``IVFLAKE_API_TOKEN``). A 503 is retried up to `max_retries` times, each
     after the server's ``Retry-After`` capped at `max_retry_wait` seconds.
     `timeout` bounds each HTTP request, in seconds.
+
+    A `token` over ``http://`` to a host other than localhost, 127.0.0.0/8 or
+    ::1 warns with `InsecureTokenWarning`: anyone on the path can read it.
+    Redirects are refused (`IvflakeError` naming the ``Location``), never
+    followed with the token.
     """
 
     def __init__(
@@ -67,6 +99,13 @@ class Client:
             raise ValueError("max_retries must be >= 0")
         self.url = url.rstrip("/")
         self.token = token
+        if token and _sends_in_clear_text(self.url):
+            warnings.warn(
+                f"ivflake.Client sends its token in clear text to {self.url}: "
+                "use https://, or a loopback address for a server on this machine",
+                InsecureTokenWarning,
+                stacklevel=2,
+            )
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
         self.timeout = timeout
@@ -99,10 +138,16 @@ class Client:
         while True:
             request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                with _OPENER.open(request, timeout=timeout or self.timeout) as response:
                     return json.load(response)
             except urllib.error.HTTPError as e:
                 payload = e.read()
+                if 300 <= e.code < 400:
+                    raise IvflakeError(
+                        f"HTTP {e.code}: {self.url + path} redirects to {e.headers.get('Location')!r}; "
+                        "ivflake.Client follows no redirects (its token would go along): "
+                        "give the server's own URL"
+                    ) from None
                 if e.code == 503 and attempt < self.max_retries:
                     attempt += 1
                     time.sleep(_retry_after(e.headers.get("Retry-After"), self.max_retry_wait))
@@ -198,6 +243,24 @@ def _filter_params(filter: Optional[Mapping[str, Any]], ids: Optional[Sequence[i
             start, end = value
         return {"range": f"{int(start)},{int(end)}"}
     raise ValueError(f"unknown filter {kind!r}; {usage}")
+
+
+def _sends_in_clear_text(url: str) -> bool:
+    """Whether `url` is plain http to a host other than this machine's loopback.
+
+    Names are not resolved: only ``localhost`` (and ``*.localhost``, which
+    RFC 6761 reserves for loopback) and loopback addresses count.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _retry_after(header: Optional[str], cap: float) -> float:

@@ -10,8 +10,9 @@ use ivflake::{
     DiskCacheConfig, FetchConfig, FetchScheduler, IvfIndex, ManifestMode, OpenOptions, Preload, SearchParams,
     SearchStats, WarmSpec,
 };
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::convert::{id_filter, queries, to_dict, Neighbours};
@@ -202,6 +203,46 @@ fn positive(value: i64, name: &str) -> PyResult<usize> {
         .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive integer, not {value}")))
 }
 
+/// One `search_async` call, checked and holding its own copy of the
+/// queries, waiting for the coroutine that awaits it to start it.
+#[pyclass(module = "ivflake._ivflake", frozen)]
+pub(crate) struct PendingSearch {
+    /// Taken by the one `start`.
+    search: Mutex<Option<AsyncSearch>>,
+}
+
+struct AsyncSearch {
+    index: IvfIndex,
+    vectors: Vec<f32>,
+    params: SearchParams,
+    last_stats: Arc<Mutex<Option<SearchStats>>>,
+}
+
+#[pymethods]
+impl PendingSearch {
+    /// Starts the search and returns it as a future of the running asyncio
+    /// loop (RuntimeError with none). Cancelling the future drops the search,
+    /// which aborts its GETs unless another search awaits the same lists.
+    fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let AsyncSearch {
+            index,
+            vectors,
+            params,
+            last_stats,
+        } = self
+            .search
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this search_async call was already awaited"))?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let results = index.search_with(&vectors, &params).await.map_err(to_py)?;
+            *last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
+            Ok(Neighbours(results))
+        })
+    }
+}
+
 #[pymethods]
 impl Index {
     /// Searches `xq` (n × d float32, or one d-vector) for the `k` nearest
@@ -239,9 +280,13 @@ impl Index {
         Ok(Neighbours(results).into_pyobject(py)?.into_any())
     }
 
-    /// `search` for asyncio: `D, I = await index.search_async(xq, k)`. Runs on
-    /// the process's one tokio runtime; cancelling the task cancels the search.
-    /// The queries are copied once, since the array may change while awaiting.
+    /// `search` for asyncio: `D, I = await index.search_async(xq, k)`.
+    ///
+    /// Returns a coroutine, as an `async def` does, so `asyncio.run` takes it
+    /// and it may be made before the event loop runs. The arguments are
+    /// checked and the queries copied now (the array may change before the
+    /// await); the search starts on the process's tokio runtime when the
+    /// coroutine is first awaited. Cancelling the task cancels the search.
     #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
     fn search_async<'py>(
         &self,
@@ -268,13 +313,19 @@ impl Index {
             .as_slice()
             .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?
             .to_vec();
-        let index = self.handle();
-        let last_stats = self.last_stats.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let results = index.search_with(&vectors, &params).await.map_err(to_py)?;
-            *last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
-            Ok(Neighbours(results))
-        })
+        let pending = PendingSearch {
+            search: Mutex::new(Some(AsyncSearch {
+                index: self.handle(),
+                vectors,
+                params,
+                last_stats: self.last_stats.clone(),
+            })),
+        };
+        // An asyncio future belongs to the loop running when it is made, and
+        // there may be none yet: the coroutine of `ivflake/_aio.py` makes it
+        // inside the loop that awaits it.
+        static COROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        COROUTINE.import(py, "ivflake._aio", "search_async")?.call1((pending,))
     }
 
     /// Loads lists into the caches before searches ask for them: `lists` by

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ivflake
-from test_client import _cli_binary
+from conftest import cli_binary
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def attached(fixtures, tmp_path_factory):
     path = tmp_path_factory.mktemp("attrs") / "idx.faiss"
     shutil.copy(fixtures / "attrs_ivfflat.faiss", path)
     subprocess.run(
-        [str(_cli_binary()), "attributes", str(path), "--from", str(fixtures / "attrs_ivfflat.parquet"),
+        [str(cli_binary()), "attributes", str(path), "--from", str(fixtures / "attrs_ivfflat.parquet"),
          "--id-column", "id"],
         check=True, capture_output=True, env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"),
     )

@@ -1,83 +1,25 @@
 """ivflake.Client against a real `ivflake serve` on 127.0.0.1, and its 503
 retry against a scripted server."""
 
+import contextlib
 import http.server
 import json
-import os
-import pathlib
-import socket
-import subprocess
 import threading
-import time
-import urllib.request
+import warnings
 
 import numpy as np
 import pytest
 
 import ivflake
-from conftest import REPO, assert_same_as_faiss, expected
+from conftest import assert_same_as_faiss, cli_binary, expected, serve
 
 TOKEN = "python-client-test-token"
 
 
-def _cli_binary() -> pathlib.Path:
-    """The `ivflake` CLI of this checkout: $IVFLAKE_BIN (`make test` sets it), or
-    the one in this workspace's target dir, built by cargo when missing."""
-    if os.environ.get("IVFLAKE_BIN"):
-        return pathlib.Path(os.environ["IVFLAKE_BIN"])
-    meta = json.loads(
-        subprocess.run(
-            ["cargo", "metadata", "--format-version", "1", "--no-deps"],
-            cwd=REPO, check=True, capture_output=True, text=True,
-        ).stdout
-    )
-    binary = pathlib.Path(meta["target_directory"]) / "debug" / "ivflake"
-    if not binary.exists():
-        subprocess.run(["cargo", "build", "-q", "-p", "ivflake-cli"], cwd=REPO, check=True)
-    return binary
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(fixtures):
-    binary = _cli_binary()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, IVFLAKE_API_TOKEN=TOKEN, RUST_LOG="warn")
-    proc = subprocess.Popen(
-        [
-            str(binary), "serve",
-            f"pq={fixtures / 'ivfpq_l2.faiss'}",
-            f"flat={fixtures / 'ivfflat_ip.faiss'}",
-            "--listen", f"127.0.0.1:{port}",
-        ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(300):  # bounded: 30 s
-            if proc.poll() is not None:
-                pytest.fail(f"ivflake serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("ivflake serve did not become ready")
+    with serve(cli_binary(), {"pq": fixtures / "ivfpq_l2.faiss", "flat": fixtures / "ivfflat_ip.faiss"}, TOKEN) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_client_search_equals_faiss(server, fixtures, manifest, queries):
@@ -177,3 +119,86 @@ def test_client_retries_503_a_bounded_number_of_times(scripted):
     with pytest.raises(ivflake.IvflakeError, match="503"):
         ivflake.Client(url, max_retries=2).index("x").search(np.ones(4, np.float32), 2)
     assert len(handler.seen) == 3
+
+
+@pytest.mark.parametrize(
+    "url", ["http://ivflake.example.com:8080", "http://10.0.0.7:8080", "http://[2001:db8::1]:8080", "http://localhost.example.com"]
+)
+def test_a_token_over_plain_http_to_another_host_warns(url):
+    with pytest.warns(ivflake.InsecureTokenWarning, match="clear text"):
+        ivflake.Client(url, token=TOKEN)
+
+
+@pytest.mark.parametrize(
+    "url, token",
+    [
+        ("https://ivflake.example.com", TOKEN),
+        ("http://127.0.0.1:8080", TOKEN),
+        ("http://127.8.9.10:8080", TOKEN),
+        ("http://localhost:8080", TOKEN),
+        ("http://LOCALHOST.:8080", TOKEN),
+        ("http://api.localhost:8080", TOKEN),
+        ("http://[::1]:8080", TOKEN),
+        ("http://ivflake.example.com:8080", None),
+    ],
+)
+def test_no_warning_without_a_token_in_clear_text_off_this_machine(url, token):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ivflake.Client(url, token=token)
+
+
+class _Recording(http.server.BaseHTTPRequestHandler):
+    """Records each request's method and Authorization header; answers every
+    request with a redirect to `redirect_to` when set, else with `{}`."""
+
+    redirect_to = ""
+    status = 307
+
+    def _answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.headers.get("Authorization")))
+        if self.redirect_to:
+            self.send_response(self.status)
+            self.send_header("Location", self.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+        self.end_headers()
+        if not self.redirect_to:
+            self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _recording_server(**attributes):
+    handler = type("Handler", (_Recording,), attributes)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_refused_and_the_token_stays(status):
+    """The redirect's target never hears from the client, with or without the token."""
+    with _recording_server() as (target, target_url):
+        with _recording_server(redirect_to=target_url, status=status) as (redirecting, url):
+            client = ivflake.Client(url, token=TOKEN)
+            with pytest.raises(ivflake.IvflakeError, match=f"HTTP {status}.*redirects to '{target_url}"):
+                client.index("x").search(np.ones(4, np.float32), 2)
+            with pytest.raises(ivflake.IvflakeError, match="redirect"):
+                client.indexes()
+    assert redirecting.seen == [("POST", f"Bearer {TOKEN}"), ("GET", f"Bearer {TOKEN}")]
+    assert target.seen == []

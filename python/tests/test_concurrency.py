@@ -1,6 +1,7 @@
 """Threads and asyncio: one index searched by many callers at once."""
 
 import asyncio
+import inspect
 import sys
 import threading
 import time
@@ -134,3 +135,64 @@ def test_asyncio_cancel_leaves_the_index_usable(fixtures, manifest, queries):
 
     D, I = asyncio.run(main())
     assert_same_as_faiss(D, I, *expected(fixtures, "ivfpq_l2"))
+
+
+def test_asyncio_run_takes_search_async_itself(fixtures, manifest, queries):
+    index = ivflake.open(str(fixtures / "ivfsqfp16_l2.faiss"))
+    call = index.search_async(queries, manifest["k"], nprobe=manifest["nprobe"])
+    assert inspect.iscoroutine(call)
+    D, I = asyncio.run(call)
+    assert_same_as_faiss(D, I, *expected(fixtures, "ivfsqfp16_l2"))
+
+
+def test_a_coroutine_made_before_the_loop_starts(fixtures, manifest, queries):
+    """Made with no loop running, awaited in a loop started later: the queries
+    are the ones passed at the call, even if the array changes before the await."""
+    index = ivflake.open(str(fixtures / "ivfpq_l2.faiss"))
+    xq = queries.copy()
+    pending = index.search_async(xq, manifest["k"], nprobe=manifest["nprobe"])
+    xq[:] = 0
+
+    async def main():
+        return await pending
+
+    D, I = asyncio.run(main())
+    assert_same_as_faiss(D, I, *expected(fixtures, "ivfpq_l2"))
+    with pytest.raises(RuntimeError, match="await"):
+        asyncio.run(main())  # a coroutine runs once
+
+
+def test_search_async_in_two_loops_one_after_the_other(fixtures, manifest, queries):
+    index = ivflake.open(str(fixtures / "ivfflat_ip.faiss"))
+    k, nprobe = manifest["k"], manifest["nprobe"]
+    first = asyncio.run(index.search_async(queries, k, nprobe=nprobe))
+    second = asyncio.run(index.search_async(queries, k, nprobe=nprobe))
+    for D, I in (first, second):
+        assert_same_as_faiss(D, I, *expected(fixtures, "ivfflat_ip"))
+
+
+def test_asyncio_cancel_of_a_running_search_drops_its_gets(gated_s3, queries):
+    index = ivflake.open(gated_s3.uri, memory_cache_bytes=0, **gated_s3.options)
+    gated_s3.stall()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        # The timeout only bounds the test should the GET never arrive.
+        task = asyncio.ensure_future(index.search_async(queries[:1], 10, nprobe=4, timeout=60))
+        assert await loop.run_in_executor(None, gated_s3.held.wait, 30), "the search reached the store"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await loop.run_in_executor(None, gated_s3.abandoned.wait, 30)
+
+    assert asyncio.run(main()), "the cancelled search kept its GET open"
+    gated_s3.resume()
+    D, I = asyncio.run(index.search_async(queries[:1], 10, nprobe=4, timeout=60))
+    assert (I >= 0).all()
+
+
+def test_search_async_timeout_raises_deadline_exceeded(gated_s3, queries):
+    index = ivflake.open(gated_s3.uri, memory_cache_bytes=0, **gated_s3.options)
+    gated_s3.stall()
+    with pytest.raises(ivflake.DeadlineExceeded):
+        asyncio.run(index.search_async(queries[:1], 10, nprobe=4, timeout=1e-6))

@@ -199,3 +199,43 @@ def test_ctrl_c_cancels_a_blocked_call(stalled_endpoint):
     finally:
         timer.cancel()
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_search_past_its_timeout_raises_deadline_exceeded(gated_s3, queries):
+    # Every list GET is held, so only the deadline can end the search: the
+    # outcome does not depend on how fast this machine is.
+    index = ivflake.open(gated_s3.uri, memory_cache_bytes=0, **gated_s3.options)
+    gated_s3.stall()
+    with pytest.raises(ivflake.DeadlineExceeded):
+        index.search(queries[:1], 10, nprobe=4, timeout=1e-6)
+    with pytest.raises(ivflake.DeadlineExceeded):
+        index.search(queries[:1], 10, nprobe=4, timeout=0.05)
+    gated_s3.resume()
+    D, I = index.search(queries[:1], 10, nprobe=4, timeout=60)
+    assert (I >= 0).all()
+
+
+def test_ctrl_c_cancels_a_search_and_its_gets(gated_s3, queries):
+    """Ctrl-C once the search's first GET is held at the store: KeyboardInterrupt,
+    the GET's connection is dropped, and the index still searches afterwards."""
+    index = ivflake.open(gated_s3.uri, memory_cache_bytes=0, **gated_s3.options)
+    gated_s3.stall()
+
+    def interrupt_once_held():
+        if gated_s3.held.wait(30):
+            _thread.interrupt_main()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupter = threading.Thread(target=interrupt_once_held, daemon=True)
+    interrupter.start()
+    try:
+        # The timeout only bounds the test should the GET never arrive.
+        with pytest.raises(KeyboardInterrupt):
+            index.search(queries[:1], 10, nprobe=4, timeout=60)
+    finally:
+        interrupter.join()
+        signal.signal(signal.SIGINT, previous)
+    assert gated_s3.abandoned.wait(30), "the cancelled search kept its GET open"
+    gated_s3.resume()
+    D, I = index.search(queries[:1], 10, nprobe=4, timeout=60)
+    assert (I >= 0).all()

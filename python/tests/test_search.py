@@ -122,7 +122,10 @@ def test_properties(fixtures, manifest):
     assert index.nlist == faiss.extract_index_ivf(ref).nlist
     assert index.metric == "inner_product"
     assert "IndexIVFPQ" in index.type and index.type.startswith("LinearTransform,")  # OPQ
-    assert index.version == str(path.stat().st_size) or index.version
+    # A directory store gives every file an ETag, so the version is that, not
+    # the size `version` falls back to; the same file opened again has the same one.
+    assert index.version not in ("", str(path.stat().st_size))
+    assert ivflake.open(str(path)).version == index.version
     assert index.nprobe == faiss.extract_index_ivf(ref).nprobe
     index.nprobe = 7
     assert index.nprobe == 7
@@ -188,14 +191,41 @@ def test_warm_then_search_hits_memory(fixtures, manifest, queries):
     assert again["lists_already_in_memory"] == again["lists_requested"] == 4
 
 
+def test_version_is_the_objects_etag(gated_s3):
+    index = ivflake.open(gated_s3.uri, **gated_s3.options)
+    assert index.version == gated_s3.etag
+
+
+def test_warm_most_probed_loads_the_lists_searches_probed(fixtures, manifest, queries):
+    # Without a memory tier every warm-up fetches what it names, so the
+    # report counts exactly the lists it chose.
+    uncached = ivflake.open(str(fixtures / "ivfflat_l2.faiss"), memory_cache_bytes=0)
+    assert uncached.warm(most_probed=8)["lists_requested"] == 0  # nothing probed yet
+    for _ in range(3):
+        uncached.search(queries[:1], 10, nprobe=3)
+    probed = uncached.last_stats["lists_probed"]
+    report = uncached.warm(most_probed=8)
+    assert report["lists_requested"] == report["lists_from_store"] == probed
+    assert uncached.warm(most_probed=1)["lists_requested"] == 1
+
+    # With a memory tier: the lists chosen are the ones the search put there.
+    cached = ivflake.open(str(fixtures / "ivfflat_l2.faiss"))
+    cached.search(queries[:1], 10, nprobe=3)
+    report = cached.warm(most_probed=8)
+    assert report["lists_requested"] == report["lists_already_in_memory"] == probed
+    assert report["gets"] == 0
+
+
 def test_reload_switches_to_the_new_version(tmp_path, fixtures, manifest, queries):
     path = tmp_path / "index.faiss"
     path.write_bytes((fixtures / "ivfflat_l2.faiss").read_bytes())
     index = ivflake.open(str(path))
     assert index.metric == "l2"
+    before = index.version
     path.write_bytes((fixtures / "ivfflat_ip.faiss").read_bytes())
     index.reload()
     assert index.metric == "inner_product"
+    assert index.version != before
     D, I = index.search(queries, manifest["k"], nprobe=manifest["nprobe"])
     assert_same_as_faiss(D, I, *expected(fixtures, "ivfflat_ip"))
 
