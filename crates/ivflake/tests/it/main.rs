@@ -2,7 +2,8 @@
 //! object_store) with a module per area. Tests that must run alone in their
 //! process keep their own binary beside this folder, each saying why at its
 //! top: `leaks.rs` and `bad_input.rs` (they measure the whole process's
-//! memory), `uris.rs` (it sets an environment variable) and `mutations.rs`
+//! memory), `uris.rs` (it sets an environment variable), `proxy_faults.rs`
+//! (500 ms GET time-outs through a proxy in this process) and `mutations.rs`
 //! (its own harness, one child process per fixture).
 
 mod common;
@@ -19,4 +20,3 @@ mod io_counts;
 mod manifest;
 mod memory;
 mod preload;
-mod proxy_faults;

@@ -5,10 +5,19 @@
 //! deadline; with the checksum sidecar present no search ever returns a
 //! wrong answer; once the proxy forwards untouched again, the same search
 //! is exact. (`faults.rs` injects the same kinds in process, `HookedStore`.)
+//!
+//! Alone in its test binary, not in `it/`: each GET has 500 ms, and a reset
+//! must come back as a reset after object_store's retries through the
+//! proxy, which runs in this process. Beside the CPU-heavy tests of `it/`
+//! (Faiss training, compute pools) the retries outran the 500 ms and the
+//! reset came back as a time-out.
+
+#[path = "it/common.rs"]
+mod common;
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use common::*;
 use ivflake::{Error, FetchConfig, IndexLocation, IvfIndex, ManifestMode, OpenOptions, SearchParams};
 use ivflake_testkit::{FaultProxy, ProxyFault};
 
