@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from .common import priced_vectors  # noqa: E402
+
 N = 100_000
 D = 64
 NQ = 100
@@ -37,13 +39,7 @@ SELECTIVITIES = [(0.5, 50.0), (0.1, 10.0), (0.01, 1.0), (0.001, 0.1)]
 
 
 def data():
-    rng = np.random.default_rng(5)
-    centers = rng.normal(size=(100, D)).astype("float32") * 3
-    xb = centers[rng.integers(0, 100, N)] + rng.normal(size=(N, D)).astype("float32")
-    xq = centers[rng.integers(0, 100, NQ)] + rng.normal(size=(NQ, D)).astype("float32")
-    price = rng.random(N) * 100.0
-    ids = np.arange(N, dtype="int64") * 3 + 7
-    return xb.astype("float32"), xq.astype("float32"), price, ids
+    return priced_vectors(N, D, NQ)
 
 
 def truth(xb, xq, mask, ids):

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .common import priced_vectors
+
 N = 100_000
 D = 64
 NQ = 200
@@ -29,13 +31,7 @@ SELECTIVITIES = [(0.001, 0.1), (0.1, 10.0), (1.0, 100.0)]
 
 
 def data():
-    rng = np.random.default_rng(5)
-    centers = rng.normal(size=(100, D)).astype("float32") * 3
-    xb = centers[rng.integers(0, 100, N)] + rng.normal(size=(N, D)).astype("float32")
-    xq = centers[rng.integers(0, 100, NQ)] + rng.normal(size=(NQ, D)).astype("float32")
-    price = rng.random(N) * 100.0
-    ids = np.arange(N, dtype="int64") * 3 + 7
-    return xb.astype("float32"), xq.astype("float32"), price, ids
+    return priced_vectors(N, D, NQ)
 
 
 def warm_p50(binary, uri, queries_file, flt):

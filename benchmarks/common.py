@@ -80,3 +80,16 @@ def wait_port(port, proc, seconds=60):
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+def priced_vectors(n, d, nq, seed=5):
+    """Vectors around 100 centres, queries near them, a `price` uniform in
+    [0, 100) per row (so `price < b` keeps b percent of rows) and ids: the
+    data of the filtered-search benchmarks."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(100, d)).astype("float32") * 3
+    xb = centers[rng.integers(0, 100, n)] + rng.normal(size=(n, d)).astype("float32")
+    xq = centers[rng.integers(0, 100, nq)] + rng.normal(size=(nq, d)).astype("float32")
+    price = rng.random(n) * 100.0
+    ids = np.arange(n, dtype="int64") * 3 + 7
+    return xb.astype("float32"), xq.astype("float32"), price, ids
