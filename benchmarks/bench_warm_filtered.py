@@ -4,7 +4,7 @@ attribute filter, alternating, and each reports the library's own `total_ms`
 per search (`--stats`). A warm pass is the second pass over the queries in
 one process, so every list and column chunk is in the memory cache.
 
-Usage: .venv/bin/python -m benchmarks.bench_warm_filtered OLD_BIN NEW_BIN WORK_DIR [ROUNDS]
+Usage: .venv/bin/python -m benchmarks.bench_warm_filtered OLD_BIN NEW_BIN WORK_DIR [ROUNDS [PLOT.png]]
 Needs numpy and pyarrow. Generates its data from fixed seeds; nothing is
 downloaded. Prints a markdown table: p50 per selectivity, old and new, and
 their ratio (the median over rounds of each run's p50).
@@ -48,7 +48,27 @@ def warm_p50(binary, uri, queries_file, flt):
     return float(np.percentile([s["total_ms"] for s in stats], 50)), ids
 
 
-def main(old, new, work, rounds=4):
+def plot(rows, rounds, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [r[0] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.bar(x - 0.2, [r[1] for r in rows], 0.4, label="before (two pipelines)")
+    ax.bar(x + 0.2, [r[2] for r in rows], 0.4, label="after (one pipeline)")
+    for i, r in enumerate(rows):
+        ax.annotate(f"{r[2] / r[1]:.2f}x", (i + 0.2, r[2]), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("attribute filter selectivity")
+    ax.set_ylabel("warm p50 per search (ms)")
+    ax.set_title(f"Warm single-query searches, A B A B, median of {rounds} rounds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(old, new, work, rounds=4, plot_path=None):
     os.makedirs(work, exist_ok=True)
     xb, xq, price, ids = data()
     vec = pa.FixedSizeListArray.from_arrays(pa.array(xb.reshape(-1), pa.float32()), D)
@@ -64,6 +84,7 @@ def main(old, new, work, rounds=4):
     print()
     print("| selectivity | before (ms) | after (ms) | after / before |")
     print("| --- | --- | --- | --- |")
+    rows = []
     for sel, bound in SELECTIVITIES + [PLAIN]:
         flt = json.dumps({"price": {"$lt": bound}}) if bound is not None else None
         p50 = {old: [], new: []}
@@ -77,9 +98,13 @@ def main(old, new, work, rounds=4):
         before, after = float(np.median(p50[old])), float(np.median(p50[new]))
         label = f"{sel * 100:g}%" if sel is not None else "no filter"
         print(f"| {label} | {before:.3f} | {after:.3f} | {after / before:.2f} |")
+        rows.append((label, before, after))
+    if plot_path:
+        plot(rows, rounds, plot_path)
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 4)
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 4,
+         sys.argv[5] if len(sys.argv) > 5 else None)
