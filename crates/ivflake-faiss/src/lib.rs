@@ -14,6 +14,14 @@
 
 use std::fmt;
 
+mod error;
+mod kinds;
+mod list_format;
+
+pub use error::{FaissError, FaissErrorKind, Result};
+pub use kinds::{served_types, IvfKind, Metric};
+pub use list_format::ListFormat;
+
 // The bridge is the crate's one `unsafe` seam: cxx generates the extern
 // declarations and checks every signature against the shim's header.
 #[allow(unsafe_code)]
@@ -190,99 +198,6 @@ impl MemoryReport {
     }
 }
 
-/// What went wrong, as the shim classifies it, so callers never match
-/// message text.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaissErrorKind {
-    /// A valid file of a type or layout this binding (or the linked Faiss)
-    /// cannot serve; the message names the type and the Faiss version.
-    Unsupported,
-    /// The bytes are not a well-formed index: truncated, inconsistent counts.
-    Corrupt,
-    /// The parser ran past the bytes it was given (a header is probed with
-    /// [`open_header`], which reports this as [`HeaderProbe::NeedBytes`]).
-    NeedMoreBytes,
-    /// A length read from the file asked for more memory than the file could
-    /// hold, and the shim's allocation cap refused it: a corrupt file.
-    AllocationRefused,
-    /// The allocator failed: the process is out of memory.
-    OutOfMemory,
-    /// The caller broke a precondition (buffer lengths, alignment, slots).
-    InvalidArgument,
-    /// Anything else Faiss threw.
-    Other,
-}
-
-impl FaissErrorKind {
-    /// The one-letter tag the shim's `trycatch` puts before its message.
-    fn from_tag(tag: u8) -> Option<Self> {
-        Some(match tag {
-            b'U' => Self::Unsupported,
-            b'C' => Self::Corrupt,
-            b'N' => Self::NeedMoreBytes,
-            b'A' => Self::AllocationRefused,
-            b'M' => Self::OutOfMemory,
-            b'I' => Self::InvalidArgument,
-            b'O' => Self::Other,
-            _ => return None,
-        })
-    }
-}
-
-/// A C++ exception from Faiss or the shim, or a precondition the binding
-/// checked before calling into C++.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaissError {
-    kind: FaissErrorKind,
-    message: String,
-}
-
-impl FaissError {
-    fn new(kind: FaissErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(FaissErrorKind::InvalidArgument, message)
-    }
-
-    pub fn kind(&self) -> FaissErrorKind {
-        self.kind
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for FaissError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for FaissError {}
-
-impl From<cxx::Exception> for FaissError {
-    /// The shim's `trycatch` writes `<tag>|<message>`; see `cpp/shim.h`.
-    fn from(e: cxx::Exception) -> Self {
-        let what = e.what();
-        match what.as_bytes() {
-            [tag, b'|', ..] => match FaissErrorKind::from_tag(*tag) {
-                Some(kind) => Self::new(kind, &what[2..]),
-                None => Self::new(FaissErrorKind::Other, what),
-            },
-            _ => Self::new(FaissErrorKind::Other, what),
-        }
-    }
-}
-
-pub type Result<T, E = FaissError> = std::result::Result<T, E>;
-
 /// Hands the heap's free pages back to the operating system (glibc's
 /// `malloc_trim`). glibc keeps what a burst of work freed (thousands of
 /// connections, a large load) for later reuse, so resident memory stays at
@@ -295,103 +210,6 @@ pub fn release_free_memory() -> bool {
 /// The version of the Faiss library linked in, e.g. `"1.12.0"`.
 pub fn faiss_version() -> String {
     ffi::faiss_version().unwrap_or_else(|e| format!("unknown ({e})"))
-}
-
-/// The distance an index ranks by. Spelled `l2` and `inner_product`
-/// wherever users see it ([`Metric::name`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Metric {
-    L2,
-    InnerProduct,
-}
-
-impl Metric {
-    /// The one spelling users see: `"l2"` or `"inner_product"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::L2 => "l2",
-            Metric::InnerProduct => "inner_product",
-        }
-    }
-
-    /// Reads a metric name: `l2` or `inner_product`, and the deprecated
-    /// `ip` (see [`Metric::is_deprecated_name`]).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "l2" => Some(Metric::L2),
-            "inner_product" | "ip" => Some(Metric::InnerProduct),
-            _ => None,
-        }
-    }
-
-    /// Whether `name` is an old spelling still accepted on input (`ip`),
-    /// which callers should warn about.
-    pub fn is_deprecated_name(name: &str) -> bool {
-        name.trim().eq_ignore_ascii_case("ip")
-    }
-
-    fn from_ffi(m: ffi::Metric) -> Result<Self> {
-        match m {
-            ffi::Metric::L2 => Ok(Metric::L2),
-            ffi::Metric::InnerProduct => Ok(Metric::InnerProduct),
-            _ => Err(FaissError::invalid("the shim reported an unknown metric")),
-        }
-    }
-
-    fn to_ffi(self) -> ffi::Metric {
-        match self {
-            Metric::L2 => ffi::Metric::L2,
-            Metric::InnerProduct => ffi::Metric::InnerProduct,
-        }
-    }
-}
-
-impl fmt::Display for Metric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The IVF class of a served index. Which Faiss classes these are is listed
-/// once, in the shim (`served_types()` in `cpp/shim.cc`); [`served_types`]
-/// reads that table.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IvfKind {
-    /// `IndexIVFFlat`.
-    Flat,
-    /// `IndexIVFPQ`.
-    Pq,
-    /// `IndexIVFScalarQuantizer`.
-    ScalarQuantizer,
-    /// `IndexIVFPQFastScan` (block lists).
-    PqFastScan,
-    /// `IndexIVFRaBitQ`.
-    RaBitQ,
-}
-
-impl IvfKind {
-    /// `None` for a class ivflake does not serve.
-    fn from_ffi(k: ffi::IvfKind) -> Option<Self> {
-        match k {
-            ffi::IvfKind::Flat => Some(IvfKind::Flat),
-            ffi::IvfKind::Pq => Some(IvfKind::Pq),
-            ffi::IvfKind::ScalarQuantizer => Some(IvfKind::ScalarQuantizer),
-            ffi::IvfKind::PqFastScan => Some(IvfKind::PqFastScan),
-            ffi::IvfKind::RaBitQ => Some(IvfKind::RaBitQ),
-            _ => None,
-        }
-    }
-}
-
-/// The Faiss classes ivflake serves, with their class names, from the
-/// shim's one table of them.
-pub fn served_types() -> Vec<(IvfKind, String)> {
-    ffi::served_types()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|t| IvfKind::from_ffi(t.kind).map(|k| (k, t.class_name)))
-        .collect()
 }
 
 /// What the header says about an index.
@@ -420,112 +238,6 @@ pub struct IndexInfo {
     pub list_data_offset: u64,
     /// How the file stores inverted lists.
     pub list_format: ListFormat,
-}
-
-/// How the file stores inverted lists, which fixes each list's byte range
-/// and where its codes and ids sit inside it. The one place that knows the
-/// byte arithmetic of a list.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListFormat {
-    /// Faiss's `ArrayInvertedLists` ("ilar"): list sizes in the header; list
-    /// `i` is `count * code_size` code bytes then `count` little-endian `i64`
-    /// ids, lists back to back.
-    Array { code_size: usize },
-    /// Faiss's `BlockInvertedLists` ("ilbl", fast-scan PQ): list `i` is a
-    /// `u64` count `n`, `n` ids, a `u64` byte count `m`, then `m` code bytes,
-    /// `m = ceil(n / n_per_block) * block_size`. Sizes are inline, not in the
-    /// header, so they come from a manifest or a pass over the lists.
-    Blocks { n_per_block: usize, block_size: usize },
-}
-
-/// Bytes of the two inline `u64` counts of a block-format list.
-const BLOCK_COUNTS_LEN: u64 = 16;
-
-impl ListFormat {
-    /// Code bytes of a list holding `count` vectors, `None` on overflow.
-    pub fn codes_len(&self, count: u64) -> Option<u64> {
-        match *self {
-            ListFormat::Array { code_size } => count.checked_mul(code_size as u64),
-            ListFormat::Blocks {
-                n_per_block,
-                block_size,
-            } => count
-                .checked_add(n_per_block as u64 - 1)
-                .map(|c| c / n_per_block as u64)
-                .and_then(|blocks| blocks.checked_mul(block_size as u64)),
-        }
-    }
-
-    /// Bytes of a whole list of `count` vectors in the file.
-    pub fn list_len(&self, count: u64) -> Option<u64> {
-        let ids = count.checked_mul(8)?;
-        let fixed = match self {
-            ListFormat::Array { .. } => 0,
-            ListFormat::Blocks { .. } => BLOCK_COUNTS_LEN,
-        };
-        self.codes_len(count)?.checked_add(ids)?.checked_add(fixed)
-    }
-
-    /// The count of the list whose bytes are `len` long, if one fits exactly
-    /// (`list_len` grows with the count, so a binary search finds it).
-    pub fn count_for_len(&self, len: u64) -> Option<u64> {
-        let (mut lo, mut hi) = (0u64, len / 8 + 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.list_len(mid) {
-                Some(l) if l < len => lo = mid + 1,
-                _ => hi = mid,
-            }
-        }
-        (self.list_len(lo) == Some(len)).then_some(lo)
-    }
-
-    /// Where the codes and the ids of a list of `count` vectors sit in its
-    /// bytes (`count` was checked against the list's length).
-    pub fn split(&self, count: u64) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let codes = self.codes_len(count).unwrap_or(0) as usize;
-        let ids = count as usize * 8;
-        match self {
-            ListFormat::Array { .. } => (0..codes, codes..codes + ids),
-            ListFormat::Blocks { .. } => {
-                let ids_at = 8;
-                let codes_at = ids_at + ids + 8;
-                (codes_at..codes_at + codes, ids_at..ids_at + ids)
-            }
-        }
-    }
-
-    /// Checks a fetched block-format list's inline counts against its
-    /// count; array lists carry none.
-    pub fn check_inline(&self, bytes: &[u8], count: u64) -> std::result::Result<(), String> {
-        if let ListFormat::Blocks { .. } = self {
-            let (codes, ids) = self.split(count);
-            let read = |at: usize| {
-                bytes
-                    .get(at..at + 8)
-                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            };
-            if read(0) != Some(count) || read(ids.end) != Some(codes.len() as u64) {
-                return Err(format!(
-                    "block list's inline counts {:?}/{:?} disagree with its {count} vectors",
-                    read(0),
-                    read(ids.end)
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Alignment Faiss's scan needs of a list's codes (AVX2 fast-scan kernels
-    /// load 32-byte blocks with aligned loads; array codes are read as `u32`s
-    /// at most).
-    pub fn codes_alignment(&self) -> usize {
-        match self {
-            ListFormat::Array { .. } => 4,
-            ListFormat::Blocks { .. } => 32,
-        }
-    }
 }
 
 /// The outcome of parsing a header from a prefix of the file.
