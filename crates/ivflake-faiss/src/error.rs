@@ -50,13 +50,27 @@ impl FaissErrorKind {
 pub struct FaissError {
     kind: FaissErrorKind,
     message: String,
+    /// Where in Faiss's sources it was thrown (function, file and line).
+    location: Option<String>,
 }
 
 impl FaissError {
+    /// The message loses Faiss's `Error in <function> at <file>:<line>: `
+    /// prefix: the build machine's paths help nobody reading an error (and
+    /// a server must not show them); [`FaissError::location`] keeps them.
     pub(crate) fn new(kind: FaissErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
+        let message = message.into();
+        match split_location(&message) {
+            Some((location, rest)) => Self {
+                kind,
+                location: Some(location.to_string()),
+                message: rest.to_string(),
+            },
+            None => Self {
+                kind,
+                message,
+                location: None,
+            },
         }
     }
 
@@ -71,6 +85,31 @@ impl FaissError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The function, file and line of Faiss's sources that threw, for logs.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+}
+
+/// Splits Faiss's `Error in <function> at <file>:<line>: <message>` into
+/// its location and its message; `None` for any other text.
+fn split_location(what: &str) -> Option<(&str, &str)> {
+    const START: &str = "Error in ";
+    let rest = what.strip_prefix(START)?;
+    let file = rest.find(" at ")? + 4;
+    let mut from = file;
+    // The location ends at the first `:<digits>: ` after " at ".
+    while let Some(colon) = rest[from..].find(':') {
+        let i = from + colon + 1;
+        let digits = rest[i..].bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[i + digits..].starts_with(": ") {
+            let end = START.len() + i + digits;
+            return Some((&what[..end], &what[end + 2..]));
+        }
+        from = i;
+    }
+    None
 }
 
 impl fmt::Display for FaissError {
@@ -96,3 +135,23 @@ impl From<cxx::Exception> for FaissError {
 }
 
 pub type Result<T, E = FaissError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faiss_locations_leave_the_message() {
+        let what = "Error in faiss::Index* faiss::read_index(IOReader*, int) at \
+                    /build/faiss/faiss/impl/index_read.cpp:1180: Index type 0x74736554 (\"Test\") not recognized";
+        let e = FaissError::new(FaissErrorKind::Corrupt, what);
+        assert_eq!(e.message(), "Index type 0x74736554 (\"Test\") not recognized");
+        assert_eq!(
+            e.location(),
+            Some("Error in faiss::Index* faiss::read_index(IOReader*, int) at /build/faiss/faiss/impl/index_read.cpp:1180")
+        );
+        assert!(!e.to_string().contains(".cpp"));
+        let plain = FaissError::new(FaissErrorKind::Other, "out of memory: 12 at a:b");
+        assert_eq!((plain.message(), plain.location()), ("out of memory: 12 at a:b", None));
+    }
+}

@@ -1,11 +1,13 @@
 //! The accept loop: the cap on open connections, hyper's HTTP/1 settings
-//! (header read time-out, keep-alive) and the graceful drain of
-//! connections. It owns sockets and connection tasks; routes, bodies and
-//! admission are the router's (`routes`).
+//! (header read time-out, keep-alive), the response write time-out and the
+//! graceful drain of connections. It owns sockets and connection tasks;
+//! routes, bodies and admission are the router's (`routes`).
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,8 +15,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 use crate::config::{HttpSettings, FD_HEADROOM};
 
@@ -79,6 +83,7 @@ pub(crate) async fn accept_until(
         };
         // Small JSON answers should leave at once, not wait on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
+        let tcp = WriteStall::new(tcp, Duration::from_millis(settings.response_stall_timeout_ms));
         let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
         let connection = graceful.watch(connection);
         let open = open.clone();
@@ -94,6 +99,82 @@ pub(crate) async fn accept_until(
         });
     }
     graceful
+}
+
+/// A connection whose writes fail once one has made no progress for
+/// `limit`: a client that stops reading its response cannot hold the
+/// response's memory, or a connection slot, for longer. hyper then drops the
+/// connection and the response with it.
+struct WriteStall<T> {
+    inner: T,
+    limit: Duration,
+    /// Started when a write first finds the socket full; reset by progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's outcome on, and fails a write pending for `limit`.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading its response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteStall<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A connection that failed during its handshake: nothing to wait for.

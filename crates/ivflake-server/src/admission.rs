@@ -1,8 +1,9 @@
 //! Admission control: bounded work in flight, and an immediate refusal past
 //! it ([`Overloaded`], a 503 over HTTP). Nothing queues without bound: a
-//! request either gets its permits now or is told to come back. The server has two: query vectors being searched, and
-//! requests in flight (checked before a body is read, so it also bounds the
-//! memory bodies can hold).
+//! request either gets its permits now or is told to come back. The server
+//! has three: bytes of request bodies (reserved before a body is read, so
+//! they bound the memory bodies hold), requests in flight (taken once the
+//! body has arrived) and query vectors being searched.
 
 use std::sync::Arc;
 

@@ -96,7 +96,10 @@ pub struct SearchResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IndexStatus {
     pub name: String,
-    pub uri: String,
+    /// Where the index lives; shown to the admin token only (and to every
+    /// client when auth is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
     /// Faiss type, e.g. `IndexIVFPQ[IndexFlat]`.
     #[serde(rename = "type")]
     pub type_name: String,

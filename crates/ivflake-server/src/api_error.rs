@@ -31,8 +31,13 @@ pub enum ErrorCode {
     NotFound,
     /// The index name is taken.
     AlreadyExists,
+    /// The server serves `limits.max_indexes` already.
+    TooManyIndexes,
     /// Missing or wrong bearer token.
     Unauthorized,
+    /// The token's scope does not cover the request (a search token on an
+    /// admin route).
+    Forbidden,
     /// The URI is not under an allowed prefix.
     UriNotAllowed,
     /// The URI cannot be read as a store location.
@@ -69,11 +74,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::AlreadyExists,
+        Self::TooManyIndexes,
         Self::Unauthorized,
+        Self::Forbidden,
         Self::UriNotAllowed,
         Self::InvalidUri,
         Self::UnsupportedMediaType,
@@ -98,7 +105,9 @@ impl ErrorCode {
             Self::InvalidArgument => "invalid_argument",
             Self::NotFound => "not_found",
             Self::AlreadyExists => "already_exists",
+            Self::TooManyIndexes => "too_many_indexes",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::UriNotAllowed => "uri_not_allowed",
             Self::InvalidUri => "invalid_uri",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -237,7 +246,9 @@ mod tests {
             "invalid_argument",
             "not_found",
             "already_exists",
+            "too_many_indexes",
             "unauthorized",
+            "forbidden",
             "uri_not_allowed",
             "invalid_uri",
             "unsupported_media_type",

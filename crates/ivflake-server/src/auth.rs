@@ -1,10 +1,13 @@
-//! Optional bearer-token auth for the API routes. The token is compared in
-//! constant time and never logged; health endpoints stay open.
+//! Optional bearer-token auth for the API routes, with two scopes. The admin
+//! token may do everything; the search token may search and read (index
+//! list and status, metrics), and gets 403 for what changes the server
+//! (add, remove, reload, warm). Tokens are compared in constant time and
+//! never logged; health endpoints and the OpenAPI document stay open.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
@@ -19,28 +22,48 @@ pub struct TokenRefused {
     pub reason: &'static str,
 }
 
-/// The expected token; `None` turns auth off.
+/// A valid token whose scope does not cover the route (a 403).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this token may only search and read; {action} needs the admin token")]
+pub struct ScopeRefused {
+    pub action: &'static str,
+}
+
+/// What a request's token allows. Handlers read it from the request's
+/// extensions (e.g. to show index URIs to the admin only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Search and read.
+    Search,
+    /// Everything; also every request when auth is off.
+    Admin,
+}
+
+/// The expected tokens; with neither, auth is off and every request is admin.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    token: Option<Arc<Secret>>,
+    admin: Option<Arc<Secret>>,
+    search: Option<Arc<Secret>>,
 }
 
 impl Auth {
-    pub fn new(token: Option<Secret>) -> Self {
+    pub fn new(admin: Option<Secret>, search: Option<Secret>) -> Self {
         Self {
-            token: token.map(Arc::new),
+            admin: admin.map(Arc::new),
+            search: search.map(Arc::new),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.token.is_some()
+        self.admin.is_some() || self.search.is_some()
     }
 
-    /// Whether an `Authorization` header value carries the right token.
-    fn check(&self, authorization: Option<&HeaderValue>) -> Result<(), TokenRefused> {
-        let Some(expected) = &self.token else {
-            return Ok(());
-        };
+    /// The scope an `Authorization` header value carries. Both tokens are
+    /// compared, whichever matches, so the time taken says nothing of which.
+    fn check(&self, authorization: Option<&HeaderValue>) -> Result<Scope, TokenRefused> {
+        if !self.enabled() {
+            return Ok(Scope::Admin);
+        }
         let Some(value) = authorization else {
             return Err(TokenRefused {
                 reason: "missing bearer token: send `Authorization: Bearer <token>`",
@@ -54,13 +77,35 @@ impl Auth {
             });
         }
         let given = bytes[scheme.len()..].trim_ascii();
-        if bool::from(constant_time_eq(given, expected.expose().as_bytes())) {
-            Ok(())
+        let matches = |token: &Option<Arc<Secret>>| match token {
+            Some(expected) => constant_time_eq(given, expected.expose().as_bytes()),
+            None => Choice::from(0),
+        };
+        let (admin, search) = (matches(&self.admin), matches(&self.search));
+        if bool::from(admin) {
+            Ok(Scope::Admin)
+        } else if bool::from(search) {
+            Ok(Scope::Search)
         } else {
             Err(TokenRefused {
                 reason: "invalid bearer token",
             })
         }
+    }
+}
+
+/// The action a route takes when it needs the admin scope, or `None` when a
+/// search token may take it. Matched on the route's pattern, after axum has
+/// routed (so on the normalised path, never on the raw one).
+fn admin_action(method: &Method, route: &str) -> Option<&'static str> {
+    match (method.as_str(), route) {
+        ("GET" | "HEAD", "/v1/indexes" | "/v1/indexes/{name}" | "/metrics") => None,
+        ("POST", "/v1/indexes/{name}/search") => None,
+        ("POST", "/v1/indexes") => Some("adding an index"),
+        ("DELETE", _) => Some("removing an index"),
+        ("POST", "/v1/indexes/{name}/reload") => Some("reloading an index"),
+        ("POST", "/v1/indexes/{name}/warm") => Some("warming an index"),
+        _ => Some("this request"),
     }
 }
 
@@ -76,10 +121,26 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> Choice {
     equal
 }
 
-/// Middleware for the protected routes.
-pub async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+/// Middleware for the protected routes: 401 without a valid token, 403
+/// for a search token on an admin route; the scope goes into the request's
+/// extensions.
+pub async fn require_token(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     match auth.check(request.headers().get(header::AUTHORIZATION)) {
-        Ok(()) => next.run(request).await,
+        Ok(Scope::Search) => {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("", MatchedPath::as_str);
+            if let Some(action) = admin_action(request.method(), route) {
+                return ApiError::from(ScopeRefused { action }).into_response();
+            }
+            request.extensions_mut().insert(Scope::Search);
+            next.run(request).await
+        }
+        Ok(Scope::Admin) => {
+            request.extensions_mut().insert(Scope::Admin);
+            next.run(request).await
+        }
         Err(refused) => {
             let mut response = ApiError::from(refused).into_response();
             response
@@ -96,15 +157,41 @@ mod tests {
 
     #[test]
     fn checks_tokens() {
-        let auth = Auth::new(Some(Secret::new("s3cret")));
+        let auth = Auth::new(Some(Secret::new("s3cret")), Some(Secret::new("reader")));
         let hv = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert!(auth.check(Some(&hv("Bearer s3cret"))).is_ok());
-        assert!(auth.check(Some(&hv("bearer s3cret"))).is_ok());
+        assert_eq!(auth.check(Some(&hv("Bearer s3cret"))).unwrap(), Scope::Admin);
+        assert_eq!(auth.check(Some(&hv("bearer s3cret"))).unwrap(), Scope::Admin);
+        assert_eq!(auth.check(Some(&hv("Bearer reader"))).unwrap(), Scope::Search);
         assert!(auth.check(Some(&hv("Bearer s3cre"))).is_err());
         assert!(auth.check(Some(&hv("Bearer s3cretx"))).is_err());
         assert!(auth.check(Some(&hv("Basic s3cret"))).is_err());
         assert!(auth.check(Some(&hv("Bearer "))).is_err());
         assert!(auth.check(None).is_err());
-        assert!(Auth::new(None).check(None).is_ok());
+        assert_eq!(Auth::new(None, None).check(None).unwrap(), Scope::Admin);
+        // A search token alone: nobody is admin.
+        let search_only = Auth::new(None, Some(Secret::new("reader")));
+        assert_eq!(search_only.check(Some(&hv("Bearer reader"))).unwrap(), Scope::Search);
+        assert!(search_only.check(None).is_err());
+    }
+
+    #[test]
+    fn admin_routes() {
+        for (method, route) in [
+            (Method::POST, "/v1/indexes"),
+            (Method::DELETE, "/v1/indexes/{name}"),
+            (Method::POST, "/v1/indexes/{name}/reload"),
+            (Method::POST, "/v1/indexes/{name}/warm"),
+            (Method::PUT, "/v1/indexes/{name}"),
+        ] {
+            assert!(admin_action(&method, route).is_some(), "{method} {route}");
+        }
+        for (method, route) in [
+            (Method::GET, "/v1/indexes"),
+            (Method::GET, "/v1/indexes/{name}"),
+            (Method::POST, "/v1/indexes/{name}/search"),
+            (Method::GET, "/metrics"),
+        ] {
+            assert!(admin_action(&method, route).is_none(), "{method} {route}");
+        }
     }
 }

@@ -81,6 +81,9 @@ pub struct IndexConfig {
     pub max_k: Option<usize>,
     pub max_nprobe: Option<usize>,
     pub max_batch: Option<usize>,
+    /// The most bytes of lists one search of this index may read; at most
+    /// the server's `limits.max_bytes_per_search`.
+    pub max_bytes_per_search: Option<u64>,
     /// The most bytes IVF-PQ's precomputed residual table may take for this
     /// index (nlist × M × 256 floats for 8-bit PQ); 0 never builds it. Unset:
     /// 64 MiB. Without it searches compute each scanned list's table instead.
@@ -137,13 +140,30 @@ impl IndexConfig {
                 return Err((key, "must be at least 1".into()));
             }
         }
-        let max_k = self.max_k.unwrap_or(limits.max_k);
-        if max_k > ivflake::MAX_K {
-            return Err((
-                "max_k",
-                format!("{max_k} is above the library's limit of {}", ivflake::MAX_K),
-            ));
+        // An index may tighten the server's limits, never loosen them.
+        for (key, value, limit) in [
+            ("max_k", self.max_k.map(|v| v as u64), limits.max_k as u64),
+            (
+                "max_nprobe",
+                self.max_nprobe.map(|v| v as u64),
+                limits.max_nprobe as u64,
+            ),
+            ("max_batch", self.max_batch.map(|v| v as u64), limits.max_batch as u64),
+            (
+                "max_bytes_per_search",
+                self.max_bytes_per_search,
+                limits.max_bytes_per_search,
+            ),
+        ] {
+            match value {
+                Some(0) => return Err((key, "must be at least 1".into())),
+                Some(v) if v > limit => {
+                    return Err((key, format!("{v} is above the server's limits.{key} = {limit}")));
+                }
+                _ => {}
+            }
         }
+        let max_k = self.max_k.unwrap_or(limits.max_k);
         let k = self.k.unwrap_or(defaults.k);
         if k > max_k {
             return Err(("k", format!("the default k = {k} is above max_k = {max_k}")));
@@ -159,13 +179,30 @@ impl IndexConfig {
         if let Err(e) = self.preload_options().validate() {
             return Err(("preload_max_cache_fraction", e.to_string()));
         }
-        match self.max_batch {
-            Some(b) if b > limits.max_batch => Err((
-                "max_batch",
-                format!("{b} is above the server's limits.max_batch = {}", limits.max_batch),
-            )),
-            _ => Ok(()),
+        if let Some(bytes) = self.residual_table_max_bytes {
+            if bytes > limits.max_residual_table_bytes {
+                return Err((
+                    "residual_table_max_bytes",
+                    format!(
+                        "{bytes} is above the server's limits.max_residual_table_bytes = {}",
+                        limits.max_residual_table_bytes
+                    ),
+                ));
+            }
         }
+        let fraction = self
+            .preload_max_cache_fraction
+            .unwrap_or(ivflake::DEFAULT_PRELOAD_CACHE_FRACTION);
+        if fraction > limits.max_preload_cache_fraction {
+            return Err((
+                "preload_max_cache_fraction",
+                format!(
+                    "{fraction} is above the server's limits.max_preload_cache_fraction = {}",
+                    limits.max_preload_cache_fraction
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -213,12 +250,57 @@ pub struct Limits {
     /// has arrived (a slow or stalled sender holds a connection, never one
     /// of these): past it a request gets 503 + Retry-After at once.
     pub max_requests_in_flight: usize,
+    /// Bytes of request bodies being read or held, across the server. A
+    /// request reserves its `Content-Length` (or `max_body_bytes` when it
+    /// sends none) before its body is read, and keeps it until it is
+    /// answered; past it, 503 + Retry-After at once. So bodies never hold
+    /// more memory than this, however many connections send them.
+    pub max_body_bytes_in_flight: usize,
     /// Longest index name, in bytes.
     pub max_name_len: usize,
+    /// The most bytes of lists (and attribute chunks) one search may read,
+    /// counted from the sizes the header gives before any GET: a search
+    /// over it is refused (400 on `max_bytes_per_search`) and fetches
+    /// nothing. Every byte read is held until the scan, so this bounds a
+    /// request's memory too. 512 MiB: nprobe 64 over lists of 8 MiB.
+    pub max_bytes_per_search: u64,
+    /// Levels of `$and`/`$or` in an attribute filter.
+    pub max_filter_depth: usize,
+    /// Conditions (an operator on a column) in one attribute filter.
+    pub max_filter_conditions: usize,
+    /// Values in one `$in` or `$nin`.
+    pub max_filter_in_values: usize,
+    /// Values in a whole attribute filter.
+    pub max_filter_values: usize,
+    /// Bytes in one string of an attribute filter (a column, an operator, a value).
+    pub max_filter_string_bytes: usize,
+    /// Indexes served at once, those of the config file included; `POST
+    /// /v1/indexes` past it gets a 409 (`too_many_indexes`).
+    pub max_indexes: usize,
+    /// The largest `residual_table_max_bytes` an index may set: the table
+    /// stays in memory as long as the index is served.
+    pub max_residual_table_bytes: u64,
+    /// The largest `preload_max_cache_fraction` an index may set: one
+    /// index's preload never fills more of the shared memory cache.
+    pub max_preload_cache_fraction: f64,
+}
+
+impl Limits {
+    /// The attribute-filter bounds of these limits.
+    pub fn filter_limits(&self) -> ivflake::FilterLimits {
+        ivflake::FilterLimits {
+            max_depth: self.max_filter_depth,
+            max_conditions: self.max_filter_conditions,
+            max_in_values: self.max_filter_in_values,
+            max_total_values: self.max_filter_values,
+            max_string_bytes: self.max_filter_string_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let filter = ivflake::FilterLimits::default();
         Self {
             max_body_bytes: 32 << 20,
             max_batch: 1024,
@@ -230,7 +312,18 @@ impl Default for Limits {
             // Room for a thousand concurrent clients with single-vector
             // searches, plus status and metrics requests.
             max_requests_in_flight: 2048,
+            // Eight of the largest bodies, or thousands of typical ones.
+            max_body_bytes_in_flight: 256 << 20,
             max_name_len: 64,
+            max_bytes_per_search: 512 << 20,
+            max_filter_depth: filter.max_depth,
+            max_filter_conditions: filter.max_conditions,
+            max_filter_in_values: filter.max_in_values,
+            max_filter_values: filter.max_total_values,
+            max_filter_string_bytes: filter.max_string_bytes,
+            max_indexes: 1024,
+            max_residual_table_bytes: 256 << 20,
+            max_preload_cache_fraction: 0.5,
         }
     }
 }
@@ -311,6 +404,10 @@ pub struct HttpSettings {
     /// rate: at least `max_body_bytes` / this (0.5 MiB/s for the defaults'
     /// largest body, far less for a typical one). Slower senders get 408.
     pub body_read_timeout_ms: u64,
+    /// Longest a response may wait for the client to read more of it: a
+    /// client that stops reading is disconnected this long after, and the
+    /// response's memory freed.
+    pub response_stall_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -321,6 +418,7 @@ impl Default for HttpSettings {
             keep_alive: true,
             body_stall_timeout_ms: 10_000,
             body_read_timeout_ms: 60_000,
+            response_stall_timeout_ms: 10_000,
         }
     }
 }
@@ -334,23 +432,35 @@ pub const FD_HEADROOM: usize = 1024;
 /// permits top out near here).
 const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
-/// Bearer-token auth. The token itself is read from the environment
-/// variable named here; auth is on when that variable is set and non-empty.
+/// Bearer-token auth, with two scopes. Each token is read from the
+/// environment variable named here; auth is on when either is set and
+/// non-empty.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The admin token's variable: the admin may do everything.
     pub token_env: String,
-    /// The token, filled from the environment by [`ServerConfig::resolve_env`]
-    /// (or set directly by embedders and tests). Never read from the file.
+    /// The search token's variable: it may search, list and read index
+    /// status, metrics and the OpenAPI document; adding, removing, reloading
+    /// and warming get 403.
+    pub search_token_env: String,
+    /// The admin token, filled from the environment by
+    /// [`ServerConfig::resolve_env`] (or set directly by embedders and
+    /// tests). Never read from the file.
     #[serde(skip)]
     pub token: Option<Secret>,
+    /// The search token, likewise.
+    #[serde(skip)]
+    pub search_token: Option<Secret>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             token_env: "IVFLAKE_API_TOKEN".into(),
+            search_token_env: "IVFLAKE_SEARCH_TOKEN".into(),
             token: None,
+            search_token: None,
         }
     }
 }
@@ -397,14 +507,20 @@ impl ServerConfig {
         })
     }
 
-    /// Fills the settings that come from the environment (the bearer token).
+    /// Fills the settings that come from the environment (the bearer tokens).
     pub fn resolve_env(&mut self) {
-        if self.auth.token.is_none() && !self.auth.token_env.is_empty() {
-            if let Ok(token) = std::env::var(&self.auth.token_env) {
-                // A token file read into the variable often ends in a newline.
-                let token = token.trim();
-                if !token.is_empty() {
-                    self.auth.token = Some(Secret(token.to_string()));
+        let auth = &mut self.auth;
+        for (slot, var) in [
+            (&mut auth.token, &auth.token_env),
+            (&mut auth.search_token, &auth.search_token_env),
+        ] {
+            if slot.is_none() && !var.is_empty() {
+                if let Ok(token) = std::env::var(var) {
+                    // A token file read into the variable often ends in a newline.
+                    let token = token.trim();
+                    if !token.is_empty() {
+                        *slot = Some(Secret(token.to_string()));
+                    }
                 }
             }
         }
@@ -427,6 +543,12 @@ impl ServerConfig {
             ("limits.max_queries_in_flight", l.max_queries_in_flight),
             ("limits.max_requests_in_flight", l.max_requests_in_flight),
             ("limits.max_name_len", l.max_name_len),
+            ("limits.max_filter_depth", l.max_filter_depth),
+            ("limits.max_filter_conditions", l.max_filter_conditions),
+            ("limits.max_filter_in_values", l.max_filter_in_values),
+            ("limits.max_filter_values", l.max_filter_values),
+            ("limits.max_filter_string_bytes", l.max_filter_string_bytes),
+            ("limits.max_indexes", l.max_indexes),
             ("defaults.k", self.defaults.k),
             ("defaults.nprobe", self.defaults.nprobe),
             ("fetch.max_in_flight", self.fetch.max_in_flight),
@@ -438,13 +560,37 @@ impl ServerConfig {
             }
         }
         for (key, value) in [
+            ("limits.max_bytes_per_search", l.max_bytes_per_search),
             ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
             ("http.body_stall_timeout_ms", self.http.body_stall_timeout_ms),
             ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.response_stall_timeout_ms", self.http.response_stall_timeout_ms),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1".into());
             }
+        }
+        if self.auth.token.is_some() && self.auth.token == self.auth.search_token {
+            return invalid(
+                "auth.search_token_env",
+                "the search token equals the admin token; give each scope its own".into(),
+            );
+        }
+        if !(l.max_preload_cache_fraction > 0.0 && l.max_preload_cache_fraction <= 1.0) {
+            return invalid(
+                "limits.max_preload_cache_fraction",
+                format!("{} is not in (0, 1]", l.max_preload_cache_fraction),
+            );
+        }
+        if self.indexes.len() > l.max_indexes {
+            return invalid(
+                "limits.max_indexes",
+                format!(
+                    "the config serves {} indexes, over {}",
+                    self.indexes.len(),
+                    l.max_indexes
+                ),
+            );
         }
         if l.max_k > ivflake::MAX_K {
             return invalid(
@@ -461,9 +607,19 @@ impl ServerConfig {
                 ),
             );
         }
+        if l.max_body_bytes_in_flight < l.max_body_bytes {
+            return invalid(
+                "limits.max_body_bytes_in_flight",
+                format!(
+                    "{} is below limits.max_body_bytes = {}: the largest body could never be read",
+                    l.max_body_bytes_in_flight, l.max_body_bytes
+                ),
+            );
+        }
         for (key, value) in [
             ("limits.max_queries_in_flight", l.max_queries_in_flight),
             ("limits.max_requests_in_flight", l.max_requests_in_flight),
+            ("limits.max_body_bytes_in_flight", l.max_body_bytes_in_flight),
         ] {
             if value > u32::MAX as usize {
                 return invalid(key, format!("{value} is too large (at most {})", u32::MAX));

@@ -12,7 +12,7 @@
 //!   the one place that decides each error's status and code.
 //! - `parse`: search bodies (JSON or raw float32) → a batch, limits checked as it reads.
 //! - `admission`: bounded requests and query vectors in flight, refused past them.
-//! - `auth`: optional bearer token, compared in constant time.
+//! - `auth`: optional bearer tokens (admin and search scopes), compared in constant time.
 //! - `error`: [`ServerError`], what the public functions return.
 //! - `api_error`: [`ApiError`], [`ErrorCode`] and the JSON error body.
 //! - `openapi`: the document at `/openapi.json`.
@@ -79,7 +79,7 @@ impl Server {
             state_dir: config.state_dir.clone(),
             ..OpenOptions::default()
         };
-        let registry = Registry::new(open);
+        let registry = Registry::new(open, config.limits.max_indexes);
         // Opened side by side: each open waits on the store, not the CPU.
         let opened = futures::future::join_all(
             config
@@ -99,14 +99,23 @@ impl Server {
         };
         let listener = accept::listen(config.listen, config.http.max_connections).map_err(bind_failed)?;
         let local_addr = listener.local_addr().map_err(bind_failed)?;
-        let auth = auth::Auth::new(config.auth.token.clone());
+        let auth = auth::Auth::new(config.auth.token.clone(), config.auth.search_token.clone());
         if auth.enabled() {
             tracing::info!("bearer-token auth is on");
+        } else if !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                addr = %local_addr,
+                "listening beyond loopback with no bearer token: any client that reaches this address may add, \
+                 remove and search indexes (set {} and {})",
+                config.auth.token_env,
+                config.auth.search_token_env
+            );
         }
         let state = Arc::new(routes::Shared {
             registry,
             admission: Admission::new(config.limits.max_queries_in_flight, "query vectors"),
             requests: Admission::new(config.limits.max_requests_in_flight, "requests"),
+            body_bytes: Admission::new(config.limits.max_body_bytes_in_flight, "bytes of request bodies"),
             config,
             metrics,
             draining: AtomicBool::new(false),

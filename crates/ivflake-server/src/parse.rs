@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, Uri};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use ivflake::IdFilterSpec;
+use ivflake::{AttributeFilter, FilterLimits, FilterParser, IdFilterSpec};
 
 use crate::api::BinarySearchParams;
 
@@ -50,6 +50,8 @@ pub struct Shape {
     pub d: usize,
     pub max_rows: usize,
     pub max_filter_ids: usize,
+    /// Bounds on the attribute filter, checked as it is read.
+    pub filter_limits: FilterLimits,
 }
 
 /// One parsed search request, whichever encoding it came in. `vectors` holds
@@ -61,9 +63,10 @@ pub struct Batch {
     pub k: Option<usize>,
     pub nprobe: Option<usize>,
     pub filter: Option<IdFilterSpec>,
-    /// The attribute filter as sent; typed and checked against the index's
-    /// attributes when the search is resolved (errors name its JSON path).
-    pub attribute_filter: Option<serde_json::Value>,
+    /// The attribute filter, parsed within `Shape::filter_limits`; checked
+    /// against the index's attributes when the search runs (errors name its
+    /// JSON path).
+    pub attribute_filter: Option<AttributeFilter>,
     pub return_attributes: Vec<String>,
     pub allow_partial: bool,
     pub timeout_ms: Option<u64>,
@@ -96,15 +99,37 @@ pub fn content_type(headers: &HeaderMap) -> Result<BodyKind, RequestError> {
 
 pub async fn parse_json(body: Bytes, shape: Shape) -> Result<Batch, RequestError> {
     let batch = if body.len() > INLINE_PARSE_BYTES {
-        tokio::task::spawn_blocking(move || decode(&body, RequestSeed(shape)))
+        tokio::task::spawn_blocking(move || decode_request(&body, shape))
             .await
             .map_err(|e| RequestError::ParserFailed { reason: e.to_string() })??
     } else {
-        decode(&body, RequestSeed(shape))?
+        decode_request(&body, shape)?
     };
     check_rows(batch.rows, shape.max_rows)?;
     check_finite(&batch.vectors, shape.d)?;
     Ok(batch)
+}
+
+/// A JSON search request. A refused attribute filter is reported by the
+/// filter parser, with the JSON path and the limit it went past.
+fn decode_request(body: &[u8], shape: Shape) -> Result<Batch, RequestError> {
+    let mut filter = AttributeFilterSeed::new(&shape.filter_limits);
+    decode(
+        body,
+        RequestSeed {
+            shape,
+            filter: &mut filter,
+        },
+    )
+    .map_err(|e| {
+        if !filter.failed {
+            return e;
+        }
+        match filter.parser.error(&e) {
+            ivflake::Error::InvalidFilter { path, reason } => RequestError::invalid(path, reason),
+            other => RequestError::invalid("attribute_filter", other.to_string()),
+        }
+    })
 }
 
 /// Parses JSON with `seed` (or `PhantomData::<T>` for a plain
@@ -197,9 +222,58 @@ const REQUEST_FIELDS: &[&str] = &[
 ];
 
 /// Reads a `SearchRequest` object straight into a [`Batch`].
-struct RequestSeed(Shape);
+struct RequestSeed<'a> {
+    shape: Shape,
+    filter: &'a mut AttributeFilterSeed,
+}
 
-impl<'de> DeserializeSeed<'de> for RequestSeed {
+/// Reads `attribute_filter` (or `null`) straight into an [`AttributeFilter`],
+/// within the limits, and remembers whether that is where the parse failed.
+struct AttributeFilterSeed {
+    parser: FilterParser,
+    failed: bool,
+}
+
+impl AttributeFilterSeed {
+    fn new(limits: &FilterLimits) -> Self {
+        Self {
+            parser: FilterParser::new("attribute_filter", limits),
+            failed: false,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut AttributeFilterSeed {
+    type Value = Option<AttributeFilter>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let read = deserializer.deserialize_option(&mut *self);
+        self.failed = read.is_err();
+        read
+    }
+}
+
+impl<'de> Visitor<'de> for &mut AttributeFilterSeed {
+    type Value = Option<AttributeFilter>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an attribute filter object or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        (&mut self.parser).deserialize(deserializer).map(Some)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     type Value = Batch;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Batch, D::Error> {
@@ -215,7 +289,7 @@ fn first<T, E: de::Error>(slot: &Option<T>, field: &'static str) -> Result<(), E
     }
 }
 
-impl<'de> Visitor<'de> for RequestSeed {
+impl<'de> Visitor<'de> for RequestSeed<'_> {
     type Value = Batch;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -223,12 +297,12 @@ impl<'de> Visitor<'de> for RequestSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Batch, A::Error> {
-        let shape = self.0;
+        let shape = self.shape;
         let mut vectors = None;
         let mut k: Option<Option<usize>> = None;
         let mut nprobe: Option<Option<usize>> = None;
         let mut filter: Option<Option<IdFilterSpec>> = None;
-        let mut attribute_filter: Option<Option<serde_json::Value>> = None;
+        let mut attribute_filter: Option<Option<AttributeFilter>> = None;
         let mut return_attributes: Option<Option<Vec<String>>> = None;
         let mut allow_partial: Option<bool> = None;
         let mut timeout_ms: Option<Option<u64>> = None;
@@ -252,8 +326,7 @@ impl<'de> Visitor<'de> for RequestSeed {
                 }
                 RequestField::AttributeFilter => {
                     first(&attribute_filter, "attribute_filter")?;
-                    // Bounded by the body limit; nesting by serde_json's recursion limit.
-                    attribute_filter = Some(map.next_value()?);
+                    attribute_filter = Some(map.next_value_seed(&mut *self.filter)?);
                 }
                 RequestField::ReturnAttributes => {
                     first(&return_attributes, "return_attributes")?;
@@ -577,13 +650,55 @@ mod tests {
         d: 2,
         max_rows: 3,
         max_filter_ids: 4,
+        filter_limits: FilterLimits {
+            max_depth: 3,
+            max_conditions: 4,
+            max_in_values: 5,
+            max_total_values: 8,
+            max_string_bytes: 16,
+        },
     };
 
     /// Refusals as the client sees them.
     fn json(body: &str) -> Result<Batch, ApiError> {
-        let batch = decode(body.as_bytes(), RequestSeed(SHAPE))?;
+        let batch = decode_request(body.as_bytes(), SHAPE)?;
         check_rows(batch.rows, SHAPE.max_rows)?;
         Ok(batch)
+    }
+
+    fn refusal(body: &str) -> (String, String) {
+        let e = json(body).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{e}");
+        (e.field.unwrap_or_default(), e.message)
+    }
+
+    /// The attribute filter is typed as it is read, and each limit stops the
+    /// parse with the JSON path of the value past it.
+    #[test]
+    fn attribute_filters_are_bounded_as_they_are_read() {
+        let b = json(r#"{"vectors": [[1, 2]], "attribute_filter": {"genre": {"$in": ["a", "b"]}}}"#).unwrap();
+        assert!(b.attribute_filter.is_some());
+        let b = json(r#"{"vectors": [[1, 2]], "attribute_filter": null}"#).unwrap();
+        assert!(b.attribute_filter.is_none());
+
+        let (field, message) = refusal(r#"{"vectors": [[1, 2]], "attribute_filter": {"t": {"$in": [1,2,3,4,5,6]}}}"#);
+        assert_eq!(field, "attribute_filter.t.$in");
+        assert!(message.contains("max_in_values = 5"), "{message}");
+        let deep =
+            r#"{"vectors": [[1, 2]], "attribute_filter": {"$and": [{"$and": [{"$and": [{"$and": [{"a": 1}]}]}]}]}}"#;
+        let (field, message) = refusal(deep);
+        assert!(field.starts_with("attribute_filter.$and[0]"), "{field}");
+        assert!(message.contains("max_depth = 3"), "{message}");
+        let (field, message) =
+            refusal(r#"{"vectors": [[1, 2]], "attribute_filter": {"t": "a-string-of-over-16-bytes"}}"#);
+        assert_eq!(field, "attribute_filter.t");
+        assert!(message.contains("max_string_bytes = 16"), "{message}");
+        // Bad JSON inside the filter names the filter, not the body.
+        let (field, _) = refusal(r#"{"vectors": [[1, 2]], "attribute_filter": {"t": {"$in": [1,]}}}"#);
+        assert!(field.starts_with("attribute_filter"), "{field}");
+        // A refusal elsewhere in the body is not blamed on the filter.
+        let (field, _) = refusal(r#"{"attribute_filter": {"t": 1}, "vectors": [[1, 2, 3]]}"#);
+        assert_eq!(field, "vectors");
     }
 
     fn field(body: &str) -> String {

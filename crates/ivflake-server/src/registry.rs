@@ -23,6 +23,9 @@ pub enum RegistryError {
     NameTaken { name: String },
     #[error("no index named {name:?}")]
     NotFound { name: String },
+    /// The registry serves its limit of indexes; remove one first.
+    #[error("the server serves its limit of {limit} indexes; remove one first")]
+    Full { limit: usize },
     /// The URI or the object behind it could not be opened as an index.
     #[error("cannot open index {name:?} at {uri}")]
     OpenFailed {
@@ -130,26 +133,24 @@ impl IndexEntry {
 
     async fn open_current(&self) -> Result<ReloadOutcome, RegistryError> {
         let previous = self.current();
-        // `IvfIndex::reload` saves the probe counts first, so the new version
-        // resumes them from the state directory.
-        let index = previous
+        // One HEAD when the object is unchanged. Otherwise the reload saves
+        // the probe counts first, so the new version resumes them from the
+        // state directory.
+        let reopened = previous
             .index
-            .reload()
+            .reload_if_changed()
             .await
             .map_err(|source| RegistryError::ReloadFailed {
                 name: self.name.clone(),
                 source,
             })?;
-        let same_object = index.e_tag().is_some()
-            && index.e_tag() == previous.index.e_tag()
-            && index.file_len() == previous.index.file_len();
-        if same_object {
+        let Some(index) = reopened else {
             return Ok(ReloadOutcome {
                 changed: false,
                 current: previous.clone(),
                 previous,
             });
-        }
+        };
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let current = Arc::new(Loaded::new(index, generation));
         self.current.store(current.clone());
@@ -173,14 +174,18 @@ impl IndexEntry {
 pub struct Registry {
     indexes: RwLock<BTreeMap<String, Arc<IndexEntry>>>,
     open: OpenOptions,
+    /// The most indexes served at once.
+    max_indexes: usize,
 }
 
 impl Registry {
-    /// An empty registry whose indexes share `open`'s scheduler and compute pool.
-    pub fn new(open: OpenOptions) -> Self {
+    /// An empty registry of at most `max_indexes`, whose indexes share
+    /// `open`'s scheduler and compute pool.
+    pub fn new(open: OpenOptions, max_indexes: usize) -> Self {
         Self {
             indexes: RwLock::new(BTreeMap::new()),
             open,
+            max_indexes,
         }
     }
 
@@ -266,18 +271,33 @@ impl Registry {
         &self.open.scheduler
     }
 
-    /// Registers an opened index; refuses a name already taken.
+    /// Registers an opened index; refuses a name already taken, or one
+    /// index past the limit.
     pub fn insert(&self, entry: Arc<IndexEntry>) -> Result<(), RegistryError> {
         let mut map = self.write();
-        refuse_taken(&map, &entry.name)?;
+        self.refuse(&map, &entry.name)?;
         map.insert(entry.name.clone(), entry);
         Ok(())
     }
 
-    /// Refuses a taken name early, so no object is read for nothing;
-    /// [`Registry::insert`] checks again under the lock, where it counts.
+    /// Refuses a taken name or a full registry early, so no object is read
+    /// for nothing; [`Registry::insert`] checks again under the lock, where
+    /// it counts.
     fn ensure_free(&self, name: &str) -> Result<(), RegistryError> {
-        refuse_taken(&self.read(), name)
+        self.refuse(&self.read(), name)
+    }
+
+    /// The one check before a name is registered, for whichever lock the caller holds.
+    fn refuse(&self, map: &BTreeMap<String, Arc<IndexEntry>>, name: &str) -> Result<(), RegistryError> {
+        if map.contains_key(name) {
+            return Err(RegistryError::NameTaken { name: name.to_string() });
+        }
+        if map.len() >= self.max_indexes {
+            return Err(RegistryError::Full {
+                limit: self.max_indexes,
+            });
+        }
+        Ok(())
     }
 
     /// Unregisters `name`. Searches already running on it finish.
@@ -310,12 +330,4 @@ impl Registry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<IndexEntry>>> {
         self.indexes.write().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// The one name-taken check, for whichever lock the caller holds.
-fn refuse_taken(map: &BTreeMap<String, Arc<IndexEntry>>, name: &str) -> Result<(), RegistryError> {
-    if map.contains_key(name) {
-        return Err(RegistryError::NameTaken { name: name.to_string() });
-    }
-    Ok(())
 }

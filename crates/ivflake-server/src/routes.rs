@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,9 +33,9 @@ use utoipa::OpenApi;
 use crate::admission::{Admission, Overloaded};
 use crate::api::*;
 use crate::api_error::{ApiError, ErrorBody, ErrorCode};
-use crate::auth::{require_token, Auth, TokenRefused};
+use crate::auth::{require_token, Auth, Scope, ScopeRefused, TokenRefused};
 use crate::config::{IndexConfig, ServerConfig};
-use crate::names::{check_uri_allowed, validate_name};
+use crate::names::{check_uri_allowed, validate_name, UriRefused};
 use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKind, RequestError, Shape};
 use crate::registry::{IndexEntry, Loaded, Registry, RegistryError};
 use crate::telemetry::track_http;
@@ -51,9 +51,12 @@ pub struct Shared {
     pub registry: Registry,
     /// Query vectors being searched (`limits.max_queries_in_flight`).
     pub admission: Admission,
-    /// Requests in flight, admitted before their body is read
+    /// Requests in flight, admitted once their body is read
     /// (`limits.max_requests_in_flight`).
     pub requests: Admission,
+    /// Bytes of bodies being read or held (`limits.max_body_bytes_in_flight`),
+    /// reserved before a body is read.
+    pub body_bytes: Admission,
     pub config: ServerConfig,
     pub metrics: PrometheusHandle,
     /// Set once shutdown starts: `/readyz` turns 503 so balancers stop sending.
@@ -74,8 +77,9 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/v1/indexes/{name}/warm", post(warm))
         .route("/v1/indexes/{name}/reload", post(reload))
         .route("/metrics", get(metrics))
-        // Inner: the body is read (time-outs, limit) and only then is a
-        // request slot taken, so a slow sender never holds one.
+        // Inner: the body's bytes are reserved, the body is read (time-outs,
+        // limit), and only then is a request slot taken, so a slow sender
+        // never holds one and bodies never hold more than their budget.
         .route_layer(from_fn_with_state(state.clone(), admit_request))
         // Outer: no body is read for a client without the token.
         .route_layer(from_fn_with_state(auth, require_token));
@@ -104,11 +108,27 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         )
 }
 
-/// Reads the whole body (at most `max_body_bytes`, within the body
-/// time-outs), then admits the request or answers 503 at once: a client
-/// still sending, or stalled, holds no request slot.
+/// Reserves the body's bytes (its `Content-Length`, else the limit), reads
+/// it (at most `max_body_bytes`, within the body time-outs), then admits
+/// the request; each refusal is at once (413, 503). A client still sending,
+/// or stalled, holds no request slot, and bodies in flight never hold more
+/// than `max_body_bytes_in_flight`.
 async fn admit_request(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
     let (parts, body) = request.into_parts();
+    let limit = state.config.limits.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit).into_response();
+    }
+    let reserve = declared.map_or(limit, |n| n as usize);
+    let _bytes = match state.body_bytes.try_admit(reserve) {
+        Ok(permit) => permit,
+        Err(overloaded) => return ApiError::from(overloaded).into_response(),
+    };
     let body = match read_body(&state.config, body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
@@ -117,6 +137,15 @@ async fn admit_request(State(state): State<AppState>, request: Request<Body>, ne
         Ok(_admitted) => next.run(Request::from_parts(parts, Body::from(body))).await,
         Err(overloaded) => ApiError::from(overloaded).into_response(),
     }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BodyTooLarge,
+        format!("the request body is over the limit of {limit} bytes"),
+    )
+    .with_field("body")
 }
 
 /// A body in full, or 413 (over the limit), 408 (stalled or slower than
@@ -142,12 +171,7 @@ async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError>
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(c) = cause {
             if c.is::<http_body_util::LengthLimitError>() {
-                return ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorCode::BodyTooLarge,
-                    format!("the request body is over the limit of {limit} bytes"),
-                )
-                .with_field("body");
+                return too_large(limit);
             }
             if c.is::<tower_http::timeout::TimeoutError>() {
                 return too_slow();
@@ -250,6 +274,7 @@ pub(crate) async fn search(
         d: loaded.index.info().d,
         max_rows: entry.config.max_batch.unwrap_or(state.config.limits.max_batch),
         max_filter_ids: state.config.limits.max_filter_ids,
+        filter_limits: state.config.limits.filter_limits(),
     };
     let batch = match content_type(&headers)? {
         BodyKind::Json => parse_json(body, shape).await?,
@@ -368,28 +393,24 @@ fn resolve(
     let filter = batch.filter.clone().unwrap_or_default();
     filter.validate()?;
     let timeout = Duration::from_millis(timeout_ms);
-    let attribute_filter = batch
-        .attribute_filter
-        .as_ref()
-        .map(|v| ivflake::AttributeFilter::from_json_at(v, "attribute_filter"))
-        .transpose()?;
     let params = SearchParams {
         filter,
-        attribute_filter,
+        attribute_filter: batch.attribute_filter.clone(),
         return_attributes: batch.return_attributes.clone(),
         allow_partial: batch.allow_partial,
         deadline: Some(timeout),
+        max_bytes: Some(index.max_bytes_per_search.unwrap_or(limits.max_bytes_per_search)),
         ..SearchParams::new(k, nprobe)
     };
     Ok((params, timeout))
 }
 
-async fn status(config: &ServerConfig, entry: &IndexEntry) -> IndexStatus {
+async fn status(config: &ServerConfig, entry: &IndexEntry, scope: Scope) -> IndexStatus {
     let loaded = entry.current();
     let info = loaded.index.info();
     IndexStatus {
         name: entry.name.clone(),
-        uri: entry.config.uri.clone(),
+        uri: (scope == Scope::Admin).then(|| entry.config.uri.clone()),
         type_name: info.type_name.clone(),
         d: info.d,
         metric: info.metric.name().into(),
@@ -419,10 +440,10 @@ async fn residency(loaded: &Loaded) -> serde_json::Value {
     responses((status = 200, description = "Every index served", body = IndexList)),
     security((), ("bearer" = []))
 )]
-pub(crate) async fn list_indexes(State(state): State<AppState>) -> Json<IndexList> {
+pub(crate) async fn list_indexes(State(state): State<AppState>, Extension(scope): Extension<Scope>) -> Json<IndexList> {
     let mut indexes = Vec::new();
     for entry in state.registry.all() {
-        indexes.push(status(&state.config, &entry).await);
+        indexes.push(status(&state.config, &entry, scope).await);
     }
     Json(IndexList { indexes })
 }
@@ -441,10 +462,11 @@ pub(crate) async fn list_indexes(State(state): State<AppState>) -> Json<IndexLis
 )]
 pub(crate) async fn get_index(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<IndexStatus>, ApiError> {
     let entry = lookup(&state, name)?;
-    Ok(Json(status(&state.config, &entry).await))
+    Ok(Json(status(&state.config, &entry, scope).await))
 }
 
 #[utoipa::path(
@@ -455,9 +477,9 @@ pub(crate) async fn get_index(
     responses(
         (status = 201, description = "Opened and now served", body = IndexStatus),
         (status = 400, description = "Bad name, URI or setting; `error.field` names it", body = ErrorBody),
-        (status = 403, description = "The URI is not under an allowed prefix", body = ErrorBody),
+        (status = 403, description = "The URI is not under an allowed prefix, or the token is not the admin's", body = ErrorBody),
         (status = 404, description = "No object at the URI", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 409, description = "The name is taken, or the server serves `limits.max_indexes`", body = ErrorBody),
         (status = 408, description = "The body stalled or arrived too slowly", body = ErrorBody),
         (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
         (status = 422, description = "The object is not a supported, intact Faiss IVF index", body = ErrorBody),
@@ -472,7 +494,7 @@ pub(crate) async fn add_index(
     let body = body.map_err(body_error)?;
     let AddIndexRequest {
         name,
-        index: config,
+        index: mut config,
         unknown,
     } = decode(&body, PhantomData)?;
     if let Some(field) = unknown.keys().next() {
@@ -482,13 +504,15 @@ pub(crate) async fn add_index(
         return Err(ApiError::invalid("uri", "missing: the index's URI"));
     }
     validate_name(&name, state.config.limits.max_name_len).map_err(|e| ApiError::invalid("name", e))?;
-    check_uri_allowed(&config.uri, &state.config.allowed_uri_prefixes)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::UriNotAllowed, e))?;
+    config.uri = check_uri_allowed(&config.uri, &state.config.allowed_uri_prefixes)?;
     config
         .check(&state.config.defaults, &state.config.limits)
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
     let entry = state.registry.add(&name, config).await?;
-    Ok((StatusCode::CREATED, Json(status(&state.config, &entry).await)))
+    Ok((
+        StatusCode::CREATED,
+        Json(status(&state.config, &entry, Scope::Admin).await),
+    ))
 }
 
 #[utoipa::path(
@@ -580,7 +604,11 @@ pub(crate) async fn warm(
         decode(&body, PhantomData)?
     };
     let index = entry.current().index.clone();
-    let report = index.warm(&spec).await?;
+    let budget = entry
+        .config
+        .max_bytes_per_search
+        .unwrap_or(state.config.limits.max_bytes_per_search);
+    let report = index.warm_within(&spec, budget).await?;
     tracing::info!(index = %entry.name, lists = report.lists_requested, ms = report.ms, "warmed");
     Ok(Json(report))
 }
@@ -674,7 +702,7 @@ async fn no_route(uri: Uri) -> ApiError {
 impl From<ivflake::Error> for ApiError {
     fn from(e: ivflake::Error) -> Self {
         use ivflake::Error as E;
-        let message = e.to_string();
+        let message = public_message(&e);
         match e {
             // The library calls the batch `queries`; the API calls it `vectors`.
             E::InvalidArgument { field, reason } => {
@@ -709,6 +737,36 @@ impl From<ivflake::Error> for ApiError {
     }
 }
 
+/// What a client is told of a library error: what went wrong, without the
+/// store's endpoint, bucket or key, the server's paths or the store
+/// library's own words. Those go to the log, under the request's id.
+fn public_message(e: &ivflake::Error) -> String {
+    use ivflake::Error as E;
+    let quiet = match e {
+        E::InvalidUri { reason, .. } => format!("invalid index URI: {reason}"),
+        E::NotFound { .. } => "the index object is not in the store".into(),
+        E::Store { .. } => "the object store failed to serve the index".into(),
+        E::GetTimedOut { timeout, attempts, .. } => {
+            format!("a GET of the index timed out after {timeout:?}, {attempts} time(s)")
+        }
+        E::TruncatedGet { range, got, .. } => format!(
+            "the store returned {got} bytes where {} were asked for",
+            range.end - range.start
+        ),
+        E::BrokenStream { .. } => "a read from the object store broke off".into(),
+        E::IndexChanged { .. } => "the index changed in the store since it was opened; retry".into(),
+        E::Corrupt { reason, .. } => format!("the index file is corrupt: {reason}"),
+        E::Unsupported { reason, .. } => format!("the index is not supported: {reason}"),
+        E::Attributes { reason, .. } => format!("the index's attributes: {reason}"),
+        E::Checksum { list, .. } => format!("checksum mismatch in list {list}: the stored bytes are corrupt"),
+        E::Faiss(_) | E::Io(_) | E::Internal(_) => "an internal error; the server log has the details".into(),
+        // The rest carry no location: the request's own values and limits.
+        other => return other.to_string(),
+    };
+    tracing::warn!(error = %e, "request failed");
+    quiet
+}
+
 /// The wire message of a failed open or reload is the library's alone, as
 /// it always was; the registry's own words are for logs and the CLI.
 impl From<RegistryError> for ApiError {
@@ -717,6 +775,7 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::NameTaken { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::AlreadyExists, message),
             RegistryError::NotFound { .. } => ApiError::not_found(message),
+            RegistryError::Full { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::TooManyIndexes, message),
             RegistryError::OpenFailed { source, .. } => opening(source),
             RegistryError::ReloadFailed { source, .. } => source.into(),
         }
@@ -728,7 +787,7 @@ impl From<RegistryError> for ApiError {
 /// where the same error during a search of a served index is a 502.
 fn opening(e: ivflake::Error) -> ApiError {
     use ivflake::Error as E;
-    let message = e.to_string();
+    let message = public_message(&e);
     match e {
         E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::IndexObjectMissing, message),
         E::Checksum { .. } | E::Corrupt { .. } => {
@@ -742,6 +801,23 @@ fn opening(e: ivflake::Error) -> ApiError {
 impl From<Overloaded> for ApiError {
     fn from(e: Overloaded) -> Self {
         ApiError::unavailable(ErrorCode::Overloaded, e.to_string())
+    }
+}
+
+impl From<UriRefused> for ApiError {
+    fn from(e: UriRefused) -> Self {
+        let message = e.to_string();
+        match e {
+            UriRefused::NotAllowed(_) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::UriNotAllowed, message),
+            UriRefused::Missing => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::IndexObjectMissing, message),
+        }
+        .with_field("uri")
+    }
+}
+
+impl From<ScopeRefused> for ApiError {
+    fn from(e: ScopeRefused) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, e.to_string())
     }
 }
 
@@ -835,8 +911,8 @@ mod tests {
         }
     }
 
-    /// Each registry error keeps the status, code and message it had when
-    /// the registry built `ApiError`s itself.
+    /// Each registry error keeps the status and code it had when the
+    /// registry built `ApiError`s itself; the message never names the URI.
     #[test]
     fn registry_errors_keep_their_status_and_code() {
         let open = |source: ivflake::Error| RegistryError::OpenFailed {
@@ -866,21 +942,46 @@ mod tests {
                 r#"no index named "a""#.into(),
             ),
             // Opening an index a client named: its URI is at fault.
-            (open(missing()), 404, "index_object_missing", missing().to_string()),
-            (open(corrupt()), 422, "index_corrupt", corrupt().to_string()),
-            (open(unsupported()), 422, "unsupported_index", unsupported().to_string()),
-            (open(invalid_uri.clone()), 400, "invalid_uri", invalid_uri.to_string()),
-            (open(timed_out()), 503, "store_unavailable", timed_out().to_string()),
+            (open(missing()), 404, "index_object_missing", public_message(&missing())),
+            (open(corrupt()), 422, "index_corrupt", public_message(&corrupt())),
+            (
+                open(unsupported()),
+                422,
+                "unsupported_index",
+                public_message(&unsupported()),
+            ),
+            (
+                open(invalid_uri.clone()),
+                400,
+                "invalid_uri",
+                public_message(&invalid_uri),
+            ),
+            (
+                open(timed_out()),
+                503,
+                "store_unavailable",
+                public_message(&timed_out()),
+            ),
             // Reloading a served index: the store is at fault.
-            (reload(missing()), 502, "index_object_missing", missing().to_string()),
-            (reload(corrupt()), 502, "index_corrupt", corrupt().to_string()),
+            (
+                reload(missing()),
+                502,
+                "index_object_missing",
+                public_message(&missing()),
+            ),
+            (reload(corrupt()), 502, "index_corrupt", public_message(&corrupt())),
             (
                 reload(unsupported()),
                 422,
                 "unsupported_index",
-                unsupported().to_string(),
+                public_message(&unsupported()),
             ),
-            (reload(timed_out()), 503, "store_unavailable", timed_out().to_string()),
+            (
+                reload(timed_out()),
+                503,
+                "store_unavailable",
+                public_message(&timed_out()),
+            ),
         ];
         for (e, status, code, message) in cases {
             let what = format!("{e:?}");
@@ -889,6 +990,7 @@ mod tests {
             assert_eq!(api.code, code, "{what}");
             assert_eq!(api.message, message, "{what}");
             assert_eq!(api.retry_after.is_some(), status == 503, "{what}");
+            assert!(!api.message.contains("s3://b/i.faiss"), "{what}: {}", api.message);
         }
     }
 

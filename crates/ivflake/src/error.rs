@@ -85,6 +85,12 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// The caller stopped waiting (a deadline, a dropped request), so the
+    /// search's compute work stopped too. A caller that is still waiting
+    /// never sees it.
+    #[error("the search was cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -136,7 +142,8 @@ impl Error {
     }
 
     /// A Faiss failure while parsing the header of `uri`: an index type this
-    /// build cannot serve, or a corrupt file.
+    /// build cannot serve, or a corrupt file. Running out of memory is the
+    /// process's failure, not the file's, and stays a Faiss error.
     pub(crate) fn from_header(uri: &str, e: FaissError) -> Self {
         // The binding classifies its errors; no message text is matched.
         match e.kind() {
@@ -144,6 +151,7 @@ impl Error {
                 uri: uri.into(),
                 reason: e.message().to_string(),
             },
+            FaissErrorKind::OutOfMemory => Error::Faiss(e),
             _ => Error::Corrupt {
                 uri: uri.into(),
                 reason: e.message().to_string(),

@@ -27,7 +27,7 @@ async fn open_bytes(bytes: Vec<u8>) -> ivflake::Result<IvfIndex> {
 }
 
 fn ivfpq() -> Vec<u8> {
-    build_index("IVF16,PQ4", Metric::L2, D, 2000)
+    build_index("IVF16,PQ4np", Metric::L2, D, 2000)
 }
 
 #[tokio::test]
@@ -64,7 +64,7 @@ async fn bad_uris_are_refused() {
 #[tokio::test]
 async fn truncated_files_are_corrupt_at_every_cut() {
     // Small files, so every cut (inside the header and inside the list data) is tried.
-    for (factory, d, n) in [("IVF4,Flat", 4, 64), ("IVF4,PQ2x4", 4, 300)] {
+    for (factory, d, n) in [("IVF4,Flat", 4, 64), ("IVF4,PQ2x4np", 4, 300)] {
         let bytes = build_index(factory, Metric::L2, d, n);
         for cut in 0..bytes.len() {
             let err = open_bytes(bytes[..cut].to_vec()).await.unwrap_err();

@@ -30,7 +30,7 @@ fn resident_bytes() -> u64 {
 
 #[tokio::test]
 async fn a_thousand_failed_opens_leak_nothing() {
-    let intact = build_index("IVF512,PQ8", Metric::L2, 32, 20_000);
+    let intact = build_index("IVF512,PQ8np", Metric::L2, 32, 20_000);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put(&store, "intact.faiss", intact.clone()).await;
     let header_len = {

@@ -1,6 +1,8 @@
 //! Mutation suite: thousands of corrupted copies of every supported faiss-cpu
 //! fixture are opened and searched in-process. None may crash, hang or
 //! allocate without bound; each must end in a clean error or a search that runs.
+//! Running out of memory is its own outcome, never a clean refusal: the
+//! suite fails on it, and on a child whose peak RSS passes `PEAK_RSS_MIB`.
 //!
 //! A custom harness (`harness = false`): the parent runs one child process per
 //! fixture under an address-space limit (`ulimit -v`), because Faiss allocates
@@ -35,6 +37,12 @@ const DEFAULT_SEED: u64 = 0x1f1a_6e00_0009;
 /// fixtures needs (runtime, thread stacks, OpenBLAS buffers), far below what a
 /// blown-up size field would ask for.
 const ADDRESS_SPACE_KIB: u64 = 4 << 20;
+/// Resident memory a child may reach: about three times the most a child
+/// has needed (157 MiB), far below what one blown-up size field asks for.
+const PEAK_RSS_MIB: u64 = 512;
+/// The errors a search of a mutated file may end in: the list bytes it
+/// read do not hold what the header says.
+const SEARCH_ERRORS: &[&str] = &["search_error:Corrupt", "search_error:ShortRead"];
 /// A child that runs longer than this is hung (a healthy one takes seconds).
 const CHILD_DEADLINE: Duration = Duration::from_secs(300);
 /// One open + search of a tiny fixture takes milliseconds; this is a hang.
@@ -84,6 +92,9 @@ fn parent() {
         match run_child(&exe, name) {
             Ok(summary) => {
                 println!("{name:>18}: {}", format_counts(&summary));
+                if let Some(wrong) = wrong_outcomes(&summary) {
+                    failures.push(format!("{name}: {wrong}"));
+                }
                 for (k, v) in summary {
                     *totals.entry(k).or_default() += v;
                 }
@@ -125,6 +136,26 @@ fn parent() {
         refused > tried / 10,
         "too few mutations were refused: {refused} of {tried}"
     );
+}
+
+/// What a child's counts show that must not happen: running out of memory,
+/// a peak RSS past the bound, or a search error that is not a clean refusal.
+fn wrong_outcomes(summary: &BTreeMap<String, u64>) -> Option<String> {
+    let mut wrong = Vec::new();
+    if let Some(n) = summary.get("out_of_memory") {
+        wrong.push(format!("{n} mutation(s) ran out of memory"));
+    }
+    match summary.get("peak_rss_mib") {
+        Some(&peak) if peak > PEAK_RSS_MIB => wrong.push(format!("peak RSS {peak} MiB > {PEAK_RSS_MIB} MiB")),
+        Some(_) => {}
+        None => wrong.push("no peak RSS reported".into()),
+    }
+    for (outcome, n) in summary {
+        if outcome.starts_with("search_error") && !SEARCH_ERRORS.contains(&outcome.as_str()) {
+            wrong.push(format!("{n} search(es) ended in {outcome}"));
+        }
+    }
+    (!wrong.is_empty()).then(|| wrong.join("; "))
 }
 
 fn format_counts(counts: &BTreeMap<String, u64>) -> String {
@@ -273,6 +304,7 @@ async fn run_mutations(name: &str) {
 async fn attempt(bytes: Vec<u8>, probe: Option<u64>, rng: &mut StdRng) -> String {
     let index = match open(bytes, probe).await {
         Ok(index) => index,
+        Err(e) if out_of_memory(&e) => return "out_of_memory".into(),
         Err(e) => return format!("open_error:{}", kind(&e)),
     };
     let info = index.info().clone();
@@ -283,6 +315,7 @@ async fn attempt(bytes: Vec<u8>, probe: Option<u64>, rng: &mut StdRng) -> String
             assert_eq!(results.ids.len(), 2 * 10, "a search that runs answers every query");
             "searched".into()
         }
+        Err(e) if out_of_memory(&e) => "out_of_memory".into(),
         Err(e) => {
             // Rare: worth reading (the parent prints these), since an error a
             // search meets may be a check open should have made.
@@ -304,6 +337,12 @@ async fn open(bytes: Vec<u8>, probe: Option<u64>) -> ivflake::Result<IvfIndex> {
         options,
     )
     .await
+}
+
+/// Whether Faiss ran out of memory (under the child's address-space limit,
+/// what an unbounded allocation meets).
+fn out_of_memory(e: &Error) -> bool {
+    matches!(e, Error::Faiss(f) if f.kind() == ivflake_faiss::FaissErrorKind::OutOfMemory)
 }
 
 /// The variant's name: what kind of clean error a mutation ended in.

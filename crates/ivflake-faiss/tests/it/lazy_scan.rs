@@ -51,7 +51,7 @@ fn check(factory: &str, metric: Metric, layout_is_blocks: bool) {
 #[test]
 fn array_lists_equal_faiss() {
     check("IVF16,Flat", Metric::L2, false);
-    check("OPQ4,IVF16,PQ4", Metric::InnerProduct, false);
+    check("OPQ4,IVF16,PQ4np", Metric::InnerProduct, false);
     check("IVF16,SQ8", Metric::L2, false);
 }
 

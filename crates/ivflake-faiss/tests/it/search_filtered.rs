@@ -22,7 +22,7 @@ fn no_filter_equals_search() {
 
 #[test]
 fn every_filter_kind_restricts_the_ids() {
-    for (factory, metric) in [("IVF16,Flat", Metric::L2), ("IVF16,PQ4", Metric::InnerProduct)] {
+    for (factory, metric) in [("IVF16,Flat", Metric::L2), ("IVF16,PQ4np", Metric::InnerProduct)] {
         let index = built(factory, metric);
         let queries = vectors(5, 9);
         let unfiltered = index.search(&queries, 10, 16).unwrap();

@@ -140,6 +140,31 @@ impl IvfIndex {
         Self::open_at(self.inner.object.location.clone(), self.inner.options.clone()).await
     }
 
+    /// [`IvfIndex::reload`] only when the object changed: one HEAD, and the
+    /// open's GETs only when its ETag or size differ from this version's.
+    /// `None` when it is the same object. A store that gives no ETag is
+    /// always reopened, since its size alone cannot tell versions apart.
+    pub async fn reload_if_changed(&self) -> Result<Option<Self>> {
+        if let Some(e_tag) = self.e_tag() {
+            let location = &self.inner.object.location;
+            let limit = self.inner.options.scheduler.config().get_timeout;
+            let meta = tokio::time::timeout(
+                limit,
+                object_store::ObjectStoreExt::head(&location.store, &location.path),
+            )
+            .await
+            .map_err(|_| Error::DeadlineExceeded {
+                deadline: limit,
+                stage: "checking the index's version",
+            })?
+            .map_err(|e| Error::from_store(self.uri(), None, e))?;
+            if meta.e_tag.as_deref() == Some(e_tag) && meta.size == self.file_len() {
+                return Ok(None);
+            }
+        }
+        self.reload().await.map(Some)
+    }
+
     pub fn info(&self) -> &IndexInfo {
         &self.inner.info
     }

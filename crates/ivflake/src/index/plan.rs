@@ -22,6 +22,7 @@ use super::scan::ListEntries;
 use super::select::{AttributeSelect, Selection};
 use super::IvfIndex;
 use crate::attributes::FetchedColumns;
+use crate::compute::Cancel;
 use crate::error::{Error, Result};
 use crate::fetch::ListRequest;
 use crate::stats::{ms, SearchIo, SearchStats};
@@ -118,6 +119,8 @@ pub(super) struct SearchPlan {
     extra_bytes: u64,
     neighbors: Option<ivflake_faiss::Neighbors>,
     hit_columns: Option<FetchedColumns>,
+    /// Set when the search's caller is gone; the scan checks it.
+    pub cancel: Cancel,
 }
 
 impl SearchPlan {
@@ -156,6 +159,7 @@ impl SearchPlan {
             extra_bytes: 0,
             neighbors: None,
             hit_columns: None,
+            cancel: Cancel::default(),
         })
     }
 
@@ -447,6 +451,7 @@ impl SearchPlan {
                 // Lists are the base file's alone until writes add later runs.
                 hidden: &[],
                 filter,
+                cancel: &self.cancel,
             },
         )?;
         self.stats.scan_ms = ms(scan_started.elapsed());

@@ -106,6 +106,8 @@ impl IvfIndex {
         let compute = &self.inner.options.compute;
         let short = n.saturating_mul(params.nprobe) <= SHORT_JOB_PROBES;
         let plan = SearchPlan::new(self.clone(), queries, n, params, select);
+        // Dropping this future (a deadline, a dropped request) stops the scan.
+        let _cancel_on_drop = plan.cancel.on_drop();
         let mut step = on_pool(compute, short, move || plan.advance(None)).await?;
         let mut compute_jobs = 1;
         loop {

@@ -48,6 +48,13 @@ impl IvfIndex {
     /// Loads lists into the caches before searches need them: the given
     /// lists, the largest, and the most probed, in one wave.
     pub async fn warm(&self, spec: &WarmSpec) -> Result<WarmReport> {
+        self.warm_within(spec, u64::MAX).await
+    }
+
+    /// [`IvfIndex::warm`] refused before any GET when the lists it names
+    /// hold more than `max_bytes` (`InvalidArgument` on `max_bytes_per_search`,
+    /// the budget a search has too).
+    pub async fn warm_within(&self, spec: &WarmSpec, max_bytes: u64) -> Result<WarmReport> {
         let started = Instant::now();
         let nlist = self.info().nlist;
         if let Some(&bad) = spec.lists.iter().find(|&&l| l >= nlist) {
@@ -68,6 +75,16 @@ impl IvfIndex {
         wanted.sort_unstable();
         wanted.dedup();
         let requests = self.list_requests(&wanted);
+        let needed: u64 = requests.iter().map(|r| r.range.len).sum();
+        if needed > max_bytes {
+            return Err(Error::invalid(
+                "max_bytes_per_search",
+                format!(
+                    "this warm-up would load {needed} bytes of lists, over the limit of {max_bytes}; \
+                     name fewer lists"
+                ),
+            ));
+        }
         let io = Arc::new(SearchIo::default());
         // In waves of bounded bytes: a warm-up of the whole index must not
         // hold the whole index in memory at once.

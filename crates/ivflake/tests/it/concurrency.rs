@@ -12,7 +12,7 @@ fn five_hundred_concurrent_searches_on_two_workers() {
         .unwrap();
     runtime.block_on(async {
         let d = 16;
-        let bytes = build_index("IVF32,PQ8", Metric::L2, d, 4000);
+        let bytes = build_index("IVF32,PQ8np", Metric::L2, d, 4000);
         let reference = ivflake_faiss::read_index(&bytes).unwrap();
         // A small cache, so searches both hit and miss while others fetch.
         let config = FetchConfig {

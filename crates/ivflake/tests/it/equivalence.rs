@@ -45,20 +45,20 @@ macro_rules! equivalence {
 equivalence! {
     ivfflat_l2: "IVF32,Flat", Metric::L2;
     ivfflat_ip: "IVF32,Flat", Metric::InnerProduct;
-    ivfpq_l2: "IVF32,PQ8", Metric::L2;
-    ivfpq_ip: "IVF32,PQ8", Metric::InnerProduct;
+    ivfpq_l2: "IVF32,PQ8np", Metric::L2;
+    ivfpq_ip: "IVF32,PQ8np", Metric::InnerProduct;
     ivfpq_nores_l2: "IVF32,PQ6np", Metric::L2;
     ivfsq8_l2: "IVF32,SQ8", Metric::L2;
     ivfsq8_ip: "IVF32,SQ8", Metric::InnerProduct;
     ivfsq4_l2: "IVF32,SQ4", Metric::L2;
     ivfsqfp16_ip: "IVF32,SQfp16", Metric::InnerProduct;
     ivfsq6_l2: "IVF32,SQ6", Metric::L2;
-    opq_ivfpq_l2: "OPQ8,IVF32,PQ8", Metric::L2;
-    opq_ivfpq_ip: "OPQ8,IVF32,PQ8", Metric::InnerProduct;
+    opq_ivfpq_l2: "OPQ8,IVF32,PQ8np", Metric::L2;
+    opq_ivfpq_ip: "OPQ8,IVF32,PQ8np", Metric::InnerProduct;
     pca_ivfflat_l2: "PCA12,IVF32,Flat", Metric::L2;
     pcar_ivfsq8_ip: "PCAR16,IVF32,SQ8", Metric::InnerProduct;
     hnsw_quantizer_l2: "IVF32_HNSW8,Flat", Metric::L2;
-    hnsw_quantizer_pq_ip: "IVF32_HNSW8,PQ8", Metric::InnerProduct;
+    hnsw_quantizer_pq_ip: "IVF32_HNSW8,PQ8np", Metric::InnerProduct;
     fastscan_l2: "IVF32,PQ8x4fs", Metric::L2;
     fastscan_ip: "IVF32,PQ8x4fs", Metric::InnerProduct;
     opq_fastscan_l2: "OPQ8,IVF32,PQ8x4fs", Metric::L2;
@@ -117,7 +117,7 @@ async fn id_filters_match_a_post_filter() {
     use ivflake::IdFilterSpec;
     for (factory, metric) in [
         ("IVF16,Flat", Metric::L2),
-        ("IVF16,PQ8", Metric::InnerProduct),
+        ("IVF16,PQ8np", Metric::InnerProduct),
         ("IVF16,SQ8", Metric::L2),
     ] {
         let bytes = build_index(factory, metric, D, N);

@@ -21,7 +21,7 @@ const D: usize = 16;
 
 #[tokio::test]
 async fn open_reads_only_the_header_in_one_get() {
-    let bytes = build_index("IVF64,PQ8", Metric::L2, D, 5000);
+    let bytes = build_index("IVF64,PQ8np", Metric::L2, D, 5000);
     let total = bytes.len() as u64;
     let (index, counting) = open_in_memory_with(bytes.clone(), header_only()).await;
     assert_eq!(counting.gets(), 1, "open is a single GET");
@@ -37,7 +37,7 @@ async fn open_reads_only_the_header_in_one_get() {
 #[tokio::test]
 async fn open_is_one_round_trip_and_the_first_query_one_more() {
     const LIVENESS: Duration = Duration::from_secs(30);
-    let bytes = build_index("IVF64,PQ8", Metric::L2, D, 5000);
+    let bytes = build_index("IVF64,PQ8np", Metric::L2, D, 5000);
     for with_sidecar in [true, false] {
         let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         put(&inner, "idx.faiss", bytes.clone()).await;

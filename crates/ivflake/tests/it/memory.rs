@@ -20,7 +20,7 @@ fn with_table(setting: ResidualTable) -> OpenOptions {
 
 #[tokio::test]
 async fn the_residual_table_is_built_within_its_budget_and_searches_are_exact_either_way() {
-    let bytes = build_index("IVF64,PQ8", Metric::L2, D, 5000);
+    let bytes = build_index("IVF64,PQ8np", Metric::L2, D, 5000);
     let reference = ivflake_faiss::read_index(&bytes).unwrap();
     let queries = clustered(30, D, 7);
     let theirs = reference.search(&queries, 10, 8).unwrap();
@@ -64,7 +64,7 @@ async fn the_residual_table_is_built_within_its_budget_and_searches_are_exact_ei
 #[tokio::test]
 async fn codecs_without_a_residual_table_report_none() {
     // Inner product and flat codes: Faiss builds no table for either.
-    for (factory, metric) in [("IVF64,PQ8", Metric::InnerProduct), ("IVF64,Flat", Metric::L2)] {
+    for (factory, metric) in [("IVF64,PQ8np", Metric::InnerProduct), ("IVF64,Flat", Metric::L2)] {
         let (index, _) =
             open_in_memory_with(build_index(factory, metric, D, 3000), with_table(ResidualTable::On)).await;
         let memory = index.memory();

@@ -35,7 +35,7 @@ async fn stored(bytes: Vec<u8>, key: &str) -> (IndexLocation, Arc<CountingStore>
 
 #[tokio::test]
 async fn an_index_that_fits_is_loaded_whole_in_few_large_gets_and_searches_read_nothing() {
-    let bytes = build_index("IVF64,PQ8", Metric::L2, D, 20_000);
+    let bytes = build_index("IVF64,PQ8np", Metric::L2, D, 20_000);
     let (location, counting) = stored(bytes.clone(), "fits.faiss").await;
     let index = IvfIndex::open_at(location, preloading(FetchConfig::default(), Preload::auto()))
         .await
