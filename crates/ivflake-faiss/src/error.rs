@@ -63,8 +63,8 @@ impl FaissError {
         match split_location(&message) {
             Some((location, rest)) => Self {
                 kind,
-                location: Some(location.to_string()),
-                message: rest.to_string(),
+                location: Some(location),
+                message: rest,
             },
             None => Self {
                 kind,
@@ -92,20 +92,22 @@ impl FaissError {
     }
 }
 
-/// Splits Faiss's `Error in <function> at <file>:<line>: <message>` into
-/// its location and its message; `None` for any other text.
-fn split_location(what: &str) -> Option<(&str, &str)> {
+/// Splits a message holding Faiss's `Error in <function> at <file>:<line>: `
+/// (anywhere: the shim may say what it was doing first) into that location
+/// and the message without it; `None` when there is none.
+fn split_location(what: &str) -> Option<(String, String)> {
     const START: &str = "Error in ";
-    let rest = what.strip_prefix(START)?;
-    let file = rest.find(" at ")? + 4;
-    let mut from = file;
+    let start = what.find(START)?;
+    let rest = &what[start..];
+    let mut from = rest.find(" at ")? + 4;
     // The location ends at the first `:<digits>: ` after " at ".
     while let Some(colon) = rest[from..].find(':') {
         let i = from + colon + 1;
         let digits = rest[i..].bytes().take_while(u8::is_ascii_digit).count();
         if digits > 0 && rest[i + digits..].starts_with(": ") {
-            let end = START.len() + i + digits;
-            return Some((&what[..end], &what[end + 2..]));
+            let end = i + digits;
+            let message = format!("{}{}", &what[..start], &rest[end + 2..]);
+            return Some((rest[..end].to_string(), message));
         }
         from = i;
     }
@@ -151,6 +153,14 @@ mod tests {
             Some("Error in faiss::Index* faiss::read_index(IOReader*, int) at /build/faiss/faiss/impl/index_read.cpp:1180")
         );
         assert!(!e.to_string().contains(".cpp"));
+        let wrapped = FaissError::new(
+            FaissErrorKind::Unsupported,
+            format!("a type Faiss does not know: {what}"),
+        );
+        assert_eq!(
+            wrapped.message(),
+            "a type Faiss does not know: Index type 0x74736554 (\"Test\") not recognized"
+        );
         let plain = FaissError::new(FaissErrorKind::Other, "out of memory: 12 at a:b");
         assert_eq!((plain.message(), plain.location()), ("out of memory: 12 at a:b", None));
     }

@@ -14,3 +14,4 @@ mod ops;
 mod proxy_faults;
 mod requests;
 mod search;
+mod security;
