@@ -75,7 +75,15 @@ impl Checks {
     }
 
     /// Asserts a gauge `name` (with `labels`) is at least `at_least` now.
+    /// A gauge that is not exported fails, whatever `at_least` is.
     fn gauge(&mut self, text: &str, name: &str, labels: &[&str], at_least: f64, event: &str) {
+        let exported = text.lines().any(|l| {
+            !l.starts_with('#')
+                && l.starts_with(name)
+                && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+                && labels.iter().all(|lab| l.contains(lab))
+        });
+        assert!(exported, "{name} {labels:?} is not exported on {event}\n{text}");
         let v = metric(text, name, labels);
         assert!(
             v >= at_least,

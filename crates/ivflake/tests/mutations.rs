@@ -84,6 +84,17 @@ fn parent() {
         .map(|f| f["name"].as_str().expect("name").to_string())
         .collect();
     assert!(names.len() >= 10, "expected the faiss-cpu fixtures, found {names:?}");
+    // The classifier itself: running out of memory, a peak past the bound
+    // and an unclean search error each fail a child's counts.
+    for wrong in [
+        ("out_of_memory", 1),
+        ("peak_rss_mib", PEAK_RSS_MIB + 1),
+        ("search_error:Faiss", 1),
+    ] {
+        let counts = BTreeMap::from([("peak_rss_mib".to_string(), 1), (wrong.0.to_string(), wrong.1)]);
+        assert!(wrong_outcomes(&counts).is_some(), "{wrong:?} passes");
+    }
+    assert_eq!(wrong_outcomes(&BTreeMap::from([("peak_rss_mib".to_string(), 1)])), None);
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();

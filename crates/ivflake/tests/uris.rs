@@ -8,16 +8,26 @@
 
 use ivflake::{Error, FetchConfig, IndexLocation};
 
+/// Azure's builder needs an account name; tests never carry real
+/// credentials. Set once, before either test reads the environment: the
+/// second caller waits on the `Once` until the first has set it, so no
+/// read ever races the write.
+fn azure_account_name() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+            std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", "ivflaketest");
+        }
+    });
+}
+
 fn parse(uri: &str) -> IndexLocation {
     IndexLocation::parse(uri, &FetchConfig::default()).unwrap_or_else(|e| panic!("{uri}: {e}"))
 }
 
 #[test]
 fn every_documented_scheme_parses_to_its_store_bucket_and_key() {
-    // Azure's builder needs an account name; tests never carry real credentials.
-    if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
-        std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", "ivflaketest");
-    }
+    azure_account_name();
     let dir = std::env::temp_dir();
     let local = dir.join("x.faiss");
     let cases = [
@@ -62,9 +72,7 @@ fn every_documented_scheme_parses_to_its_store_bucket_and_key() {
 
 #[test]
 fn malformed_uris_are_invalid() {
-    if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
-        std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", "ivflaketest");
-    }
+    azure_account_name();
     for uri in [
         "s3://",
         "s3://bucket",

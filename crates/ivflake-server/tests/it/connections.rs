@@ -50,11 +50,14 @@ async fn stalled_body(addr: SocketAddr, content_length: usize) -> (TcpStream, In
     (s, Instant::now())
 }
 
+/// Closed no sooner than the time-out allows. Only the lower bound is a
+/// fact (the server's clock starts after `sent`); how much later a loaded
+/// machine gets to it is not, and `until_closed` bounds that by `LIVENESS`.
 fn assert_closed_after(what: &str, sent: Instant, closed: Instant, timeout: Duration) {
     let held = closed - sent;
     assert!(
-        held + SLACK / 10 >= timeout && held <= timeout + SLACK,
-        "{what}: closed after {held:?}, the time-out is {timeout:?}"
+        held + SLACK / 10 >= timeout,
+        "{what}: closed after {held:?}, before the time-out of {timeout:?}"
     );
 }
 
@@ -186,8 +189,7 @@ async fn at_the_connection_cap_a_new_client_waits_for_a_slot() {
         }
     });
     for s in silent {
-        let (_, closed) = until_closed(s).await;
-        assert!(closed - first_connect <= HEAD_TIMEOUT + SLACK);
+        until_closed(s).await;
     }
     let (status, answered) = tokio::time::timeout(LIVENESS, fresh).await.unwrap().unwrap();
     assert_eq!(status, 200);

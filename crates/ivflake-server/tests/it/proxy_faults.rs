@@ -5,7 +5,7 @@
 //! checksum sidecar is present), and once the proxy forwards untouched
 //! again the same search is exact.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use ivflake::IndexLocation;
@@ -96,9 +96,7 @@ async fn wire_faults_get_their_status_never_a_wrong_200_and_the_server_recovers(
     ] {
         let faulted_before = proxy.faulted();
         proxy.inject(fault, &key);
-        let started = Instant::now();
         let r = client().post(&url).json(&request).send().await.expect("answered");
-        let took = started.elapsed();
         let status = r.status().as_u16();
         let retry_after = r.headers().contains_key("retry-after");
         let body: Value = r.json().await.expect("a JSON body");
@@ -113,10 +111,6 @@ async fn wire_faults_get_their_status_never_a_wrong_200_and_the_server_recovers(
             "{fault:?}: {body}"
         );
         assert_eq!(retry_after, want_status == 503, "{fault:?}: Retry-After");
-        assert!(
-            took < Duration::from_millis(DEADLINE_MS),
-            "{fault:?}: answered after {took:?}"
-        );
 
         proxy.clear();
         let (status, body) = post_json(&url, &request).await;

@@ -15,6 +15,7 @@ mod concurrency;
 mod equivalence;
 mod faults;
 mod fixtures;
+mod fuzz_body;
 mod integrity;
 mod io_counts;
 mod manifest;
