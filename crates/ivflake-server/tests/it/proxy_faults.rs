@@ -5,8 +5,6 @@
 //! checksum sidecar is present), and once the proxy forwards untouched
 //! again the same search is exact.
 
-use std::time::Duration;
-
 use crate::common::*;
 use ivflake::IndexLocation;
 use ivflake_server::{IndexConfig, Server};
