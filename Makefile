@@ -49,9 +49,9 @@ $(FIXTURES)/manifest.json: scripts/make_fixtures.py $(VENV)/.ok
 fixtures: deps $(FIXTURES)/manifest.json
 
 # The pytest suite (python/tests) runs last in `test`, against the same moto
-# server and fixtures, and against the `ivflake` binary that
-# `cargo build --workspace --all-targets` links from the test build's
-# artifacts (same features as `cargo test --workspace`, so nothing recompiles).
+# server and fixtures, and against the `ivflake` binary `cargo test` built for
+# the CLI's integration tests (target/debug/ivflake). A separate `cargo build`
+# here used to rebuild pyo3 and the Python crate once more, for nothing.
 # The Python package (python/) in the venv. `maturin develop` builds it with
 # the dev profile into this workspace's target/, so it reuses what
 # `cargo test --workspace` compiled; `pip install ./python` (what users run)
@@ -79,7 +79,6 @@ test: fixtures lint
 		AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 IVFLAKE_S3_BUCKET=$(BUCKET) \
 		IVFLAKE_FIXTURES=$$(pwd)/$(FIXTURES) $(TEST_ENV); \
 	cargo test --workspace; \
-	cargo build -q --workspace --all-targets; \
 	(cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q); \
 	IVFLAKE_BIN=$$(pwd)/target/debug/ivflake $(PY) -m pytest -q python/tests
 

@@ -11,6 +11,7 @@ talks to an ``ivflake serve`` over HTTP. See the README's Python section.
 
 from ivflake._ivflake import (
     MAX_K,
+    __version__,
     CorruptIndex,
     DeadlineExceeded,
     Index,
@@ -24,6 +25,7 @@ from ivflake.client import Client, InsecureTokenWarning, RemoteIndex
 
 __all__ = [
     "MAX_K",
+    "__version__",
     "Client",
     "CorruptIndex",
     "DeadlineExceeded",

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 MAX_K: int
+__version__: str
 
 ArrayLike = Union[npt.ArrayLike, np.ndarray]
 IdFilter = Mapping[str, Any]

@@ -8,15 +8,28 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-/// The query batch as a read-only float32 C-contiguous `(n, d)` view. Such an
-/// array is used as it is; anything else (a 1-D vector, float64, a list, a
+/// The query batch as a read-only float32 C-contiguous `(n, d)` view, for an
+/// index of dimension `d`: a 2-D array must have `d` columns and a 1-D one
+/// `d` elements, or a `ValueError` says both dimensions (the total number of
+/// floats alone would let `(2, 32)` pass for one 64-d query). A float32
+/// C-contiguous array is used as it is; anything else (float64, a list, a
 /// strided view) goes through `numpy.ascontiguousarray(xq, dtype=float32)`,
 /// the one copy.
-pub(crate) fn queries<'py>(xq: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArray2<'py, f32>> {
-    let borrow = |a: Bound<'py, PyArray2<f32>>| a.try_readonly().map_err(|e| PyValueError::new_err(e.to_string()));
+pub(crate) fn queries<'py>(xq: &Bound<'py, PyAny>, d: usize) -> PyResult<PyReadonlyArray2<'py, f32>> {
+    let checked = |a: Bound<'py, PyArray2<f32>>, one_vector: bool| {
+        let columns = a.shape()[1];
+        if columns != d {
+            return Err(PyValueError::new_err(if one_vector {
+                format!("xq is one vector of {columns} values; the index has d = {d}")
+            } else {
+                format!("xq has d = {columns} (shape {:?}); the index has d = {d}", a.shape())
+            }));
+        }
+        a.try_readonly().map_err(|e| PyValueError::new_err(e.to_string()))
+    };
     if let Ok(a) = xq.cast::<PyArray2<f32>>() {
         if a.is_c_contiguous() {
-            return borrow(a.clone());
+            return checked(a.clone(), false);
         }
     }
     let py = xq.py();
@@ -36,7 +49,7 @@ pub(crate) fn queries<'py>(xq: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArray2<
             )))
         }
     };
-    borrow(converted.cast_into::<PyArray2<f32>>()?)
+    checked(converted.cast_into::<PyArray2<f32>>()?, ndim == 1)
 }
 
 /// `(D, I)` as faiss returns them: float32 distances and int64 ids, shape

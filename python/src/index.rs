@@ -270,11 +270,11 @@ impl Index {
             timeout,
             attribute_filter,
         })?;
-        let array = queries(xq)?;
+        let index = self.handle();
+        let array = queries(xq, index.info().d)?;
         let vectors = array
             .as_slice()
             .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?;
-        let index = self.handle();
         let results = wait(py, index.search_with(vectors, &params))?.map_err(to_py)?;
         *self.last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
         Ok(Neighbours(results).into_pyobject(py)?.into_any())
@@ -309,7 +309,7 @@ impl Index {
             timeout,
             attribute_filter,
         })?;
-        let vectors = queries(xq)?
+        let vectors = queries(xq, self.handle().info().d)?
             .as_slice()
             .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?
             .to_vec();

@@ -25,5 +25,7 @@ fn _ivflake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IndexChanged", py.get_type::<errors::IndexChanged>())?;
     m.add("DeadlineExceeded", py.get_type::<errors::DeadlineExceeded>())?;
     m.add("MAX_K", ivflake::MAX_K)?;
+    // The crate's version is the package's: maturin takes it from Cargo.toml.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

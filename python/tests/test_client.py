@@ -70,6 +70,7 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
 
     busy = 0
     seen = []
+    retry_after = "0"
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -78,7 +79,7 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
             type(self).busy -= 1
             payload = json.dumps({"error": {"code": "overloaded", "message": "busy"}}).encode()
             self.send_response(503)
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", type(self).retry_after)
         else:
             payload = json.dumps(
                 {"k": 2, "results": [{"ids": [7, -1], "distances": [0.5, 3.4028235e38]}], "stats": {}}
@@ -99,6 +100,7 @@ def scripted():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Scripted.seen = []
+    _Scripted.retry_after = "0"
     yield _Scripted, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -202,3 +204,18 @@ def test_redirects_are_refused_and_the_token_stays(status):
                 client.indexes()
     assert redirecting.seen == [("POST", f"Bearer {TOKEN}"), ("GET", f"Bearer {TOKEN}")]
     assert target.seen == []
+
+
+def test_a_retry_after_above_zero_is_waited_for_and_capped(scripted, monkeypatch):
+    """Each wait is what the server asked, within `max_retry_wait`: seen in
+    the calls to `time.sleep`, not in a stopwatch."""
+    handler, url = scripted
+    slept = []
+    monkeypatch.setattr(ivflake.client.time, "sleep", slept.append)
+    handler.busy, handler.retry_after = 2, "2"
+    ivflake.Client(url, max_retries=3).index("x").search(np.ones(4, np.float32), 2)
+    assert slept == [2.0, 2.0]
+    slept.clear()
+    handler.busy, handler.retry_after = 1, "120"
+    ivflake.Client(url, max_retries=3, max_retry_wait=5.0).index("x").search(np.ones(4, np.float32), 2)
+    assert slept == [5.0]

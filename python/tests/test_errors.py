@@ -47,6 +47,28 @@ def test_bad_queries_are_value_errors(index, xq, message):
         index.search(xq, 10, nprobe=4)
 
 
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        # As many floats as whole 32-d queries, in the wrong shape: each used
+        # to pass the float count alone and answer a different number of rows.
+        ((2, 16), r"d = 16 \(shape \[2, 16\]\); the index has d = 32"),
+        ((1, 64), r"d = 64 \(shape \[1, 64\]\); the index has d = 32"),
+        ((2, 64), r"d = 64"),
+        ((64,), r"one vector of 64 values; the index has d = 32"),
+        ((16,), r"one vector of 16 values"),
+    ],
+)
+def test_queries_of_another_dimension_name_both(index, shape, message):
+    xq = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=message):
+        index.search(xq, 10, nprobe=4)
+    with pytest.raises(ValueError, match=message):
+        index.search(xq.astype(np.float64), 10, nprobe=4)
+    with pytest.raises(ValueError, match=message):
+        index.search_async(xq, 10, nprobe=4)
+
+
 def test_non_numeric_queries_are_refused(index):
     with pytest.raises((TypeError, ValueError)):
         index.search([["a"] * 32], 10)

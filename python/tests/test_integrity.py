@@ -36,8 +36,11 @@ def _list_spans(sidecar):
 def test_manifest_require_refuses_an_index_without_a_sidecar(tmp_path, fixtures, manifest, queries):
     path = tmp_path / "ivfpq_l2.faiss"
     shutil.copy(fixtures / "ivfpq_l2.faiss", path)
-    with pytest.raises(ivflake.IndexNotFound, match=r"\.ivfmanifest"):
+    # The index is there: the error names the sidecar and what to do, and
+    # is not IndexNotFound, which would read as if the index were missing.
+    with pytest.raises(ivflake.IvflakeError, match=r"no checksum sidecar at .*\.ivfmanifest.*ivflake manifest") as e:
         ivflake.open(str(path), manifest="require")
+    assert not isinstance(e.value, ivflake.IndexNotFound)
     ivflake.open(str(path))  # "auto" opens it, unverified
 
     _write_sidecar(path)

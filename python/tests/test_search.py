@@ -134,6 +134,12 @@ def test_properties(fixtures, manifest):
     assert ivflake.open(str(fixtures / "ivfflat_l2.faiss")).metric == "l2"
 
 
+def test_version_is_the_installed_package_s():
+    import importlib.metadata
+
+    assert ivflake.__version__ == importlib.metadata.version("ivflake")
+
+
 def test_input_forms_give_the_same_results(fixtures, manifest, queries):
     index = ivflake.open(str(fixtures / "ivfsq8_l2.faiss"))
     k, nprobe = manifest["k"], manifest["nprobe"]

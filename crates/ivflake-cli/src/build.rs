@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ivflake::{BuildInput, FetchConfig, IndexInfo, IndexLocation, IvfIndex, IvfKind, Metric, OpenOptions};
+use object_store::ObjectStoreExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use url::Url;
@@ -45,6 +46,11 @@ pub struct BuildArgs {
     /// Train on a random sample of at most this many vectors [default: all].
     #[arg(long, value_parser = positive)]
     pub train_size: Option<usize>,
+    /// Replace an index already at the output (and delete its checksum
+    /// sidecar, which would no longer describe it). Without it, an existing
+    /// output is refused before anything is built.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// What to build and where.
@@ -56,6 +62,8 @@ pub struct BuildSpec<'a> {
     pub output: &'a str,
     /// The vectors' ids (`add_with_ids`); row numbers when `None`.
     pub ids: Option<Arc<Vec<i64>>>,
+    /// Replace what is at `output`; refuse it otherwise.
+    pub overwrite: bool,
 }
 
 #[derive(Debug)]
@@ -123,6 +131,7 @@ pub async fn run(args: BuildArgs) -> Result<()> {
         train_size: args.train_size,
         output: &args.output,
         ids: input.as_ref().map(|i| Arc::new(i.ids.clone())),
+        overwrite: args.overwrite,
     };
     let report = build_index(vectors, &spec).await?;
     println!("{}", report.summary());
@@ -145,6 +154,15 @@ pub async fn run(args: BuildArgs) -> Result<()> {
 pub async fn build_index(vectors: Arc<Vectors>, spec: &BuildSpec<'_>) -> Result<BuildReport> {
     // Check the destination before the expensive part.
     let location = prepare_output(spec.output)?;
+    let sidecar = ivflake::Manifest::sidecar_path(&location.path);
+    match location.store.head(&location.path).await {
+        Ok(_) if !spec.overwrite => bail!(
+            "{} already exists; pass --overwrite to replace it (its checksum sidecar, if any, is deleted with it)",
+            spec.output
+        ),
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot check whether {} exists", spec.output)),
+    }
     let (factory, metric, train_size) = (spec.factory.to_string(), spec.metric, spec.train_size);
     let ids = spec.ids.clone();
     let built = tokio::task::spawn_blocking(move || {
@@ -162,6 +180,13 @@ pub async fn build_index(vectors: Arc<Vectors>, spec: &BuildSpec<'_>) -> Result<
     let started = Instant::now();
     write_object(&location, &built.bytes).await?;
     let write_time = started.elapsed();
+    // A sidecar of the replaced file would call every list of this one corrupt.
+    match location.store.delete(&sidecar).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot delete the stale checksum sidecar of {}", spec.output))
+        }
+    }
 
     let index = IvfIndex::open_at(location, OpenOptions::default())
         .await

@@ -112,6 +112,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         train_size: None,
         output: &index_uri,
         ids: None,
+        // The demo's own directory: a second run replaces its index.
+        overwrite: true,
     };
     let report = build_index(database.clone(), &spec).await?;
     println!("{}", report.summary());

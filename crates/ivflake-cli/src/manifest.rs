@@ -71,9 +71,13 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
                 )
             })?;
         if let Some(difference) = first_difference(&existing, &built) {
+            // Either side may be wrong: the index's bytes may be what was
+            // damaged, and rewriting the sidecar would bless them.
             bail!(
-                "the sidecar {sidecar} does not match the index: {difference}; \
-                 run `ivflake manifest {}` to rewrite it",
+                "the sidecar {sidecar} does not match the index: {difference}. Either the index's bytes are \
+                 damaged (restore the index from a good copy, or rebuild it) or the index was replaced on purpose \
+                 after the sidecar was written (then, and only then, run `ivflake manifest {}` to record the new \
+                 file)",
                 shell_quote(&args.uri)
             );
         }

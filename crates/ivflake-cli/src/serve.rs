@@ -15,9 +15,27 @@ pub struct ServeArgs {
     /// TOML config file; every setting has a default (see examples/ivflake.toml).
     #[arg(long, short = 'c', env = "IVFLAKE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on, overriding the config (default 127.0.0.1:8080).
-    #[arg(long)]
+    /// Address to listen on, overriding the config (default 127.0.0.1:8080):
+    /// HOST:PORT, where HOST may be a name such as `localhost`.
+    #[arg(long, value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+}
+
+/// `HOST:PORT` → the address to bind: an IP as it is, a name resolved (its
+/// IPv4 address first, as `localhost` is usually meant).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080 or localhost:8080): {e}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -36,7 +54,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             bail!("{pair:?} has an empty URI");
         }
         if config.indexes.contains_key(name) {
-            bail!("index {name:?} is named twice (on the command line and in the config)");
+            bail!(
+                "index {name:?} is named twice{}",
+                if args.config.is_some() {
+                    " (on the command line and in the config)"
+                } else {
+                    " on the command line"
+                }
+            );
         }
         config.indexes.insert(name.to_string(), IndexConfig::new(uri));
     }
@@ -91,4 +116,20 @@ async fn shutdown_signal() {
     }
     // Through the log, so IVFLAKE_LOG_FORMAT=json keeps every stderr line JSON.
     tracing::info!("shutting down: finishing searches in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_names_and_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:8394").unwrap(),
+            "127.0.0.1:8394".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::1]:8394").unwrap(), "[::1]:8394".parse().unwrap());
+        assert!(parse_listen("localhost:8394").unwrap().ip().is_loopback());
+        assert!(parse_listen("localhost").unwrap_err().contains("HOST:PORT"));
+    }
 }

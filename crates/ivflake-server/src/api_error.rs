@@ -54,6 +54,8 @@ pub enum ErrorCode {
     IndexObjectMissing,
     /// The index object fails its checks.
     IndexCorrupt,
+    /// The index's config requires a checksum sidecar and there is none.
+    ChecksumSidecarMissing,
     /// The index type cannot be searched.
     UnsupportedIndex,
     /// The index has no attributes, or not the ones asked for.
@@ -74,7 +76,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::AlreadyExists,
@@ -89,6 +91,7 @@ impl ErrorCode {
         Self::BodyTimeout,
         Self::IndexObjectMissing,
         Self::IndexCorrupt,
+        Self::ChecksumSidecarMissing,
         Self::UnsupportedIndex,
         Self::AttributesUnavailable,
         Self::IndexChanged,
@@ -116,6 +119,7 @@ impl ErrorCode {
             Self::BodyTimeout => "body_timeout",
             Self::IndexObjectMissing => "index_object_missing",
             Self::IndexCorrupt => "index_corrupt",
+            Self::ChecksumSidecarMissing => "checksum_sidecar_missing",
             Self::UnsupportedIndex => "unsupported_index",
             Self::AttributesUnavailable => "attributes_unavailable",
             Self::IndexChanged => "index_changed",
@@ -257,6 +261,7 @@ mod tests {
             "body_timeout",
             "index_object_missing",
             "index_corrupt",
+            "checksum_sidecar_missing",
             "unsupported_index",
             "attributes_unavailable",
             "index_changed",

@@ -96,6 +96,11 @@ pub struct IndexConfig {
     pub preload: Option<PreloadSetting>,
     /// The share of the memory cache a preload may fill; unset: 0.25.
     pub preload_max_cache_fraction: Option<f64>,
+    /// The checksum sidecar (`<index>.ivfmanifest`): `auto` (unset; used
+    /// when present), `require` (no open, nor reload, without one that
+    /// describes the file) or `ignore`.
+    #[schema(value_type = Option<String>)]
+    pub manifest: Option<ivflake::ManifestMode>,
 }
 
 /// The `preload` setting of an index.

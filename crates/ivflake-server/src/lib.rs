@@ -73,6 +73,7 @@ impl Server {
         config.validate()?;
         let metrics = telemetry::prometheus();
         let compute = ComputePool::new(config.compute_threads).map_err(|source| ServerError::ComputePool { source })?;
+        tracing::info!(threads = compute.threads(), "compute pool");
         let open = OpenOptions {
             scheduler: FetchScheduler::new(config.fetch_config()),
             compute,

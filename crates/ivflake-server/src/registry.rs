@@ -239,6 +239,9 @@ impl Registry {
             options.residual_table = ivflake::ResidualTable::Auto { max_bytes };
         }
         options.preload = config.preload_options();
+        if let Some(mode) = config.manifest {
+            options.manifest = mode;
+        }
         let index = match IvfIndex::open_at(location, options).await {
             Ok(index) => index,
             Err(source) => {

@@ -732,6 +732,9 @@ impl From<ivflake::Error> for ApiError {
             E::Checksum { .. } | E::Corrupt { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::IndexCorrupt, message)
             }
+            E::SidecarMissing { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ChecksumSidecarMissing, message)
+            }
             _ => ApiError::internal(message),
         }
     }
@@ -759,6 +762,9 @@ fn public_message(e: &ivflake::Error) -> String {
         E::Unsupported { reason, .. } => format!("the index is not supported: {reason}"),
         E::Attributes { reason, .. } => format!("the index's attributes: {reason}"),
         E::Checksum { list, .. } => format!("checksum mismatch in list {list}: the stored bytes are corrupt"),
+        E::SidecarMissing { .. } => "the index has no checksum sidecar, and its config requires one \
+                                     (manifest = \"require\"): write it with `ivflake manifest`"
+            .into(),
         E::Faiss(_) | E::Io(_) | E::Internal(_) => "an internal error; the server log has the details".into(),
         // The rest carry no location: the request's own values and limits.
         other => return other.to_string(),
@@ -793,6 +799,11 @@ fn opening(e: ivflake::Error) -> ApiError {
         E::Checksum { .. } | E::Corrupt { .. } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::IndexCorrupt, message)
         }
+        E::SidecarMissing { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ChecksumSidecarMissing,
+            message,
+        ),
         other => other.into(),
     }
 }

@@ -74,6 +74,14 @@ pub enum Error {
     #[error("checksum mismatch in list {list} of {uri}: the stored bytes are corrupt")]
     Checksum { uri: String, list: usize },
 
+    /// The open requires a checksum sidecar (`ManifestMode::Require`) and
+    /// there is none: the index itself may be fine.
+    #[error(
+        "the index {uri} has no checksum sidecar at {sidecar}, and the open requires one: write it with \
+         `ivflake manifest {uri}`, or open without requiring it"
+    )]
+    SidecarMissing { uri: String, sidecar: String },
+
     #[error("deadline of {deadline:?} exceeded while {stage}")]
     DeadlineExceeded { deadline: Duration, stage: &'static str },
 

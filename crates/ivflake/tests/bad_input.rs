@@ -87,6 +87,13 @@ async fn wrong_magic_and_garbage_are_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("ZZZZ"), "the error names the magic: {err}");
+    // A text file is no Faiss index of any version, not a newer one.
+    let err = open_bytes(b"hello, this is a text file\n".repeat(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("not a Faiss index file"), "{err}");
+    assert!(!err.to_string().contains("newer"), "{err}");
 }
 
 /// The most resident memory this process has had (VmHWM), in bytes.

@@ -216,6 +216,21 @@ fn demo_then_inspect_search_manifest_and_build() {
     assert!(dir.join("index.faiss.ivfmanifest").is_file());
     let text = stdout(&run(&["manifest", uri, "--check"]));
     assert!(text.contains("checked"), "{text}");
+    // A damaged list: the check fails, and never advises blessing the damage.
+    let file = dir.join("index.faiss");
+    let good = std::fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let out = ivflake().args(["manifest", uri, "--check"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match") && err.contains("damaged"), "{err}");
+    assert!(
+        err.contains("only then"),
+        "rewriting is advised only for a deliberate replacement: {err}"
+    );
+    std::fs::write(&file, &good).unwrap();
 
     // build: from the demo's vectors, to a new file Faiss reads back.
     let built = tmp.path().join("built.faiss");
@@ -231,6 +246,25 @@ fn demo_then_inspect_search_manifest_and_build() {
         built.to_str().unwrap(),
     ]));
     assert!(text.contains("IVF16,SQ8"), "{text}");
+    // An existing output is refused before anything is built, unless
+    // --overwrite, which also deletes the sidecar that no longer fits.
+    let (input, output) = (dir.join("vectors.npy"), built.clone());
+    let again = |extra: &[&str]| {
+        let mut command = ivflake();
+        command.arg("build").arg("--input").arg(&input);
+        command.args(["--factory", "IVF16,SQ8", "--output"]).arg(&output);
+        command.args(extra).output().unwrap()
+    };
+    let out = again(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already exists") && err.contains("--overwrite"), "{err}");
+    stdout(&run(&["manifest", built.to_str().unwrap()]));
+    let sidecar = tmp.path().join("built.faiss.ivfmanifest");
+    assert!(sidecar.is_file());
+    let out = again(&["--overwrite", "--metric", "inner_product"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!sidecar.exists(), "the stale sidecar is gone");
     let built = ivflake_faiss::read_index(&std::fs::read(&built).unwrap()).expect("Faiss reads the built index");
     assert_eq!(built.info().ntotal, 3000);
     assert_eq!(built.info().metric, ivflake_faiss::Metric::InnerProduct);
@@ -447,4 +481,125 @@ fn serve_takes_its_token_from_the_environment_logs_json_and_turns_unready_on_sig
         !lines.iter().any(|l| l.contains("tok-from-env")),
         "the token never reaches the logs"
     );
+}
+
+/// Config keys the docs promise, each seen working through the binary:
+/// custom token variables and their scopes, `http.keep_alive = false`,
+/// `limits.max_timeout_ms`, `compute_threads`. Tokens reach the child
+/// through its environment, never this process's (`setenv` races).
+#[test]
+fn serve_honours_the_documented_config_keys() {
+    let tmp = TempDir::new("serve-keys");
+    let dir = tmp.path().join("demo-data");
+    demo(&dir);
+    let (q, _, d) = read_npy(&dir.join("queries.npy"));
+    let config = tmp.path().join("ivflake.toml");
+    std::fs::write(
+        &config,
+        "compute_threads = 1\n\
+         [defaults]\ntimeout_ms = 500\n\
+         [limits]\nmax_timeout_ms = 1000\n\
+         [http]\nkeep_alive = false\n\
+         [auth]\ntoken_env = \"MY_ADMIN_TOKEN\"\nsearch_token_env = \"MY_SEARCH_TOKEN\"\n",
+    )
+    .unwrap();
+    let index = format!("demo={}", dir.join("index.faiss").display());
+    let server = serve(
+        &[&index, "--config", config.to_str().unwrap()],
+        &[
+            ("MY_ADMIN_TOKEN", "admin-secret"),
+            ("MY_SEARCH_TOKEN", "search-secret"),
+            ("IVFLAKE_LOG_FORMAT", "json"),
+        ],
+    );
+    let addr = server.addr.clone();
+    let body = |timeout_ms: u64| {
+        serde_json::json!({"vectors": [q[..d].to_vec()], "k": 5, "timeout_ms": timeout_ms}).to_string()
+    };
+    let as_search = [
+        ("Content-Type", "application/json"),
+        ("Authorization", "Bearer search-secret"),
+    ];
+    let as_admin = [("Authorization", "Bearer admin-secret")];
+    assert_eq!(http(&addr, "POST", "/v1/indexes/demo/search", &[], &body(500)).0, 401);
+    let (status, answer) = http(&addr, "POST", "/v1/indexes/demo/search", &as_search, &body(500));
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = http(&addr, "POST", "/v1/indexes/demo/search", &as_search, &body(2000));
+    assert_eq!(status, 400, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["error"]["field"], "timeout_ms", "{answer}");
+    assert_eq!(
+        http(&addr, "POST", "/v1/indexes/demo/reload", &as_search[1..], "").0,
+        403
+    );
+    assert_eq!(http(&addr, "POST", "/v1/indexes/demo/reload", &as_admin, "").0, 200);
+
+    // Without keep-alive the server closes the connection after one
+    // response, though the request did not ask it to.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(LIVENESS)).unwrap();
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .expect("the server closes the connection");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
+
+    terminate(&server.child);
+    let lines: Vec<String> = server
+        .stderr
+        .iter()
+        .take_while(|l| !l.contains("\"stopped\""))
+        .collect();
+    let pool = lines
+        .iter()
+        .find(|l| l.contains("compute pool"))
+        .unwrap_or_else(|| panic!("no compute pool line in {lines:?}"));
+    let pool: Value = serde_json::from_str(pool).unwrap();
+    assert_eq!(pool["fields"]["threads"], 1, "{pool}");
+    assert!(!lines
+        .iter()
+        .any(|l| l.contains("admin-secret") || l.contains("search-secret")));
+}
+
+/// `inspect` and `manifest` on an `s3://` index (moto), and each
+/// `--residual-table` setting: `on` and `auto` build IVF-PQ's table (this one
+/// is small), `off` does not.
+#[test]
+fn inspect_and_manifest_work_on_s3_with_each_residual_table_setting() {
+    let tmp = TempDir::new("s3-cli");
+    let dir = tmp.path().join("demo-data");
+    demo(&dir);
+    let bucket = std::env::var("IVFLAKE_S3_BUCKET")
+        .expect("IVFLAKE_S3_BUCKET is not set: run the tests with `make test`, which starts moto's S3 server");
+    let uri = format!("s3://{bucket}/cli-s3-{}/index.faiss", std::process::id());
+    let vectors = dir.join("vectors.npy");
+    run(&[
+        "build",
+        "--input",
+        vectors.to_str().unwrap(),
+        "--factory",
+        "IVF32,PQ4np",
+        "--output",
+        &uri,
+    ]);
+    for (setting, built) in [("on", true), ("auto", true), ("off", false)] {
+        let text = stdout(&run(&["inspect", &uri, "--json", "--residual-table", setting]));
+        let info: Value = serde_json::from_str(&text).expect("inspect --json");
+        let bytes = info["memory"]["residual_table_bytes"].as_u64().unwrap();
+        assert_eq!(bytes > 0, built, "--residual-table {setting}: {info}");
+        assert_eq!(
+            info["type"].as_str().map(|t| t.contains("IndexIVFPQ")),
+            Some(true),
+            "{info}"
+        );
+    }
+    let text = stdout(&run(&["manifest", &uri]));
+    assert!(text.contains("wrote"), "{text}");
+    let text = stdout(&run(&["manifest", &uri, "--check"]));
+    assert!(text.contains("checked"), "{text}");
 }

@@ -273,6 +273,14 @@ async fn warm_fills_the_caches_and_probe_counts_persist() {
     let q = queries(4);
     let (status, _) = post_json(&server.url("/v1/indexes/idx/search"), &search_body(&q, 0..4, 5, 8)).await;
     assert_eq!(status, 200);
+    // `most_probed` names the lists searches probed most: warm them again.
+    let (status, report) = post_json(&server.url("/v1/indexes/idx/warm"), &json!({"most_probed": 3})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["lists_requested"], 3, "{report}");
+    assert_eq!(
+        report["lists_already_in_memory"], 3,
+        "every list was warmed above: {report}"
+    );
     server.stop().await;
     let saved = std::fs::read_dir(state.path().join("probe-counts"))
         .map(|d| d.count())

@@ -145,3 +145,59 @@ async fn s3_search_equals_the_library() {
     assert_eq!(status["uri"], uri.as_str());
     server.stop().await;
 }
+
+/// `allow_partial` over HTTP: with one list's GETs failing, a search that
+/// allows it answers 200 from the other lists and names the failed one; one
+/// that does not gets 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_partial_answers_from_the_lists_that_arrived() {
+    use std::sync::Arc;
+
+    use ivflake::{IndexLocation, IvfIndex};
+    use object_store::ObjectStore;
+
+    // Over 16 MiB of lists (300,000 × 16 floats), so even coalesced they
+    // take two GETs: failing the first leaves the second's lists to answer.
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    inner
+        .put(&"idx.faiss".into(), PutPayload::from(index_bytes(1, 300_000)))
+        .await
+        .unwrap();
+    // The first non-empty list, from the library's own view of the file.
+    let plain = IvfIndex::open_at(
+        IndexLocation::new(inner.clone(), "idx.faiss", "memory://partial/idx.faiss"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let list = (0..plain.info().nlist)
+        .find(|&l| plain.list_ranges().get(l).is_some_and(|r| r.len > 0))
+        .unwrap();
+    let failing = plain.list_ranges().get(list).unwrap().range().start;
+
+    let faulty = Arc::new(ivflake_testkit::faulty_store(inner, 0));
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let mut c = config();
+    c.cache.memory_bytes = 0;
+    let server = ivflake_server::Server::bind(c).await.unwrap();
+    let location = IndexLocation::new(store, "idx.faiss", "memory://partial/idx.faiss");
+    server
+        .add_index("idx", location, IndexConfig::new("memory://partial/idx.faiss"))
+        .await
+        .unwrap();
+    let server = TestServer::run(server).await;
+    faulty.set(ivflake_testkit::Fault::FailAt(failing));
+
+    let url = server.url("/v1/indexes/idx/search");
+    let mut request = search_body(&queries(1), 0..1, 5, 32);
+    let (status, body) = post_json(&url, &request).await;
+    assert_eq!(status, 503, "{body}");
+    request["allow_partial"] = json!(true);
+    let (status, body) = post_json(&url, &request).await;
+    assert_eq!(status, 200, "{body}");
+    let failed = body["stats"]["failed_lists"].as_array().expect("failed_lists");
+    assert!(failed.contains(&json!(list)), "{body}");
+    assert!(failed.len() < 32, "the other lists answered: {body}");
+    assert_eq!(body["results"][0]["ids"].as_array().unwrap().len(), 5, "{body}");
+    server.stop().await;
+}

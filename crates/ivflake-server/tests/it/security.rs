@@ -233,6 +233,11 @@ async fn huge_filters_are_refused_while_parsing() {
         "{answer}"
     );
     let grown = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "a {} MB filter of 1.5M values: refused, RSS grew {:.1} MiB",
+        serde_json::to_vec(&body).unwrap().len() >> 20,
+        grown as f64 / (1 << 20) as f64
+    );
     assert!(grown < 48 << 20, "RSS grew {grown} bytes for a refused filter");
 
     let deep = format!(
@@ -283,20 +288,27 @@ async fn run_time_settings_are_capped_by_the_server() {
         let (status, body) = send(client().post(&add).json(&request)).await;
         assert_eq!((status, &body["error"]["field"]), (400, &json!(key)), "{key}: {body}");
     }
-    let (status, body) = send(
-        client()
-            .post(&add)
-            .json(&json!({"name": "two", "uri": path, "max_k": 5, "k": 5})),
-    )
-    .await;
+    let tight = json!({"name": "two", "uri": path, "max_k": 5, "k": 5, "max_nprobe": 2, "nprobe": 2, "max_batch": 2});
+    let (status, body) = send(client().post(&add).json(&tight)).await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = send(
-        client()
-            .post(server.url("/v1/indexes/two/search"))
-            .json(&json!({"vectors": [vec![0.0; D]], "k": 6})),
-    )
-    .await;
-    assert_eq!((status, &body["error"]["field"]), (400, &json!("k")), "{body}");
+    // The index's own limits hold at request time.
+    let search = server.url("/v1/indexes/two/search");
+    let one = vec![vec![0.0f32; D]];
+    for (request, field) in [
+        (json!({"vectors": one, "k": 6}), "k"),
+        (json!({"vectors": one, "nprobe": 3}), "nprobe"),
+        (json!({"vectors": vec![vec![0.0f32; D]; 3]}), "vectors"),
+    ] {
+        let (status, body) = send(client().post(&search).json(&request)).await;
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!(field)),
+            "{request}: {body}"
+        );
+    }
+    let two = json!({"vectors": vec![vec![0.0f32; D]; 2], "k": 5, "nprobe": 2});
+    let (status, body) = send(client().post(&search).json(&two)).await;
+    assert_eq!(status, 200, "{body}");
     let third = dir.path().join("third.faiss");
     std::fs::write(&third, index_bytes(2, N)).unwrap();
     let (status, body) = send(
@@ -426,7 +438,7 @@ async fn error_bodies_show_no_endpoint_or_path() {
         b"IwFl\x10\0\0\0garbage-garbage-garbage",
     )
     .unwrap();
-    std::fs::write(dir.path().join("alien.faiss"), b"Test\x10\0\0\0garbage-garbage-garbage").unwrap();
+    std::fs::write(dir.path().join("alien.faiss"), b"IxZZ\x10\0\0\0garbage-garbage-garbage").unwrap();
     for file in ["garbage.faiss", "alien.faiss", "missing.faiss"] {
         let uri = dir.path().join(file).to_string_lossy().to_string();
         let (status, body) = send(
@@ -453,5 +465,34 @@ async fn error_bodies_show_no_endpoint_or_path() {
             assert!(leak.is_empty() || !message.contains(leak), "{leak:?} in {body}");
         }
     }
+    server.stop().await;
+}
+
+/// `manifest = "require"` in an index's config: without a sidecar it is not
+/// served (422 naming the sidecar); with one it is, and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_may_require_its_checksum_sidecar() {
+    let (server, dir, _) = local(|c, dir| {
+        c.allowed_uri_prefixes = vec![dir.display().to_string()];
+    })
+    .await;
+    let path = dir.path().join("checked.faiss");
+    std::fs::write(&path, index_bytes(5, N)).unwrap();
+    let uri = path.to_string_lossy().to_string();
+    let add = server.url("/v1/indexes");
+    let request = json!({"name": "checked", "uri": uri, "manifest": "require"});
+    let (status, body) = send(client().post(&add).json(&request)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "checksum_sidecar_missing", "{body}");
+    ivflake_testkit::write_sidecar(ivflake::IndexLocation::parse(&uri, &Default::default()).unwrap()).await;
+    let (status, body) = send(client().post(&add).json(&request)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(
+        client()
+            .post(server.url("/v1/indexes/checked/search"))
+            .json(&search_body(&queries(1), 0..1, 3, 4)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     server.stop().await;
 }

@@ -23,9 +23,15 @@ use crate::config::DiskCacheConfig;
 use crate::framing::{Framing, HEADER_LEN, TRAILER_LEN};
 
 const FRAMING: Framing = Framing::new(b"IVFKDC02", 1);
-/// Background writes at once. Each pins its list's bytes until written, so
-/// past this a write is skipped (the list is simply fetched again later).
-const MAX_PENDING_WRITES: usize = 32;
+/// Bytes of lists waiting to be written in the background. Each write pins
+/// its list's bytes until it is done, so the queue is bounded by bytes, not
+/// by count: 32 writes at a time dropped most of a wide search's lists (a
+/// search probing 704 lists left 49 on disk). Past this a write is skipped
+/// and counted (`disk_writes_skipped`); the list is fetched again later.
+const MAX_PENDING_WRITE_BYTES: u64 = 256 << 20;
+/// The write queue's permits are of this many bytes (a semaphore counts in u32).
+const WRITE_PERMIT_BYTES: u64 = 4096;
+const WRITE_PERMITS: u32 = (MAX_PENDING_WRITE_BYTES / WRITE_PERMIT_BYTES) as u32;
 const SUFFIX: &str = "ivl";
 
 /// Identity of one list of one index version, stable across restarts.
@@ -99,7 +105,7 @@ impl DiskCache {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0),
             ),
-            writes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_WRITES)),
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITE_PERMITS as usize)),
             counters,
         })
     }
@@ -158,8 +164,12 @@ impl DiskCache {
 
     /// Writes an entry in the background; a failed write only costs a future miss.
     pub fn put(self: &Arc<Self>, key: DiskKey, bytes: Bytes) {
-        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+        let permits = (bytes.len() as u64)
+            .div_ceil(WRITE_PERMIT_BYTES)
+            .clamp(1, WRITE_PERMITS as u64) as u32;
+        let Ok(permit) = self.writes.clone().try_acquire_many_owned(permits) else {
             self.counters.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ivflake_cache_writes_skipped_total", "tier" => "disk").increment(1);
             return;
         };
         let this = self.clone();
@@ -189,7 +199,7 @@ impl DiskCache {
     /// Waits until every background write started so far has finished, and
     /// the evictions they caused have removed their files.
     pub async fn settle(&self) {
-        if let Ok(all) = self.writes.acquire_many(MAX_PENDING_WRITES as u32).await {
+        if let Ok(all) = self.writes.acquire_many(WRITE_PERMITS).await {
             drop(all);
         }
         self.index.run_pending_tasks().await;

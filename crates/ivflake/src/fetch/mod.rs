@@ -85,6 +85,11 @@ pub struct CacheReport {
     pub disk_misses: u64,
     pub disk_evictions: u64,
     pub disk_corrupt_entries: u64,
+    /// Lists not written to disk because the write queue was full (they are
+    /// fetched again when next needed).
+    pub disk_writes_skipped: u64,
+    /// Disk writes that failed (logged).
+    pub disk_write_errors: u64,
     pub disk_resident_bytes: u64,
     pub disk_capacity_bytes: u64,
 }
@@ -364,6 +369,8 @@ impl FetchScheduler {
             report.disk_misses = d.misses.load(Ordering::Relaxed);
             report.disk_evictions = d.evictions.load(Ordering::Relaxed);
             report.disk_corrupt_entries = d.corrupt.load(Ordering::Relaxed);
+            report.disk_writes_skipped = d.writes_skipped.load(Ordering::Relaxed);
+            report.disk_write_errors = d.write_errors.load(Ordering::Relaxed);
             report.disk_resident_bytes = disk.resident_bytes().await;
             report.disk_capacity_bytes = disk.capacity();
         }

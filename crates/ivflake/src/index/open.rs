@@ -74,12 +74,9 @@ impl HeaderReads<'_> {
                 tracing::warn!(uri = %self.uri(), error = %e, "ignoring the checksum sidecar; lists are not verified");
                 None
             })),
-            ManifestMode::Require => read().await??.map(Some).ok_or_else(|| Error::NotFound {
-                uri: Manifest::sidecar_uri(self.uri()),
-                source: Arc::new(object_store::Error::NotFound {
-                    path: Manifest::sidecar_path(&self.location.path).to_string(),
-                    source: "the checksum sidecar is required; write it with `ivflake manifest`".into(),
-                }),
+            ManifestMode::Require => read().await??.map(Some).ok_or_else(|| Error::SidecarMissing {
+                uri: self.uri().to_string(),
+                sidecar: Manifest::sidecar_uri(self.uri()),
             }),
         }
     }
@@ -410,6 +407,17 @@ fn check_magic(prefix: &[u8], uri: &str) -> Result<()> {
         });
     }
     let magic = &prefix[..4];
+    // Every index type Faiss writes begins with `I` (`IwFl`, `IxPT`, `IHNf`, ...):
+    // anything else, a text file say, is no Faiss index of any version.
+    if magic[0] != b'I' && magic.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Corrupt {
+            uri: uri.into(),
+            reason: format!(
+                "not a Faiss index file: it starts with {:?}, where Faiss's index types start with \"I\"",
+                String::from_utf8_lossy(magic)
+            ),
+        });
+    }
     if !magic.iter().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::Corrupt {
             uri: uri.into(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ivflake_faiss::IdFilter;
+use serde::{Deserialize, Serialize};
 
 use crate::attributes::filter::AttributeFilter;
 use crate::attributes::value::AttributeRow;
@@ -124,7 +125,9 @@ impl ResidualTable {
 }
 
 /// What open does about the checksum sidecar (`<index>.ivfmanifest`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum ManifestMode {
     /// Use it when present and describing this file; otherwise log why and
     /// serve unverified. Open asks for the sidecar and the header together:

@@ -196,6 +196,11 @@ fn filters() -> Vec<(Value, Predicate)> {
         (json!({"blob": {"$in": [3, 4]}, "active": {"$eq": false}}), |r| {
             (r.blob == 3 || r.blob == 4) && !r.active
         }),
+        // An explicit `$and`, as the docs show it.
+        (
+            json!({"$and": [{"price": {"$lt": 50}}, {"category": {"$in": ["c1", "c3"]}}]}),
+            |r| r.price < 50.0 && matches!(r.category.as_deref(), Some("c1" | "c3")),
+        ),
     ]
 }
 

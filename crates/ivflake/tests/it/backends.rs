@@ -3,13 +3,19 @@
 //! loopback, as `make test` starts it) all run the same checks: open reads
 //! the header in one GET, searches equal Faiss bit for bit, a cold search
 //! makes one GET per distinct list of Faiss's coarse assignment and a warm one
-//! none, an overwritten object is refused until reloaded, and a missing one
-//! is `NotFound`. No backend gets a thinner copy.
+//! none, an overwritten object is refused until reloaded, a missing one is
+//! `NotFound`, a checksum sidecar verifies every list, a preload leaves
+//! nothing for searches to read, the disk tier serves a restarted process,
+//! and an attributes object filters. No backend gets a thinner copy.
 
 use std::sync::Arc;
 
 use crate::common::*;
-use ivflake::{Error, FetchConfig, IndexLocation, IvfIndex, ManifestMode, Metric, OpenOptions};
+use arrow_array::{Int64Array, RecordBatch};
+use ivflake::{
+    AttributeFilter, DiskCacheConfig, Error, FetchConfig, IndexLocation, IvfIndex, ManifestMode, Metric, OpenOptions,
+    ParquetTable, Preload, PreloadState, SearchParams,
+};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
@@ -128,6 +134,95 @@ async fn suite(backend: &str, locate: Locate) {
     let (missing, _) = counted(locate(&unique_key("backends", "absent")));
     let err = IvfIndex::open_at(missing, suite_options()).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{backend}: {err}");
+
+    extras(backend, &location, &counting, &v2).await;
+}
+
+/// The features beyond reading lists, on the same backend and object (`v2`).
+async fn extras(backend: &str, location: &IndexLocation, counting: &CountingStore, bytes: &[u8]) {
+    let reference = ivflake_faiss::read_index(bytes).unwrap();
+    let queries = clustered(12, D, 3);
+    let expected = reference.search(&queries, 10, 8).unwrap();
+
+    // Checksums: with the sidecar required, every fetched list is verified.
+    write_sidecar(location.clone()).await;
+    let verified = IvfIndex::open_at(
+        location.clone(),
+        OpenOptions {
+            manifest: ManifestMode::Require,
+            ..options(uncached())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{backend}: open with the sidecar: {e}"));
+    assert!(verified.is_verified(), "{backend}");
+    let r = verified.search(&queries, 10, 8).await.unwrap();
+    assert_same(&r, &expected, &format!("{backend} verified"));
+
+    // Preload: every list loaded in the background; then searches read nothing.
+    let preloaded = IvfIndex::open_at(
+        location.clone(),
+        OpenOptions {
+            preload: Preload::Auto {
+                max_cache_fraction: 1.0,
+            },
+            ..suite_options()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(preloaded.preloaded().await.state, PreloadState::Done, "{backend}");
+    counting.reset();
+    let r = preloaded.search(&queries, 10, 32).await.unwrap();
+    assert_eq!(
+        counting.gets(),
+        0,
+        "{backend}: a search after the preload reads nothing"
+    );
+    assert_eq!(r.stats.lists_from_memory, r.stats.lists_probed, "{backend}");
+
+    // The disk tier: a second scheduler (a restarted process) over the same
+    // directory serves every list from disk.
+    let dir = TempDir::new("backend-disk");
+    let with_disk = || OpenOptions {
+        manifest: ManifestMode::Ignore,
+        ..options(FetchConfig {
+            disk_cache: Some(DiskCacheConfig {
+                dir: dir.path().to_path_buf(),
+                capacity_bytes: 1 << 30,
+            }),
+            ..uncached()
+        })
+    };
+    let first = IvfIndex::open_at(location.clone(), with_disk()).await.unwrap();
+    let cold = first.search(&queries, 10, 8).await.unwrap();
+    first.scheduler().settle_disk_writes().await;
+    drop(first);
+    let second = IvfIndex::open_at(location.clone(), with_disk()).await.unwrap();
+    counting.reset();
+    let warm = second.search(&queries, 10, 8).await.unwrap();
+    assert_eq!(counting.gets(), 0, "{backend}: every list from disk");
+    assert_eq!(warm.stats.lists_from_disk, warm.stats.lists_probed, "{backend}");
+    assert_eq!((&warm.ids, &warm.distances), (&cold.ids, &cold.distances), "{backend}");
+
+    // Attributes: an object beside the index (`bucket` = id mod 10) filters.
+    let index = IvfIndex::open_at(location.clone(), suite_options()).await.unwrap();
+    let lists = index.list_ids().await.unwrap();
+    let ids: Vec<i64> = (0..index.info().ntotal).collect();
+    let bucket = Int64Array::from(ids.iter().map(|id| id % 10).collect::<Vec<_>>());
+    let batch = RecordBatch::try_from_iter([("bucket", Arc::new(bucket) as _)]).unwrap();
+    let written = ivflake::write_attributes(&ParquetTable { batch }, &ids, &lists).unwrap();
+    let attributes_key = format!("{}{}", location.path.as_ref(), ivflake::ATTRIBUTES_SUFFIX);
+    put(&location.store, &attributes_key, written).await;
+    let filtered = IvfIndex::open_at(location.clone(), suite_options()).await.unwrap();
+    let params = SearchParams {
+        attribute_filter: Some(AttributeFilter::from_json(&serde_json::json!({"bucket": 3})).unwrap()),
+        ..SearchParams::new(10, 8)
+    };
+    let r = filtered.search_with(&queries, &params).await.unwrap();
+    let hits: Vec<i64> = r.ids.iter().copied().filter(|&id| id >= 0).collect();
+    assert!(!hits.is_empty(), "{backend}: the filter matched nothing");
+    assert!(hits.iter().all(|id| id % 10 == 3), "{backend}: {hits:?}");
 }
 
 #[tokio::test]

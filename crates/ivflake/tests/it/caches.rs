@@ -333,3 +333,29 @@ async fn a_version_s_memory_entries_go_when_its_last_handle_does() {
     drop(clone);
     assert_eq!(scheduler.memory_resident_bytes().await, 0);
 }
+
+/// A search that probes hundreds of lists with no memory tier leaves every
+/// one of them on disk: the background writes queue by bytes, where a queue
+/// of 32 writes dropped all but a few dozen of 512.
+#[tokio::test]
+async fn a_wide_search_leaves_every_list_on_disk() {
+    let dir = TempDir::new("disk-wide");
+    let bytes = build_index("IVF512,Flat", Metric::L2, D, 20_000);
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put(&inner, "idx.faiss", bytes).await;
+    let counting = Arc::new(counting_store(inner));
+    let uri = format!("memory://disk-wide-{}/idx.faiss", rand::random::<u64>());
+    let queries = clustered(4, D, 3);
+    let first = open(&counting, &uri, with_disk(dir.path(), 1 << 30)).await;
+    let cold = first.search(&queries, 5, 512).await.unwrap();
+    assert!(cold.stats.lists_from_store > 400, "{:?}", cold.stats);
+    settled_on_disk(&first, cold.stats.lists_from_store as u64).await;
+    let report = first.scheduler().cache_report().await;
+    assert_eq!(report.disk_writes_skipped, 0, "{report:?}");
+    drop(first);
+    let second = open(&counting, &uri, with_disk(dir.path(), 1 << 30)).await;
+    counting.reset();
+    let warm = second.search(&queries, 5, 512).await.unwrap();
+    assert_eq!(counting.gets(), 0, "every list came from disk");
+    assert_eq!((&warm.ids, &warm.distances), (&cold.ids, &cold.distances));
+}

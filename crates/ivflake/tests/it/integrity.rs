@@ -153,5 +153,7 @@ async fn a_sidecar_of_another_file_is_ignored_or_refused() {
     put(&bare, "idx.faiss", build_index("IVF16,Flat", Metric::L2, D, 2000)).await;
     let (missing, _) = open_counted(bare, require).await;
     let err = missing.unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    // Not `NotFound`, which would read as if the index were missing.
+    assert!(matches!(err, Error::SidecarMissing { .. }), "{err}");
+    assert!(err.to_string().contains("ivflake manifest"), "{err}");
 }
