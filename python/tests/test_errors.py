@@ -34,8 +34,8 @@ def test_exceptions_share_one_base():
 @pytest.mark.parametrize(
     "xq, message",
     [
-        (np.zeros((3, 31), np.float32), "dimension|queries"),
-        (np.zeros((3, 33), np.float32), "dimension|queries"),
+        (np.zeros((3, 31), np.float32), "d = 31.*the index has d = 32"),
+        (np.zeros((3, 33), np.float32), "d = 33.*the index has d = 32"),
         (np.zeros((0, 32), np.float32), "queries|empty"),
         (np.zeros((2, 2, 32), np.float32), "2-D"),
         (np.full((1, 32), np.nan, np.float32), "NaN|finite"),
