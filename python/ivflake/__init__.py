@@ -21,7 +21,7 @@ from ivflake._ivflake import (
     UnsupportedIndex,
     open,
 )
-from ivflake.client import Client, InsecureTokenWarning, RemoteIndex
+from ivflake.client import Client, InsecureTokenWarning, RemoteIndex, ServerUnreachable
 
 __all__ = [
     "MAX_K",
@@ -35,6 +35,7 @@ __all__ = [
     "InsecureTokenWarning",
     "IvflakeError",
     "RemoteIndex",
+    "ServerUnreachable",
     "UnsupportedIndex",
     "open",
 ]

@@ -4,8 +4,13 @@
     D, I = client.index("products").search(xq, 10, nprobe=16)
 
 Query vectors go as a raw little-endian float32 body (no JSON encoding of
-floats). A 503 (the server is at its in-flight limit, or the index is being
-reloaded) is retried after its ``Retry-After``, a bounded number of times.
+floats), with the options in the query string; a search with an attribute
+filter, attributes to return or more than `QUERY_STRING_IDS` filter ids goes
+as one JSON body instead (a URI holds a few kilobytes; the server takes
+`limits.max_filter_ids` ids in a body). A 503 (the server is at its
+in-flight limit, or the index is being reloaded) is retried after its
+``Retry-After``, a bounded number of times. Every failure is an
+`IvflakeError`: a server that cannot be reached is `ServerUnreachable`.
 A token sent in clear text (``http://`` to a host that is not loopback) draws
 an `InsecureTokenWarning`, and redirects are refused rather than followed.
 Only the standard library and numpy are used.
@@ -45,6 +50,14 @@ _ERRORS = {
     "deadline_exceeded": DeadlineExceeded,
     "index_changed": IndexChanged,
 }
+
+
+# Filter ids that still go in the query string: about 7 KB of URI.
+QUERY_STRING_IDS = 1000
+
+
+class ServerUnreachable(IvflakeError):
+    """No answer from the server: refused, reset, timed out or not resolvable."""
 
 
 class InsecureTokenWarning(UserWarning):
@@ -153,6 +166,11 @@ class Client:
                     time.sleep(_retry_after(e.headers.get("Retry-After"), self.max_retry_wait))
                     continue
                 raise _error(e.code, payload) from None
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                raise ServerUnreachable(
+                    f"cannot reach the ivflake server at {self.url}: {reason} (is `ivflake serve` running there?)"
+                ) from e
 
 
 class RemoteIndex:
@@ -178,14 +196,21 @@ class RemoteIndex:
         nprobe: Optional[int] = None,
         filter: Optional[Mapping[str, Any]] = None,
         ids: Optional[Sequence[int]] = None,
+        attribute_filter: Optional[Mapping[str, Any]] = None,
+        return_attributes: Optional[Sequence[str]] = None,
         allow_partial: bool = False,
         timeout: Optional[float] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
         """`(D, I)` for `xq` (n × d, or one vector), as `ivflake.Index.search` returns them.
 
-        `filter` takes the same forms (``{"allow": ids}``, ``{"deny": ids}``,
-        ``{"range": [start, end]}``); they travel in the query string, so very
-        long id lists belong in an in-process `Index` instead.
+        The keywords are `Index.search`'s: `filter` takes the same forms
+        (``{"allow": ids}``, ``{"deny": ids}``, ``{"range": [start, end]}``),
+        `attribute_filter` the same S3 Vectors filter. `return_attributes`
+        names attribute columns to fetch for each hit: they are left in
+        `last_attributes`, one list of dicts per query. When `nprobe` is
+        None the server's default for the index applies (its
+        ``defaults.nprobe`` or the index's ``nprobe``), which is one setting
+        for all its clients; `Index` uses the nprobe stored in the file.
         """
         xq = np.ascontiguousarray(xq, dtype="<f4")
         if xq.ndim == 1:
@@ -205,13 +230,36 @@ class RemoteIndex:
             if not timeout > 0:
                 raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
             query["timeout_ms"] = max(1, int(timeout * 1000))
-        query.update(_filter_params(filter, ids))
-        path = self._path + "/search?" + urllib.parse.urlencode(query)
-        response = self.client._request(
-            "POST", path, body=xq.tobytes(), content_type="application/octet-stream"
-        )
+        spec = _filter_spec(filter, ids)
+        many_ids = spec is not None and spec[0] in ("allow", "deny") and len(spec[1]) > QUERY_STRING_IDS
+        if attribute_filter is not None or return_attributes or many_ids:
+            body: Dict[str, Any] = {"vectors": xq.tolist(), "k": query["k"]}
+            for key in ("nprobe", "timeout_ms"):
+                if key in query:
+                    body[key] = query[key]
+            if allow_partial:
+                body["allow_partial"] = True
+            if spec is not None:
+                kind, value = spec
+                body["filter"] = {kind: value} if kind != "range" else {"range": {"start": value[0], "end": value[1]}}
+            if attribute_filter is not None:
+                body["attribute_filter"] = attribute_filter
+            if return_attributes:
+                body["return_attributes"] = list(return_attributes)
+            response = self.client._request(
+                "POST", self._path + "/search", body=json.dumps(body).encode(), content_type="application/json"
+            )
+        else:
+            query.update(_filter_params(spec))
+            path = self._path + "/search?" + urllib.parse.urlencode(query)
+            response = self.client._request(
+                "POST", path, body=xq.tobytes(), content_type="application/octet-stream"
+            )
         self.last_stats: Optional[Dict[str, Any]] = response.get("stats")
         results = response["results"]
+        self.last_attributes: Optional[List[List[Dict[str, Any]]]] = (
+            [r.get("attributes") for r in results] if return_attributes else None
+        )
         k_out = int(response.get("k", k))
         distances = np.array(
             [[np.nan if v is None else v for v in r["distances"]] for r in results], dtype="float32"
@@ -220,13 +268,14 @@ class RemoteIndex:
         return distances, labels
 
 
-def _filter_params(filter: Optional[Mapping[str, Any]], ids: Optional[Sequence[int]]) -> Dict[str, str]:
+def _filter_spec(filter: Optional[Mapping[str, Any]], ids: Optional[Sequence[int]]) -> Optional[Tuple[str, Any]]:
+    """The id filter as ``("allow" | "deny", [ids])`` or ``("range", (start, end))``."""
     if filter is not None and ids is not None:
         raise ValueError("pass ids= or filter=, not both")
     if ids is not None:
         filter = {"allow": ids}
     if filter is None:
-        return {}
+        return None
     usage = 'filter must be {"allow": ids}, {"deny": ids} or {"range": [start, end]}'
     if not isinstance(filter, Mapping) or len(filter) != 1:
         raise ValueError(usage)
@@ -235,14 +284,24 @@ def _filter_params(filter: Optional[Mapping[str, Any]], ids: Optional[Sequence[i
         ids_array = np.asarray(value)
         if ids_array.ndim != 1 or (ids_array.size and ids_array.dtype.kind not in "iu"):
             raise ValueError(f"filter {kind} must be a 1-D sequence of integer ids")
-        return {kind: ",".join(str(int(i)) for i in ids_array)}
+        return kind, [int(i) for i in ids_array]
     if kind == "range":
         if isinstance(value, Mapping):
             start, end = value["start"], value["end"]
         else:
             start, end = value
-        return {"range": f"{int(start)},{int(end)}"}
+        return "range", (int(start), int(end))
     raise ValueError(f"unknown filter {kind!r}; {usage}")
+
+
+def _filter_params(spec: Optional[Tuple[str, Any]]) -> Dict[str, str]:
+    """The id filter in a binary search's query string."""
+    if spec is None:
+        return {}
+    kind, value = spec
+    if kind == "range":
+        return {"range": f"{value[0]},{value[1]}"}
+    return {kind: ",".join(str(i) for i in value)}
 
 
 def _sends_in_clear_text(url: str) -> bool:

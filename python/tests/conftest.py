@@ -124,10 +124,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def serve(binary, indexes, token):
-    """`ivflake serve name=path...` on 127.0.0.1 with `token`; yields its URL once ready."""
+    """`ivflake serve name=path...` on 127.0.0.1 with `token` (None: no auth); yields its URL once ready."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, IVFLAKE_API_TOKEN=token, RUST_LOG="warn")
+    env = dict(os.environ, RUST_LOG="warn")
+    env.pop("IVFLAKE_API_TOKEN", None)
+    if token is not None:
+        env["IVFLAKE_API_TOKEN"] = token
     proc = subprocess.Popen(
         [str(binary), "serve", *(f"{name}={path}" for name, path in indexes.items()), "--listen", f"127.0.0.1:{port}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

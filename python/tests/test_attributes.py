@@ -56,3 +56,26 @@ def test_bad_attribute_filters_raise_value_error_naming_the_path(attached, fixtu
         index.search(xq, 5, attribute_filter={"score": {"$gt": "high"}})
     with pytest.raises(ValueError, match=r"attribute_filter\.colour: unknown column"):
         index.search(xq, 5, attribute_filter={"colour": "red"})
+
+
+def test_the_client_filters_by_attributes_and_returns_them_like_index(attached, fixtures):
+    """`Client.search(attribute_filter=, return_attributes=)` over `ivflake
+    serve` gives `Index.search`'s (D, I), and the hits' attributes."""
+    from conftest import serve
+
+    table = pq.read_table(fixtures / "attrs_ivfflat.parquet").to_pydict()
+    tags = dict(zip(table["id"], table["tag"]))
+    xq = np.load(fixtures / "attrs_queries.npy")
+    local = ivflake.open(str(attached))
+    with serve(cli_binary(), {"a": attached}, None) as url:
+        remote = ivflake.Client(url).index("a")
+        flt = {"tag": {"$in": ["a", "c"]}}
+        D, I = remote.search(xq, 5, nprobe=4, attribute_filter=flt, return_attributes=["tag"])
+        D_local, I_local = local.search(xq, 5, nprobe=4, attribute_filter=flt)
+        np.testing.assert_array_equal(I, I_local)
+        np.testing.assert_allclose(D, D_local, rtol=1e-6)
+        assert len(remote.last_attributes) == len(xq)
+        for ids, rows in zip(I, remote.last_attributes):
+            for i, row in zip(ids, rows):
+                if i >= 0:
+                    assert row["tag"] == tags[i] and row["tag"] in ("a", "c")

@@ -219,3 +219,28 @@ def test_a_retry_after_above_zero_is_waited_for_and_capped(scripted, monkeypatch
     handler.busy, handler.retry_after = 1, "120"
     ivflake.Client(url, max_retries=3, max_retry_wait=5.0).index("x").search(np.ones(4, np.float32), 2)
     assert slept == [5.0]
+
+
+def test_long_id_filters_go_in_a_json_body(server, fixtures, queries):
+    """20,000 ids: a query string would be refused (414/431); the client
+    sends a JSON body, and the answer is `Index.search`'s."""
+    remote = ivflake.Client(server, token=TOKEN).index("pq")
+    local = ivflake.open(str(fixtures / "ivfpq_l2.faiss"))
+    deny = list(range(0, 40_000, 2))
+    D_remote, I_remote = remote.search(queries[:5], 5, nprobe=16, filter={"deny": deny})
+    D_local, I_local = local.search(queries[:5], 5, nprobe=16, filter={"deny": deny})
+    np.testing.assert_array_equal(I_remote, I_local)
+    np.testing.assert_allclose(D_remote, D_local, rtol=1e-6)
+    assert not np.isin(I_remote, deny).any()
+
+
+def test_a_server_that_is_not_there_is_server_unreachable():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on the port now.
+    with pytest.raises(ivflake.ServerUnreachable, match="cannot reach") as e:
+        ivflake.Client(f"http://127.0.0.1:{port}").index("x").search(np.ones(4, np.float32), 2)
+    assert isinstance(e.value, ivflake.IvflakeError)
