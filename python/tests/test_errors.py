@@ -261,3 +261,11 @@ def test_ctrl_c_cancels_a_search_and_its_gets(gated_s3, queries):
     gated_s3.resume()
     D, I = index.search(queries[:1], 10, nprobe=4, timeout=60)
     assert (I >= 0).all()
+
+
+def test_a_plain_http_endpoint_without_allow_http_says_what_to_set(s3_uri):
+    import os
+
+    with pytest.raises(ivflake.IvflakeError, match="AWS_ALLOW_HTTP=true") as e:
+        ivflake.open(s3_uri("ivfsq8_l2"), endpoint=os.environ["AWS_ENDPOINT_URL"], allow_http=False, region="us-east-1")
+    assert "ignoring the checksum sidecar" not in str(e.value)

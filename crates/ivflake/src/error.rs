@@ -25,7 +25,7 @@ pub enum Error {
         source: Arc<object_store::Error>,
     },
 
-    #[error("object store error reading {uri}: {source}")]
+    #[error("object store error reading {uri}: {source}{}", store_hint(.source))]
     Store {
         uri: String,
         #[source]
@@ -103,6 +103,31 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to fix, for the store errors a first setup meets, whose own words
+/// name neither cause: no credentials (the S3 client then asks the EC2
+/// instance metadata service, which refuses off EC2), and a plain-http
+/// endpoint without `AWS_ALLOW_HTTP`. The store library gives no typed
+/// variant for either, so its message is read.
+fn store_hint(source: &object_store::Error) -> &'static str {
+    // The cause is often deep in the chain (reqwest's "builder error" wraps
+    // the scheme refusal).
+    let mut text = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+    while let Some(c) = cause {
+        text.push_str(&c.to_string());
+        text.push('\n');
+        cause = c.source();
+    }
+    if text.contains("169.254.169.254") {
+        " (no AWS credentials were found, so the instance metadata service was asked, and it refused: set \
+         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance role applies)"
+    } else if text.contains("URL scheme is not allowed") {
+        " (the endpoint is plain http: set AWS_ALLOW_HTTP=true, or allow_http in the store options, to allow it)"
+    } else {
+        ""
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(Arc::new(e))
@@ -178,5 +203,33 @@ impl Error {
                 | Error::TruncatedGet { .. }
                 | Error::BrokenStream { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_error(text: &str) -> Error {
+        Error::Store {
+            uri: "s3://b/k".into(),
+            source: Arc::new(object_store::Error::Generic {
+                store: "S3",
+                source: text.to_string().into(),
+            }),
+        }
+    }
+
+    /// The two setup errors a newcomer meets say what to fix; others are as they were.
+    #[test]
+    fn setup_errors_say_what_to_fix() {
+        let no_credentials = store_error(
+            "Error performing PUT http://169.254.169.254/latest/api/token in 7.2ms - Server returned non-2xx status code: 403",
+        );
+        assert!(no_credentials.to_string().contains("set AWS_ACCESS_KEY_ID"), "{no_credentials}");
+        let plain_http = store_error("builder error: URL scheme is not allowed");
+        assert!(plain_http.to_string().contains("AWS_ALLOW_HTTP=true"), "{plain_http}");
+        let other = store_error("connection reset");
+        assert_eq!(other.to_string(), "object store error reading s3://b/k: Generic S3 error: connection reset");
     }
 }

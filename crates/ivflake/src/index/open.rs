@@ -61,8 +61,10 @@ impl HeaderReads<'_> {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// The sidecar as `mode` asks: `None` when it is ignored, missing (Auto)
-    /// or unreadable (Auto, logged); an error only under `Require`.
+    /// The sidecar as `mode` asks: `None` when it is ignored or missing
+    /// (Auto); an error when it cannot be read, which the caller forgives
+    /// under Auto once the header has been read (so a store that fails both
+    /// reports the header's error, not a sidecar warning first).
     async fn sidecar(&self, mode: ManifestMode) -> Result<Option<Manifest>> {
         let read = || {
             self.count(0);
@@ -70,10 +72,7 @@ impl HeaderReads<'_> {
         };
         match mode {
             ManifestMode::Ignore => Ok(None),
-            ManifestMode::Auto => Ok(read().await.and_then(|r| r).unwrap_or_else(|e| {
-                tracing::warn!(uri = %self.uri(), error = %e, "ignoring the checksum sidecar; lists are not verified");
-                None
-            })),
+            ManifestMode::Auto => read().await.and_then(|r| r),
             ManifestMode::Require => read().await??.map(Some).ok_or_else(|| Error::SidecarMissing {
                 uri: self.uri().to_string(),
                 sidecar: Manifest::sidecar_uri(self.uri()),
@@ -203,8 +202,15 @@ impl IvfIndex {
         // for together, so open waits for the slower of two GETs, not both.
         let probe = options.header_probe_bytes.max(64);
         let (manifest, first) = tokio::join!(reads.sidecar(mode), reads.first_bytes(probe));
-        let mut manifest = manifest?;
         let (mut first, meta) = first?;
+        let mut manifest = match manifest {
+            Ok(manifest) => manifest,
+            Err(e) if mode == ManifestMode::Auto => {
+                tracing::warn!(uri = %uri, error = %e, "ignoring the checksum sidecar; lists are not verified");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         // A sidecar whose header is longer than the probe says how much is
         // missing: one more read of exactly that (bounded, so a stale sidecar
         // cannot make it larger than a header can be).
