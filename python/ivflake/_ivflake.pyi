@@ -62,6 +62,11 @@ def open(
 
     Raises IndexNotFound, CorruptIndex, UnsupportedIndex, ValueError (bad URI
     or option) or IvflakeError (the store failed). Ctrl-C interrupts it.
+
+    Example::
+
+        index = ivflake.open("s3://bucket/index.faiss", memory_cache_bytes=1 << 30)
+        D, I = index.search(xq, 10, nprobe=16)
     """
 
 class Index:
@@ -126,6 +131,10 @@ class Index:
         Releases the GIL for the whole search; Ctrl-C cancels it. Raises
         ValueError for a bad dimension, NaN/inf, k, nprobe or attribute filter
         (naming its JSON path).
+
+        Example::
+
+            D, I = index.search(xq, 10, nprobe=16, attribute_filter={"price": {"$lt": 50}})
         """
     async def search_async(
         self,
@@ -141,11 +150,11 @@ class Index:
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """`search` for asyncio: `D, I = await index.search_async(xq, k)`.
 
-        Returns a coroutine, so `asyncio.run(index.search_async(xq, k))` works,
-        and one made before the event loop starts can be awaited in it later.
-        Arguments are checked (ValueError) and `xq` copied at the call; the
-        search starts when the coroutine is first awaited. Cancelling the task
-        cancels the search and its fetches.
+        Returns a coroutine, as an `async def` does, so `asyncio.run` takes it
+        and it may be made before the event loop runs. The arguments are
+        checked and the queries copied now (the array may change before the
+        await); the search starts on the process's tokio runtime when the
+        coroutine is first awaited. Cancelling the task cancels the search.
         """
     def warm(
         self, lists: Optional[Sequence[int]] = None, *, largest: int = 0, most_probed: int = 0

@@ -24,7 +24,31 @@ use crate::store::locate;
 /// the server's default, several times the memory tier and small beside a data disk.
 const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 
-/// Opens the index at `uri`, reading only its header.
+/// Opens the Faiss IVF index at `uri`, reading only its header.
+///
+/// `uri` is ``s3://bucket/key``, ``gs://bucket/key``, ``az://container/key``,
+/// ``file:///abs/path`` or a path. Credentials and endpoints come from the
+/// environment as in the CLI (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``);
+/// `store_options` override them with object_store config keys, e.g.
+/// ``endpoint="http://127.0.0.1:9000", allow_http=True, region="us-east-1"``.
+///
+/// `memory_cache_bytes` bounds this index's list cache (default 256 MiB, 0
+/// disables it). `disk_cache_dir` adds a disk tier of `disk_cache_bytes`
+/// (default 10 GiB) that survives restarts. `manifest` says what to do with
+/// the checksum sidecar ``ivflake manifest`` writes: use it when present
+/// ("auto"), never look ("ignore"), or refuse to open without it ("require").
+/// `preload` loads list data into the memory cache in the background after
+/// open ("auto": every list when they fit a quarter of the cache, else the
+/// most probed of earlier runs; a float sets the share); searches run
+/// meanwhile, and `Index.preloaded()` waits for it.
+///
+/// Raises IndexNotFound, CorruptIndex, UnsupportedIndex, ValueError (bad URI
+/// or option) or IvflakeError (the store failed). Ctrl-C interrupts it.
+///
+/// Example::
+///
+///     index = ivflake.open("s3://bucket/index.faiss", memory_cache_bytes=1 << 30)
+///     D, I = index.search(xq, 10, nprobe=16)
 #[pyfunction]
 #[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", preload=None, **store_options))]
 pub(crate) fn open(
@@ -245,9 +269,26 @@ impl PendingSearch {
 
 #[pymethods]
 impl Index {
-    /// Searches `xq` (n × d float32, or one d-vector) for the `k` nearest
-    /// neighbours of each row. Returns `(D, I)`: float32 distances and int64
-    /// ids of shape (n, k), -1 ids where fewer were found, as faiss does.
+    /// `(D, I)` for the `k` nearest neighbours of each row of `xq`, as faiss returns them.
+    ///
+    /// `xq` is an (n, d) float32 array (used without a copy when C-contiguous;
+    /// other dtypes and layouts are converted) or one d-vector. `ids` keeps
+    /// only those ids (an allow-list); `filter` takes the id filter forms of
+    /// the HTTP API. `allow_partial` returns what could be scanned when lists
+    /// fail to fetch (named in `last_stats["failed_lists"]`). `timeout` is in
+    /// seconds (DeadlineExceeded past it). `attribute_filter` (a dict or JSON
+    /// string in Amazon S3 Vectors' language, e.g. `{"category": "shoes",
+    /// "price": {"$lt": 50}}`) keeps only rows whose attributes match; it
+    /// needs the `<index>.attrs.parquet` that `ivflake build --input x.parquet`
+    /// or `ivflake attributes` writes.
+    ///
+    /// Releases the GIL for the whole search; Ctrl-C cancels it. Raises
+    /// ValueError for a bad dimension, NaN/inf, k, nprobe or attribute filter
+    /// (naming its JSON path).
+    ///
+    /// Example::
+    ///
+    ///     D, I = index.search(xq, 10, nprobe=16, attribute_filter={"price": {"$lt": 50}})
     #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
     fn search<'py>(
         &self,

@@ -253,3 +253,26 @@ def test_disk_cache_serves_a_second_open(tmp_path, fixtures, manifest, queries):
     assert second.last_stats["lists_from_disk"] > 0
     assert second.cache_info()["disk_enabled"] is True
     assert any(pathlib.Path(cache).rglob("*.ivl"))
+
+
+def test_help_shows_the_full_docs_of_the_stubs():
+    """`help(ivflake.open)` and `help(Index.search)` give the whole text, with
+    parameters, errors and an example: the native docstrings equal the
+    stubs' (`_ivflake.pyi`, what editors read), so neither drifts."""
+    import ast
+    import inspect
+
+    stubs = ast.parse((pathlib.Path(ivflake.__file__).parent / "_ivflake.pyi").read_text())
+    wanted = {}
+    for node in stubs.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "open":
+            wanted[ivflake.open] = ast.get_docstring(node)
+        if isinstance(node, ast.ClassDef) and node.name == "Index":
+            for f in node.body:
+                if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name in ("search", "search_async"):
+                    wanted[getattr(ivflake.Index, f.name)] = ast.get_docstring(f)
+    assert len(wanted) == 3
+    for obj, doc in wanted.items():
+        assert inspect.getdoc(obj) == doc, obj.__name__
+    assert "Example::" in inspect.getdoc(ivflake.open) and "Raises" in inspect.getdoc(ivflake.open)
+    assert "nprobe" in str(inspect.signature(ivflake.Index.search))
