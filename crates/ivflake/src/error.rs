@@ -226,10 +226,16 @@ mod tests {
         let no_credentials = store_error(
             "Error performing PUT http://169.254.169.254/latest/api/token in 7.2ms - Server returned non-2xx status code: 403",
         );
-        assert!(no_credentials.to_string().contains("set AWS_ACCESS_KEY_ID"), "{no_credentials}");
+        assert!(
+            no_credentials.to_string().contains("set AWS_ACCESS_KEY_ID"),
+            "{no_credentials}"
+        );
         let plain_http = store_error("builder error: URL scheme is not allowed");
         assert!(plain_http.to_string().contains("AWS_ALLOW_HTTP=true"), "{plain_http}");
         let other = store_error("connection reset");
-        assert_eq!(other.to_string(), "object store error reading s3://b/k: Generic S3 error: connection reset");
+        assert_eq!(
+            other.to_string(),
+            "object store error reading s3://b/k: Generic S3 error: connection reset"
+        );
     }
 }

@@ -3,20 +3,21 @@
 //! and responses large enough to matter are parsed and rendered on tokio's
 //! blocking pool (binary bodies are a copy, cheap enough to do inline).
 //!
-//! This is the one place that turns errors into [`ApiError`]s: the domain
-//! modules (registry, admission, auth, parse) and the library return their
-//! own types, and the `From` impls at the end choose each status and code.
+//! `routes` is the one place that turns errors into [`ApiError`]s: the
+//! domain modules (registry, admission, auth, parse) and the library return
+//! their own types, and the `From` impls of `errors` choose each status and
+//! code. `middleware` holds what every request passes before a handler.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,15 +31,20 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
 
-use crate::admission::{Admission, Overloaded};
+use crate::admission::Admission;
 use crate::api::*;
 use crate::api_error::{ApiError, ErrorBody, ErrorCode};
-use crate::auth::{require_token, Auth, Scope, ScopeRefused, TokenRefused};
+use crate::auth::{require_token, Auth, Scope};
 use crate::config::{IndexConfig, ServerConfig};
-use crate::names::{check_uri_allowed, validate_name, UriRefused};
-use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKind, RequestError, Shape};
-use crate::registry::{IndexEntry, Loaded, Registry, RegistryError};
+use crate::names::{check_uri_allowed, validate_name};
+use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKind, Shape};
+use crate::registry::{IndexEntry, Loaded, Registry};
 use crate::telemetry::track_http;
+
+mod errors;
+mod middleware;
+
+use middleware::{admit_request, request_span, time_limit};
 
 /// Responses with more result slots than this are rendered on the blocking pool.
 const INLINE_RENDER_SLOTS: usize = 65_536;
@@ -106,112 +112,6 @@ pub fn router(state: AppState, auth: Auth) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
-}
-
-/// Reserves the body's bytes (its `Content-Length`, else the limit), reads
-/// it (at most `max_body_bytes`, within the body time-outs), then admits
-/// the request; each refusal is at once (413, 503). A client still sending,
-/// or stalled, holds no request slot, and bodies in flight never hold more
-/// than `max_body_bytes_in_flight`.
-async fn admit_request(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let limit = state.config.limits.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit).into_response();
-    }
-    let reserve = declared.map_or(limit, |n| n as usize);
-    let _bytes = match state.body_bytes.try_admit(reserve) {
-        Ok(permit) => permit,
-        Err(overloaded) => return ApiError::from(overloaded).into_response(),
-    };
-    let body = match read_body(&state.config, body).await {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
-    match state.requests.try_admit(1) {
-        Ok(_admitted) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Err(overloaded) => ApiError::from(overloaded).into_response(),
-    }
-}
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::BodyTooLarge,
-        format!("the request body is over the limit of {limit} bytes"),
-    )
-    .with_field("body")
-}
-
-/// A body in full, or 413 (over the limit), 408 (stalled or slower than
-/// the floor rate; the connection is closed after) or 400.
-async fn read_body(config: &ServerConfig, body: Body) -> Result<Bytes, ApiError> {
-    let limit = config.limits.max_body_bytes;
-    let deadline = Duration::from_millis(config.http.body_read_timeout_ms);
-    let too_slow = || {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::BodyTimeout,
-            format!(
-                "the request body did not arrive in time (within {} ms, with no pause over {} ms)",
-                config.http.body_read_timeout_ms, config.http.body_stall_timeout_ms
-            ),
-        )
-        .with_field("body")
-    };
-    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| too_slow())?;
-    read.map_err(|e| {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(c) = cause {
-            if c.is::<http_body_util::LengthLimitError>() {
-                return too_large(limit);
-            }
-            if c.is::<tower_http::timeout::TimeoutError>() {
-                return too_slow();
-            }
-            cause = c.source();
-        }
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadBody,
-            format!("cannot read the request body: {e}"),
-        )
-        .with_field("body")
-    })
-}
-
-/// The safety net behind every search's own deadline: a 504 with the usual
-/// JSON error body once `request_timeout_ms` has passed.
-async fn time_limit(State(limit): State<Duration>, request: Request<Body>, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::RequestTimeout,
-            format!(
-                "the request ran longer than the server's limit of {} ms",
-                limit.as_millis()
-            ),
-        )
-        .into_response(),
-    }
-}
-
-/// A span per request carrying its id; headers (and so tokens) are never recorded.
-fn request_span(request: &Request<Body>) -> tracing::Span {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path())
 }
 
 /// Looks up the index a path names, after checking the name is well formed.
@@ -692,367 +592,4 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 
 async fn no_route(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
-}
-
-// What each error means over HTTP. Every status and code a response can
-// carry is chosen here or in the handlers above, nowhere else.
-
-/// Errors of served indexes (searches, warms, reloads). The store's object
-/// gone or corrupt is the server's upstream at fault: a 502.
-impl From<ivflake::Error> for ApiError {
-    fn from(e: ivflake::Error) -> Self {
-        use ivflake::Error as E;
-        let message = public_message(&e);
-        match e {
-            // The library calls the batch `queries`; the API calls it `vectors`.
-            E::InvalidArgument { field, reason } => {
-                ApiError::invalid(if field == "queries" { "vectors" } else { field }, reason)
-            }
-            E::InvalidFilter { path, reason } => ApiError::invalid(path, reason),
-            E::Attributes { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::AttributesUnavailable,
-                message,
-            ),
-            E::InvalidUri { .. } => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUri, message),
-            E::Unsupported { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnsupportedIndex, message)
-            }
-            E::DeadlineExceeded { .. } => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::DeadlineExceeded, message)
-            }
-            E::IndexChanged { .. } => ApiError::unavailable(ErrorCode::IndexChanged, message),
-            // Transient store trouble: worth retrying soon.
-            E::Store { .. }
-            | E::ShortRead { .. }
-            | E::GetTimedOut { .. }
-            | E::TruncatedGet { .. }
-            | E::BrokenStream { .. } => ApiError::unavailable(ErrorCode::StoreUnavailable, message),
-            E::NotFound { .. } => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::IndexObjectMissing, message),
-            E::Checksum { .. } | E::Corrupt { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::IndexCorrupt, message)
-            }
-            E::SidecarMissing { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ChecksumSidecarMissing, message)
-            }
-            _ => ApiError::internal(message),
-        }
-    }
-}
-
-/// What a client is told of a library error: what went wrong, without the
-/// store's endpoint, bucket or key, the server's paths or the store
-/// library's own words. Those go to the log, under the request's id.
-fn public_message(e: &ivflake::Error) -> String {
-    use ivflake::Error as E;
-    let quiet = match e {
-        E::InvalidUri { reason, .. } => format!("invalid index URI: {reason}"),
-        E::NotFound { .. } => "the index object is not in the store".into(),
-        E::Store { .. } => "the object store failed to serve the index".into(),
-        E::GetTimedOut { timeout, attempts, .. } => {
-            format!("a GET of the index timed out after {timeout:?}, {attempts} time(s)")
-        }
-        E::TruncatedGet { range, got, .. } => format!(
-            "the store returned {got} bytes where {} were asked for",
-            range.end - range.start
-        ),
-        E::BrokenStream { .. } => "a read from the object store broke off".into(),
-        E::IndexChanged { .. } => "the index changed in the store since it was opened; retry".into(),
-        E::Corrupt { reason, .. } => format!("the index file is corrupt: {reason}"),
-        E::Unsupported { reason, .. } => format!("the index is not supported: {reason}"),
-        E::Attributes { reason, .. } => format!("the index's attributes: {reason}"),
-        E::Checksum { list, .. } => format!("checksum mismatch in list {list}: the stored bytes are corrupt"),
-        E::SidecarMissing { .. } => "the index has no checksum sidecar, and its config requires one \
-                                     (manifest = \"require\"): write it with `ivflake manifest`"
-            .into(),
-        E::Faiss(_) | E::Io(_) | E::Internal(_) => "an internal error; the server log has the details".into(),
-        // The rest carry no location: the request's own values and limits.
-        other => return other.to_string(),
-    };
-    tracing::warn!(error = %e, "request failed");
-    quiet
-}
-
-/// The wire message of a failed open or reload is the library's alone, as
-/// it always was; the registry's own words are for logs and the CLI.
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        let message = e.to_string();
-        match e {
-            RegistryError::NameTaken { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::AlreadyExists, message),
-            RegistryError::NotFound { .. } => ApiError::not_found(message),
-            RegistryError::Full { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::TooManyIndexes, message),
-            RegistryError::OpenFailed { source, .. } => opening(source),
-            RegistryError::ReloadFailed { source, .. } => source.into(),
-        }
-    }
-}
-
-/// An error opening an index a client named (`POST /v1/indexes`): a
-/// missing or unreadable object is the client's URI at fault, so a 4xx,
-/// where the same error during a search of a served index is a 502.
-fn opening(e: ivflake::Error) -> ApiError {
-    use ivflake::Error as E;
-    let message = public_message(&e);
-    match e {
-        E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::IndexObjectMissing, message),
-        E::Checksum { .. } | E::Corrupt { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::IndexCorrupt, message)
-        }
-        E::SidecarMissing { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::ChecksumSidecarMissing,
-            message,
-        ),
-        other => other.into(),
-    }
-}
-
-/// Past a limit on work in flight: come back in a second.
-impl From<Overloaded> for ApiError {
-    fn from(e: Overloaded) -> Self {
-        ApiError::unavailable(ErrorCode::Overloaded, e.to_string())
-    }
-}
-
-impl From<UriRefused> for ApiError {
-    fn from(e: UriRefused) -> Self {
-        let message = e.to_string();
-        match e {
-            UriRefused::NotAllowed(_) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::UriNotAllowed, message),
-            UriRefused::Missing => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::IndexObjectMissing, message),
-        }
-        .with_field("uri")
-    }
-}
-
-impl From<ScopeRefused> for ApiError {
-    fn from(e: ScopeRefused) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, e.to_string())
-    }
-}
-
-impl From<TokenRefused> for ApiError {
-    fn from(e: TokenRefused) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, e.reason)
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> Self {
-        let message = e.to_string();
-        match e {
-            RequestError::Invalid { field, reason } => ApiError::invalid(field, reason),
-            RequestError::UnsupportedMediaType => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::UnsupportedMediaType,
-                message,
-            )
-            .with_field("content-type"),
-            RequestError::ParserFailed { .. } => ApiError::internal(message),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn uri() -> String {
-        "s3://b/i.faiss".to_string()
-    }
-
-    fn missing() -> ivflake::Error {
-        ivflake::Error::NotFound {
-            uri: uri(),
-            source: Arc::new(object_store::Error::NotFound {
-                path: "i.faiss".into(),
-                source: "gone".into(),
-            }),
-        }
-    }
-
-    fn corrupt() -> ivflake::Error {
-        ivflake::Error::Corrupt {
-            uri: uri(),
-            reason: "bad magic".into(),
-        }
-    }
-
-    fn unsupported() -> ivflake::Error {
-        ivflake::Error::Unsupported {
-            uri: uri(),
-            reason: "IndexHNSWFlat".into(),
-        }
-    }
-
-    fn timed_out() -> ivflake::Error {
-        ivflake::Error::GetTimedOut {
-            uri: uri(),
-            range: 0..8,
-            timeout: std::time::Duration::from_secs(1),
-            attempts: 2,
-        }
-    }
-
-    /// Every transient store failure is a 503 with `Retry-After`, never a 500.
-    #[test]
-    fn transient_store_failures_are_unavailable() {
-        for e in [
-            timed_out(),
-            ivflake::Error::TruncatedGet {
-                uri: uri(),
-                range: 0..8,
-                got: 4,
-            },
-            ivflake::Error::BrokenStream {
-                uri: uri(),
-                reason: "stalled".into(),
-            },
-            ivflake::Error::ShortRead {
-                list: 3,
-                expected: 8,
-                got: 4,
-            },
-        ] {
-            assert!(e.is_transient(), "{e}");
-            let api = ApiError::from(e);
-            assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{}", api.message);
-            assert_eq!((api.code.as_str(), api.retry_after), ("store_unavailable", Some(1)));
-        }
-    }
-
-    /// Each registry error keeps the status and code it had when the
-    /// registry built `ApiError`s itself; the message never names the URI.
-    #[test]
-    fn registry_errors_keep_their_status_and_code() {
-        let open = |source: ivflake::Error| RegistryError::OpenFailed {
-            name: "a".into(),
-            uri: uri(),
-            source,
-        };
-        let reload = |source: ivflake::Error| RegistryError::ReloadFailed {
-            name: "a".into(),
-            source,
-        };
-        let invalid_uri = ivflake::Error::InvalidUri {
-            uri: "nope://x".into(),
-            reason: "unknown scheme".into(),
-        };
-        let cases: Vec<(RegistryError, u16, &str, String)> = vec![
-            (
-                RegistryError::NameTaken { name: "a".into() },
-                409,
-                "already_exists",
-                r#"an index named "a" is already served"#.into(),
-            ),
-            (
-                RegistryError::NotFound { name: "a".into() },
-                404,
-                "not_found",
-                r#"no index named "a""#.into(),
-            ),
-            // Opening an index a client named: its URI is at fault.
-            (open(missing()), 404, "index_object_missing", public_message(&missing())),
-            (open(corrupt()), 422, "index_corrupt", public_message(&corrupt())),
-            (
-                open(unsupported()),
-                422,
-                "unsupported_index",
-                public_message(&unsupported()),
-            ),
-            (
-                open(invalid_uri.clone()),
-                400,
-                "invalid_uri",
-                public_message(&invalid_uri),
-            ),
-            (
-                open(timed_out()),
-                503,
-                "store_unavailable",
-                public_message(&timed_out()),
-            ),
-            // Reloading a served index: the store is at fault.
-            (
-                reload(missing()),
-                502,
-                "index_object_missing",
-                public_message(&missing()),
-            ),
-            (reload(corrupt()), 502, "index_corrupt", public_message(&corrupt())),
-            (
-                reload(unsupported()),
-                422,
-                "unsupported_index",
-                public_message(&unsupported()),
-            ),
-            (
-                reload(timed_out()),
-                503,
-                "store_unavailable",
-                public_message(&timed_out()),
-            ),
-        ];
-        for (e, status, code, message) in cases {
-            let what = format!("{e:?}");
-            let api = ApiError::from(e);
-            assert_eq!(api.status.as_u16(), status, "{what}");
-            assert_eq!(api.code, code, "{what}");
-            assert_eq!(api.message, message, "{what}");
-            assert_eq!(api.retry_after.is_some(), status == 503, "{what}");
-            assert!(!api.message.contains("s3://b/i.faiss"), "{what}: {}", api.message);
-        }
-    }
-
-    /// The refusals of the middleware and the body parser, as they were.
-    #[test]
-    fn refusals_keep_their_status_and_code() {
-        let overloaded = ApiError::from(Overloaded {
-            capacity: 4,
-            what: "requests",
-        });
-        assert_eq!(
-            (overloaded.status.as_u16(), overloaded.code, overloaded.retry_after),
-            (503, ErrorCode::Overloaded, Some(1))
-        );
-        assert_eq!(
-            overloaded.message,
-            "the server is at its limit of 4 requests in flight; retry shortly"
-        );
-
-        let refused = ApiError::from(TokenRefused {
-            reason: "invalid bearer token",
-        });
-        assert_eq!(
-            (refused.status.as_u16(), refused.code, refused.message.as_str()),
-            (401, ErrorCode::Unauthorized, "invalid bearer token")
-        );
-
-        let media = ApiError::from(RequestError::UnsupportedMediaType);
-        assert_eq!(
-            (media.status.as_u16(), media.code),
-            (415, ErrorCode::UnsupportedMediaType)
-        );
-        assert_eq!(media.field.as_deref(), Some("content-type"));
-
-        let invalid = ApiError::from(RequestError::Invalid {
-            field: "rows".into(),
-            reason: "not a number".into(),
-        });
-        assert_eq!(
-            (invalid.status.as_u16(), invalid.code),
-            (400, ErrorCode::InvalidArgument)
-        );
-        assert_eq!(
-            (invalid.field.as_deref(), invalid.message.as_str()),
-            (Some("rows"), "invalid rows: not a number")
-        );
-
-        let parser = ApiError::from(RequestError::ParserFailed {
-            reason: "panicked".into(),
-        });
-        assert_eq!((parser.status.as_u16(), parser.code), (500, ErrorCode::Internal));
-        assert_eq!(parser.message, "parsing the request failed: panicked");
-    }
 }
