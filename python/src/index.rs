@@ -20,6 +20,14 @@ use crate::errors::to_py;
 use crate::runtime::wait;
 use crate::store::locate;
 
+/// A count or size given as a Python int: negative is a `ValueError` naming
+/// the parameter (PyO3 would raise `OverflowError` for an unsigned one).
+fn non_negative(name: &str, value: Option<i64>) -> PyResult<Option<u64>> {
+    value
+        .map(|v| u64::try_from(v).map_err(|_| PyValueError::new_err(format!("{name} must be 0 or more, not {v}"))))
+        .transpose()
+}
+
 /// Disk tier budget when `disk_cache_dir` is given without `disk_cache_bytes`:
 /// the server's default, several times the memory tier and small beside a data disk.
 const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
@@ -54,9 +62,9 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 pub(crate) fn open(
     py: Python<'_>,
     uri: &Bound<'_, PyAny>,
-    memory_cache_bytes: Option<u64>,
+    memory_cache_bytes: Option<i64>,
     disk_cache_dir: Option<PathBuf>,
-    disk_cache_bytes: Option<u64>,
+    disk_cache_bytes: Option<i64>,
     manifest: &str,
     preload: Option<&Bound<'_, PyAny>>,
     store_options: Option<&Bound<'_, PyDict>>,
@@ -78,6 +86,8 @@ pub(crate) fn open(
     };
     let preload = preload_option(preload)?;
     let mut fetch = FetchConfig::default();
+    let memory_cache_bytes = non_negative("memory_cache_bytes", memory_cache_bytes)?;
+    let disk_cache_bytes = non_negative("disk_cache_bytes", disk_cache_bytes)?;
     if let Some(bytes) = memory_cache_bytes {
         fetch.memory_cache_bytes = bytes;
     }
@@ -376,14 +386,19 @@ impl Index {
     fn warm<'py>(
         &self,
         py: Python<'py>,
-        lists: Option<Vec<usize>>,
-        largest: usize,
-        most_probed: usize,
+        lists: Option<Vec<i64>>,
+        largest: i64,
+        most_probed: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let lists = lists
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| usize::try_from(l).map_err(|_| PyValueError::new_err(format!("lists: {l} is not a list number"))))
+            .collect::<PyResult<Vec<usize>>>()?;
         let spec = WarmSpec {
-            lists: lists.unwrap_or_default(),
-            largest,
-            most_probed,
+            lists,
+            largest: non_negative("largest", Some(largest))?.unwrap_or(0) as usize,
+            most_probed: non_negative("most_probed", Some(most_probed))?.unwrap_or(0) as usize,
         };
         let index = self.handle();
         let report = wait(py, async move { index.warm(&spec).await })?.map_err(to_py)?;

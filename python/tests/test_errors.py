@@ -269,3 +269,13 @@ def test_a_plain_http_endpoint_without_allow_http_says_what_to_set(s3_uri):
     with pytest.raises(ivflake.IvflakeError, match="AWS_ALLOW_HTTP=true") as e:
         ivflake.open(s3_uri("ivfsq8_l2"), endpoint=os.environ["AWS_ENDPOINT_URL"], allow_http=False, region="us-east-1")
     assert "ignoring the checksum sidecar" not in str(e.value)
+
+
+def test_negative_sizes_and_list_numbers_are_value_errors(fixtures):
+    with pytest.raises(ValueError, match="memory_cache_bytes must be 0 or more, not -1"):
+        ivflake.open(str(fixtures / "ivfflat_l2.faiss"), memory_cache_bytes=-1)
+    index = ivflake.open(str(fixtures / "ivfflat_l2.faiss"))
+    with pytest.raises(ValueError, match="lists: -1 is not a list number"):
+        index.warm([-1])
+    with pytest.raises(ValueError, match="largest must be 0 or more"):
+        index.warm(largest=-3)
