@@ -40,6 +40,12 @@ struct Report {
     memory: IndexMemory,
     /// What opening it cost.
     open: OpenStats,
+    /// Whether a checksum sidecar describing this file was found (every
+    /// fetched list is then verified).
+    checksum_sidecar: bool,
+    /// The attribute columns of the attributes object beside the index;
+    /// `None` when there is none.
+    attributes: Option<Vec<String>>,
 }
 
 /// The distribution of vectors per inverted list (nearest-rank percentiles).
@@ -75,7 +81,7 @@ impl ListSizes {
 }
 
 impl Report {
-    fn of(index: &IvfIndex) -> Self {
+    fn of(index: &IvfIndex, attributes: Option<Vec<String>>) -> Self {
         let info = index.info();
         let layout = index.list_ranges();
         Self {
@@ -96,6 +102,8 @@ impl Report {
             list_sizes: ListSizes::of(layout.iter().map(|(_, r)| r.count).collect()),
             memory: index.memory(),
             open: index.open_stats(),
+            checksum_sidecar: index.is_verified(),
+            attributes,
         }
     }
 
@@ -125,6 +133,21 @@ impl Report {
             ("list data bytes", bytes(self.data_bytes)),
             ("file bytes", bytes(self.file_bytes)),
             ("etag", self.e_tag.clone().unwrap_or_else(|| "-".into())),
+            (
+                "checksum sidecar",
+                if self.checksum_sidecar {
+                    "yes: every fetched list is verified".into()
+                } else {
+                    "none (`ivflake manifest` writes one)".into()
+                },
+            ),
+            (
+                "attributes",
+                match &self.attributes {
+                    Some(columns) => columns.join(", "),
+                    None => "none".into(),
+                },
+            ),
             (
                 "list sizes",
                 format!(
@@ -179,7 +202,12 @@ fn residual_table(m: &IndexMemory, setting: ResidualTable) -> String {
 
 pub async fn run(args: InspectArgs) -> Result<()> {
     let index = args.header.open(&args.uri).await?;
-    let report = Report::of(&index);
+    let attributes = index
+        .attributes()
+        .await
+        .context("cannot read the attributes object beside the index")?
+        .map(|a| a.schema().fields().iter().map(|f| f.name().clone()).collect());
+    let report = Report::of(&index, attributes);
     let text = if args.json {
         serde_json::to_string(&report).context("cannot serialize the report")? + "\n"
     } else {

@@ -114,6 +114,9 @@ pub struct IndexStatus {
     pub generation: u64,
     /// Size of the index object in the store.
     pub bytes_on_store: u64,
+    /// Whether a checksum sidecar describing the file was found at open:
+    /// every fetched list is then verified.
+    pub checksum_sidecar: bool,
     pub default_k: usize,
     pub default_nprobe: usize,
     /// Lists and bytes of this index held in the memory and disk caches.

@@ -194,6 +194,12 @@ fn build_from_parquet_then_filtered_search_from_a_directory_and_s3() {
         assert!(text.contains("wrote 4 attribute columns"), "{text}");
     }
     assert!(dir.path().join("idx.faiss.attrs.parquet").is_file());
+    let text = ok(&["inspect", local.to_str().unwrap()]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("attributes"))
+        .expect("an attributes line");
+    assert!(line.contains("category") && line.contains("price"), "{line}");
 
     type RowTest<'a> = Box<dyn Fn(usize) -> bool + 'a>;
     let cases: Vec<(&str, RowTest)> = vec![

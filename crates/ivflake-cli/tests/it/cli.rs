@@ -231,6 +231,14 @@ fn demo_then_inspect_search_manifest_and_build() {
         "rewriting is advised only for a deliberate replacement: {err}"
     );
     std::fs::write(&file, &good).unwrap();
+    // inspect says the sidecar is there (and that there are no attributes).
+    let after: Value = serde_json::from_str(&stdout(&run(&["inspect", uri, "--json"]))).unwrap();
+    assert_eq!(
+        (&info["checksum_sidecar"], &after["checksum_sidecar"]),
+        (&Value::Bool(false), &Value::Bool(true)),
+        "{after}"
+    );
+    assert_eq!(after["attributes"], Value::Null, "{after}");
 
     // build: from the demo's vectors, to a new file Faiss reads back.
     let built = tmp.path().join("built.faiss");

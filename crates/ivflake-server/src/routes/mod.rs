@@ -320,6 +320,7 @@ async fn status(config: &ServerConfig, entry: &IndexEntry, scope: Scope) -> Inde
         version: loaded.version.clone(),
         generation: loaded.generation,
         bytes_on_store: loaded.index.file_len(),
+        checksum_sidecar: loaded.index.is_verified(),
         default_k: entry.config.k.unwrap_or(config.defaults.k),
         default_nprobe: entry.config.nprobe.unwrap_or(config.defaults.nprobe).min(info.nlist),
         residency: residency(&loaded).await,

@@ -487,6 +487,7 @@ async fn an_index_may_require_its_checksum_sidecar() {
     ivflake_testkit::write_sidecar(ivflake::IndexLocation::parse(&uri, &Default::default()).unwrap()).await;
     let (status, body) = send(client().post(&add).json(&request)).await;
     assert_eq!(status, 201, "{body}");
+    assert_eq!(body["checksum_sidecar"], true, "{body}");
     let (status, body) = send(
         client()
             .post(server.url("/v1/indexes/checked/search"))
