@@ -60,7 +60,8 @@ python-dev: deps
 	cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q
 
 # Builds an index with faiss-cpu, searches it with ivflake cold and warm, and
-# plots latency against faiss in memory (docs/quickstart-latency.png).
+# plots latency against faiss in memory (quickstart-data/latency.png; the
+# README's docs/quickstart-latency.png is redrawn with --plot).
 quickstart: python-dev
 	OMP_WAIT_POLICY=PASSIVE $(PY) examples/quickstart.py
 
