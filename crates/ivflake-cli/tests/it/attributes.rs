@@ -194,6 +194,29 @@ fn build_from_parquet_then_filtered_search_from_a_directory_and_s3() {
         assert!(text.contains("wrote 4 attribute columns"), "{text}");
     }
     assert!(dir.path().join("idx.faiss.attrs.parquet").is_file());
+    // `attributes --from` the same table: its vector column is no attribute,
+    // and the error says how to leave it out.
+    let out = ivflake(&[
+        "attributes",
+        local.to_str().unwrap(),
+        "--from",
+        input.to_str().unwrap(),
+        "--id-column",
+        "id",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--drop vector"), "{err}");
+    ok(&[
+        "attributes",
+        local.to_str().unwrap(),
+        "--from",
+        input.to_str().unwrap(),
+        "--id-column",
+        "id",
+        "--drop",
+        "vector",
+    ]);
     let text = ok(&["inspect", local.to_str().unwrap()]);
     let line = text
         .lines()

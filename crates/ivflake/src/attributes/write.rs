@@ -226,8 +226,14 @@ fn check_schema(schema: &Arc<Schema>) -> Result<()> {
     }
     for f in schema.fields() {
         if type_name(f.data_type()).is_none() {
+            // A table written for `ivflake build` also holds the vectors.
+            let hint = if matches!(f.data_type(), DataType::FixedSizeList(..) | DataType::List(..)) {
+                format!(" (a vector column? leave it out with `--drop {}`)", f.name())
+            } else {
+                String::new()
+            };
             return Err(invalid(format!(
-                "column {:?} is {}; attributes are string, int64, float64 or bool",
+                "column {:?} is {}; attributes are string, int64, float64 or bool{hint}",
                 f.name(),
                 f.data_type()
             )));
