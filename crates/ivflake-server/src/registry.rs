@@ -239,6 +239,7 @@ impl Registry {
             options.residual_table = ivflake::ResidualTable::Auto { max_bytes };
         }
         options.preload = config.preload_options();
+        options.metrics_name = Some(name.to_string());
         if let Some(mode) = config.manifest {
             options.manifest = mode;
         }

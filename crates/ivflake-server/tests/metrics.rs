@@ -163,6 +163,18 @@ async fn every_documented_metric_moves_with_its_event() {
     add(&server, "verified", damaging.clone()).await;
     let server = TestServer::run(server).await;
 
+    // Each index's search counters are there, at 0, before any search.
+    let first = scrape(&server).await;
+    for index in ["plain", "stall", "fail", "slow", "gated", "verified"] {
+        for outcome in ["ok", "error"] {
+            let line = format!("ivflake_searches_total{{index=\"{index}\",outcome=\"{outcome}\"}} 0");
+            assert!(
+                first.lines().any(|l| l == line),
+                "no {line:?} before the first search:\n{first}"
+            );
+        }
+    }
+
     // A GET past its time limit is re-sent (the first search: no hedge budget yet).
     stall.set(Fault::StallFirstPerRange);
     let before = scrape(&server).await;
@@ -184,8 +196,15 @@ async fn every_documented_metric_moves_with_its_event() {
         &before,
         &after,
         "ivflake_searches_total",
-        &["outcome=\"ok\""],
+        &["index=\"plain\"", "outcome=\"ok\""],
         "a search",
+    );
+    checks.moved(
+        &before,
+        &after,
+        "ivflake_search_seconds_count",
+        &["index=\"plain\"", "stage=\"total\""],
+        "a search of that index",
     );
     checks.moved(&before, &after, "ivflake_store_gets_total", &[], "a cold search");
     checks.moved(&before, &after, "ivflake_store_bytes_total", &[], "a cold search");

@@ -278,6 +278,7 @@ impl IvfIndex {
                 pin,
             }),
         };
+        index.register_metrics();
         index.start_preload();
         Ok(index)
     }

@@ -44,6 +44,9 @@ pub struct OpenOptions {
     pub residual_table: ResidualTable,
     /// Whether list data is loaded into the memory cache in the background after open.
     pub preload: Preload,
+    /// The `index` label of this index's search metrics (`ivflake serve`
+    /// gives the name it serves it under); the URI when `None`.
+    pub metrics_name: Option<String>,
 }
 
 /// The share of the memory cache [`Preload::auto`] may fill.
@@ -150,6 +153,7 @@ impl Default for OpenOptions {
             manifest: ManifestMode::Auto,
             residual_table: ResidualTable::default(),
             preload: Preload::Off,
+            metrics_name: None,
         }
     }
 }

@@ -33,9 +33,10 @@ impl IvfIndex {
                     stage: "searching",
                 })),
         };
+        let index = self.metrics_name();
         match &outcome {
             Ok(r) => {
-                metrics::counter!("ivflake_searches_total", "outcome" => "ok").increment(1);
+                metrics::counter!("ivflake_searches_total", "index" => index.clone(), "outcome" => "ok").increment(1);
                 let s = &r.stats;
                 for (stage, v) in [
                     ("quantizer", s.quantizer_ms),
@@ -43,10 +44,11 @@ impl IvfIndex {
                     ("scan", s.scan_ms),
                     ("total", s.total_ms),
                 ] {
-                    metrics::histogram!("ivflake_search_seconds", "stage" => stage).record(v / 1000.0);
+                    metrics::histogram!("ivflake_search_seconds", "index" => index.clone(), "stage" => stage)
+                        .record(v / 1000.0);
                 }
             }
-            Err(_) => metrics::counter!("ivflake_searches_total", "outcome" => "error").increment(1),
+            Err(_) => metrics::counter!("ivflake_searches_total", "index" => index, "outcome" => "error").increment(1),
         }
         outcome
     }
@@ -173,6 +175,27 @@ where
         compute.run_short(job).await
     } else {
         compute.run(job).await
+    }
+}
+
+impl IvfIndex {
+    /// The `index` label of this index's metrics.
+    pub(crate) fn metrics_name(&self) -> String {
+        self.inner
+            .options
+            .metrics_name
+            .clone()
+            .unwrap_or_else(|| self.uri().to_string())
+    }
+
+    /// Registers this index's search counters at 0, so a scrape shows them
+    /// before the first search (a rate over a series that appears late
+    /// misses its first increase).
+    pub(crate) fn register_metrics(&self) {
+        for outcome in ["ok", "error"] {
+            metrics::counter!("ivflake_searches_total", "index" => self.metrics_name(), "outcome" => outcome)
+                .increment(0);
+        }
     }
 }
 
