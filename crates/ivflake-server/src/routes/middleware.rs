@@ -30,7 +30,15 @@ pub(super) async fn admit_request(State(state): State<AppState>, request: Reques
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit).into_response();
     }
-    let reserve = declared.map_or(limit, |n| n as usize);
+    // HTTP/1.1: a request with neither Content-Length nor Transfer-Encoding
+    // has no body (a GET, say) and reserves nothing; a chunked one may send
+    // up to the limit.
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let reserve = match declared {
+        Some(n) => n as usize,
+        None if chunked => limit,
+        None => 0,
+    };
     let _bytes = match state.body_bytes.try_admit(reserve) {
         Ok(permit) => permit,
         Err(overloaded) => return ApiError::from(overloaded).into_response(),

@@ -497,3 +497,55 @@ async fn an_index_may_require_its_checksum_sidecar() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// Bodies are bounded by bytes, whatever the connection count: a body being
+/// sent holds its declared length of `limits.max_body_bytes_in_flight`, so a
+/// second body that does not fit gets 503 at once, while requests with no
+/// body (GETs) reserve nothing and pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_share_a_byte_budget() {
+    let (server, _dir, _) = local(|c, _| {
+        c.limits.max_body_bytes = 1 << 20;
+        c.limits.max_body_bytes_in_flight = 1 << 20;
+    })
+    .await;
+    // A head declaring a 1 MiB body, which never comes: it holds the budget.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/indexes/idx/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let url = server.url("/v1/indexes/idx/search");
+    let body = search_body(&queries(1), 0..1, 3, 4);
+    // Wait (bounded) until the stalled body holds its bytes: then a second
+    // body is refused by the budget, with Retry-After.
+    let refused = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let r = client().post(&url).json(&body).send().await.unwrap();
+            if r.status() == 503 {
+                break r;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the second body is refused while the first holds the budget");
+    assert!(refused.headers().contains_key("retry-after"));
+    let text: Value = refused.json().await.unwrap();
+    assert!(
+        text["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bytes of request bodies"),
+        "{text}"
+    );
+    // Requests without a body reserve nothing.
+    let gets = (0..8).map(|_| client().get(server.url("/v1/indexes")).send());
+    for r in futures::future::join_all(gets).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    drop(stalled);
+    server.stop().await;
+}
