@@ -16,7 +16,7 @@ Files, by the section of docs/benchmarks.md they feed:
     bench_readahead.py       a trace-driven study of reading ahead into lists
     bench_filtered.py        attribute filters next to LanceDB (prefilter)
     bench_warm_filtered.py   warm filtered searches, two ivflake builds A B A B
-    bench_files.py           the index files of "Faiss 1.12 and the list layouts"
+    bench_files.py           the index files of "Warm latency by list layout"
     bench_faiss_cpu.py       faiss-cpu in memory on one of those files
     faiss_scan_bench.cc      the same with the Faiss ivflake links (C++)
     bench_residual_table.py  IVF-PQ's precomputed residual table on and off

@@ -1,5 +1,5 @@
 """Writes the warm benchmark's index files with faiss-cpu (docs/benchmarks.md,
-"Faiss 1.12 and the list layouts"): 200k clustered 64-d vectors (the shape
+"Warm latency by list layout"): 200k clustered 64-d vectors (the shape
 `ivflake bench` uses), IVF1024 with Flat, SQ8, PQ16, PQ16x4fs and RaBitQ,
 all sharing one trained coarse quantizer, plus 200 queries as .npy and raw
 float32 (for benchmarks/faiss_scan_bench.cc).

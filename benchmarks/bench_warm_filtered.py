@@ -1,4 +1,4 @@
-"""Warm filtered searches, before and after the one-pipeline change (issue 20),
+"""Warm filtered searches, before and after the one-pipeline change,
 A B A B: two `ivflake` binaries search the same index with the same
 attribute filter, alternating, and each reports the library's own `total_ms`
 per search (`--stats`). A warm pass is the second pass over the queries in
