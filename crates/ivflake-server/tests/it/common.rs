@@ -202,7 +202,31 @@ pub async fn get_json(url: &str) -> Value {
 pub async fn post_json(url: &str, body: &Value) -> (StatusCode, Value) {
     let r = client().post(url).json(body).send().await.expect("request");
     let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let answer = r.json().await.unwrap_or(Value::Null);
+    if status.as_u16() >= 400 {
+        assert_quiet(&answer);
+    }
+    (status, answer)
+}
+
+/// Every error body the suite sees (through `post_json`) keeps the
+/// server's internals out: no store endpoint, no temporary directory, no
+/// C++ source. A URI the client sent may come back; these never do.
+pub fn assert_quiet(error: &Value) {
+    let text = error.to_string();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let temp = std::env::temp_dir().display().to_string();
+    for leak in [endpoint.as_str(), ".cpp", ".h:", "169.254.169.254"] {
+        assert!(
+            leak.is_empty() || !text.contains(leak),
+            "{leak:?} in an error body: {text}"
+        );
+    }
+    let message = error["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        !message.contains(&temp) || error["error"]["field"] == "uri",
+        "a server path in: {text}"
+    );
 }
 
 /// Sum of the samples of `name` whose labels include all of `labels`.

@@ -20,7 +20,11 @@ use crate::common::*;
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let r = request.send().await.expect("request");
     let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let answer = r.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        assert_quiet(&answer);
+    }
+    (status, answer)
 }
 
 /// `%2F`, `%2E%2E`, `..` and a symlink out of an allowed `file://` prefix
