@@ -64,6 +64,25 @@ pub fn index_gauges(name: &str, index: &ivflake::IvfIndex) {
         .set(preload.load.bytes_loaded as f64);
 }
 
+/// The exposition text without the samples of indexes no longer served:
+/// the exporter cannot drop a series, so a removed index's gauges and
+/// counters would otherwise stay in every scrape with their last values.
+/// Samples without an `index` label, and comments, pass unchanged.
+pub fn served_only(text: &str, served: &std::collections::HashSet<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let index = line
+            .split_once("index=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(name, _)| name);
+        if line.starts_with('#') || index.is_none_or(|name| served.contains(name)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Counts and times every routed request by route template and status.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let route = request

@@ -434,6 +434,18 @@ async fn every_documented_metric_moves_with_its_event() {
 
     let unchecked: Vec<&String> = documented.difference(&checks.seen).collect();
     assert!(unchecked.is_empty(), "documented but not checked: {unchecked:?}");
+
+    // A removed index leaves the scrape: none of its series stay behind.
+    let before = scrape(&server).await;
+    assert!(before.contains("index=\"plain\""), "{before}");
+    let removed = client().delete(server.url("/v1/indexes/plain")).send().await.unwrap();
+    assert_eq!(removed.status(), 200);
+    let after = scrape(&server).await;
+    assert!(
+        !after.contains("index=\"plain\""),
+        "a removed index's series remain:\n{after}"
+    );
+    assert!(after.contains("index=\"stall\""), "{after}");
     server.stop().await;
     server_b.stop().await;
 }

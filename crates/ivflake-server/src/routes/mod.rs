@@ -526,8 +526,10 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     // bytes gauges, so a scrape sees the tiers as they are, not as the last
     // write left them.
     state.registry.scheduler().cache_report().await;
+    let mut served = std::collections::HashSet::new();
     for entry in state.registry.all() {
         crate::telemetry::index_gauges(&entry.name, &entry.current().index);
+        served.insert(entry.name.clone());
     }
     state.metrics.run_upkeep();
     (
@@ -535,7 +537,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(),
+        crate::telemetry::served_only(&state.metrics.render(), &served),
     )
         .into_response()
 }
