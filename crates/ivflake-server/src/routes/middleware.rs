@@ -14,8 +14,9 @@ use super::AppState;
 use crate::api_error::{ApiError, ErrorCode};
 use crate::config::ServerConfig;
 
-/// Reserves the body's bytes (its `Content-Length`, else the limit), reads
-/// it (at most `max_body_bytes`, within the body time-outs), then admits
+/// Reserves the body's bytes (its `Content-Length`; the limit for a chunked
+/// body; nothing when there is none), reads it (at most `max_body_bytes`,
+/// within the body time-outs), then admits
 /// the request; each refusal is at once (413, 503). A client still sending,
 /// or stalled, holds no request slot, and bodies in flight never hold more
 /// than `max_body_bytes_in_flight`.
