@@ -60,6 +60,9 @@ struct Inner {
     /// Dropped with the last handle on this version: its memory entries go
     /// too. Holds the version's list table, where warm searches look lists up.
     pin: VersionPin,
+    /// The `index` label of this index's metrics, shared (each search's
+    /// metrics clone the `Arc`, not the string).
+    metrics_name: Arc<str>,
 }
 
 /// What opening an index cost: requests, bytes and time, from the first

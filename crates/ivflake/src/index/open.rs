@@ -262,6 +262,7 @@ impl IvfIndex {
                 .unwrap_or_else(|_| ProbeCounts::load(None, "", info.nlist))
         };
         let pin = options.scheduler.pin_lists(&object, info.nlist);
+        let metrics_name = options.metrics_name.clone().unwrap_or_else(|| uri.clone());
         let memory = index_memory(&faiss, &layout, &pin, residual_table_build)?;
         let index = Self {
             inner: Arc::new(Inner {
@@ -276,6 +277,7 @@ impl IvfIndex {
                 attributes: tokio::sync::OnceCell::new(),
                 preload: std::sync::OnceLock::new(),
                 pin,
+                metrics_name: metrics_name.into(),
             }),
         };
         index.register_metrics();

@@ -180,12 +180,8 @@ where
 
 impl IvfIndex {
     /// The `index` label of this index's metrics.
-    pub(crate) fn metrics_name(&self) -> String {
-        self.inner
-            .options
-            .metrics_name
-            .clone()
-            .unwrap_or_else(|| self.uri().to_string())
+    pub(crate) fn metrics_name(&self) -> Arc<str> {
+        self.inner.metrics_name.clone()
     }
 
     /// Registers this index's search counters at 0, so a scrape shows them
