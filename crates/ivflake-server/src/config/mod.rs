@@ -138,18 +138,13 @@ impl IndexConfig {
     /// Checks the per-index settings against the server-wide ones (the
     /// config at load, and `POST /v1/indexes`); an error names the key.
     pub fn check(&self, defaults: &SearchDefaults, limits: &Limits) -> Result<(), (&'static str, String)> {
-        for (key, value) in [
-            ("k", self.k),
-            ("nprobe", self.nprobe),
-            ("max_k", self.max_k),
-            ("max_nprobe", self.max_nprobe),
-            ("max_batch", self.max_batch),
-        ] {
+        for (key, value) in [("k", self.k), ("nprobe", self.nprobe)] {
             if value == Some(0) {
                 return Err((key, "must be at least 1".into()));
             }
         }
-        // An index may tighten the server's limits, never loosen them.
+        // An index may tighten the server's limits, never loosen them (nor
+        // set one to 0).
         for (key, value, limit) in [
             ("max_k", self.max_k.map(|v| v as u64), limits.max_k as u64),
             (
