@@ -44,12 +44,33 @@ SUPPORTED = [
     ("ivfrabitq_ip", "IVF64,RaBitQ", faiss.METRIC_INNER_PRODUCT),
 ]
 
+# Wrapped indexes: refine (re-ranking) and id maps, searched by faiss-cpu at
+# each k_factor. (name, factory, metric)
+WRAPPED = [
+    ("ivfpq_rflat_l2", "IVF64,PQ8np,RFlat", faiss.METRIC_L2),
+    ("ivfpq_rsqfp16_l2", "IVF64,PQ8np,Refine(SQfp16)", faiss.METRIC_L2),
+    ("opq_ivfpq_rflat_ip", "OPQ8,IVF64,PQ8np,RFlat", faiss.METRIC_INNER_PRODUCT),
+    ("idmap2_ivfpq_rflat_l2", "IDMap2,IVF64,PQ8np,RFlat", faiss.METRIC_L2),
+    ("idmap_ivfflat_ip", "IDMap,IVF64,Flat", faiss.METRIC_INNER_PRODUCT),
+]
+K_FACTORS = [1, 4, 16]
+
+# On-disk lists: shards merged with faiss.contrib.ondisk.merge_ondisk, as
+# Faiss's recipe for big indexes does; each beside a plain file of the same
+# vectors (its "twin"), whose lists hold the same entries in the same order.
+ON_DISK = [
+    ("ondisk_ivfflat_l2", "IVF64,Flat", faiss.METRIC_L2),
+    ("ondisk_ivfpq_l2", "IVF64,PQ8np", faiss.METRIC_L2),
+]
+
 UNSUPPORTED = [
     # Written by faiss-cpu >= 1.13 in formats Faiss 1.12 does not know.
     ("ivfrabitq_fastscan", "IVF64,RaBitQfs", faiss.METRIC_L2),
     ("ivfrabitq_4bit", "IVF64,RaBitQ4", faiss.METRIC_L2),
     ("hnsw_flat", "HNSW16", faiss.METRIC_L2),
     ("idmap_flat", "IDMap,Flat", faiss.METRIC_L2),
+    # Fast-scan block lists inside a refine index: not served yet.
+    ("ivfpqfs_rflat", "IVF64,PQ8x4fs,RFlat", faiss.METRIC_L2),
 ]
 
 
@@ -86,6 +107,68 @@ def attributes_fixture(out, xb, xq):
     np.save(os.path.join(out, "attrs_queries.npy"), xq[:20])
 
 
+def user_ids(n, seed):
+    """Distinct ids drawn from the whole positive 63-bit range."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(rng.integers(0, 2**63 - 1, size=n + 100, dtype=np.int64))
+    return rng.permutation(ids)[:n].astype("int64")
+
+
+def wrapped_fixture(out, name, factory, metric, xb, xq):
+    index = faiss.index_factory(D, factory, metric)
+    index.train(xb)
+    if factory.startswith("IDMap"):
+        ids = user_ids(N, 23)
+        index.add_with_ids(xb, ids)
+        np.save(os.path.join(out, name + ".user_ids.npy"), ids)
+    else:
+        index.add(xb)
+    faiss.write_index(index, os.path.join(out, name + ".faiss"))
+    ivf = faiss.SearchParametersIVF(nprobe=NPROBE)
+    refined = "RFlat" in factory or "Refine" in factory
+    for kf in K_FACTORS if refined else [0]:
+        if refined:
+            params = faiss.IndexRefineSearchParameters(k_factor=kf, base_index_params=ivf)
+        else:
+            params = ivf
+        dist, ids = index.search(xq, K, params=params)
+        np.save(os.path.join(out, f"{name}.kf{kf}.ids.npy"), ids.astype("int64"))
+        np.save(os.path.join(out, f"{name}.kf{kf}.dist.npy"), dist.astype("float32"))
+    return {
+        "name": name,
+        "factory": factory,
+        "metric": "ip" if metric == faiss.METRIC_INNER_PRODUCT else "l2",
+        "k_factors": K_FACTORS if refined else [],
+    }
+
+
+def on_disk_fixture(out, name, factory, metric, xb, xq):
+    from faiss.contrib.ondisk import merge_ondisk
+
+    trained = faiss.index_factory(D, factory, metric)
+    trained.train(xb)
+    empty = faiss.serialize_index(trained)
+    twin = faiss.deserialize_index(empty)
+    twin.add(xb)
+    faiss.write_index(twin, os.path.join(out, name + ".twin.faiss"))
+    shards = []
+    for i, part in enumerate(np.array_split(np.arange(N), 3)):
+        shard = faiss.deserialize_index(empty)
+        shard.add_with_ids(xb[part], part.astype("int64"))
+        shards.append(os.path.join(out, f"{name}.shard{i}.tmp"))
+        faiss.write_index(shard, shards[-1])
+    index = faiss.deserialize_index(empty)
+    merge_ondisk(index, shards, os.path.join(out, name + ".ivfdata"))
+    faiss.write_index(index, os.path.join(out, name + ".faiss"))
+    for shard in shards:
+        os.remove(shard)
+    faiss.extract_index_ivf(index).nprobe = NPROBE
+    dist, ids = index.search(xq, K)
+    np.save(os.path.join(out, name + ".ids.npy"), ids.astype("int64"))
+    np.save(os.path.join(out, name + ".dist.npy"), dist.astype("float32"))
+    return {"name": name, "factory": factory, "metric": "ip" if metric == faiss.METRIC_INNER_PRODUCT else "l2"}
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     xb, xq = data()
@@ -108,6 +191,8 @@ def main(out):
         manifest["supported"].append(
             {"name": name, "factory": factory, "metric": "ip" if metric == faiss.METRIC_INNER_PRODUCT else "l2"}
         )
+    manifest["wrapped"] = [wrapped_fixture(out, *w, xb, xq) for w in WRAPPED]
+    manifest["on_disk"] = [on_disk_fixture(out, *o, xb, xq) for o in ON_DISK]
     for name, factory, metric in UNSUPPORTED:
         try:
             index = faiss.index_factory(D, factory, metric)

@@ -30,7 +30,9 @@ fn main() {
         "cpp/build.cc",
         "cpp/validate.cc",
         "cpp/arena.cc",
+        "cpp/wrap.cc",
         "cpp/shim.h",
+        "cpp/reader.h",
         "cpp/internal.h",
         "src/lib.rs",
     ] {
@@ -56,6 +58,7 @@ fn main() {
         .file("cpp/build.cc")
         .file("cpp/validate.cc")
         .file("cpp/arena.cc")
+        .file("cpp/wrap.cc")
         .include(prefix.join("include"))
         .include("cpp")
         .std("c++17")

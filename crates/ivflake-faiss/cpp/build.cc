@@ -24,24 +24,27 @@ std::unique_ptr<IvfIndex> index_factory(
         Metric metric) {
     std::string desc(description);
     auto out = std::make_unique<IvfIndex>();
-    out->top.reset(faiss::index_factory(
+    out->owner.reset(faiss::index_factory(
             int(d),
             desc.c_str(),
             metric == Metric::L2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT));
-    out->transform = dynamic_cast<faiss::IndexPreTransform*>(out->top.get());
-    faiss::Index* inner = out->transform ? out->transform->index : out->top.get();
+    // IDMap and refine wrappers: built, trained and written whole; searched
+    // through the served index inside.
+    unwrap(*out);
+    out->transform = dynamic_cast<faiss::IndexPreTransform*>(out->top);
+    faiss::Index* inner = out->transform ? out->transform->index : out->top;
     out->ivf = dynamic_cast<faiss::IndexIVF*>(inner);
     return out;
 }
 
 bool is_trained(const IvfIndex& index) {
-    return index.top->is_trained;
+    return index.owner->is_trained;
 }
 
 void train(IvfIndex& index, size_t n, rust::Slice<const float> x) {
     all_cores();
     check_len(x.size(), n * size_t(index.top->d), "training vectors");
-    index.top->train(idx_t(n), x.data());
+    index.owner->train(idx_t(n), x.data());
 }
 
 void add(IvfIndex& index, size_t n, rust::Slice<const float> x) {
@@ -50,7 +53,7 @@ void add(IvfIndex& index, size_t n, rust::Slice<const float> x) {
     if (index.lazy) {
         fail(ErrorKind::InvalidArgument, "indexes served from object storage are read-only");
     }
-    index.top->add(idx_t(n), x.data());
+    index.owner->add(idx_t(n), x.data());
 }
 
 void add_with_ids(
@@ -64,7 +67,7 @@ void add_with_ids(
     if (index.lazy) {
         fail(ErrorKind::InvalidArgument, "indexes served from object storage are read-only");
     }
-    index.top->add_with_ids(idx_t(n), x.data(), ids.data());
+    index.owner->add_with_ids(idx_t(n), x.data(), ids.data());
 }
 
 // Encodes vectors as `add` would store them, without storing them: each
@@ -122,7 +125,7 @@ size_t remove_ids(IvfIndex& index, rust::Slice<const int64_t> ids) {
         fail(ErrorKind::InvalidArgument, "indexes served from object storage are read-only");
     }
     const faiss::IDSelectorBatch sel(ids.size(), ids.data());
-    return index.top->remove_ids(sel);
+    return index.owner->remove_ids(sel);
 }
 
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index) {
@@ -130,7 +133,7 @@ std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index) {
         fail(ErrorKind::InvalidArgument, "a lazily opened index holds no list data to write");
     }
     faiss::VectorIOWriter writer;
-    faiss::write_index(index.top.get(), &writer);
+    faiss::write_index(index.owner.get(), &writer);
     return std::make_unique<std::vector<uint8_t>>(std::move(writer.data));
 }
 

@@ -7,6 +7,8 @@
 #include <typeinfo>
 #include <vector>
 
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/ScalarQuantizer.h>
 #include <faiss/invlists/InvertedLists.h>
 
 #include "shim.h"
@@ -67,6 +69,26 @@ bool is_block_format(const IvfIndex& index);
 // Refuses a 4-byte field equal to a Faiss structure tag ivflake does not
 // serve (validate.cc), before Faiss's reader acts on it.
 void refuse_unserved_structure(uint32_t tag);
+
+// Checks a scalar quantizer's type, sizes and trained values against `d`.
+void check_scalar_quantizer(const faiss::ScalarQuantizer& sq, size_t d, const std::string& structure);
+
+// The wrappers around a served index (wrap.cc). `unwrap` points `top` at the
+// index inside an IndexIDMap/IndexRefine the parse built whole (`owner`).
+void unwrap(IvfIndex& index);
+// "IndexIDMap2,IndexRefineFlat," and the like: the wrappers' part of a type name.
+std::string describe_wrappers(const IvfIndex& index);
+// Faiss's own search of a wrapped index read in full (the reference).
+void search_wrapped(
+        const IvfIndex& index,
+        size_t n,
+        const float* x,
+        size_t k,
+        size_t nprobe,
+        float k_factor,
+        const faiss::IDSelector* sel,
+        float* distances,
+        idx_t* labels);
 
 // Checks every count and index Faiss will trust in a parsed header
 // (validate.cc); throws Corrupt or Unsupported naming the structure and field.

@@ -380,6 +380,7 @@ void search_full(
         rust::Slice<const float> x,
         size_t k,
         size_t nprobe,
+        float k_factor,
         const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels) {
@@ -395,6 +396,11 @@ void search_full(
         fail(ErrorKind::InvalidArgument, "search_full needs a fully loaded index");
     }
     const Selector selector(filter);
+    if (index.full_wrapper) {
+        search_wrapped(index, n, x.data(), k, nprobe, k_factor, selector.get(),
+                       distances.data(), labels.data());
+        return;
+    }
     if (!index.ivf) {
         faiss::SearchParameters params;
         params.sel = selector.get();

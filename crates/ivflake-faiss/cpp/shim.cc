@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/VectorTransform.h>
 #include <faiss/IndexIVF.h>
@@ -33,8 +34,10 @@
 #include <faiss/invlists/BlockInvertedLists.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/InvertedListsIOHook.h>
+#include <faiss/invlists/OnDiskInvertedLists.h>
 
 #include "internal.h"
+#include "reader.h"
 #include "ivflake-faiss/src/lib.rs.h"
 
 #if FAISS_VERSION_MAJOR < 1 || (FAISS_VERSION_MAJOR == 1 && FAISS_VERSION_MINOR < 12)
@@ -165,113 +168,6 @@ bool is_block_format(const IvfIndex& index) {
 
 namespace {
 
-// Thrown (not a std::exception, so nothing in Faiss swallows it) when the
-// parser runs past the prefix we have; the caller fetches more and retries.
-struct NeedMoreBytes {
-    uint64_t end;
-};
-
-// Serves Faiss's reader calls from a prefix of the file.
-//
-// Block lists (fast-scan's "ilbl") keep each list's size inline, before its
-// data, and Faiss's own hook for them reads every list. So when `lazy` and
-// the parser reads the fourcc "ilbl" as one uint32, the reader serves the
-// section's four header fields (nlist, code_size, n_per_block, block_size)
-// from the file and then answers every list as empty (a zero count for its
-// ids and for its codes) without reading the file: Faiss parses everything
-// else itself and ends up with empty BlockInvertedLists, which open_header
-// replaces. Any other read shape in that section is refused as corrupt.
-struct PrefixReader : faiss::IOReader {
-    enum class Mode { Normal, BlockHeader, BlockLists };
-
-    const uint8_t* data;
-    size_t len;
-    uint64_t file_len;
-    bool lazy;
-    size_t pos = 0;
-    Mode mode = Mode::Normal;
-    uint64_t block_fields[4] = {0, 0, 0, 0};
-    size_t block_fields_read = 0;
-    uint64_t synthetic_reads_left = 0;
-
-    PrefixReader(const uint8_t* data, size_t len, uint64_t file_len, bool lazy)
-            : data(data), len(len), file_len(file_len), lazy(lazy) {
-        name = "ivflake-prefix";
-    }
-
-    size_t operator()(void* ptr, size_t size, size_t nitems) override {
-        if (mode == Mode::BlockLists) {
-            return synthetic(ptr, size, nitems);
-        }
-        if (mode == Mode::BlockHeader && !(size == 8 && nitems == 1)) {
-            fail(ErrorKind::Corrupt,
-                 "corrupt block inverted lists: unexpected header field");
-        }
-        copy(ptr, size, nitems);
-        if (mode == Mode::BlockHeader) {
-            std::memcpy(&block_fields[block_fields_read++], ptr, 8);
-            if (block_fields_read == 4) {
-                start_block_lists();
-            }
-        } else if (size == 4 && nitems == 1) {
-            uint32_t h;
-            std::memcpy(&h, ptr, 4);
-            refuse_unserved_structure(h);
-            if (lazy && h == fourcc("ilbl")) {
-                mode = Mode::BlockHeader;
-            }
-        }
-        return nitems;
-    }
-
-    void copy(void* ptr, size_t size, size_t nitems) {
-        size_t bytes = 0;
-        uint64_t end = 0;
-        if (__builtin_mul_overflow(size, nitems, &bytes) ||
-            __builtin_add_overflow(uint64_t(pos), uint64_t(bytes), &end)) {
-            fail(ErrorKind::Corrupt, "corrupt index header: a field's length overflows");
-        }
-        if (end > file_len) {
-            fail(ErrorKind::Corrupt,
-                 "index file is truncated or corrupt: its header needs " +
-                         std::to_string(end) + " bytes but the file has " +
-                         std::to_string(file_len));
-        }
-        if (end > len) {
-            throw NeedMoreBytes{end};
-        }
-        if (bytes > 0) {
-            std::memcpy(ptr, data + pos, bytes);
-        }
-        pos = end;
-    }
-
-    void start_block_lists() {
-        const uint64_t nlist = block_fields[0];
-        // Every list takes at least its two 8-byte counts in the file.
-        if (nlist > (file_len - pos) / 16) {
-            fail(ErrorKind::Corrupt,
-                 "corrupt block inverted lists: " + std::to_string(nlist) +
-                         " lists cannot fit in the rest of the file");
-        }
-        mode = Mode::BlockLists;
-        synthetic_reads_left = 2 * nlist;
-    }
-
-    size_t synthetic(void* ptr, size_t size, size_t nitems) {
-        if (nitems == 0) {
-            return 0;  // the data of an empty vector
-        }
-        if (size != 8 || nitems != 1 || synthetic_reads_left == 0) {
-            fail(ErrorKind::Corrupt,
-                 "block inverted lists are not the last section of the file");
-        }
-        synthetic_reads_left--;
-        std::memset(ptr, 0, 8);
-        return 1;
-    }
-};
-
 // Faiss calls this hook, instead of reading list data, when io_flags carry
 // IO_FLAG_SKIP_IVF_DATA and our fourcc's upper half. At that moment the reader
 // stands exactly at the first byte of list data.
@@ -317,7 +213,7 @@ int lazy_io_flags() {
 
 // Fills the views of `out` and refuses anything but the supported shapes.
 void classify(IvfIndex& out) {
-    faiss::Index* inner = out.top.get();
+    faiss::Index* inner = out.top;
     out.transform = dynamic_cast<faiss::IndexPreTransform*>(inner);
     if (out.transform) {
         inner = out.transform->index;
@@ -371,7 +267,7 @@ void check_block_shape(
 }
 
 std::string describe(const IvfIndex& index) {
-    std::string s;
+    std::string s = describe_wrappers(index);
     if (index.transform) {
         for (const auto* vt : index.transform->chain) {
             s += name_of(vt) + ",";
@@ -380,8 +276,11 @@ std::string describe(const IvfIndex& index) {
     if (index.ivf) {
         s += name_of(index.ivf);
         s += "[" + name_of(index.ivf->quantizer) + "]";
+        if (index.on_disk) {
+            s += "[OnDiskInvertedLists]";
+        }
     } else {
-        s += name_of(index.top.get());
+        s += name_of(index.top);
     }
     return s;
 }
@@ -391,7 +290,8 @@ std::string describe(const IvfIndex& index) {
 struct ParseError {
     ErrorKind kind = ErrorKind::Other;
     std::string message;
-    uint64_t needed = 0;  // for NeedMoreBytes
+    uint64_t needed_start = 0;  // for NeedMoreBytes
+    uint64_t needed_end = 0;
 };
 
 // Faiss throws FaissException for anything wrong in a file; the only valid
@@ -406,21 +306,23 @@ ParseError from_faiss(const faiss::FaissException& e) {
     return {ErrorKind::Corrupt, msg};
 }
 
-// Runs Faiss's reader inside a parse arena (arena.cc).
-// Returns the index, or nullptr with `needed` set when the prefix was too
-// short; throws ShimError for anything else, after freeing what the reader
-// had built.
-faiss::Index* read_in_arena(faiss::IOReader* reader, int flags, size_t cap, uint64_t& needed) {
+// Runs a parse inside a parse arena (arena.cc).
+// Returns the index, or nullptr with `more` set when bytes the caller has
+// not fetched were needed; throws ShimError for anything else, after freeing
+// what the parse had built.
+template <typename Parse>
+faiss::Index* parse_in_arena(Parse parse, size_t cap, NeedMoreBytes& more) {
     ParseError error;
     {
         ParseArena arena(cap);
         // Each handler stops recording first: its own allocations are not the index's.
         try {
-            return faiss::read_index(reader, flags);
-        } catch (const NeedMoreBytes& more) {
+            return parse();
+        } catch (const NeedMoreBytes& need) {
             arena.stop_recording();
             error.kind = ErrorKind::NeedMoreBytes;
-            error.needed = more.end;
+            error.needed_start = need.start;
+            error.needed_end = need.end;
         } catch (const faiss::FaissException& e) {
             arena.stop_recording();
             error = from_faiss(e);
@@ -445,34 +347,87 @@ faiss::Index* read_in_arena(faiss::IOReader* reader, int flags, size_t cap, uint
         arena.free_recorded();
     }
     if (error.kind == ErrorKind::NeedMoreBytes) {
-        needed = error.needed;
+        more = {error.needed_start, error.needed_end};
         return nullptr;
     }
     fail(error.kind, error.message);
+}
+
+// On-disk lists ('ilod'): their places in the data file kept, the lists
+// replaced by lazy ones of the same sizes.
+void adopt_on_disk_lists(IvfIndex& out, faiss::OnDiskInvertedLists& od) {
+    faiss::IndexIVF& ivf = *out.ivf;
+    if (ivf_kind_of(&ivf) == IvfKind::PqFastScan) {
+        fail(ErrorKind::Corrupt, "a fast-scan index with on-disk array lists");
+    }
+    if (od.nlist != ivf.nlist || od.code_size != ivf.code_size || od.lists.size() != od.nlist) {
+        fail(ErrorKind::Corrupt,
+             "corrupt on-disk inverted lists: " + std::to_string(od.lists.size()) +
+                     " lists of code size " + std::to_string(od.code_size) + " in an index of nlist=" +
+                     std::to_string(ivf.nlist) + ", code_size=" + std::to_string(ivf.code_size));
+    }
+    std::vector<size_t> sizes(od.nlist);
+    out.on_disk_lists.reserve(3 * od.nlist);
+    for (size_t l = 0; l < od.nlist; l++) {
+        const auto& list = od.lists[l];
+        sizes[l] = list.size;
+        out.on_disk_lists.push_back(list.offset);
+        out.on_disk_lists.push_back(list.capacity);
+        out.on_disk_lists.push_back(list.size);
+    }
+    out.on_disk = true;
+    out.on_disk_filename = od.filename;
+    out.on_disk_totsize = od.totsize;
+    ivf.replace_invlists(new LazyInvertedLists(ivf.nlist, ivf.code_size, std::move(sizes)), true);
 }
 
 }  // namespace
 
 std::unique_ptr<IvfIndex> open_header(
         rust::Slice<const uint8_t> prefix,
+        rust::Slice<const uint8_t> segments,
+        rust::Slice<const uint64_t> segment_offsets,
         uint64_t file_len,
         size_t alloc_cap,
-        uint64_t& needed) {
-    needed = 0;
+        uint64_t& needed_start,
+        uint64_t& needed_end) {
+    needed_start = needed_end = 0;
     int flags = lazy_io_flags();
     PrefixReader reader(prefix.data(), prefix.size(), file_len, true);
+    if (segment_offsets.size() % 2 != 0) {
+        fail(ErrorKind::InvalidArgument, "segment offsets come in (offset, length) pairs");
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < segment_offsets.size(); i += 2) {
+        const uint64_t len = segment_offsets[i + 1];
+        if (len > segments.size() - at) {
+            fail(ErrorKind::InvalidArgument, "segments are shorter than their lengths say");
+        }
+        reader.segments.push_back({segment_offsets[i], segments.data() + at, size_t(len)});
+        at += len;
+    }
     auto out = std::make_unique<IvfIndex>();
     LazyListsHook::data_offset_ = 0;
-    out->top.reset(read_in_arena(&reader, flags, alloc_cap, needed));
-    if (!out->top) {
+    WrapParse wrappers;
+    NeedMoreBytes more{0, 0};
+    out->owner.reset(parse_in_arena(
+            [&] { return read_served(reader, flags, wrappers); }, alloc_cap, more));
+    if (!out->owner) {
+        needed_start = more.start;
+        needed_end = more.end;
         return nullptr;
     }
+    out->top = out->owner.get();
+    adopt_wrappers(*out, wrappers);
     classify(*out);
     faiss::IndexIVF& ivf = *out->ivf;
     if (auto* lazy = dynamic_cast<LazyInvertedLists*>(ivf.invlists)) {
         (void)lazy;
         out->list_format = ListFormat::Array;
         out->list_data_offset = LazyListsHook::data_offset_;
+    } else if (auto* od = dynamic_cast<faiss::OnDiskInvertedLists*>(ivf.invlists)) {
+        adopt_on_disk_lists(*out, *od);
+        out->list_format = ListFormat::Array;
     } else if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(ivf.invlists)) {
         if (reader.mode != PrefixReader::Mode::BlockLists ||
             reader.synthetic_reads_left != 0) {
@@ -489,7 +444,7 @@ std::unique_ptr<IvfIndex> open_header(
         fail(ErrorKind::Unsupported,
              "index " + name_of(out->ivf) + " stores its lists as " +
                      (ivf.invlists ? name_of(ivf.invlists) : std::string("nothing")) +
-                     ", not Faiss's array or block lists; ivflake cannot range-read them");
+                     ", not Faiss's array, block or on-disk lists; ivflake cannot range-read them");
     }
     if (reader.pos > file_len) {
         fail(ErrorKind::Corrupt, "list data starts past the end of the file");
@@ -501,15 +456,15 @@ std::unique_ptr<IvfIndex> open_header(
 std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
     PrefixReader reader(bytes.data(), bytes.size(), bytes.size(), false);
     auto out = std::make_unique<IvfIndex>();
-    uint64_t needed = 0;  // never set: the reader has the whole file
-    out->top.reset(read_in_arena(
-            &reader,
-            faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE,
+    NeedMoreBytes more{0, 0};  // never set: the reader has the whole file
+    out->owner.reset(parse_in_arena(
+            [&] { return faiss::read_index(&reader, faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE); },
             bytes.size() * 2 + (size_t(256) << 20),
-            needed));
-    if (!out->top) {
+            more));
+    if (!out->owner) {
         fail(ErrorKind::Corrupt, "index file is truncated");
     }
+    unwrap(*out);
     classify(*out);
     if (auto* blocks = dynamic_cast<faiss::BlockInvertedLists*>(out->ivf->invlists)) {
         check_block_shape(*out->ivf, blocks->nlist, blocks->n_per_block, blocks->block_size);
@@ -522,6 +477,19 @@ std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes) {
     // As faiss.read_index does: the residual table, whatever its size.
     build_residual_table(*out, UINT64_MAX);
     return out;
+}
+
+rust::Vec<uint64_t> on_disk_lists(const IvfIndex& index) {
+    rust::Vec<uint64_t> out;
+    out.reserve(index.on_disk_lists.size());
+    for (uint64_t v : index.on_disk_lists) {
+        out.push_back(v);
+    }
+    return out;
+}
+
+rust::String on_disk_filename(const IvfIndex& index) {
+    return rust::String::lossy(index.on_disk_filename);
 }
 
 IndexInfo info(const IvfIndex& index) {
@@ -537,6 +505,7 @@ IndexInfo info(const IvfIndex& index) {
     i.default_nprobe = index.ivf ? index.ivf->nprobe : 0;
     i.has_transform = index.transform != nullptr;
     i.list_data_offset = index.list_data_offset;
+    i.list_data_end = index.list_data_end;
     i.list_format = is_block_format(index) ? ListFormat::Blocks : ListFormat::Array;
     i.n_per_block = index.n_per_block;
     i.block_size = index.block_size;
@@ -547,6 +516,15 @@ IndexInfo info(const IvfIndex& index) {
         i.n_per_block = blocks->n_per_block;
         i.block_size = blocks->block_size;
     }
+    i.k_factor = index.k_factor;
+    const auto* refine_codes = dynamic_cast<const faiss::IndexFlatCodes*>(index.refine_codec);
+    i.refine_code_size = refine_codes ? refine_codes->code_size : 0;
+    i.refine_codes_offset = index.refine_codes_offset;
+    i.id_map = index.id_map;
+    i.id_map2 = index.id_map2;
+    i.id_map_offset = index.id_map_offset;
+    i.on_disk = index.on_disk;
+    i.on_disk_totsize = index.on_disk_totsize;
     return i;
 }
 

@@ -70,11 +70,16 @@ inline std::string tagged(ErrorKind kind, const char* message) {
 // An owned Faiss index plus the views ivflake needs of it: the IVF layer and,
 // when there is one, the pre-transform chain in front of it.
 struct IvfIndex {
-    std::unique_ptr<faiss::Index> top;
+    // What the parse built; `top` is the served index inside it, under any
+    // wrappers (the whole index when read in full, the inner one when lazy).
+    std::unique_ptr<faiss::Index> owner;
+    faiss::Index* top = nullptr;
     faiss::IndexPreTransform* transform = nullptr;
     faiss::IndexIVF* ivf = nullptr;
     // Where list data starts in the file when opened lazily; 0 otherwise.
     uint64_t list_data_offset = 0;
+    // Where list data ends when structures follow it (wrappers); 0: the file's end.
+    uint64_t list_data_end = 0;
     bool lazy = false;
     // Array (the zero value) until open or info() finds block lists.
     ListFormat list_format{};
@@ -83,13 +88,50 @@ struct IvfIndex {
     // The largest centroid coordinate's magnitude (validate.cc): bounds the
     // queries an inner-product HNSW quantizer can take without overflow.
     float centroid_max_abs = 0;
+
+    // Wrappers around `top` (wrap.cc). IndexRefine: `refine_codec` scores
+    // candidates (an IndexFlat or IndexScalarQuantizer holding no codes when
+    // lazy; the file's refine index when read in full), its codes start at
+    // `refine_codes_offset`, and `k_factor` is the file's (0: no refine).
+    std::unique_ptr<faiss::Index> refine_owner;
+    const faiss::Index* refine_codec = nullptr;
+    uint64_t refine_codes_offset = 0;
+    float k_factor = 0;
+    // IndexIDMap ('IxMp') or IndexIDMap2 ('IxM2'): `ntotal` user ids from
+    // `id_map_offset`. `full_wrapper` is the outermost wrapper Faiss built
+    // when the file was read in full (the reference search's entry).
+    bool id_map = false;
+    bool id_map2 = false;
+    uint64_t id_map_offset = 0;
+    const faiss::Index* full_wrapper = nullptr;
+    // On-disk lists ('ilod'): per list (offset, capacity, size) in the data
+    // file the header names, and that file's name and length.
+    bool on_disk = false;
+    std::string on_disk_filename;
+    uint64_t on_disk_totsize = 0;
+    std::vector<uint64_t> on_disk_lists;
 };
 
 std::unique_ptr<IvfIndex> open_header(
         rust::Slice<const uint8_t> prefix,
+        rust::Slice<const uint8_t> segments,
+        rust::Slice<const uint64_t> segment_offsets,
         uint64_t file_len,
         size_t alloc_cap,
-        uint64_t& needed);
+        uint64_t& needed_start,
+        uint64_t& needed_end);
+rust::Vec<uint64_t> on_disk_lists(const IvfIndex& index);
+rust::String on_disk_filename(const IvfIndex& index);
+void refine(
+        const IvfIndex& index,
+        rust::Slice<const float> x,
+        size_t k,
+        size_t k_base,
+        rust::Slice<const int64_t> base_labels,
+        rust::Slice<const float> base_distances,
+        rust::Slice<const uint8_t> codes,
+        rust::Slice<float> distances,
+        rust::Slice<int64_t> labels);
 std::unique_ptr<IvfIndex> read_index_bytes(rust::Slice<const uint8_t> bytes);
 IndexInfo info(const IvfIndex& index);
 rust::Vec<uint64_t> list_sizes(const IvfIndex& index);
@@ -115,6 +157,7 @@ void search_full(
         rust::Slice<const float> x,
         size_t k,
         size_t nprobe,
+        float k_factor,
         const FilterSpec& filter,
         rust::Slice<float> distances,
         rust::Slice<int64_t> labels);

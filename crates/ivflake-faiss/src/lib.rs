@@ -17,10 +17,12 @@ use std::fmt;
 mod error;
 mod kinds;
 mod list_format;
+mod wrappers;
 
 pub use error::{FaissError, FaissErrorKind, Result};
 pub use kinds::{served_types, IvfKind, Metric};
 pub use list_format::ListFormat;
+pub use wrappers::{IdMapInfo, OnDiskInfo, OnDiskList, RefineInfo};
 
 // The bridge is the crate's one `unsafe` seam: cxx generates the extern
 // declarations and checks every signature against the shim's header.
@@ -73,10 +75,22 @@ mod ffi {
         default_nprobe: usize,
         has_transform: bool,
         list_data_offset: u64,
+        list_data_end: u64,
         /// Block lists ("ilbl", fast-scan): sizes sit inline in the file.
         list_format: ListFormat,
         n_per_block: usize,
         block_size: usize,
+        /// IndexRefine: the file's k_factor (0: none), refine code bytes, where codes start.
+        k_factor: f32,
+        refine_code_size: usize,
+        refine_codes_offset: u64,
+        /// IndexIDMap / IndexIDMap2: where the ntotal user ids start.
+        id_map: bool,
+        id_map2: bool,
+        id_map_offset: u64,
+        /// On-disk lists ("ilod") in a data file of `on_disk_totsize` bytes.
+        on_disk: bool,
+        on_disk_totsize: u64,
     }
 
     /// Bytes a parsed header holds in memory, by part.
@@ -146,8 +160,29 @@ mod ffi {
 
         type IvfIndex;
 
-        fn open_header(prefix: &[u8], file_len: u64, alloc_cap: usize, needed: &mut u64)
-            -> Result<UniquePtr<IvfIndex>>;
+        fn open_header(
+            prefix: &[u8],
+            segments: &[u8],
+            segment_offsets: &[u64],
+            file_len: u64,
+            alloc_cap: usize,
+            needed_start: &mut u64,
+            needed_end: &mut u64,
+        ) -> Result<UniquePtr<IvfIndex>>;
+        fn on_disk_lists(index: &IvfIndex) -> Result<Vec<u64>>;
+        fn on_disk_filename(index: &IvfIndex) -> Result<String>;
+        #[allow(clippy::too_many_arguments)]
+        fn refine(
+            index: &IvfIndex,
+            x: &[f32],
+            k: usize,
+            k_base: usize,
+            base_labels: &[i64],
+            base_distances: &[f32],
+            codes: &[u8],
+            distances: &mut [f32],
+            labels: &mut [i64],
+        ) -> Result<()>;
         fn read_index_bytes(bytes: &[u8]) -> Result<UniquePtr<IvfIndex>>;
         fn info(index: &IvfIndex) -> Result<IndexInfo>;
         fn list_sizes(index: &IvfIndex) -> Result<Vec<u64>>;
@@ -167,6 +202,7 @@ mod ffi {
             x: &[f32],
             k: usize,
             nprobe: usize,
+            k_factor: f32,
             filter: &FilterSpec,
             distances: &mut [f32],
             labels: &mut [i64],
@@ -236,8 +272,17 @@ pub struct IndexInfo {
     /// Offset of the first list's data in the file (0 when fully loaded).
     /// For [`ListFormat::Blocks`] it is where list 0's id count starts.
     pub list_data_offset: u64,
+    /// Where list data ends when wrappers' parts follow it (a refine
+    /// index, an id map); `None`: at the end of the file.
+    pub list_data_end: Option<u64>,
     /// How the file stores inverted lists.
     pub list_format: ListFormat,
+    /// An `IndexRefine` around the IVF: candidates re-ranked with finer codes.
+    pub refine: Option<RefineInfo>,
+    /// An `IndexIDMap`/`IndexIDMap2` around it all: user ids by position.
+    pub id_map: Option<IdMapInfo>,
+    /// Lists in a separate data file (`OnDiskInvertedLists`).
+    pub on_disk: Option<OnDiskInfo>,
 }
 
 /// The outcome of parsing a header from a prefix of the file.
@@ -245,6 +290,9 @@ pub enum HeaderProbe {
     Opened(Index),
     /// The prefix ended inside the header; it needs at least this many bytes.
     NeedBytes(u64),
+    /// The parse needs these bytes past the prefix (the parts of a wrapped
+    /// index after its lists): fetch at least them and parse again.
+    NeedRange(std::ops::Range<u64>),
 }
 
 /// One fetched inverted list (or run of one): its codes (in the index's
@@ -368,10 +416,29 @@ impl fmt::Debug for Index {
 /// `alloc_cap` bounds any single C++ allocation while parsing, so a corrupt
 /// length field fails instead of exhausting memory.
 pub fn open_header(prefix: &[u8], file_len: u64, alloc_cap: usize) -> Result<HeaderProbe> {
-    let mut needed = 0u64;
-    let ptr = ffi::open_header(prefix, file_len, alloc_cap, &mut needed)?;
+    open_header_parts(prefix, &[], file_len, alloc_cap)
+}
+
+/// [`open_header`] with pieces of the file past the prefix, as
+/// `(offset, bytes)`: what earlier [`HeaderProbe::NeedRange`]s asked for.
+pub fn open_header_parts(
+    prefix: &[u8],
+    segments: &[(u64, &[u8])],
+    file_len: u64,
+    alloc_cap: usize,
+) -> Result<HeaderProbe> {
+    let offsets: Vec<u64> = segments
+        .iter()
+        .flat_map(|(offset, bytes)| [*offset, bytes.len() as u64])
+        .collect();
+    let joined: Vec<u8> = segments.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
+    let (mut start, mut end) = (0u64, 0u64);
+    let ptr = ffi::open_header(prefix, &joined, &offsets, file_len, alloc_cap, &mut start, &mut end)?;
     if ptr.is_null() {
-        return Ok(HeaderProbe::NeedBytes(needed));
+        if start <= prefix.len() as u64 {
+            return Ok(HeaderProbe::NeedBytes(end));
+        }
+        return Ok(HeaderProbe::NeedRange(start..end));
     }
     Ok(HeaderProbe::Opened(Index::wrap(ptr)?))
 }
@@ -411,8 +478,26 @@ impl Index {
             default_nprobe: raw.default_nprobe,
             has_transform: raw.has_transform,
             list_data_offset: raw.list_data_offset,
+            list_data_end: (raw.list_data_end > 0).then_some(raw.list_data_end),
             list_format,
+            refine: (raw.k_factor > 0.0).then_some(RefineInfo {
+                k_factor: raw.k_factor,
+                code_size: raw.refine_code_size,
+                codes_offset: raw.refine_codes_offset,
+            }),
+            id_map: raw.id_map.then_some(IdMapInfo {
+                offset: raw.id_map_offset,
+                map2: raw.id_map2,
+            }),
+            on_disk: None,
         };
+        let mut info = info;
+        if raw.on_disk {
+            info.on_disk = Some(OnDiskInfo {
+                filename: ffi::on_disk_filename(&inner)?,
+                data_len: raw.on_disk_totsize,
+            });
+        }
         Ok(Self { inner, info })
     }
 
@@ -622,7 +707,7 @@ impl Index {
         let mut distances = vec![0f32; n * k];
         let mut labels = vec![-1i64; n * k];
         let spec = filter.spec();
-        ffi::search_full(&self.inner, x, k, nprobe, &spec, &mut distances, &mut labels)?;
+        ffi::search_full(&self.inner, x, k, nprobe, 0.0, &spec, &mut distances, &mut labels)?;
         Ok(Neighbors { distances, labels })
     }
 

@@ -40,6 +40,9 @@ pub struct ListRanges {
     format: ListFormat,
     data_offset: u64,
     data_end: u64,
+    /// On-disk lists only: per list, the bytes between its codes and its
+    /// ids (its spare capacity's codes), which its range spans.
+    ids_gaps: Option<Vec<u64>>,
 }
 
 impl ListRanges {
@@ -86,7 +89,71 @@ impl ListRanges {
             format,
             data_offset,
             data_end: offset,
+            ids_gaps: None,
         })
+    }
+
+    /// On-disk lists (Faiss's `OnDiskInvertedLists`), in a data object of
+    /// `data_len` bytes: list `i` is `size` codes at its offset, then, after
+    /// room for `capacity - size` more codes, `size` ids. Each list is
+    /// checked to hold its size within its capacity and to end inside the
+    /// data object; the header is the whole index file (`header_len`).
+    pub fn on_disk(
+        code_size: usize,
+        lists: &[ivflake_faiss::OnDiskList],
+        header_len: u64,
+        data_len: u64,
+        uri: &str,
+    ) -> Result<Self> {
+        let mut ranges = Vec::with_capacity(lists.len());
+        let mut gaps = Vec::with_capacity(lists.len());
+        for (i, l) in lists.iter().enumerate() {
+            let cs = code_size as u64;
+            let fits = (|| {
+                if l.size > l.capacity {
+                    return None;
+                }
+                let gap = (l.capacity - l.size).checked_mul(cs)?;
+                let len = l
+                    .size
+                    .checked_mul(cs)?
+                    .checked_add(gap)?
+                    .checked_add(l.size.checked_mul(8)?)?;
+                let reserved = l.capacity.checked_mul(cs.checked_add(8)?)?;
+                (l.offset.checked_add(reserved)? <= data_len).then_some((len, gap))
+            })();
+            let (len, gap) = fits.ok_or_else(|| Error::Corrupt {
+                uri: uri.to_string(),
+                reason: format!(
+                    "on-disk list {i} ({} vectors, capacity {}, at byte {}) does not fit the {data_len}-byte data file",
+                    l.size, l.capacity, l.offset
+                ),
+            })?;
+            ranges.push(ListRange {
+                offset: l.offset,
+                len: if l.size == 0 { 0 } else { len },
+                count: l.size,
+            });
+            gaps.push(gap);
+        }
+        Ok(Self {
+            lists: ranges,
+            format: ListFormat::Array { code_size },
+            data_offset: header_len,
+            data_end: header_len + data_len,
+            ids_gaps: Some(gaps),
+        })
+    }
+
+    /// Bytes between list `list`'s codes and its ids (on-disk lists with
+    /// spare capacity); 0 otherwise.
+    pub fn ids_gap(&self, list: usize) -> u64 {
+        self.ids_gaps.as_ref().and_then(|g| g.get(list).copied()).unwrap_or(0)
+    }
+
+    /// Whether the lists live in a data object apart from the index file.
+    pub fn is_on_disk(&self) -> bool {
+        self.ids_gaps.is_some()
     }
 
     /// Block-format lists from the checksum sidecar's `(offset, len)` per

@@ -56,10 +56,13 @@ pub use fetch::{
 };
 pub use index::{
     FilterProbing, IdFilterSpec, IndexMemory, IvfIndex, ManifestMode, OpenOptions, OpenStats, Preload, PreloadState,
-    PreloadStatus, ResidualTable, SearchParams, SearchResults, WarmReport, WarmSpec, DEFAULT_PRELOAD_CACHE_FRACTION,
-    DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
+    PreloadStatus, ResidualTable, SearchParams, SearchResults, WarmReport, WarmSpec, DEFAULT_ID_MAP_MEMORY_BYTES,
+    DEFAULT_PRELOAD_CACHE_FRACTION, DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_K_FACTOR,
+    MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
-pub use ivflake_faiss::{release_free_memory, served_types, IndexInfo, IvfKind, ListFormat, Metric};
+pub use ivflake_faiss::{
+    release_free_memory, served_types, IdMapInfo, IndexInfo, IvfKind, ListFormat, Metric, OnDiskInfo, RefineInfo,
+};
 pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};

@@ -112,6 +112,35 @@ impl IndexLocation {
         })
     }
 
+    /// The object called `recorded`'s last part in this object's directory:
+    /// where a Faiss on-disk index's data file is looked for, as Faiss's
+    /// `IO_FLAG_ONDISK_SAME_DIR` looks for it. A name that is not one plain
+    /// path segment (empty, `..`, control characters) is the file's fault.
+    pub fn sibling(&self, recorded: &str) -> Result<Self> {
+        let name = recorded.rsplit(['/', '\\']).next().unwrap_or("");
+        let refused = || Error::Corrupt {
+            uri: self.uri.clone(),
+            reason: format!("its on-disk lists' data file {recorded:?} names no usable file"),
+        };
+        if name.is_empty() || name == "." || name == ".." || name.chars().any(char::is_control) {
+            return Err(refused());
+        }
+        let key = match self.path.as_ref().rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/{name}"),
+            None => name.to_string(),
+        };
+        let path = Path::parse(&key).map_err(|_| refused())?;
+        let uri = match self.uri.rfind('/') {
+            Some(i) => format!("{}{name}", &self.uri[..=i]),
+            None => name.to_string(),
+        };
+        Ok(Self {
+            store: self.store.clone(),
+            path,
+            uri,
+        })
+    }
+
     fn local_path(fs_path: &str, uri: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUri {
             uri: uri.to_string(),

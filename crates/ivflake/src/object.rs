@@ -68,6 +68,22 @@ impl IndexObject {
         self
     }
 
+    /// The same version under cache keys of its own and without the list
+    /// verifier: for reads of this object that are not lists (a refine
+    /// index's codes, an id map), cached beside its lists, never mixed up.
+    pub(crate) fn region(&self, salt: &str) -> Self {
+        let mut out = Self {
+            location: self.location.clone(),
+            size: self.size,
+            e_tag: self.e_tag.clone(),
+            id: self.id,
+            disk_id: self.disk_id,
+            verifier: None,
+        };
+        out.mix_into_ids(salt.as_bytes());
+        out
+    }
+
     fn mix_into_ids(&mut self, salt: &[u8]) {
         let mix = |id: u64| {
             let mut buf = id.to_le_bytes().to_vec();

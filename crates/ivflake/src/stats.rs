@@ -89,6 +89,16 @@ pub struct SearchStats {
     /// Jobs the search ran on the compute pool: 1 when every list (and
     /// attribute chunk) it read was in memory, one more per fetch wave.
     pub compute_jobs: usize,
+    /// Refined indexes: candidates re-scored (queries × k × k_factor, less
+    /// the missing), and the refine wave's GETs and bytes of codes (pages
+    /// of them, from any tier).
+    pub refine_candidates: usize,
+    pub refine_gets: u64,
+    pub refine_bytes: u64,
+    /// Id-mapped indexes whose map is not in memory: the id map wave's GETs
+    /// and bytes.
+    pub id_map_gets: u64,
+    pub id_map_bytes: u64,
     pub quantizer_ms: f64,
     pub fetch_ms: f64,
     pub scan_ms: f64,
@@ -111,6 +121,18 @@ impl SearchStats {
         self.lists_from_store = self.lists_probed.saturating_sub(
             self.lists_from_memory + self.lists_from_disk + self.lists_shared + self.failed_lists.len(),
         );
+    }
+}
+
+impl SearchIo {
+    /// GETs and bytes from any tier: what a wave of entries cost.
+    pub(crate) fn gets_and_bytes(&self) -> (u64, u64) {
+        (
+            self.gets.load(Ordering::Relaxed),
+            self.bytes_fetched.load(Ordering::Relaxed)
+                + self.bytes_from_memory.load(Ordering::Relaxed)
+                + self.bytes_from_disk.load(Ordering::Relaxed),
+        )
     }
 }
 

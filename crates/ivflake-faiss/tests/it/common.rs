@@ -93,6 +93,7 @@ pub fn opened(bytes: &[u8]) -> Index {
     let mut index = match open_header(bytes, bytes.len() as u64, bytes.len() * 4).expect("open header") {
         HeaderProbe::Opened(index) => index,
         HeaderProbe::NeedBytes(n) => panic!("whole file given, yet it asks for {n} bytes"),
+        HeaderProbe::NeedRange(r) => panic!("whole file given, yet it asks for bytes {r:?}"),
     };
     index.build_residual_table(u64::MAX).expect("residual table");
     index

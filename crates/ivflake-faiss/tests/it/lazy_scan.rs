@@ -114,10 +114,13 @@ fn header_of_block_lists_needs_only_its_own_bytes() {
     match open_header(&bytes[..start], bytes.len() as u64, bytes.len() * 4).unwrap() {
         HeaderProbe::Opened(index) => assert_eq!(index.info().list_data_offset as usize, start),
         HeaderProbe::NeedBytes(n) => panic!("asks for {n} bytes beyond the header's {start}"),
+        HeaderProbe::NeedRange(r) => panic!("asks for bytes {r:?} beyond the header"),
     }
     match open_header(&bytes[..start - 8], bytes.len() as u64, bytes.len() * 4).unwrap() {
         HeaderProbe::NeedBytes(n) => assert_eq!(n as usize, start),
-        HeaderProbe::Opened(_) => panic!("opened without the block section's last field"),
+        HeaderProbe::Opened(_) | HeaderProbe::NeedRange(_) => {
+            panic!("opened, or asked past the prefix, without the block section's last field")
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 //! as Faiss reads them), and loading lists ahead of searches: `preload`
 //! (after open, in the background) and `warm` (on request).
 
+mod entries;
 mod open;
 mod options;
 mod plan;
 mod preload;
+mod rerank;
 mod scan;
 mod search;
 mod select;
@@ -31,8 +33,8 @@ use crate::probes::ProbeCounts;
 use crate::stats::{Residency, SearchIo};
 pub use options::{
     FilterProbing, IdFilterSpec, ManifestMode, OpenOptions, Preload, ResidualTable, SearchParams, SearchResults,
-    DEFAULT_PRELOAD_CACHE_FRACTION, DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES, MAX_K, MAX_OPEN_REQUESTS,
-    MAX_RESULT_SLOTS,
+    DEFAULT_ID_MAP_MEMORY_BYTES, DEFAULT_PRELOAD_CACHE_FRACTION, DEFAULT_RESIDUAL_TABLE_BYTES, HEADER_PROBE_BYTES,
+    MAX_K, MAX_K_FACTOR, MAX_OPEN_REQUESTS, MAX_RESULT_SLOTS,
 };
 pub use preload::{PreloadState, PreloadStatus};
 use view::ListView;
@@ -47,6 +49,12 @@ struct Inner {
     info: IndexInfo,
     ranges: ListRanges,
     object: Arc<IndexObject>,
+    /// Where the lists are: `object`, or an on-disk index's data object.
+    lists_object: Arc<IndexObject>,
+    /// An `IndexRefine`'s codes, read by candidate.
+    refine: Option<entries::EntryRegion>,
+    /// An `IndexIDMap`'s user ids.
+    id_map: Option<rerank::IdMap>,
     /// As the caller gave them; `reload` opens the new version with the same.
     options: OpenOptions,
     probes: Arc<ProbeCounts>,
@@ -98,12 +106,19 @@ pub struct IndexMemory {
     /// The header's list sizes, ivflake's list layout, and the memory
     /// cache's table of this version's lists (8 bytes a list).
     pub layout_bytes: u64,
+    /// An `IndexIDMap`'s user ids, when loaded at open.
+    pub id_map_bytes: u64,
 }
 
 impl IndexMemory {
     /// Every resident part together.
     pub fn total_bytes(&self) -> u64 {
-        self.quantizer_bytes + self.codec_bytes + self.transform_bytes + self.residual_table_bytes + self.layout_bytes
+        self.quantizer_bytes
+            + self.codec_bytes
+            + self.transform_bytes
+            + self.residual_table_bytes
+            + self.layout_bytes
+            + self.id_map_bytes
     }
 }
 
@@ -214,6 +229,28 @@ impl IvfIndex {
         &self.inner.object
     }
 
+    /// The pinned object the lists are read from: [`IvfIndex::object`], or
+    /// the data object of an index with on-disk lists.
+    pub fn lists_object(&self) -> &Arc<IndexObject> {
+        &self.inner.lists_object
+    }
+
+    /// The object and version pin a wave of `kind` reads from.
+    fn wave_source(&self, kind: plan::WaveKind) -> (&Arc<IndexObject>, &VersionPin) {
+        let entries = match kind {
+            plan::WaveKind::Entries(rerank::EntryWave::Refine) => self.inner.refine.as_ref(),
+            plan::WaveKind::Entries(rerank::EntryWave::IdMap) => match &self.inner.id_map {
+                Some(rerank::IdMap::Paged(region)) => Some(region),
+                _ => None,
+            },
+            _ => None,
+        };
+        match entries {
+            Some(region) => (&region.object, &region.pin),
+            None => (&self.inner.lists_object, &self.inner.pin),
+        }
+    }
+
     pub(crate) fn probes(&self) -> &ProbeCounts {
         &self.inner.probes
     }
@@ -221,6 +258,12 @@ impl IvfIndex {
     /// Builds the checksum sidecar of this version from one streamed read of
     /// the file; `progress` gets bytes read so far. See [`Manifest::build`].
     pub async fn build_manifest(&self, progress: impl FnMut(u64) + Send) -> Result<Manifest> {
+        if self.inner.ranges.is_on_disk() {
+            return Err(Error::Unsupported {
+                uri: self.uri().to_string(),
+                reason: "checksum sidecars of on-disk indexes (lists in a second object) are not written yet".into(),
+            });
+        }
         Manifest::build(&self.inner.object, &self.inner.ranges, progress).await
     }
 
@@ -258,7 +301,13 @@ impl IvfIndex {
             .ranges
             .get(list)
             .ok_or_else(|| corrupt("not a list of this index".into()))?;
-        ListView::new(bytes, range, self.inner.ranges.format()).map_err(corrupt)
+        ListView::with_gap(
+            bytes,
+            range,
+            self.inner.ranges.format(),
+            self.inner.ranges.ids_gap(list),
+        )
+        .map_err(corrupt)
     }
 
     /// The attributes object beside this index (`<index>.attrs.parquet`),
@@ -304,7 +353,7 @@ impl IvfIndex {
 
     /// Lists and bytes of this index version held in memory and on disk.
     pub async fn residency(&self) -> Residency {
-        self.scheduler().residency(&self.inner.object)
+        self.scheduler().residency(&self.inner.lists_object)
     }
 
     /// Saves the probe counts under the state directory (no-op without one).

@@ -14,7 +14,9 @@ use futures::StreamExt;
 use ivflake_faiss::HeaderProbe;
 use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
 
+use super::entries::EntryRegion;
 use super::options::{ManifestMode, OpenOptions, MAX_OPEN_REQUESTS};
+use super::rerank::IdMap;
 use super::{IndexMemory, Inner, IvfIndex, OpenStats};
 use crate::error::{Error, Result};
 use crate::fetch::VersionPin;
@@ -31,6 +33,9 @@ const MAX_SIDECAR_HEADER: u64 = 256 << 20;
 /// Bytes read past what Faiss asked for when a header outgrows the first
 /// read: an IVF4096 × 128-d header (2.2 MiB) then opens in two reads, not three.
 const HEADER_TAIL_SLACK: u64 = 256 << 10;
+/// Bytes read at once past an index's lists: a refine index's head (an SQ's
+/// trained ranges included) or an id map's count, in one read.
+const SEGMENT_READ: u64 = 64 << 10;
 
 /// The reads of one open: each bounded by the per-GET time limit, so a
 /// stalled store fails an open with `DeadlineExceeded` instead of hanging it.
@@ -237,9 +242,22 @@ impl IvfIndex {
         let (faiss, residual_table_build) = build_residual_table(&options, faiss).await?;
 
         let info = faiss.info().clone();
-        let layout = list_ranges(&reads, &faiss, manifest.as_ref(), &meta).await?;
         let last_modified = meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
-        let mut object = IndexObject::new(location.clone(), meta.size, meta.e_tag).with_last_modified(last_modified);
+        let (layout, data_object) = match &info.on_disk {
+            None => (list_ranges(&reads, &faiss, manifest.as_ref(), &meta).await?, None),
+            Some(on_disk) => {
+                if manifest.take().is_some() && mode == ManifestMode::Require {
+                    return Err(Error::Unsupported {
+                        uri,
+                        reason: "checksum sidecars of on-disk indexes are not served yet".into(),
+                    });
+                }
+                let (layout, data) = on_disk_lists(&reads, &faiss, on_disk, &meta).await?;
+                (layout, Some(Arc::new(data)))
+            }
+        };
+        let mut object =
+            IndexObject::new(location.clone(), meta.size, meta.e_tag.clone()).with_last_modified(last_modified);
         if let Some(manifest) = manifest {
             match manifest.check_against(&layout, meta.size, &prefix, &uri) {
                 Ok(()) => object = object.with_verifier(Arc::new(manifest)),
@@ -249,6 +267,21 @@ impl IvfIndex {
         }
         drop(prefix);
         let object = Arc::new(object);
+        let lists_object = data_object.unwrap_or_else(|| object.clone());
+        let refine = info.refine.map(|r| {
+            EntryRegion::new(
+                &options.scheduler,
+                &object,
+                "refine",
+                r.codes_offset,
+                r.code_size as u64,
+                info.ntotal.max(0) as u64,
+            )
+        });
+        let id_map = match info.id_map {
+            Some(m) => Some(id_map(&reads, &options, &object, &meta, m.offset, info.ntotal.max(0) as u64).await?),
+            None => None,
+        };
         let open = OpenStats {
             gets: reads.gets.load(Ordering::Relaxed),
             bytes: reads.bytes.load(Ordering::Relaxed),
@@ -261,15 +294,19 @@ impl IvfIndex {
                 .await
                 .unwrap_or_else(|_| ProbeCounts::load(None, "", info.nlist))
         };
-        let pin = options.scheduler.pin_lists(&object, info.nlist);
+        let pin = options.scheduler.pin_lists(&lists_object, info.nlist);
         let metrics_name = options.metrics_name.clone().unwrap_or_else(|| uri.clone());
-        let memory = index_memory(&faiss, &layout, &pin, residual_table_build)?;
+        let mut memory = index_memory(&faiss, &layout, &pin, residual_table_build)?;
+        memory.id_map_bytes = id_map.as_ref().map_or(0, IdMap::resident_bytes);
         let index = Self {
             inner: Arc::new(Inner {
                 faiss,
                 info,
                 ranges: layout,
                 object,
+                lists_object,
+                refine,
+                id_map,
                 options,
                 probes: Arc::new(probes),
                 memory,
@@ -284,6 +321,78 @@ impl IvfIndex {
         index.start_preload();
         Ok(index)
     }
+}
+
+/// An on-disk index's lists: its data object beside it (named as the header
+/// records it), whose length must be the header's, and each list's place in
+/// it, checked (`ListRanges::on_disk`). The data object is pinned like the
+/// index: every list GET carries its ETag.
+async fn on_disk_lists(
+    reads: &HeaderReads<'_>,
+    faiss: &ivflake_faiss::Index,
+    on_disk: &ivflake_faiss::OnDiskInfo,
+    meta: &ObjectMeta,
+) -> Result<(ListRanges, IndexObject)> {
+    let data = reads.location.sibling(&on_disk.filename)?;
+    let head = reads
+        .timed("reading the on-disk lists' data file", data.store.head(&data.path))
+        .await?
+        .map_err(|e| Error::from_store(&data.uri, None, e))?;
+    reads.count(0);
+    if head.size != on_disk.data_len {
+        return Err(Error::Corrupt {
+            uri: data.uri.clone(),
+            reason: format!(
+                "the on-disk lists' data file has {} bytes where the index {} says {}",
+                head.size,
+                reads.uri(),
+                on_disk.data_len
+            ),
+        });
+    }
+    let layout = ListRanges::on_disk(
+        faiss.info().code_size,
+        &faiss.on_disk_lists()?,
+        meta.size,
+        head.size,
+        &data.uri,
+    )?;
+    let nanos = head.last_modified.timestamp_nanos_opt().unwrap_or(0);
+    let object = IndexObject::new(data, head.size, head.e_tag).with_last_modified(nanos);
+    Ok((layout, object))
+}
+
+/// An id map: its user ids read at open (one GET) when they fit
+/// `id_map_memory_bytes`, else pages read for each search's results.
+async fn id_map(
+    reads: &HeaderReads<'_>,
+    options: &OpenOptions,
+    object: &IndexObject,
+    meta: &ObjectMeta,
+    offset: u64,
+    ntotal: u64,
+) -> Result<IdMap> {
+    let bytes = ntotal.saturating_mul(8);
+    if bytes > options.id_map_memory_bytes {
+        return Ok(IdMap::Paged(EntryRegion::new(
+            &options.scheduler,
+            object,
+            "id-map",
+            offset,
+            8,
+            ntotal,
+        )));
+    }
+    let raw = if bytes == 0 {
+        Bytes::new()
+    } else {
+        reads.more_bytes(offset, offset + bytes, meta.e_tag.as_deref()).await?
+    };
+    Ok(IdMap::Resident(
+        raw.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect(),
+    ))
 }
 
 /// Builds IVF-PQ's residual table on the compute pool when `options` allow
@@ -322,6 +431,7 @@ fn index_memory(
         residual_table_size: faiss.residual_table_size()?,
         residual_table_build_us: table_build.as_micros() as u64,
         layout_bytes: parts.list_sizes + layout.resident_bytes() + pin.resident_table_bytes(),
+        id_map_bytes: 0,
     })
 }
 
@@ -339,7 +449,8 @@ async fn list_ranges(
     let data_offset = info.list_data_offset;
     let format = match info.list_format {
         ListFormat::Array { .. } => {
-            return ListRanges::with_format(info.list_format, &faiss.list_sizes()?, data_offset, meta.size, uri)
+            let end = info.list_data_end.unwrap_or(meta.size);
+            return ListRanges::with_format(info.list_format, &faiss.list_sizes()?, data_offset, end, uri);
         }
         blocks @ ListFormat::Blocks { .. } => blocks,
         other => {
@@ -363,8 +474,10 @@ async fn list_ranges(
 }
 
 /// Parses the header with Faiss on the compute pool, reading more of the
-/// file while it asks for more (at most `MAX_OPEN_REQUESTS` reads in all).
-/// Returns the parsed header and the bytes read.
+/// file while it asks for more (at most `MAX_OPEN_REQUESTS` reads in all):
+/// a longer prefix, or, for the parts of a wrapped index after its lists
+/// (a refine index's head, an id map's count), segments past them.
+/// Returns the parsed header and the prefix read.
 async fn parse_header(
     reads: &HeaderReads<'_>,
     options: &OpenOptions,
@@ -373,36 +486,61 @@ async fn parse_header(
 ) -> Result<(ivflake_faiss::Index, BytesMut)> {
     let size = meta.size;
     let mut prefix = BytesMut::from(first.as_ref());
+    let mut segments: Vec<(u64, Bytes)> = Vec::new();
     let mut requests = 1;
     // Any single C++ allocation while parsing: a few times the file, with
     // room for sparse list-size tables of huge, mostly empty indexes.
     let alloc_cap = (size as usize).saturating_mul(2).max(256 << 20);
     loop {
         let bytes = prefix.clone().freeze();
+        let parts = segments.clone();
         let parsed = options
             .compute
-            .run(move || Ok(ivflake_faiss::open_header(&bytes, size, alloc_cap)))
+            .run(move || {
+                let parts: Vec<(u64, &[u8])> = parts.iter().map(|(at, b)| (*at, b.as_ref())).collect();
+                Ok(ivflake_faiss::open_header_parts(&bytes, &parts, size, alloc_cap))
+            })
             .await?;
-        match parsed {
+        let needed = match parsed {
             Ok(HeaderProbe::Opened(index)) => return Ok((index, prefix)),
-            Ok(HeaderProbe::NeedBytes(needed)) => {
-                if requests >= MAX_OPEN_REQUESTS {
-                    return Err(Error::Corrupt {
-                        uri: reads.uri().to_string(),
-                        reason: format!("header still incomplete after {requests} reads"),
-                    });
-                }
-                // What Faiss asked for plus slack for the header's tail
-                // (codebooks, list sizes), at least doubling: a round trip
-                // costs more than a few hundred KiB more of transfer.
-                let have = prefix.len() as u64;
-                let slack = (needed / 4).max(HEADER_TAIL_SLACK);
-                let want = needed.saturating_add(slack).max(have.saturating_mul(2)).min(size);
-                let more = reads.more_bytes(have, want, meta.e_tag.as_deref()).await?;
-                prefix.extend_from_slice(&more);
-                requests += 1;
-            }
+            Ok(HeaderProbe::NeedBytes(end)) => prefix.len() as u64..end,
+            Ok(HeaderProbe::NeedRange(range)) => range,
             Err(e) => return Err(Error::from_header(reads.uri(), e)),
+        };
+        if requests >= MAX_OPEN_REQUESTS {
+            return Err(Error::Corrupt {
+                uri: reads.uri().to_string(),
+                reason: format!("header still incomplete after {requests} reads"),
+            });
+        }
+        requests += 1;
+        let have = prefix.len() as u64;
+        if needed.start <= have {
+            // What Faiss asked for plus slack for the header's tail
+            // (codebooks, list sizes), at least doubling: a round trip
+            // costs more than a few hundred KiB more of transfer.
+            let slack = (needed.end / 4).max(HEADER_TAIL_SLACK);
+            let want = needed.end.saturating_add(slack).max(have.saturating_mul(2)).min(size);
+            let more = reads.more_bytes(have, want, meta.e_tag.as_deref()).await?;
+            prefix.extend_from_slice(&more);
+            continue;
+        }
+        // Past the lists: a segment of its own (the parse skips what lies
+        // between), or the segment it continues grown.
+        let end = needed.end.max(needed.start.saturating_add(SEGMENT_READ)).min(size);
+        match segments
+            .iter_mut()
+            .find(|(at, b)| *at <= needed.start && needed.start <= *at + b.len() as u64)
+        {
+            Some((at, bytes)) => {
+                let from = *at + bytes.len() as u64;
+                let more = reads.more_bytes(from, end.max(from), meta.e_tag.as_deref()).await?;
+                *bytes = [bytes.as_ref(), more.as_ref()].concat().into();
+            }
+            None => {
+                let more = reads.more_bytes(needed.start, end, meta.e_tag.as_deref()).await?;
+                segments.push((needed.start, more));
+            }
         }
     }
 }

@@ -47,7 +47,16 @@ pub struct OpenOptions {
     /// The `index` label of this index's search metrics (`ivflake serve`
     /// gives the name it serves it under); the URI when `None`.
     pub metrics_name: Option<String>,
+    /// An `IndexIDMap`'s user ids are loaded at open when they take at most
+    /// this many bytes (8 an id), and read by page for each search's
+    /// results otherwise. Id filters on such an index need the map loaded.
+    pub id_map_memory_bytes: u64,
 }
+
+/// Default of [`OpenOptions::id_map_memory_bytes`]: 8M ids.
+pub const DEFAULT_ID_MAP_MEMORY_BYTES: u64 = 64 << 20;
+/// The largest `k_factor` a search may ask for (as the shim allows a file's).
+pub const MAX_K_FACTOR: f32 = 1024.0;
 
 /// The share of the memory cache [`Preload::auto`] may fill.
 pub const DEFAULT_PRELOAD_CACHE_FRACTION: f64 = 0.25;
@@ -154,6 +163,7 @@ impl Default for OpenOptions {
             residual_table: ResidualTable::default(),
             preload: Preload::Off,
             metrics_name: None,
+            id_map_memory_bytes: DEFAULT_ID_MAP_MEMORY_BYTES,
         }
     }
 }
@@ -241,6 +251,10 @@ pub struct SearchParams {
     /// before any GET (`InvalidArgument` on `max_bytes_per_search`), and
     /// probing past `nprobe` stops short of it. `None`: no bound.
     pub max_bytes: Option<u64>,
+    /// Refined indexes (`IndexRefine`): the scan keeps `k × k_factor`
+    /// candidates for the refine stage; `None` takes the file's. Ignored by
+    /// an index without a refine stage.
+    pub k_factor: Option<f32>,
 }
 
 /// Probing past `nprobe` for selective attribute filters: lists are added in
@@ -295,6 +309,7 @@ impl SearchParams {
             return_attributes: Vec::new(),
             probing: FilterProbing::default(),
             max_bytes: None,
+            k_factor: None,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! One search's plan and its stages, in the order a search runs them:
 //!
-//! `quantize (to a depth) → prune → fetch wave(s) → select → scan → merge → attributes`
+//! `quantize (to a depth) → prune → fetch wave(s) → select → scan → merge →
+//! refine → id map → attributes`
 //!
 //! A plain search is the case with one wave and no select stage; an
 //! attribute filter plugs in as the select stage (`select.rs`: prune by
-//! summaries, row mask, probing further). The plan holds everything the
+//! summaries, row mask, probing further); an `IndexRefine` or `IndexIDMap`
+//! around the IVF plugs in the stages after the scan (`rerank.rs`). The plan holds everything the
 //! stages share, so no stage takes a long argument list. It runs on the
 //! compute pool and never awaits: when a wave's lists are all in memory it
 //! goes straight on, so a warm search of any kind is one compute job; when
@@ -17,7 +19,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use ivflake_faiss::{CoarseAssignment, IdFilter};
 
-use super::options::{SearchParams, SearchResults};
+use super::options::{IdFilterSpec, SearchParams, SearchResults};
+use super::rerank::{scan_k, EntryWave, IdMap, Rerank};
 use super::scan::ListEntries;
 use super::select::{AttributeSelect, Selection};
 use super::IvfIndex;
@@ -80,6 +83,8 @@ pub(super) enum WaveKind {
     Probe,
     /// The returned attributes of the hits' lists.
     HitAttributes,
+    /// Refine codes or id-map entries of the scan's candidates.
+    Entries(EntryWave),
 }
 
 /// What a wave brought back.
@@ -119,6 +124,8 @@ pub(super) struct SearchPlan {
     extra_bytes: u64,
     neighbors: Option<ivflake_faiss::Neighbors>,
     hit_columns: Option<FetchedColumns>,
+    /// The refine and id-map stages, for an index wrapped in either.
+    rerank: Option<Rerank>,
     /// Set when the search's caller is gone; the scan checks it.
     pub cancel: Cancel,
 }
@@ -136,7 +143,9 @@ impl SearchPlan {
             Some(s) if s.probes_further() => params.nprobe.saturating_add(params.probing.max_extra_lists).min(nlist),
             _ => params.nprobe,
         };
+        let rerank = Rerank::new(&index, &queries, &params);
         Box::new(Self {
+            rerank,
             probed: vec![params.nprobe.min(depth); n],
             stats: SearchStats {
                 queries: n,
@@ -168,6 +177,15 @@ impl SearchPlan {
         self.select.as_ref()
     }
 
+    /// Where a wave's reads are counted: the refine and id-map waves apart,
+    /// so the stats show what each cost.
+    pub fn io_for(&self, kind: WaveKind) -> Arc<SearchIo> {
+        match (kind, &self.rerank) {
+            (WaveKind::Entries(_), Some(rerank)) => rerank.io.clone(),
+            _ => self.io.clone(),
+        }
+    }
+
     /// Runs the stages as far as memory allows: to the end, or to the next
     /// wave that must be fetched. Runs on the compute pool.
     pub fn advance(mut self: Box<Self>, fetched: Option<(WaveKind, Fetched)>) -> Result<Step> {
@@ -187,6 +205,8 @@ impl SearchPlan {
                         continue;
                     }
                 }
+            } else if let Some(wave) = self.rerank_wave()? {
+                wave
             } else if self.hit_columns.is_none() && self.select.as_ref().is_some_and(|s| s.returns_columns()) {
                 self.hit_attributes_wave()
             } else {
@@ -330,6 +350,20 @@ impl SearchPlan {
         grew
     }
 
+    /// The refine or id-map stage's next wave (an id map in memory is
+    /// applied here, with no wave); `None` when they are done or absent.
+    fn rerank_wave(&mut self) -> Result<Option<Wave>> {
+        let (Some(rerank), Some(neighbors)) = (self.rerank.as_mut(), self.neighbors.as_mut()) else {
+            return Ok(None);
+        };
+        Ok(rerank.next_wave(&self.index, neighbors)?.map(|(kind, requests)| Wave {
+            kind: WaveKind::Entries(kind),
+            requests,
+            column_lists: Vec::new(),
+            columns: Vec::new(),
+        }))
+    }
+
     /// A wave read from the memory cache, when it holds all of it.
     fn memory_hits(&self, wave: &Wave) -> Option<Fetched> {
         let scheduler = &self.index.inner.options.scheduler;
@@ -342,8 +376,9 @@ impl SearchPlan {
             )?)),
             _ => None,
         };
+        let io = self.io_for(wave.kind);
         let lists = scheduler
-            .memory_hits(&self.index.inner.pin, &wave.requests, &self.io)?
+            .memory_hits(self.index.wave_source(wave.kind).1, &wave.requests, &io)?
             .into_iter()
             .map(|(list, bytes)| (list, Ok(bytes)))
             .collect();
@@ -355,6 +390,12 @@ impl SearchPlan {
     /// is corrupt) is named in the stats; its error ends the search unless
     /// partial results are allowed.
     fn absorb(&mut self, kind: WaveKind, fetched: Fetched) -> Result<()> {
+        if let WaveKind::Entries(entries) = kind {
+            let (Some(rerank), Some(neighbors)) = (self.rerank.as_mut(), self.neighbors.as_mut()) else {
+                return Err(Error::Internal("a wave of entries for a search without them".into()));
+            };
+            return rerank.absorb(&self.index, entries, fetched.lists, neighbors, &mut self.stats);
+        }
         let columns = fetched.columns.transpose()?;
         if kind == WaveKind::HitAttributes {
             self.hit_columns = Some(columns.unwrap_or_default());
@@ -435,8 +476,33 @@ impl SearchPlan {
         } else {
             Vec::new()
         };
+        // Under an id map the filter names user ids: the scan's selector
+        // takes the positions (the ids lists hold) whose user id passes.
+        let mapped: Option<Vec<i64>> = match (&self.index.inner.id_map, &self.params.filter) {
+            _ if attribute_filtered => None,
+            (_, IdFilterSpec::All) => None,
+            (Some(IdMap::Resident(map)), filter) => {
+                let set = filter.id_set();
+                let mut ids: Vec<i64> = scanned
+                    .iter()
+                    .flat_map(|(_, entries)| entries.ids())
+                    .filter(|&id| {
+                        usize::try_from(id)
+                            .ok()
+                            .and_then(|i| map.get(i))
+                            .is_some_and(|&user| filter.allows(user, &set))
+                    })
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                Some(ids)
+            }
+            _ => None,
+        };
         let filter = if attribute_filtered {
             IdFilter::Allow(&allowed)
+        } else if let Some(ids) = &mapped {
+            IdFilter::Allow(ids)
         } else {
             self.params.filter.as_faiss()
         };
@@ -444,7 +510,7 @@ impl SearchPlan {
             &self.index,
             &super::scan::ScanInput {
                 xt: &self.xt,
-                k: self.params.k,
+                k: scan_k(&self.index, &self.params),
                 lists: &probe_lists,
                 coarse_distances: &self.assignment.distances,
                 scanned: &scanned,

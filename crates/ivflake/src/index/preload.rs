@@ -103,7 +103,7 @@ impl IvfIndex {
         // The task holds the scheduler and the object, never the index, so
         // dropping the last handle drops `Preloading`, which aborts it.
         let scheduler = self.scheduler().clone();
-        let object = self.object().clone();
+        let object = self.lists_object().clone();
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let report = scheduler

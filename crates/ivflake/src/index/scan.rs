@@ -29,6 +29,11 @@ impl ListEntries {
         Self { runs: vec![view] }
     }
 
+    /// The ids of every run, in order.
+    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.runs.iter().flat_map(|run| run.slice().ids.iter().copied())
+    }
+
     /// The base run followed by later runs of the same list.
     #[cfg(test)]
     pub fn with_runs(runs: Vec<ListView>) -> Self {

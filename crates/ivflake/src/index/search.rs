@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::options::{SearchParams, SearchResults, MAX_K, MAX_RESULT_SLOTS};
+use super::options::{IdFilterSpec, SearchParams, SearchResults, MAX_K, MAX_K_FACTOR, MAX_RESULT_SLOTS};
 use super::plan::{Fetched, SearchPlan, Step, Wave};
+use super::rerank::{scan_k, IdMap};
 use super::select::AttributeSelect;
 use super::IvfIndex;
 use crate::compute::ComputePool;
@@ -93,7 +94,41 @@ impl IvfIndex {
                 format!("{n} queries × k = {} exceeds {MAX_RESULT_SLOTS} result slots", params.k),
             ));
         }
+        if let Some(k_factor) = params.k_factor {
+            if !k_factor.is_finite() || !(1.0..=MAX_K_FACTOR).contains(&k_factor) {
+                return Err(Error::invalid(
+                    "k_factor",
+                    format!("must be between 1 and {MAX_K_FACTOR}, got {k_factor}"),
+                ));
+            }
+        }
+        let candidates = scan_k(self, params);
+        if n.saturating_mul(candidates) > MAX_RESULT_SLOTS {
+            return Err(Error::invalid(
+                "k_factor",
+                format!("{n} queries × k × k_factor = {candidates} candidates each exceeds {MAX_RESULT_SLOTS} slots"),
+            ));
+        }
         params.filter.validate()?;
+        if let Some(IdMap::Paged(_)) = &self.inner.id_map {
+            if params.filter != IdFilterSpec::All {
+                return Err(Error::invalid(
+                    "filter",
+                    format!(
+                        "an id filter on an IndexIDMap index needs its {} ids in memory: \
+                         open it with id_map_memory_bytes of at least {}",
+                        self.inner.info.ntotal,
+                        self.inner.info.ntotal.max(0) * 8
+                    ),
+                ));
+            }
+        }
+        if self.inner.id_map.is_some() && (params.attribute_filter.is_some() || !params.return_attributes.is_empty()) {
+            return Err(Error::Unsupported {
+                uri: self.uri().to_string(),
+                reason: "attributes on an IndexIDMap index are not served yet".into(),
+            });
+        }
         Ok(n)
     }
 
@@ -120,7 +155,8 @@ impl IvfIndex {
                 }
                 Step::Fetch(plan, wave) => {
                     let fetch_started = Instant::now();
-                    let fetched = self.fetch_wave(&wave, plan.select_stage(), &plan.io).await;
+                    let io = plan.io_for(wave.kind);
+                    let fetched = self.fetch_wave(&wave, plan.select_stage(), &io).await;
                     let mut plan = plan;
                     plan.stats.fetch_ms += ms(fetch_started.elapsed());
                     let kind = wave.kind;
@@ -145,7 +181,7 @@ impl IvfIndex {
                 return Vec::new();
             }
             scheduler
-                .fetch(&self.inner.object, &wave.requests, io)
+                .fetch(self.wave_source(wave.kind).0, &wave.requests, io)
                 .await
                 .into_iter()
                 .map(|(list, outcome)| (list, outcome.map(Arc::new)))

@@ -29,9 +29,18 @@ enum Part<T> {
 impl ListView {
     /// Splits a fetched list per its format; a block list whose inline
     /// counts disagree with its range is refused with the reason.
+    #[cfg(test)]
     pub fn new(list: Arc<Bytes>, range: &ListRange, format: ListFormat) -> Result<Self, String> {
+        Self::with_gap(list, range, format, 0)
+    }
+
+    /// [`ListView::new`] for a list whose ids start `gap` bytes after its
+    /// codes end (on-disk lists with spare capacity).
+    pub fn with_gap(list: Arc<Bytes>, range: &ListRange, format: ListFormat, gap: u64) -> Result<Self, String> {
         format.check_inline(&list, range.count)?;
         let (codes_at, ids_at) = format.split(range.count);
+        let gap = usize::try_from(gap).map_err(|_| "a gap past the address space".to_string())?;
+        let ids_at = ids_at.start + gap..ids_at.end + gap;
         let align = format.codes_alignment();
         let part = |at: &Range<usize>, what: &str| {
             list.get(at.clone())

@@ -21,3 +21,4 @@ mod io_counts;
 mod manifest;
 mod memory;
 mod preload;
+mod wrapped;
