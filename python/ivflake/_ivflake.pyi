@@ -114,6 +114,7 @@ class Index:
         allow_partial: bool = False,
         timeout: Optional[float] = None,
         attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
+        k_factor: Optional[float] = None,
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """`(D, I)` for the `k` nearest neighbours of each row of `xq`, as faiss returns them.
 
@@ -126,7 +127,9 @@ class Index:
         string in Amazon S3 Vectors' language, e.g. `{"category": "shoes",
         "price": {"$lt": 50}}`) keeps only rows whose attributes match; it
         needs the `<index>.attrs.parquet` that `ivflake build --input x.parquet`
-        or `ivflake attributes` writes.
+        or `ivflake attributes` writes. `k_factor` sets how many candidates a
+        refined index (`…,RFlat`, IndexRefine) re-ranks per result; the file's
+        when left out.
 
         Releases the GIL for the whole search; Ctrl-C cancels it. Raises
         ValueError for a bad dimension, NaN/inf, k, nprobe or attribute filter
@@ -147,6 +150,7 @@ class Index:
         allow_partial: bool = False,
         timeout: Optional[float] = None,
         attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
+        k_factor: Optional[float] = None,
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """`search` for asyncio: `D, I = await index.search_async(xq, k)`.
 

@@ -200,6 +200,7 @@ class RemoteIndex:
         return_attributes: Optional[Sequence[str]] = None,
         allow_partial: bool = False,
         timeout: Optional[float] = None,
+        k_factor: Optional[float] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
         """`(D, I)` for `xq` (n × d, or one vector), as `ivflake.Index.search` returns them.
 
@@ -230,11 +231,15 @@ class RemoteIndex:
             if not timeout > 0:
                 raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
             query["timeout_ms"] = max(1, int(timeout * 1000))
+        if k_factor is not None:
+            if isinstance(k_factor, bool) or not isinstance(k_factor, (int, float, np.integer, np.floating)) or not k_factor >= 1:
+                raise ValueError(f"k_factor must be a number of at least 1, not {k_factor!r}")
+            query["k_factor"] = float(k_factor)
         spec = _filter_spec(filter, ids)
         many_ids = spec is not None and spec[0] in ("allow", "deny") and len(spec[1]) > QUERY_STRING_IDS
         if attribute_filter is not None or return_attributes or many_ids:
             body: Dict[str, Any] = {"vectors": xq.tolist(), "k": query["k"]}
-            for key in ("nprobe", "timeout_ms"):
+            for key in ("nprobe", "timeout_ms", "k_factor"):
                 if key in query:
                     body[key] = query[key]
             if allow_partial:

@@ -181,6 +181,7 @@ impl Index {
             allow_partial,
             timeout,
             attribute_filter,
+            k_factor,
         } = keywords;
         let k = positive(k, "k")?;
         let nprobe = match nprobe {
@@ -203,6 +204,7 @@ impl Index {
             attribute_filter: attribute_filter.map(parse_attribute_filter).transpose()?,
             allow_partial,
             deadline,
+            k_factor: k_factor.map(|f| f as f32),
             ..SearchParams::new(k, nprobe)
         })
     }
@@ -217,6 +219,7 @@ struct SearchKeywords<'a, 'py> {
     allow_partial: bool,
     timeout: Option<f64>,
     attribute_filter: Option<&'a Bound<'py, PyAny>>,
+    k_factor: Option<f64>,
 }
 
 /// An attribute filter given as a dict (or a JSON string), in S3 Vectors' language.
@@ -290,7 +293,9 @@ impl Index {
     /// string in Amazon S3 Vectors' language, e.g. `{"category": "shoes",
     /// "price": {"$lt": 50}}`) keeps only rows whose attributes match; it
     /// needs the `<index>.attrs.parquet` that `ivflake build --input x.parquet`
-    /// or `ivflake attributes` writes.
+    /// or `ivflake attributes` writes. `k_factor` sets how many candidates a
+    /// refined index (`…,RFlat`, IndexRefine) re-ranks per result; the file's
+    /// when left out.
     ///
     /// Releases the GIL for the whole search; Ctrl-C cancels it. Raises
     /// ValueError for a bad dimension, NaN/inf, k, nprobe or attribute filter
@@ -299,7 +304,7 @@ impl Index {
     /// Example::
     ///
     ///     D, I = index.search(xq, 10, nprobe=16, attribute_filter={"price": {"$lt": 50}})
-    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
+    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None, k_factor=None))]
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -311,6 +316,7 @@ impl Index {
         allow_partial: bool,
         timeout: Option<f64>,
         attribute_filter: Option<&Bound<'py, PyAny>>,
+        k_factor: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let params = self.params(SearchKeywords {
             k,
@@ -320,6 +326,7 @@ impl Index {
             allow_partial,
             timeout,
             attribute_filter,
+            k_factor,
         })?;
         let index = self.handle();
         let array = queries(xq, index.info().d)?;
@@ -338,7 +345,7 @@ impl Index {
     /// checked and the queries copied now (the array may change before the
     /// await); the search starts on the process's tokio runtime when the
     /// coroutine is first awaited. Cancelling the task cancels the search.
-    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None))]
+    #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None, k_factor=None))]
     fn search_async<'py>(
         &self,
         py: Python<'py>,
@@ -350,6 +357,7 @@ impl Index {
         allow_partial: bool,
         timeout: Option<f64>,
         attribute_filter: Option<&Bound<'py, PyAny>>,
+        k_factor: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let params = self.params(SearchKeywords {
             k,
@@ -359,6 +367,7 @@ impl Index {
             allow_partial,
             timeout,
             attribute_filter,
+            k_factor,
         })?;
         let vectors = queries(xq, self.handle().info().d)?
             .as_slice()

@@ -46,6 +46,24 @@ struct Report {
     /// The attribute columns of the attributes object beside the index;
     /// `None` when there is none.
     attributes: Option<Vec<String>>,
+    /// An IndexRefine around the IVF: its k_factor and refine code bytes a vector.
+    refine: Option<RefineReport>,
+    /// An IndexIDMap(2): whether its user ids are held in memory (else read per search).
+    id_map: Option<IdMapReport>,
+    /// Where the lists are read from when not from this file (on-disk lists).
+    lists_uri: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct RefineReport {
+    k_factor: f32,
+    code_size: usize,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct IdMapReport {
+    map2: bool,
+    in_memory: bool,
 }
 
 /// The distribution of vectors per inverted list (nearest-rank percentiles).
@@ -104,6 +122,15 @@ impl Report {
             open: index.open_stats(),
             checksum_sidecar: index.is_verified(),
             attributes,
+            refine: info.refine.map(|r| RefineReport {
+                k_factor: r.k_factor,
+                code_size: r.code_size,
+            }),
+            id_map: info.id_map.map(|m| IdMapReport {
+                map2: m.map2,
+                in_memory: index.memory().id_map_bytes > 0 || info.ntotal == 0,
+            }),
+            lists_uri: info.on_disk.as_ref().map(|_| index.lists_object().uri().to_string()),
         }
     }
 
@@ -148,6 +175,28 @@ impl Report {
                     None => "none".into(),
                 },
             ),
+            (
+                "refine",
+                match &self.refine {
+                    Some(r) => format!(
+                        "k_factor {} (k × k_factor candidates re-ranked; --k-factor sets it), {} bytes a vector",
+                        r.k_factor, r.code_size
+                    ),
+                    None => "none".into(),
+                },
+            ),
+            (
+                "id map",
+                match &self.id_map {
+                    Some(m) => format!(
+                        "{}, user ids {}",
+                        if m.map2 { "IndexIDMap2" } else { "IndexIDMap" },
+                        if m.in_memory { "in memory" } else { "read per search" }
+                    ),
+                    None => "none".into(),
+                },
+            ),
+            ("lists in", self.lists_uri.clone().unwrap_or_else(|| "this file".into())),
             (
                 "list sizes",
                 format!(

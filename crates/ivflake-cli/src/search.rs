@@ -37,6 +37,10 @@ pub struct SearchArgs {
     /// Attribute columns to print with each hit (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub return_attributes: Vec<String>,
+    /// Refined indexes (IndexRefine, `…,RFlat`): candidates re-ranked per
+    /// result, `k × k_factor` in all [default: the file's k_factor].
+    #[arg(long)]
+    pub k_factor: Option<f32>,
     #[command(flatten)]
     pub open: OpenArgs,
 }
@@ -72,7 +76,13 @@ pub async fn run(args: SearchArgs) -> Result<()> {
         params.attribute_filter = Some(AttributeFilter::from_json(&json)?);
     }
     params.return_attributes = args.return_attributes.clone();
-    let max_batch = (MAX_RESULT_SLOTS / args.k).max(1);
+    params.k_factor = args.k_factor;
+    // Under a refine stage each query holds k × k_factor candidates.
+    let per_query = match index.info().refine {
+        Some(refine) => ivflake::RefineInfo::k_base(args.k, args.k_factor.unwrap_or(refine.k_factor)),
+        None => args.k,
+    };
+    let max_batch = (MAX_RESULT_SLOTS / per_query.max(1)).max(1);
     let batch = args.batch.unwrap_or(queries.n).min(max_batch);
 
     for (b, chunk) in queries.data.chunks(batch * d).enumerate() {

@@ -34,6 +34,10 @@ pub struct SearchRequest {
     pub allow_partial: bool,
     /// The search's deadline in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Refined indexes (`IndexRefine`): candidates re-ranked per result,
+    /// `k × k_factor` in all; the file's when left out. At most
+    /// `limits.max_k_factor`; ignored by an index without a refine stage.
+    pub k_factor: Option<f32>,
 }
 
 /// Query-string parameters of a binary search (`Content-Type: application/octet-stream`,
@@ -51,6 +55,8 @@ pub struct BinarySearchParams {
     pub k: Option<usize>,
     /// Binary bodies only: lists probed per query.
     pub nprobe: Option<usize>,
+    /// Binary bodies only: candidates re-ranked per result by a refine index.
+    pub k_factor: Option<f32>,
     /// Binary bodies only: the search's deadline in milliseconds.
     pub timeout_ms: Option<u64>,
     /// Binary bodies only: return what could be scanned when some lists fail.

@@ -62,6 +62,7 @@ pub struct Batch {
     pub rows: usize,
     pub k: Option<usize>,
     pub nprobe: Option<usize>,
+    pub k_factor: Option<f32>,
     pub filter: Option<IdFilterSpec>,
     /// The attribute filter, parsed within `Shape::filter_limits`; checked
     /// against the index's attributes when the search runs (errors name its
@@ -203,6 +204,7 @@ enum RequestField {
     Vectors,
     K,
     Nprobe,
+    KFactor,
     Filter,
     AttributeFilter,
     ReturnAttributes,
@@ -214,6 +216,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "vectors",
     "k",
     "nprobe",
+    "k_factor",
     "filter",
     "attribute_filter",
     "return_attributes",
@@ -301,6 +304,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         let mut vectors = None;
         let mut k: Option<Option<usize>> = None;
         let mut nprobe: Option<Option<usize>> = None;
+        let mut k_factor: Option<Option<f32>> = None;
         let mut filter: Option<Option<IdFilterSpec>> = None;
         let mut attribute_filter: Option<Option<AttributeFilter>> = None;
         let mut return_attributes: Option<Option<Vec<String>>> = None;
@@ -319,6 +323,10 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 RequestField::Nprobe => {
                     first(&nprobe, "nprobe")?;
                     nprobe = Some(map.next_value()?);
+                }
+                RequestField::KFactor => {
+                    first(&k_factor, "k_factor")?;
+                    k_factor = Some(map.next_value()?);
                 }
                 RequestField::Filter => {
                     first(&filter, "filter")?;
@@ -348,6 +356,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             rows,
             k: k.flatten(),
             nprobe: nprobe.flatten(),
+            k_factor: k_factor.flatten(),
             filter: filter.flatten(),
             attribute_filter: attribute_filter.flatten(),
             return_attributes: return_attributes.flatten().unwrap_or_default(),
@@ -590,6 +599,7 @@ pub fn parse_binary(uri: &Uri, headers: &HeaderMap, body: &[u8], shape: Shape) -
         rows,
         k: params.k,
         nprobe: params.nprobe,
+        k_factor: params.k_factor,
         filter,
         // Attribute filters are JSON: they go in a JSON body.
         attribute_filter: None,

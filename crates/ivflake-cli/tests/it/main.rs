@@ -5,3 +5,4 @@
 mod attributes;
 mod cli;
 mod hostile_files;
+mod wrapped;

@@ -14,6 +14,10 @@ pub struct Limits {
     pub max_batch: usize,
     pub max_k: usize,
     pub max_nprobe: usize,
+    /// Largest `k_factor` a search of a refined index may ask for: the
+    /// scan keeps `k × k_factor` candidates a query and the refine wave
+    /// reads each one's code, so this bounds both.
+    pub max_k_factor: f32,
     /// Longest `timeout_ms` a request may ask for.
     pub max_timeout_ms: u64,
     /// Most ids in an allow- or deny-list filter.
@@ -83,6 +87,7 @@ impl Default for Limits {
             max_batch: 1024,
             max_k: 1000,
             max_nprobe: 1024,
+            max_k_factor: 64.0,
             max_timeout_ms: 60_000,
             max_filter_ids: 100_000,
             max_queries_in_flight: 1024,

@@ -438,6 +438,16 @@ impl ServerConfig {
             })
         };
         let l = &self.limits;
+        if !(l.max_k_factor >= 1.0 && l.max_k_factor <= ivflake::MAX_K_FACTOR) {
+            return invalid(
+                "limits.max_k_factor",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    ivflake::MAX_K_FACTOR,
+                    l.max_k_factor
+                ),
+            );
+        }
         for (key, value) in [
             ("limits.max_body_bytes", l.max_body_bytes),
             ("limits.max_batch", l.max_batch),

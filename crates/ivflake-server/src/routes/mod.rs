@@ -290,6 +290,14 @@ fn resolve(
             format!("must be between 1 and {}, got {timeout_ms}", limits.max_timeout_ms),
         ));
     }
+    if let Some(k_factor) = batch.k_factor {
+        if !(1.0..=limits.max_k_factor).contains(&k_factor) {
+            return Err(ApiError::invalid(
+                "k_factor",
+                format!("must be between 1 and {}, got {k_factor}", limits.max_k_factor),
+            ));
+        }
+    }
     let filter = batch.filter.clone().unwrap_or_default();
     filter.validate()?;
     let timeout = Duration::from_millis(timeout_ms);
@@ -300,6 +308,7 @@ fn resolve(
         allow_partial: batch.allow_partial,
         deadline: Some(timeout),
         max_bytes: Some(index.max_bytes_per_search.unwrap_or(limits.max_bytes_per_search)),
+        k_factor: batch.k_factor,
         ..SearchParams::new(k, nprobe)
     };
     Ok((params, timeout))

@@ -201,3 +201,58 @@ async fn allow_partial_answers_from_the_lists_that_arrived() {
     assert_eq!(body["results"][0]["ids"].as_array().unwrap().len(), 5, "{body}");
     server.stop().await;
 }
+
+/// A refined index (`IVF32,PQ4np,RFlat`, built here): `k_factor` in a JSON
+/// body and in a binary search's query string gives Faiss's own refined
+/// answer; past `limits.max_k_factor` it is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_factor_reaches_the_refine_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("refined.faiss");
+    let data = ivflake_testkit::clustered(N, D, 1);
+    let mut built = ivflake_faiss::Index::factory(D, "IVF32,PQ4np,RFlat", ivflake::Metric::L2).unwrap();
+    built.train(&data).unwrap();
+    built.add(&data).unwrap();
+    let bytes = built.to_bytes().unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let reference = ivflake_faiss::read_index(&bytes).unwrap();
+    let mut config = config();
+    config
+        .indexes
+        .insert("r".into(), IndexConfig::new(path.to_str().unwrap()));
+    let server = TestServer::start(config).await;
+    let url = server.url("/v1/indexes/r/search");
+    let q = queries(6);
+    for k_factor in [1.0f32, 4.0, 16.0] {
+        let expected = reference
+            .search_refined(&q, 10, 4, k_factor, ivflake_faiss::IdFilter::All)
+            .unwrap();
+        let expected = (
+            expected.labels,
+            expected.distances.iter().map(|d| d.to_bits()).collect::<Vec<_>>(),
+        );
+        let mut request = search_body(&q, 0..6, 10, 4);
+        request["k_factor"] = json!(k_factor);
+        let (status, body) = post_json(&url, &request).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(response_results(&body), expected, "JSON, k_factor {k_factor}");
+        assert!(body["stats"]["refine_candidates"].as_u64().unwrap() >= 60);
+        let raw: Vec<u8> = q.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let response = client()
+            .post(format!("{url}?rows=6&k=10&nprobe=4&k_factor={k_factor}"))
+            .header("content-type", "application/octet-stream")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(response_results(&body), expected, "binary, k_factor {k_factor}");
+    }
+    let mut request = search_body(&q, 0..1, 10, 4);
+    request["k_factor"] = json!(1000);
+    let (status, body) = post_json(&url, &request).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "k_factor", "{body}");
+    server.stop().await;
+}
