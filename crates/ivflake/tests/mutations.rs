@@ -77,13 +77,13 @@ fn parent() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(common::fixtures().join("manifest.json")).expect("manifest.json"))
             .expect("manifest.json is JSON");
-    let names: Vec<String> = manifest["supported"]
-        .as_array()
-        .expect("supported fixtures")
+    // Plain IVF files, refined and id-mapped ones, and on-disk ones.
+    let names: Vec<String> = ["supported", "wrapped", "on_disk"]
         .iter()
+        .flat_map(|kind| manifest[*kind].as_array().cloned().unwrap_or_default())
         .map(|f| f["name"].as_str().expect("name").to_string())
         .collect();
-    assert!(names.len() >= 10, "expected the faiss-cpu fixtures, found {names:?}");
+    assert!(names.len() >= 20, "expected the faiss-cpu fixtures, found {names:?}");
     // The classifier itself: running out of memory, a peak past the bound
     // and an unclean search error each fail a child's counts.
     for wrong in [
@@ -264,10 +264,25 @@ fn child(name: &str) {
 
 async fn run_mutations(name: &str) {
     let original = std::fs::read(common::fixtures().join(format!("{name}.faiss"))).expect("fixture");
-    let intact = open(original.clone(), None).await.expect("the intact fixture opens");
-    let header_len = intact.info().list_data_offset as usize;
-    assert!(header_len > 0 && header_len <= original.len());
-    let size_fields = size_like_fields(&original[..header_len], original.len() as u64);
+    // An on-disk index's lists: a data object beside it, named as its header says.
+    let data_path = common::fixtures().join(format!("{name}.ivfdata"));
+    let data = data_path.exists().then(|| {
+        let bytes = std::fs::read(&data_path).expect("data file");
+        (format!("{name}.ivfdata"), bytes)
+    });
+    let intact = open(original.clone(), data.clone(), None)
+        .await
+        .expect("the intact fixture opens");
+    let regions = parsed_regions(&intact, original.len());
+    assert!(!regions.is_empty() && regions.iter().all(|r| r.end <= original.len()));
+    let size_fields: Vec<usize> = regions
+        .iter()
+        .flat_map(|r| {
+            size_like_fields(&original[r.clone()], original.len() as u64)
+                .into_iter()
+                .map(move |p| p + r.start)
+        })
+        .collect();
     let mut rng = StdRng::seed_from_u64(seed() ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut out = std::io::stdout().lock();
@@ -275,7 +290,12 @@ async fn run_mutations(name: &str) {
     let only: Option<usize> = std::env::var("IVFLAKE_MUTATION_ONLY").ok().and_then(|v| v.parse().ok());
     for i in 0..mutations_per_fixture() {
         let mut bytes = original.clone();
-        let what = mutate(&mut rng, &mut bytes, header_len, &size_fields);
+        let mut data = data.clone();
+        // On-disk indexes: a tenth of the mutations hit the data object.
+        let what = match &mut data {
+            Some((_, lists)) if rng.gen_bool(0.1) => format!("data file: {}", mutate(&mut rng, lists, &[], &[])),
+            _ => mutate(&mut rng, &mut bytes, &regions, &size_fields),
+        };
         // A small first read makes some opens take the "header needs more
         // bytes" path, where a partly parsed header is thrown away.
         let probe = if rng.gen_bool(0.25) {
@@ -290,7 +310,7 @@ async fn run_mutations(name: &str) {
         out.flush().expect("stdout");
         let outcome = tokio::time::timeout(
             ATTEMPT_DEADLINE,
-            attempt(bytes, probe, &mut StdRng::seed_from_u64(i as u64)),
+            attempt(bytes, data, probe, &mut StdRng::seed_from_u64(i as u64)),
         )
         .await
         .unwrap_or_else(|_| panic!("mutation {i} ({what}) hung for {ATTEMPT_DEADLINE:?}"));
@@ -312,8 +332,8 @@ async fn run_mutations(name: &str) {
 }
 
 /// Opens and searches one mutated file; names the outcome.
-async fn attempt(bytes: Vec<u8>, probe: Option<u64>, rng: &mut StdRng) -> String {
-    let index = match open(bytes, probe).await {
+async fn attempt(bytes: Vec<u8>, data: Option<(String, Vec<u8>)>, probe: Option<u64>, rng: &mut StdRng) -> String {
+    let index = match open(bytes, data, probe).await {
         Ok(index) => index,
         Err(e) if out_of_memory(&e) => return "out_of_memory".into(),
         Err(e) => return format!("open_error:{}", kind(&e)),
@@ -336,9 +356,12 @@ async fn attempt(bytes: Vec<u8>, probe: Option<u64>, rng: &mut StdRng) -> String
     }
 }
 
-async fn open(bytes: Vec<u8>, probe: Option<u64>) -> ivflake::Result<IvfIndex> {
+async fn open(bytes: Vec<u8>, data: Option<(String, Vec<u8>)>, probe: Option<u64>) -> ivflake::Result<IvfIndex> {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     common::put(&store, "m.faiss", bytes).await;
+    if let Some((name, lists)) = data {
+        common::put(&store, &name, lists).await;
+    }
     let mut options: OpenOptions = common::options(FetchConfig::default());
     if let Some(probe) = probe {
         options.header_probe_bytes = probe;
@@ -363,6 +386,36 @@ fn kind(e: &Error) -> String {
     debug[..end].to_string()
 }
 
+/// The byte ranges of the index file that are parsed, not range-read: the
+/// header before the lists and, for wrapped indexes, the refine index's head,
+/// its k_factor and the id map's count after them. On-disk indexes: the
+/// whole file (their lists are in the data object).
+fn parsed_regions(index: &IvfIndex, file_len: usize) -> Vec<std::ops::Range<usize>> {
+    let info = index.info();
+    if info.on_disk.is_some() {
+        return vec![0..file_len];
+    }
+    let mut regions = vec![0..info.list_data_offset as usize];
+    let ntotal = info.ntotal.max(0) as usize;
+    if let Some(end) = info.list_data_end {
+        let end = end as usize;
+        let tail_start = match info.refine {
+            Some(r) => r.codes_offset as usize,
+            None => info.id_map.map_or(file_len, |m| m.offset as usize),
+        };
+        regions.push(end..tail_start);
+        if let Some(r) = info.refine {
+            let codes_end = r.codes_offset as usize + ntotal * r.code_size;
+            regions.push(codes_end..(codes_end + 12).min(file_len));
+        }
+        if let Some(m) = info.id_map {
+            regions.push(m.offset as usize - 8..m.offset as usize);
+        }
+    }
+    regions.retain(|r| !r.is_empty());
+    regions
+}
+
 /// Offsets of 8-byte little-endian values that look like counts or sizes
 /// (1 ..= file length): blowing these up is how a hostile header asks for
 /// unbounded allocations.
@@ -376,15 +429,14 @@ fn size_like_fields(header: &[u8], file_len: u64) -> Vec<usize> {
 }
 
 /// Applies one random mutation; returns what it did.
-fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>, header_len: usize, size_fields: &[usize]) -> String {
-    // Most mutations hit the header (what Faiss parses); some hit list data,
-    // which a search scans.
-    let region = if rng.gen_bool(0.9) {
-        0..header_len
+fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>, parsed: &[std::ops::Range<usize>], size_fields: &[usize]) -> String {
+    // Most mutations hit what is parsed (the header, a wrapper's parts); some
+    // hit anywhere, list data and refine codes included, which searches read.
+    let region = if !parsed.is_empty() && rng.gen_bool(0.9) {
+        parsed[rng.gen_range(0..parsed.len())].clone()
     } else {
-        header_len..bytes.len()
+        0..bytes.len()
     };
-    let region = if region.is_empty() { 0..bytes.len() } else { region };
     match rng.gen_range(0..5) {
         0 => {
             let flips = rng.gen_range(1..=4);

@@ -280,3 +280,102 @@ async fn on_disk_lists_from_a_local_directory_and_the_s3_server() {
         check_on_disk(&s3, name).await;
     }
 }
+
+/// Opens `index` (and an on-disk data object) from a fresh in-memory store.
+async fn open_bytes(index: Vec<u8>, data: Option<(&str, Vec<u8>)>) -> ivflake::Result<IvfIndex> {
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    put(&store, "x.faiss", index).await;
+    if let Some((name, bytes)) = data {
+        put(&store, name, bytes).await;
+    }
+    IvfIndex::open_at(
+        IndexLocation::new(store, "x.faiss", "memory://t/x.faiss"),
+        OpenOptions::default(),
+    )
+    .await
+}
+
+fn corrupt_saying(result: ivflake::Result<IvfIndex>, words: &str) {
+    match result {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains(words), "{reason}"),
+        Err(Error::Faiss(e)) => assert!(e.message().contains(words), "{e}"),
+        other => panic!("expected a corrupt file naming {words:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hostile_wrappers_are_refused_naming_the_structure() {
+    let file = std::fs::read(path("idmap2_ivfpq_rflat_l2.faiss")).unwrap();
+    let info = open_bytes(file.clone(), None).await.unwrap().info().clone();
+    let (refine, id_map) = (info.refine.unwrap(), info.id_map.unwrap());
+    let set_u64 = |at: u64, v: u64| {
+        let mut f = file.clone();
+        f[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+        f
+    };
+    // The refine codes' count is checked against ntotal (in floats for RFlat).
+    let count_at = refine.codes_offset - 8;
+    let n = info.ntotal as u64 * info.d as u64;
+    corrupt_saying(open_bytes(set_u64(count_at, n + 1), None).await, "refine");
+    corrupt_saying(open_bytes(set_u64(count_at, u64::MAX / 2), None).await, "refine");
+    // The id map's length is checked against ntotal.
+    corrupt_saying(
+        open_bytes(set_u64(id_map.offset - 8, info.ntotal as u64 - 1), None).await,
+        "IndexIDMap",
+    );
+    // k_factor: finite, at least 1.
+    let kf_at = (refine.codes_offset + info.ntotal as u64 * refine.code_size as u64) as usize;
+    for bad in [f32::NAN, 0.5, 1e9] {
+        let mut f = file.clone();
+        f[kf_at..kf_at + 4].copy_from_slice(&bad.to_le_bytes());
+        corrupt_saying(open_bytes(f, None).await, "k_factor");
+    }
+    // Trailing bytes after the last structure, and a file cut short inside the id map.
+    let mut longer = file.clone();
+    longer.extend_from_slice(&[0; 8]);
+    corrupt_saying(open_bytes(longer, None).await, "bytes follow");
+    corrupt_saying(open_bytes(file[..file.len() - 8].to_vec(), None).await, "id map");
+}
+
+#[tokio::test]
+async fn hostile_on_disk_lists_are_refused_naming_the_list() {
+    let name = "ondisk_ivfflat_l2";
+    let file = std::fs::read(path(&format!("{name}.faiss"))).unwrap();
+    let data = std::fs::read(path(&format!("{name}.ivfdata"))).unwrap();
+    let data_name = format!("{name}.ivfdata");
+    let ok = open_bytes(file.clone(), Some((&data_name, data.clone())))
+        .await
+        .unwrap();
+    assert!(ok.info().on_disk.is_some());
+    // The 'ilod' table: nlist, code_size, then (size, capacity, offset) per list.
+    let ilod = file.windows(4).position(|w| w == b"ilod").expect("an ilod section");
+    let list0 = ilod + 4 + 8 + 8 + 8;
+    let field = |f: &[u8], at: usize| u64::from_le_bytes(f[at..at + 8].try_into().unwrap());
+    let (size, capacity) = (field(&file, list0), field(&file, list0 + 8));
+    assert!(size > 0 && capacity >= size);
+    let with = |at: usize, v: u64| {
+        let mut f = file.clone();
+        f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        f
+    };
+    let cases = [
+        (with(list0 + 8, size - 1), "on-disk list 0"), // capacity below size
+        (with(list0 + 16, data.len() as u64), "on-disk list 0"), // offset past the data
+        (with(list0 + 16, u64::MAX - 4), "on-disk list 0"), // offset that overflows
+    ];
+    for (bytes, words) in cases {
+        corrupt_saying(open_bytes(bytes, Some((&data_name, data.clone()))).await, words);
+    }
+    // A data object of another length than the header's.
+    corrupt_saying(
+        open_bytes(file.clone(), Some((&data_name, data[..data.len() - 1].to_vec()))).await,
+        "bytes where the index",
+    );
+    // No data object beside the index: not found, naming it.
+    let err = open_bytes(file, None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { .. }) && err.to_string().contains(".ivfdata"),
+        "{err}"
+    );
+}
