@@ -305,6 +305,8 @@ impl Index {
     ///
     ///     D, I = index.search(xq, 10, nprobe=16, attribute_filter={"price": {"$lt": 50}})
     #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None, k_factor=None))]
+    // Python's keyword arguments, one parameter each.
+    #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -346,6 +348,8 @@ impl Index {
     /// await); the search starts on the process's tokio runtime when the
     /// coroutine is first awaited. Cancelling the task cancels the search.
     #[pyo3(signature = (xq, k, *, nprobe=None, filter=None, ids=None, allow_partial=false, timeout=None, attribute_filter=None, k_factor=None))]
+    // Python's keyword arguments, one parameter each.
+    #[allow(clippy::too_many_arguments)]
     fn search_async<'py>(
         &self,
         py: Python<'py>,

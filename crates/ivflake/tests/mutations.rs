@@ -393,9 +393,9 @@ fn kind(e: &Error) -> String {
 fn parsed_regions(index: &IvfIndex, file_len: usize) -> Vec<std::ops::Range<usize>> {
     let info = index.info();
     if info.on_disk.is_some() {
-        return vec![0..file_len];
+        return std::iter::once(0..file_len).collect();
     }
-    let mut regions = vec![0..info.list_data_offset as usize];
+    let mut regions: Vec<std::ops::Range<usize>> = std::iter::once(0..info.list_data_offset as usize).collect();
     let ntotal = info.ntotal.max(0) as usize;
     if let Some(end) = info.list_data_end {
         let end = end as usize;

@@ -95,7 +95,7 @@ pub(super) struct Fetched {
 
 /// Where the plan stands after running as far as it could.
 pub(super) enum Step {
-    Done(SearchResults),
+    Done(Box<SearchResults>),
     /// It needs this wave from the store (or the disk tier) to go on.
     Fetch(Box<SearchPlan>, Wave),
 }
@@ -210,7 +210,7 @@ impl SearchPlan {
             } else if self.hit_columns.is_none() && self.select.as_ref().is_some_and(|s| s.returns_columns()) {
                 self.hit_attributes_wave()
             } else {
-                return Ok(Step::Done(self.results()?));
+                return Ok(Step::Done(Box::new(self.results()?)));
             };
             let lookup_started = Instant::now();
             match self.memory_hits(&wave) {

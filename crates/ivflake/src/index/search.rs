@@ -151,7 +151,7 @@ impl IvfIndex {
             match step {
                 Step::Done(mut results) => {
                     results.stats.compute_jobs = compute_jobs;
-                    return Ok(results);
+                    return Ok(*results);
                 }
                 Step::Fetch(plan, wave) => {
                     let fetch_started = Instant::now();
