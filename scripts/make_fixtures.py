@@ -191,7 +191,15 @@ def main(out):
         manifest["supported"].append(
             {"name": name, "factory": factory, "metric": "ip" if metric == faiss.METRIC_INNER_PRODUCT else "l2"}
         )
-    manifest["wrapped"] = [wrapped_fixture(out, *w, xb, xq) for w in WRAPPED]
+    manifest["wrapped"] = []
+    for w in WRAPPED:
+        try:
+            manifest["wrapped"].append(wrapped_fixture(out, *w, xb, xq))
+        except RuntimeError as e:
+            # An older faiss-cpu (for the version matrix in docs) lacks the
+            # type, or its factory nests the wrappers otherwise.
+            print(f"{w[0]}: {e}".splitlines()[0], file=sys.stderr)
+            manifest.setdefault("skipped", []).append(w[0])
     manifest["on_disk"] = [on_disk_fixture(out, *o, xb, xq) for o in ON_DISK]
     for name, factory, metric in UNSUPPORTED:
         try:
