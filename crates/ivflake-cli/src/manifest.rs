@@ -51,6 +51,13 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
     let built = index.build_manifest(|read| bar.set_position(read)).await;
     bar.finish_and_clear();
     let built = built.with_context(|| format!("hashing {} failed", args.uri))?;
+    // An on-disk index's lists are in their data object, which gets a sidecar of its own.
+    let data = index.lists_object().location.clone();
+    let data_sidecar = Manifest::sidecar_uri(&data.uri);
+    let bar = progress_bar(index.lists_object().size, "hashing the lists", "bytes");
+    let built_data = index.build_data_manifest(|read| bar.set_position(read)).await;
+    bar.finish_and_clear();
+    let built_data = built_data.with_context(|| format!("hashing {} failed", data.uri))?;
     let summary = |verb: &str| {
         format!(
             "{verb} {sidecar}: {} lists, {} hashed in {:.2} s",
@@ -70,6 +77,26 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
                     shell_quote(&args.uri)
                 )
             })?;
+        if let Some(built_data) = &built_data {
+            let existing = Manifest::read_at(&data)
+                .await
+                .context("cannot read the data file's sidecar")?
+                .with_context(|| {
+                    format!(
+                        "there is no sidecar at {data_sidecar}; run `ivflake manifest {}` to write one",
+                        shell_quote(&args.uri)
+                    )
+                })?;
+            if let Some(difference) = first_difference(&existing, built_data) {
+                bail!(
+                    "the sidecar {data_sidecar} does not match the on-disk lists {}: {difference}. Either their bytes \
+                     are damaged (restore them from a good copy) or they were replaced on purpose (then run \
+                     `ivflake manifest {}` to record them)",
+                    data.uri,
+                    shell_quote(&args.uri)
+                );
+            }
+        }
         if let Some(difference) = first_difference(&existing, &built) {
             // Either side may be wrong: the index's bytes may be what was
             // damaged, and rewriting the sidecar would bless them.
@@ -83,6 +110,16 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
         }
         println!("{}", summary("checked"));
     } else {
+        if let Some(built_data) = &built_data {
+            built_data
+                .write(&data)
+                .await
+                .with_context(|| format!("cannot write the sidecar {data_sidecar}"))?;
+            println!(
+                "wrote {data_sidecar}: {} lists of the on-disk data file",
+                built_data.nlist()
+            );
+        }
         built
             .write(&index.object().location)
             .await

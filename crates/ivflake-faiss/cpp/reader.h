@@ -184,6 +184,8 @@ struct WrapParse {
     bool id_map = false;
     bool id_map2 = false;
     int64_t id_map_ntotal = 0;
+    int id_map_d = 0;
+    faiss::MetricType id_map_metric = faiss::METRIC_L2;
     uint64_t id_map_offset = 0;
     // Where the lists end and the wrappers' tails begin (0: no wrappers).
     uint64_t lists_end = 0;

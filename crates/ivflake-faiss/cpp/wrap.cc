@@ -111,6 +111,8 @@ faiss::Index* read_served(PrefixReader& r, int flags, WrapParse& w) {
         faiss::read_index_header(&head, &r);
         check_head(head, "IndexIDMap");
         w.id_map_ntotal = head.ntotal;
+        w.id_map_d = head.d;
+        w.id_map_metric = head.metric_type;
         h = r.read_raw<uint32_t>();
     }
     if (h == fourcc("IxRF")) {
@@ -168,11 +170,13 @@ faiss::Index* read_served(PrefixReader& r, int flags, WrapParse& w) {
     }
     if (w.id_map) {
         const uint64_t count = r.read_raw<uint64_t>();
-        if (count != uint64_t(w.id_map_ntotal) || inner->ntotal != w.id_map_ntotal) {
+        if (count != uint64_t(w.id_map_ntotal) || inner->ntotal != w.id_map_ntotal ||
+            inner->d != w.id_map_d || inner->metric_type != w.id_map_metric) {
             fail(ErrorKind::Corrupt,
                  "corrupt IndexIDMap: " + std::to_string(count) + " ids for ntotal=" +
-                         std::to_string(w.id_map_ntotal) + " and an inner index of " +
-                         std::to_string(inner->ntotal) + " vectors");
+                         std::to_string(w.id_map_ntotal) + " (d=" + std::to_string(w.id_map_d) +
+                         ") around an index of " + std::to_string(inner->ntotal) +
+                         " vectors (d=" + std::to_string(inner->d) + ")");
         }
         w.id_map_offset = r.pos;
         r.skip(times(count, sizeof(idx_t), "id map"), "id map");

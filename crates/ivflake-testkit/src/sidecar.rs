@@ -6,7 +6,8 @@ use ivflake::{IndexLocation, IvfIndex, ManifestMode, OpenOptions};
 
 /// Writes the checksum sidecar of the index already stored at `location`
 /// beside it: opened without looking for a sidecar, checksummed in one
-/// streamed read, the sidecar put next to the object.
+/// streamed read, the sidecar put next to the object (and, for on-disk
+/// lists, the data object's beside that one), as `ivflake manifest` does.
 pub async fn write_sidecar(location: IndexLocation) {
     let index = IvfIndex::open_at(
         location,
@@ -22,4 +23,9 @@ pub async fn write_sidecar(location: IndexLocation) {
         .write(&index.object().location)
         .await
         .expect("write the sidecar");
+    if let Some(data) = index.build_data_manifest(|_| {}).await.expect("build the data sidecar") {
+        data.write(&index.lists_object().location)
+            .await
+            .expect("write the data sidecar");
+    }
 }

@@ -145,6 +145,28 @@ impl ListRanges {
         })
     }
 
+    /// On-disk lists as their data object holds them, with no header before
+    /// them: what the data object's checksum sidecar describes.
+    pub fn lists_only(&self) -> Self {
+        Self {
+            data_offset: 0,
+            data_end: self.data_len(),
+            ..self.clone()
+        }
+    }
+
+    /// A file that is all header and holds no lists (an on-disk index's own
+    /// file): what its checksum sidecar describes.
+    pub fn header_only(file_len: u64) -> Self {
+        Self {
+            lists: Vec::new(),
+            format: ListFormat::Array { code_size: 0 },
+            data_offset: file_len,
+            data_end: file_len,
+            ids_gaps: None,
+        }
+    }
+
     /// Bytes between list `list`'s codes and its ids (on-disk lists with
     /// spare capacity); 0 otherwise.
     pub fn ids_gap(&self, list: usize) -> u64 {

@@ -206,9 +206,10 @@ impl IvfIndex {
         self.inner.memory
     }
 
-    /// Whether every fetched list is checked against a checksum sidecar.
+    /// Whether every fetched list is checked against a checksum sidecar
+    /// (an on-disk index's: its data object's sidecar).
     pub fn is_verified(&self) -> bool {
-        self.inner.object.is_verified()
+        self.inner.lists_object.is_verified()
     }
 
     /// The ETag pinned at open, if the store gives one.
@@ -257,14 +258,27 @@ impl IvfIndex {
 
     /// Builds the checksum sidecar of this version from one streamed read of
     /// the file; `progress` gets bytes read so far. See [`Manifest::build`].
+    /// An on-disk index's file is all header: its sidecar hashes it whole,
+    /// and [`IvfIndex::build_data_manifest`] its lists.
     pub async fn build_manifest(&self, progress: impl FnMut(u64) + Send) -> Result<Manifest> {
         if self.inner.ranges.is_on_disk() {
-            return Err(Error::Unsupported {
-                uri: self.uri().to_string(),
-                reason: "checksum sidecars of on-disk indexes (lists in a second object) are not written yet".into(),
-            });
+            let whole = ListRanges::header_only(self.file_len());
+            return Manifest::build(&self.inner.object, &whole, progress).await;
         }
         Manifest::build(&self.inner.object, &self.inner.ranges, progress).await
+    }
+
+    /// The checksum sidecar of an on-disk index's data object (every list's
+    /// place and hash, from one streamed read of it), written beside that
+    /// object; `None` for an index whose lists are in its own file.
+    pub async fn build_data_manifest(&self, progress: impl FnMut(u64) + Send) -> Result<Option<Manifest>> {
+        if !self.inner.ranges.is_on_disk() {
+            return Ok(None);
+        }
+        let lists = self.inner.ranges.lists_only();
+        Manifest::build(&self.inner.lists_object, &lists, progress)
+            .await
+            .map(Some)
     }
 
     /// Searches `queries` (row-major, `d` floats each) for `k` neighbours.

@@ -246,20 +246,22 @@ impl IvfIndex {
         let (layout, data_object) = match &info.on_disk {
             None => (list_ranges(&reads, &faiss, manifest.as_ref(), &meta).await?, None),
             Some(on_disk) => {
-                if manifest.take().is_some() && mode == ManifestMode::Require {
-                    return Err(Error::Unsupported {
-                        uri,
-                        reason: "checksum sidecars of on-disk indexes are not served yet".into(),
-                    });
-                }
-                let (layout, data) = on_disk_lists(&reads, &faiss, on_disk, &meta).await?;
+                let (layout, data) = on_disk_lists(&reads, &faiss, on_disk, &meta, mode).await?;
                 (layout, Some(Arc::new(data)))
             }
         };
         let mut object =
             IndexObject::new(location.clone(), meta.size, meta.e_tag.clone()).with_last_modified(last_modified);
+        // An on-disk index's file is all header; its sidecar lists no lists.
+        let header_only;
+        let described = if layout.is_on_disk() {
+            header_only = ListRanges::header_only(meta.size);
+            &header_only
+        } else {
+            &layout
+        };
         if let Some(manifest) = manifest {
-            match manifest.check_against(&layout, meta.size, &prefix, &uri) {
+            match manifest.check_against(described, meta.size, &prefix, &uri) {
                 Ok(()) => object = object.with_verifier(Arc::new(manifest)),
                 Err(e) if mode == ManifestMode::Require => return Err(e),
                 Err(e) => tracing::warn!(uri = %uri, error = %e, "lists are not verified"),
@@ -326,19 +328,40 @@ impl IvfIndex {
 /// An on-disk index's lists: its data object beside it (named as the header
 /// records it), whose length must be the header's, and each list's place in
 /// it, checked (`ListRanges::on_disk`). The data object is pinned like the
-/// index: every list GET carries its ETag.
+/// index: every list GET carries its ETag. Its own checksum sidecar
+/// (`<data>.ivfmanifest`), read at the same time as its HEAD, verifies every
+/// list fetched from it, as `mode` asks.
 async fn on_disk_lists(
     reads: &HeaderReads<'_>,
     faiss: &ivflake_faiss::Index,
     on_disk: &ivflake_faiss::OnDiskInfo,
     meta: &ObjectMeta,
+    mode: ManifestMode,
 ) -> Result<(ListRanges, IndexObject)> {
     let data = reads.location.sibling(&on_disk.filename)?;
-    let head = reads
-        .timed("reading the on-disk lists' data file", data.store.head(&data.path))
-        .await?
-        .map_err(|e| Error::from_store(&data.uri, None, e))?;
+    let data_reads = HeaderReads {
+        location: &data,
+        limit: reads.limit,
+        gets: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    };
+    let (head, sidecar) = tokio::join!(
+        reads.timed("reading the on-disk lists' data file", data.store.head(&data.path)),
+        data_reads.sidecar(mode)
+    );
+    let head = head?.map_err(|e| Error::from_store(&data.uri, None, e))?;
     reads.count(0);
+    reads
+        .gets
+        .fetch_add(data_reads.gets.load(Ordering::Relaxed), Ordering::Relaxed);
+    let sidecar = match sidecar {
+        Ok(sidecar) => sidecar,
+        Err(e) if mode == ManifestMode::Auto => {
+            tracing::warn!(uri = %data.uri, error = %e, "ignoring the data file's checksum sidecar");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     if head.size != on_disk.data_len {
         return Err(Error::Corrupt {
             uri: data.uri.clone(),
@@ -358,7 +381,14 @@ async fn on_disk_lists(
         &data.uri,
     )?;
     let nanos = head.last_modified.timestamp_nanos_opt().unwrap_or(0);
-    let object = IndexObject::new(data, head.size, head.e_tag).with_last_modified(nanos);
+    let mut object = IndexObject::new(data.clone(), head.size, head.e_tag).with_last_modified(nanos);
+    if let Some(sidecar) = sidecar {
+        match sidecar.check_against(&layout.lists_only(), head.size, &[], &data.uri) {
+            Ok(()) => object = object.with_verifier(Arc::new(sidecar)),
+            Err(e) if mode == ManifestMode::Require => return Err(e),
+            Err(e) => tracing::warn!(uri = %data.uri, error = %e, "lists are not verified"),
+        }
+    }
     Ok((layout, object))
 }
 

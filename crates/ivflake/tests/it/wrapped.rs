@@ -379,3 +379,49 @@ async fn hostile_on_disk_lists_are_refused_naming_the_list() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn on_disk_lists_are_verified_by_the_data_objects_sidecar() {
+    let name = "ondisk_ivfpq_l2";
+    let dir = ivflake_testkit::TempDir::new("ondisk-sidecar");
+    for file in [format!("{name}.faiss"), format!("{name}.ivfdata")] {
+        std::fs::copy(path(&file), dir.path().join(&file)).unwrap();
+    }
+    let index_path = dir.path().join(format!("{name}.faiss"));
+    let location = || IndexLocation::parse(index_path.to_str().unwrap(), &Default::default()).unwrap();
+    let require = || OpenOptions {
+        manifest: ivflake::ManifestMode::Require,
+        ..Default::default()
+    };
+    // Without the data object's sidecar, `Require` refuses, naming it.
+    ivflake_testkit::write_sidecar(location()).await;
+    let data_sidecar = dir.path().join(format!("{name}.ivfdata.ivfmanifest"));
+    assert!(
+        data_sidecar.exists(),
+        "`ivflake manifest` writes the data object's sidecar too"
+    );
+    let saved = std::fs::read(&data_sidecar).unwrap();
+    std::fs::remove_file(&data_sidecar).unwrap();
+    let err = IvfIndex::open_at(location(), require()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::SidecarMissing { sidecar, .. } if sidecar.ends_with(".ivfdata.ivfmanifest")),
+        "{err}"
+    );
+    std::fs::write(&data_sidecar, saved).unwrap();
+    let index = IvfIndex::open_at(location(), require()).await.unwrap();
+    assert!(index.is_verified());
+    let (queries, _) = npy_f32(&path("queries.npy"));
+    let m = manifest();
+    let clean = index.search(&queries, m.k, m.nprobe).await.unwrap();
+    assert_like_faiss_cpu(&clean, name);
+
+    // A flipped byte in a list of the data object is caught before any cache keeps it.
+    let data_path = dir.path().join(format!("{name}.ivfdata"));
+    let mut data = std::fs::read(&data_path).unwrap();
+    let range = *index.list_ranges().iter().find(|(_, r)| r.count > 0).unwrap().1;
+    data[range.offset as usize] ^= 0x40;
+    std::fs::write(&data_path, &data).unwrap();
+    let reopened = IvfIndex::open_at(location(), require()).await.unwrap();
+    let err = reopened.search(&queries, m.k, reopened.info().nlist).await.unwrap_err();
+    assert!(matches!(err, Error::Checksum { .. }), "{err}");
+}
