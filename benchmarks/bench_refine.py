@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import bench_scale as scale  # noqa: E402
 from benchmarks import latency_proxy  # noqa: E402
-from benchmarks.common import log, summary  # noqa: E402
+from benchmarks.common import log, stop_all, summary  # noqa: E402
 
 REFINED_KEY = "scale/index-rflat.faiss"
 
@@ -185,13 +185,7 @@ def main():
         with open(out_path, "w") as f:
             json.dump(res, f)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
     print("| index | nprobe | k_factor | recall@10 | cold S3 p50 / p99 ms | round trips (p50) | warm p50 / p99 ms "
           "| GETs | refine GETs | refine KiB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -53,7 +53,7 @@ os.environ.setdefault("LANCE_LOG", "error")
 import numpy as np  # noqa: E402
 
 from benchmarks import latency_proxy  # noqa: E402
-from benchmarks.common import Generator, free_port, log, pct, summary, wait_port  # noqa: E402
+from benchmarks.common import Generator, free_port, log, pct, stop_all, summary, wait_port  # noqa: E402
 
 BUCKET = "bench"
 KEY = "scale/index.faiss"
@@ -706,13 +706,7 @@ def main():
         res["load"]["end"] = os.getloadavg()
         save()
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
     log(f"done in {time.time() - started:.0f} s; results in {out_path}")
     print_tables(res)
 

@@ -5,6 +5,7 @@ for a loopback server to listen. Imported as `benchmarks.common`; it starts
 nothing and writes no files itself.
 """
 import socket
+import subprocess
 import sys
 import time
 
@@ -93,3 +94,14 @@ def priced_vectors(n, d, nq, seed=5):
     price = rng.random(n) * 100.0
     ids = np.arange(n, dtype="int64") * 3 + 7
     return xb.astype("float32"), xq.astype("float32"), price, ids
+
+
+def stop_all(procs):
+    """Terminates the bench's servers, then kills any still running after 10 s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
