@@ -97,6 +97,15 @@ impl EntryRegion {
             .collect())
     }
 
+    /// The most bytes a wave for `entries` entries reads: a page each, at
+    /// most the whole region. Known before the search, so it joins the
+    /// search's byte budget before any GET.
+    pub fn max_wave_bytes(&self, entries: usize) -> u64 {
+        (entries as u64)
+            .saturating_mul(self.per_page * self.entry_len)
+            .min(self.count.saturating_mul(self.entry_len))
+    }
+
     /// Entry `id`'s bytes from the fetched pages.
     pub fn entry<'a>(&self, pages: &'a HashMap<usize, Arc<Bytes>>, id: i64) -> Option<&'a [u8]> {
         let id = u64::try_from(id).ok().filter(|&id| id < self.count)?;

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use ivflake_faiss::{CoarseAssignment, IdFilter};
 
 use super::options::{IdFilterSpec, SearchParams, SearchResults};
-use super::rerank::{scan_k, EntryWave, IdMap, Rerank};
+use super::rerank::{max_entry_bytes, scan_k, EntryWave, IdMap, Rerank};
 use super::scan::ListEntries;
 use super::select::{AttributeSelect, Selection};
 use super::IvfIndex;
@@ -126,6 +126,9 @@ pub(super) struct SearchPlan {
     hit_columns: Option<FetchedColumns>,
     /// The refine and id-map stages, for an index wrapped in either.
     rerank: Option<Rerank>,
+    /// The most bytes those stages' waves read, counted in the byte budget
+    /// from the first wave on.
+    entry_bytes: u64,
     /// Set when the search's caller is gone; the scan checks it.
     pub cancel: Cancel,
 }
@@ -144,8 +147,10 @@ impl SearchPlan {
             _ => params.nprobe,
         };
         let rerank = Rerank::new(&index, &queries, &params);
+        let entry_bytes = max_entry_bytes(&index, &params, n);
         Box::new(Self {
             rerank,
+            entry_bytes,
             probed: vec![params.nprobe.min(depth); n],
             stats: SearchStats {
                 queries: n,
@@ -285,15 +290,21 @@ impl SearchPlan {
         }
         if let Some(limit) = self.params.max_bytes {
             let needed = self.stats.bytes_probed.saturating_add(bytes);
-            if needed > limit {
+            let entries = self.entry_bytes;
+            if needed.saturating_add(entries) > limit {
                 if self.waves > 0 {
                     return Ok(None);
                 }
+                let after = if entries > 0 {
+                    format!(" and up to {entries} of refine codes and ids")
+                } else {
+                    String::new()
+                };
                 return Err(Error::invalid(
                     "max_bytes_per_search",
                     format!(
-                        "this search would read {needed} bytes of lists, over the limit of {limit}; \
-                         ask for fewer queries or a smaller nprobe"
+                        "this search would read {needed} bytes of lists{after}, over the limit of {limit}; \
+                         ask for fewer queries, a smaller nprobe or k_factor"
                     ),
                 ));
             }

@@ -160,6 +160,21 @@ impl Rerank {
     }
 }
 
+/// The most bytes the refine and id-map waves of a search of `n` queries
+/// read (0 without them): part of its byte budget from the start.
+pub(super) fn max_entry_bytes(index: &IvfIndex, params: &SearchParams, n: usize) -> u64 {
+    let inner = &index.inner;
+    let refine = inner
+        .refine
+        .as_ref()
+        .map_or(0, |r| r.max_wave_bytes(n.saturating_mul(scan_k(index, params))));
+    let id_map = match &inner.id_map {
+        Some(IdMap::Paged(region)) => region.max_wave_bytes(n.saturating_mul(params.k)),
+        _ => 0,
+    };
+    refine.saturating_add(id_map)
+}
+
 /// Candidates the scan keeps for `k` results: `k × k_factor` under a refine
 /// stage (the search's `k_factor`, else the file's), else `k`.
 pub(super) fn scan_k(index: &IvfIndex, params: &SearchParams) -> usize {

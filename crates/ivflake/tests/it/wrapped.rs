@@ -425,3 +425,33 @@ async fn on_disk_lists_are_verified_by_the_data_objects_sidecar() {
     let err = reopened.search(&queries, m.k, reopened.info().nlist).await.unwrap_err();
     assert!(matches!(err, Error::Checksum { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn the_refine_wave_counts_in_the_byte_budget_before_any_get() {
+    let file = path("ivfpq_rflat_l2.faiss");
+    let location = || IndexLocation::parse(file.to_str().unwrap(), &Default::default()).unwrap();
+    let index = IvfIndex::open_at(location(), OpenOptions::default()).await.unwrap();
+    let (queries, _) = npy_f32(&path("queries.npy"));
+    let q = &queries[..4 * index.info().d];
+    let lists = index.search(q, 10, 8).await.unwrap().stats.bytes_probed;
+    // Enough for the lists alone, not for the candidates' codes as well.
+    let fresh = IvfIndex::open_at(location(), OpenOptions::default()).await.unwrap();
+    let gets = || fresh.scheduler().counters().gets.load(Ordering::Relaxed);
+    let before = gets();
+    let tight = SearchParams {
+        max_bytes: Some(lists),
+        k_factor: Some(16.0),
+        ..SearchParams::new(10, 8)
+    };
+    let err = fresh.search_with(q, &tight).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field: "max_bytes_per_search", reason } if reason.contains("refine codes")),
+        "{err}"
+    );
+    assert_eq!(gets(), before, "nothing fetched");
+    let roomy = SearchParams {
+        max_bytes: Some(lists + 4 * 10 * 16 * 1024),
+        ..tight
+    };
+    assert!(fresh.search_with(q, &roomy).await.is_ok());
+}
