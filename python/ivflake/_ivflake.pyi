@@ -40,6 +40,7 @@ def open(
     disk_cache_bytes: Optional[int] = None,
     manifest: Literal["auto", "ignore", "require"] = "auto",
     preload: Union[None, Literal["off", "auto"], float] = None,
+    id_map_memory_bytes: Optional[int] = None,
     **store_options: Union[str, bool, int],
 ) -> Index:
     """Opens the Faiss IVF index at `uri`, reading only its header.
@@ -58,7 +59,9 @@ def open(
     `preload` loads list data into the memory cache in the background after
     open ("auto": every list when they fit a quarter of the cache, else the
     most probed of earlier runs; a float sets the share); searches run
-    meanwhile, and `Index.preloaded()` waits for it.
+    meanwhile, and `Index.preloaded()` waits for it. An IndexIDMap's user ids
+    are loaded at open when they take at most `id_map_memory_bytes` (default
+    64 MiB), else read per search (and id filters are refused).
 
     Raises IndexNotFound, CorruptIndex, UnsupportedIndex, ValueError (bad URI
     or option) or IvflakeError (the store failed). Ctrl-C interrupts it.

@@ -48,7 +48,9 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 /// `preload` loads list data into the memory cache in the background after
 /// open ("auto": every list when they fit a quarter of the cache, else the
 /// most probed of earlier runs; a float sets the share); searches run
-/// meanwhile, and `Index.preloaded()` waits for it.
+/// meanwhile, and `Index.preloaded()` waits for it. An IndexIDMap's user ids
+/// are loaded at open when they take at most `id_map_memory_bytes` (default
+/// 64 MiB), else read per search (and id filters are refused).
 ///
 /// Raises IndexNotFound, CorruptIndex, UnsupportedIndex, ValueError (bad URI
 /// or option) or IvflakeError (the store failed). Ctrl-C interrupts it.
@@ -58,7 +60,8 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 ///     index = ivflake.open("s3://bucket/index.faiss", memory_cache_bytes=1 << 30)
 ///     D, I = index.search(xq, 10, nprobe=16)
 #[pyfunction]
-#[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", preload=None, **store_options))]
+#[pyo3(signature = (uri, *, memory_cache_bytes=None, disk_cache_dir=None, disk_cache_bytes=None, manifest="auto", preload=None, id_map_memory_bytes=None, **store_options))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn open(
     py: Python<'_>,
     uri: &Bound<'_, PyAny>,
@@ -67,6 +70,7 @@ pub(crate) fn open(
     disk_cache_bytes: Option<i64>,
     manifest: &str,
     preload: Option<&Bound<'_, PyAny>>,
+    id_map_memory_bytes: Option<i64>,
     store_options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Index> {
     // A str, or an os.PathLike for local files.
@@ -88,6 +92,8 @@ pub(crate) fn open(
     let mut fetch = FetchConfig::default();
     let memory_cache_bytes = non_negative("memory_cache_bytes", memory_cache_bytes)?;
     let disk_cache_bytes = non_negative("disk_cache_bytes", disk_cache_bytes)?;
+    let id_map_memory_bytes =
+        non_negative("id_map_memory_bytes", id_map_memory_bytes)?.unwrap_or(ivflake::DEFAULT_ID_MAP_MEMORY_BYTES);
     if let Some(bytes) = memory_cache_bytes {
         fetch.memory_cache_bytes = bytes;
     }
@@ -118,6 +124,7 @@ pub(crate) fn open(
             scheduler,
             manifest,
             preload,
+            id_map_memory_bytes,
             ..OpenOptions::default()
         };
         IvfIndex::open_at(location, options).await

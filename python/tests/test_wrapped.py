@@ -83,3 +83,16 @@ def test_the_client_passes_k_factor(fixtures, queries):
                 np.testing.assert_allclose(D_r, D_l, rtol=1e-6)
         with pytest.raises(ValueError, match="k_factor"):
             remote.search(queries[:1], 10, k_factor=1000)
+
+
+def test_a_paged_id_map_answers_the_same_and_refuses_id_filters(fixtures, queries):
+    path = str(fixtures / "idmap2_ivfpq_rflat_l2.faiss")
+    resident = ivflake.open(path)
+    paged = ivflake.open(path, id_map_memory_bytes=0)
+    D1, I1 = resident.search(queries[:10], 10, nprobe=8)
+    D2, I2 = paged.search(queries[:10], 10, nprobe=8)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+    assert paged.last_stats["id_map_gets"] > 0
+    with pytest.raises(ValueError, match="id_map_memory_bytes"):
+        paged.search(queries[:1], 10, ids=I1[0].tolist())

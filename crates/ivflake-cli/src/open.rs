@@ -16,6 +16,10 @@ pub struct HeaderArgs {
     /// The `auto` table's budget; K, M and G mean KiB, MiB and GiB.
     #[arg(long, value_parser = parse_size, default_value_t = ivflake::DEFAULT_RESIDUAL_TABLE_BYTES)]
     pub residual_table_bytes: u64,
+    /// An IndexIDMap's user ids are loaded at open when they take at most
+    /// this, else read per search; K, M and G mean KiB, MiB and GiB.
+    #[arg(long, value_parser = parse_size, default_value_t = ivflake::DEFAULT_ID_MAP_MEMORY_BYTES)]
+    pub id_map_memory_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,7 +42,7 @@ impl HeaderArgs {
 
     /// Opens `uri` (its header only) with these settings and the library's defaults.
     pub async fn open(&self, uri: &str) -> Result<IvfIndex> {
-        open(uri, FetchConfig::default(), self.residual_table(), Preload::Off).await
+        open(uri, FetchConfig::default(), self, Preload::Off).await
     }
 }
 
@@ -84,7 +88,7 @@ impl OpenArgs {
             PreloadArg::Off => Preload::Off,
             PreloadArg::Auto => Preload::auto(),
         };
-        let index = open(uri, config, self.header.residual_table(), preload).await?;
+        let index = open(uri, config, &self.header, preload).await?;
         if preload != Preload::Off {
             let status = index.preloaded().await;
             tracing::info!(?status, "preload finished");
@@ -95,14 +99,18 @@ impl OpenArgs {
 
 /// Opens `uri` (its header only) with the library's defaults.
 pub async fn open_index(uri: &str) -> Result<IvfIndex> {
-    open(uri, FetchConfig::default(), ResidualTable::default(), Preload::Off).await
+    let location = IndexLocation::parse(uri, &FetchConfig::default()).context("cannot open the index")?;
+    IvfIndex::open_at(location, OpenOptions::default())
+        .await
+        .context("cannot open the index")
 }
 
-async fn open(uri: &str, config: FetchConfig, residual_table: ResidualTable, preload: Preload) -> Result<IvfIndex> {
+async fn open(uri: &str, config: FetchConfig, header: &HeaderArgs, preload: Preload) -> Result<IvfIndex> {
     let location = IndexLocation::parse(uri, &config).context("cannot open the index")?;
     let options = OpenOptions {
         scheduler: FetchScheduler::new(config),
-        residual_table,
+        residual_table: header.residual_table(),
+        id_map_memory_bytes: header.id_map_memory_bytes,
         preload,
         ..OpenOptions::default()
     };

@@ -238,6 +238,9 @@ impl Registry {
         if let Some(max_bytes) = config.residual_table_max_bytes {
             options.residual_table = ivflake::ResidualTable::Auto { max_bytes };
         }
+        if let Some(bytes) = config.id_map_memory_bytes {
+            options.id_map_memory_bytes = bytes;
+        }
         options.preload = config.preload_options();
         options.metrics_name = Some(name.to_string());
         if let Some(mode) = config.manifest {

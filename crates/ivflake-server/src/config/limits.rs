@@ -61,6 +61,9 @@ pub struct Limits {
     /// The largest `residual_table_max_bytes` an index may set: the table
     /// stays in memory as long as the index is served.
     pub max_residual_table_bytes: u64,
+    /// The largest `id_map_memory_bytes` an index may set: an IndexIDMap's
+    /// user ids held in memory as long as the index is served.
+    pub max_id_map_memory_bytes: u64,
     /// The largest `preload_max_cache_fraction` an index may set: one
     /// index's preload never fills more of the shared memory cache.
     pub max_preload_cache_fraction: f64,
@@ -105,6 +108,7 @@ impl Default for Limits {
             max_filter_string_bytes: filter.max_string_bytes,
             max_indexes: 1024,
             max_residual_table_bytes: 256 << 20,
+            max_id_map_memory_bytes: 256 << 20,
             max_preload_cache_fraction: 0.5,
         }
     }

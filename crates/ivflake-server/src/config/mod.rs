@@ -92,6 +92,10 @@ pub struct IndexConfig {
     /// index (nlist × M × 256 floats for 8-bit PQ); 0 never builds it. Unset:
     /// 64 MiB. Without it searches compute each scanned list's table instead.
     pub residual_table_max_bytes: Option<u64>,
+    /// An IndexIDMap's user ids (8 bytes each) are held in memory when they
+    /// take at most this, else read per search (and id filters are refused).
+    /// Unset: 64 MiB. At most `limits.max_id_map_memory_bytes`.
+    pub id_map_memory_bytes: Option<u64>,
     /// Load this index's lists into the memory cache in the background after
     /// open (and after each reload), so novel queries find them in memory:
     /// `off` (unset) or `auto`: every list when they fit
@@ -182,6 +186,17 @@ impl IndexConfig {
         }
         if let Err(e) = self.preload_options().validate() {
             return Err(("preload_max_cache_fraction", e.to_string()));
+        }
+        if let Some(bytes) = self.id_map_memory_bytes {
+            if bytes > limits.max_id_map_memory_bytes {
+                return Err((
+                    "id_map_memory_bytes",
+                    format!(
+                        "{bytes} is above the server's limits.max_id_map_memory_bytes = {}",
+                        limits.max_id_map_memory_bytes
+                    ),
+                ));
+            }
         }
         if let Some(bytes) = self.residual_table_max_bytes {
             if bytes > limits.max_residual_table_bytes {
