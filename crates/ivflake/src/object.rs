@@ -25,6 +25,8 @@ pub struct IndexObject {
     pub(crate) disk_id: u64,
     /// Per-list checksums from the manifest sidecar, when there is one.
     verifier: Option<Arc<dyn ListVerifier>>,
+    /// A region of small fixed-size entries (`region`), not lists.
+    entries: bool,
 }
 
 /// Checks a fetched list before anything caches it.
@@ -47,6 +49,7 @@ impl IndexObject {
             size,
             e_tag,
             verifier: None,
+            entries: false,
         }
     }
 
@@ -79,6 +82,7 @@ impl IndexObject {
             id: self.id,
             disk_id: self.disk_id,
             verifier: None,
+            entries: true,
         };
         out.mix_into_ids(salt.as_bytes());
         out
@@ -92,6 +96,12 @@ impl IndexObject {
         };
         self.id = mix(self.id);
         self.disk_id = mix(self.disk_id);
+    }
+
+    /// Whether this handle reads entries (`region`), whose pages are small:
+    /// a wave of them is bound by round trips, not bandwidth.
+    pub(crate) fn holds_entries(&self) -> bool {
+        self.entries
     }
 
     pub fn is_verified(&self) -> bool {

@@ -67,7 +67,15 @@ pub(super) fn join_or_start(
         },
     );
     misses.sort_by_key(|r| r.range.offset);
-    let per_search = Arc::new(Semaphore::new(core.config.max_in_flight_per_search.max(1)));
+    // A wave of entries (a refine wave's codes, id-map pages: pages of about
+    // 1 KiB) is bound by round trips, not bandwidth: it may take every slot
+    // of the process-wide limit at once instead of the per-search share.
+    let slots = if object.holds_entries() {
+        core.config.max_in_flight.max(core.config.max_in_flight_per_search)
+    } else {
+        core.config.max_in_flight_per_search
+    };
+    let per_search = Arc::new(Semaphore::new(slots.max(1)));
     for group in plan_gets(&misses, core.config.coalesce_gap, core.config.max_coalesced) {
         let start = group[0].range.offset;
         let end = group.last().map(|r| r.range.offset + r.range.len).unwrap_or(start);

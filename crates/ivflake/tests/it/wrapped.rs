@@ -455,3 +455,55 @@ async fn the_refine_wave_counts_in_the_byte_budget_before_any_get() {
     };
     assert!(fresh.search_with(q, &roomy).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_refine_wave_may_take_every_process_wide_slot_at_once() {
+    // Refine pages are about 1 KiB: their wave is bound by round trips, so it
+    // is not held to the per-search share that bounds list waves.
+    let bytes = std::fs::read(path("ivfpq_rflat_l2.faiss")).unwrap();
+    let inner: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    put(&inner, "r.faiss", bytes).await;
+    let gate = std::sync::Arc::new(gated_store(inner, 1));
+    let store: std::sync::Arc<dyn object_store::ObjectStore> = gate.clone();
+    let config = ivflake::FetchConfig {
+        max_in_flight: 16,
+        max_in_flight_per_search: 2,
+        // Every page apart: this small file's codes would share one GET.
+        coalesce_gap: 0,
+        ..ivflake::FetchConfig::default()
+    };
+    let index = IvfIndex::open_at(
+        IndexLocation::new(store, "r.faiss", "memory://g/r.faiss"),
+        options(config),
+    )
+    .await
+    .unwrap();
+    let (queries, _) = npy_f32(&path("queries.npy"));
+    let q = queries[..8 * index.info().d].to_vec();
+    // The lists (and the first candidates' codes) into the memory cache.
+    gate.open();
+    let first = SearchParams {
+        k_factor: Some(1.0),
+        ..SearchParams::new(10, 8)
+    };
+    index.search_with(&q, &first).await.unwrap();
+    // Now only the refine wave reads the store: 640 candidates, far more pages than 16.
+    gate.shut();
+    let search = tokio::spawn({
+        let index = index.clone();
+        async move {
+            let params = SearchParams {
+                k_factor: Some(8.0),
+                ..SearchParams::new(10, 8)
+            };
+            index.search_with(&q, &params).await
+        }
+    });
+    gate.wait_for_waiting(16, LIVENESS).await;
+    gate.open();
+    let results = tokio::time::timeout(LIVENESS, search).await.unwrap().unwrap().unwrap();
+    assert_eq!(results.stats.gets, 0, "the lists came from memory");
+    assert!(results.stats.refine_gets > 16, "{:?}", results.stats);
+    assert_eq!(gate.peak(), 16, "the process-wide limit, not the per-search 2");
+}
