@@ -103,22 +103,9 @@ def row(ids, stats, gt):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ivflake", default="target/release/ivflake")
-    p.add_argument("--work", default="/tmp/ivflake-scale")
-    p.add_argument("--n", type=int, default=10_000_000)
-    p.add_argument("--d", type=int, default=96)
-    p.add_argument("--nlist", type=int, default=4096)
-    p.add_argument("--pq", type=int, default=32)
-    p.add_argument("--train-per-list", type=int, default=40)
-    p.add_argument("--nq", type=int, default=200)
-    p.add_argument("-k", "--k", type=int, default=10)
+    scale.data_arguments(p)
     p.add_argument("--nprobes", default="8,16,32,64")
     p.add_argument("--k-factors", default="4,8,16")
-    p.add_argument("--delay-ms", type=float, default=20.0)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--build-threads", type=int, default=2)
-    p.add_argument("--s3rver-dir", default=os.path.expanduser("~/.cache/ivflake/s3rver"))
-    p.add_argument("--max-minutes", type=float, default=120)
     p.add_argument("--build-only", action="store_true")
     a = p.parse_args()
     a.factory = f"IVF{a.nlist},PQ{a.pq}"

@@ -538,8 +538,9 @@ def lance_rows(a, uri, s3port, proxy_port, control_port, queries, gt, nprobes):
 # ---------------------------------------------------------------- main
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def data_arguments(p):
+    """The arguments that make the data, the index and their place under
+    --work: shared with bench_refine.py, which reuses both."""
     p.add_argument("--ivflake", default="target/release/ivflake")
     p.add_argument("--work", default="/tmp/ivflake-scale")
     p.add_argument("--n", type=int, default=10_000_000)
@@ -549,17 +550,22 @@ def main():
     p.add_argument("--train-per-list", type=int, default=40, help="training vectors per list")
     p.add_argument("--nq", type=int, default=200)
     p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--nprobes", default="8,16,32,64,128")
     p.add_argument("--delay-ms", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--build-threads", type=int, default=2, help="faiss-cpu threads for training and adding")
+    p.add_argument("--s3rver-dir", default=os.path.expanduser("~/.cache/ivflake/s3rver"))
+    p.add_argument("--max-minutes", type=float, default=120, help="the proxy's lifetime bound")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data_arguments(p)
+    p.add_argument("--nprobes", default="8,16,32,64,128")
     p.add_argument("--quantizer-nlists", default="1024,4096,16384,65536")
     p.add_argument("--lance-n", type=int, default=None, help="vectors in the Lance dataset [default: --n; 0: skip]")
     p.add_argument("--lance-sample-rate", type=int, default=40, help="Lance k-means training vectors per partition")
     p.add_argument("--lance-max-iters", type=int, default=20)
     p.add_argument("--lance-cold-queries", type=int, default=20, help="queries per nprobe for LanceDB cold")
-    p.add_argument("--build-threads", type=int, default=2, help="faiss-cpu threads for training and adding")
-    p.add_argument("--s3rver-dir", default=os.path.expanduser("~/.cache/ivflake/s3rver"))
-    p.add_argument("--max-minutes", type=float, default=120, help="the proxy's lifetime bound")
     p.add_argument("--label", default="", help="free text saved in the JSON (e.g. the commit of the binary)")
     p.add_argument("--out", default=None, help="JSON results [default: WORK/bench_scale.json]")
     p.add_argument("--quantizer-only", action="store_true",
