@@ -6,8 +6,9 @@
 //! A plain search is the case with one wave and no select stage; an
 //! attribute filter plugs in as the select stage (`select.rs`: prune by
 //! summaries, row mask, probing further); an `IndexRefine` or `IndexIDMap`
-//! around the IVF plugs in the stages after the scan (`rerank.rs`). The plan holds everything the
-//! stages share, so no stage takes a long argument list. It runs on the
+//! around the IVF plugs in the stages after the scan (`rerank.rs`). The
+//! plan holds everything the stages share, so no stage takes a long
+//! argument list. It runs on the
 //! compute pool and never awaits: when a wave's lists are all in memory it
 //! goes straight on, so a warm search of any kind is one compute job; when
 //! not, it hands the wave to `search.rs`, the one place that fetches.
