@@ -48,6 +48,30 @@ pub trait GetHook: fmt::Debug + Send + Sync + 'static {
     async fn after_get(&self, _location: &Path, _options: &GetOptions, result: GetResult) -> Result<GetResult> {
         Ok(result)
     }
+
+    /// The options a PUT reaches the store with (by default, the caller's).
+    fn put_options(&self, options: PutOptions) -> PutOptions {
+        options
+    }
+}
+
+/// A store that ignores conditional creates, as some S3-compatible servers
+/// do (s3rver 3.7): every PUT overwrites.
+#[derive(Debug, Default)]
+pub struct IgnoreConditionalCreates;
+
+#[async_trait]
+impl GetHook for IgnoreConditionalCreates {
+    async fn before_get(&self, _location: &Path, _options: &GetOptions) -> Result<()> {
+        Ok(())
+    }
+
+    fn put_options(&self, options: PutOptions) -> PutOptions {
+        PutOptions {
+            mode: object_store::PutMode::Overwrite,
+            ..options
+        }
+    }
 }
 
 /// Wraps a store; every GET goes through the hook, everything else straight through.
@@ -86,7 +110,9 @@ impl<H: GetHook> ObjectStore for HookedStore<H> {
         self.hook.after_get(location, &options, result).await
     }
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
+        self.inner
+            .put_opts(location, payload, self.hook.put_options(opts))
+            .await
     }
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         self.inner.put_multipart_opts(location, opts).await

@@ -31,6 +31,7 @@
 // Declared alphabetically (rustfmt's order); the dependency order is in the
 // crate doc above and in docs/ARCHITECTURE.md.
 pub mod attributes;
+mod commit;
 mod compute;
 mod config;
 mod error;
@@ -48,6 +49,7 @@ pub use attributes::filter::{AttributeFilter, CmpOp, FilterLimits, FilterParser,
 pub use attributes::value::{AttributeRow, AttributeValue};
 pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
 pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};
+pub use commit::Sequence;
 pub use compute::ComputePool;
 pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig};
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ mod common;
 mod attributes;
 mod backends;
 mod caches;
+mod commit;
 mod concurrency;
 mod equivalence;
 mod faults;

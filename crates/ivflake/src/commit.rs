@@ -1,0 +1,149 @@
+//! Committing to object storage without a lock server: each commit is an
+//! immutable object at the next free position of a sequence
+//! (`<prefix>/<position, 20 digits><suffix>`), created with
+//! `PutMode::Create` (If-None-Match: * on S3, native on GCS, Azure and local
+//! files). Two writers racing for one position never overwrite each other:
+//! the store refuses the second create, and its writer retries at the next
+//! position. A store that ignores conditional creates would lose one of the
+//! two silently, so it is refused for writing ([`Sequence::check_store`]).
+//! The primitive the write log and commit points of mutable indexes are
+//! built on; it owns no format of what it stores.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// Attempts at the next free position before an append gives up: each
+/// failure means another writer committed first, so this many in a row is a
+/// store answering "exists" for everything, not contention.
+const MAX_ATTEMPTS: usize = 64;
+
+/// One sequence of immutable objects under a prefix of a store.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    suffix: String,
+    /// For messages: where the sequence lives, as the user named it.
+    uri: String,
+}
+
+impl Sequence {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, suffix: &str, uri: &str) -> Self {
+        Self {
+            store,
+            prefix,
+            suffix: suffix.to_string(),
+            uri: uri.to_string(),
+        }
+    }
+
+    fn path(&self, position: u64) -> Path {
+        self.prefix.clone().join(format!("{position:020}{}", self.suffix))
+    }
+
+    /// Whether the store honours conditional creates: a probe object is
+    /// created twice under the prefix and the second create must be refused.
+    /// `Error::Unsupported` (the store would let writers overwrite each
+    /// other) otherwise. The probe is deleted after.
+    pub async fn check_store(&self) -> Result<()> {
+        let probe = self
+            .prefix
+            .clone()
+            .join(format!("conditional-create-probe-{:016x}", probe_id()));
+        let create = PutOptions::from(PutMode::Create);
+        let store_error = |e| Error::from_store(&self.uri, None, e);
+        self.store
+            .put_opts(&probe, PutPayload::from_static(b"1"), create.clone())
+            .await
+            .map_err(store_error)?;
+        let second = self.store.put_opts(&probe, PutPayload::from_static(b"2"), create).await;
+        // Best effort: a probe left behind is a few bytes, never read.
+        let _ = self.store.delete(&probe).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(store_error(e)),
+            Ok(_) => Err(Error::Unsupported {
+                uri: self.uri.clone(),
+                reason: "the store ignores conditional creates (If-None-Match): concurrent writers \
+                         could overwrite each other's commits, so it is refused for writing"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The positions committed so far, in order.
+    pub async fn positions(&self) -> Result<Vec<u64>> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::from_store(&self.uri, None, e))?;
+        let mut positions: Vec<u64> = listed
+            .iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?;
+                let digits = name.strip_suffix(self.suffix.as_str())?;
+                (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+            })
+            .collect();
+        positions.sort_unstable();
+        Ok(positions)
+    }
+
+    /// Commits `payload` at the next free position and returns it, once
+    /// the store has acknowledged the create: the commit is durable then.
+    /// Losing a race to another writer moves on to the next position.
+    pub async fn append(&self, payload: Bytes) -> Result<u64> {
+        let mut position = self.positions().await?.last().map_or(0, |p| p + 1);
+        for _ in 0..MAX_ATTEMPTS {
+            let put = self
+                .store
+                .put_opts(
+                    &self.path(position),
+                    PutPayload::from(payload.clone()),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await;
+            match put {
+                Ok(_) => return Ok(position),
+                Err(object_store::Error::AlreadyExists { .. }) => position += 1,
+                Err(e) => return Err(Error::from_store(&self.uri, None, e)),
+            }
+        }
+        Err(Error::Unsupported {
+            uri: self.uri.clone(),
+            reason: format!(
+                "{MAX_ATTEMPTS} positions in a row were taken while committing: the store answers \
+                 every conditional create as a conflict"
+            ),
+        })
+    }
+
+    /// The object committed at `position`.
+    pub async fn read(&self, position: u64) -> Result<Bytes> {
+        let store_error = |e| Error::from_store(&self.uri, None, e);
+        self.store
+            .get(&self.path(position))
+            .await
+            .map_err(store_error)?
+            .bytes()
+            .await
+            .map_err(store_error)
+    }
+}
+
+/// A probe name two checks do not share: the time and the process mixed.
+fn probe_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let process = u64::from(std::process::id());
+    xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes(), process.to_le_bytes()].concat())
+}
