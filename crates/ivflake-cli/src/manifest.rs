@@ -54,10 +54,14 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
     // An on-disk index's lists are in their data object, which gets a sidecar of its own.
     let data = index.lists_object().location.clone();
     let data_sidecar = Manifest::sidecar_uri(&data.uri);
-    let bar = progress_bar(index.lists_object().size, "hashing the lists", "bytes");
-    let built_data = index.build_data_manifest(|read| bar.set_position(read)).await;
-    bar.finish_and_clear();
-    let built_data = built_data.with_context(|| format!("hashing {} failed", data.uri))?;
+    let built_data = if index.list_ranges().is_on_disk() {
+        let bar = progress_bar(index.lists_object().size, "hashing the lists", "bytes");
+        let built = index.build_data_manifest(|read| bar.set_position(read)).await;
+        bar.finish_and_clear();
+        built.with_context(|| format!("hashing {} failed", data.uri))?
+    } else {
+        None
+    };
     let summary = |verb: &str| {
         format!(
             "{verb} {sidecar}: {} lists, {} hashed in {:.2} s",
@@ -68,25 +72,9 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
     };
 
     if args.check {
-        let existing = Manifest::read_at(&location)
-            .await
-            .context("cannot read the existing sidecar")?
-            .with_context(|| {
-                format!(
-                    "there is no sidecar at {sidecar}; run `ivflake manifest {}` to write one",
-                    shell_quote(&args.uri)
-                )
-            })?;
+        let existing = stored_sidecar(&location, &sidecar, &args.uri).await?;
         if let Some(built_data) = &built_data {
-            let existing = Manifest::read_at(&data)
-                .await
-                .context("cannot read the data file's sidecar")?
-                .with_context(|| {
-                    format!(
-                        "there is no sidecar at {data_sidecar}; run `ivflake manifest {}` to write one",
-                        shell_quote(&args.uri)
-                    )
-                })?;
+            let existing = stored_sidecar(&data, &data_sidecar, &args.uri).await?;
             if let Some(difference) = first_difference(&existing, built_data) {
                 bail!(
                     "the sidecar {data_sidecar} does not match the on-disk lists {}: {difference}. Either their bytes \
@@ -127,6 +115,20 @@ pub async fn run(args: ManifestArgs) -> Result<()> {
         println!("{}", summary("wrote"));
     }
     Ok(())
+}
+
+/// The sidecar stored at `location` (`sidecar` names it), which `--check`
+/// compares; an error saying how to write one when there is none.
+async fn stored_sidecar(location: &IndexLocation, sidecar: &str, uri: &str) -> Result<Manifest> {
+    Manifest::read_at(location)
+        .await
+        .with_context(|| format!("cannot read the sidecar {sidecar}"))?
+        .with_context(|| {
+            format!(
+                "there is no sidecar at {sidecar}; run `ivflake manifest {}` to write one",
+                shell_quote(uri)
+            )
+        })
 }
 
 /// The first way the stored sidecar differs from the freshly built one.
