@@ -109,7 +109,8 @@ pub(super) struct SearchPlan {
     pub io: Arc<SearchIo>,
     pub stats: SearchStats,
     started: Instant,
-    /// Queries as given; taken by the quantize stage.
+    /// Queries as given: transformed by the quantize stage, and scored
+    /// untransformed by the refine stage.
     queries: Vec<f32>,
     /// Lists quantized per query: `nprobe`, or more when a filter may probe further.
     depth: usize,
@@ -147,7 +148,7 @@ impl SearchPlan {
             Some(s) if s.probes_further() => params.nprobe.saturating_add(params.probing.max_extra_lists).min(nlist),
             _ => params.nprobe,
         };
-        let rerank = Rerank::new(&index, &queries, &params);
+        let rerank = Rerank::new(&index, &params);
         let entry_bytes = max_entry_bytes(&index, &params, n);
         Box::new(Self {
             rerank,
@@ -232,7 +233,7 @@ impl SearchPlan {
     /// Stage 1: pre-transforms and the coarse quantizer, to `depth` lists a query.
     fn quantize(&mut self) -> Result<()> {
         let faiss = &self.index.inner.faiss;
-        self.xt = faiss.apply_transform(&std::mem::take(&mut self.queries))?;
+        self.xt = faiss.apply_transform(&self.queries)?;
         self.assignment = faiss.coarse_search(&self.xt, self.depth)?;
         self.stats.quantizer_ms = ms(self.started.elapsed());
         Ok(())
@@ -406,7 +407,14 @@ impl SearchPlan {
             let (Some(rerank), Some(neighbors)) = (self.rerank.as_mut(), self.neighbors.as_mut()) else {
                 return Err(Error::Internal("a wave of entries for a search without them".into()));
             };
-            return rerank.absorb(&self.index, entries, fetched.lists, neighbors, &mut self.stats);
+            return rerank.absorb(
+                &self.index,
+                entries,
+                fetched.lists,
+                &self.queries,
+                neighbors,
+                &mut self.stats,
+            );
         }
         let columns = fetched.columns.transpose()?;
         if kind == WaveKind::HitAttributes {

@@ -43,8 +43,6 @@ pub(super) enum EntryWave {
 
 /// One search's refine and id-map stages.
 pub(super) struct Rerank {
-    /// The queries as given: the refine index scores untransformed vectors.
-    queries: Vec<f32>,
     k: usize,
     refined: bool,
     mapped: bool,
@@ -53,17 +51,12 @@ pub(super) struct Rerank {
 
 impl Rerank {
     /// `None` when the index has neither wrapper.
-    pub fn new(index: &IvfIndex, queries: &[f32], params: &SearchParams) -> Option<Self> {
+    pub fn new(index: &IvfIndex, params: &SearchParams) -> Option<Self> {
         let inner = &index.inner;
         if inner.refine.is_none() && inner.id_map.is_none() {
             return None;
         }
         Some(Self {
-            queries: if inner.refine.is_some() {
-                queries.to_vec()
-            } else {
-                Vec::new()
-            },
             k: params.k,
             refined: inner.refine.is_none(),
             mapped: inner.id_map.is_none(),
@@ -108,12 +101,15 @@ impl Rerank {
     }
 
     /// A wave's pages: refine scores the candidates, the id map maps them.
-    /// A page that failed fails the search (there is no partial refine).
+    /// `queries` are the search's, untransformed (the refine index scores
+    /// them as given). A page that failed fails the search (there is no
+    /// partial refine).
     pub fn absorb(
         &mut self,
         index: &IvfIndex,
         kind: EntryWave,
         fetched: Vec<(usize, Result<Arc<Bytes>>)>,
+        queries: &[f32],
         neighbors: &mut Neighbors,
         stats: &mut SearchStats,
     ) -> Result<()> {
@@ -138,7 +134,7 @@ impl Rerank {
                     }
                 }
                 stats.refine_candidates = neighbors.labels.iter().filter(|l| **l >= 0).count();
-                *neighbors = inner.faiss.refine(&self.queries, self.k, neighbors, &codes)?;
+                *neighbors = inner.faiss.refine(queries, self.k, neighbors, &codes)?;
                 (stats.refine_gets, stats.refine_bytes) = (gets, bytes);
                 self.refined = true;
             }
