@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <faiss/IndexIVFPQFastScan.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/io.h>
 #include <faiss/impl/pq4_fast_scan.h>
@@ -135,6 +136,82 @@ std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index) {
     faiss::VectorIOWriter writer;
     faiss::write_index(index.owner.get(), &writer);
     return std::make_unique<std::vector<uint8_t>>(std::move(writer.data));
+}
+
+// The bytes Faiss writes for this index holding lists of `sizes`, up to
+// where the lists' data starts: the caller streams each non-empty list's
+// codes then ids after it, in list order (ArrayInvertedLists' layout), so
+// a compaction writes a standard file holding one list at a time. Faiss
+// writes the header itself, from a copy of the lists' sizes alone.
+std::unique_ptr<std::vector<uint8_t>> write_header(IvfIndex& index, rust::Slice<const uint64_t> sizes) {
+    if (!index.ivf || index.list_format != ListFormat::Array || index.refine_codec || index.id_map) {
+        fail(ErrorKind::Unsupported,
+             "only unwrapped IVF indexes with array lists are written list by list");
+    }
+    faiss::IndexIVF& ivf = *index.ivf;
+    check_len(sizes.size(), ivf.nlist, "list sizes");
+    uint64_t ntotal = 0;
+    size_t non_empty = 0;
+    for (uint64_t size : sizes) {
+        if (size > (uint64_t(1) << 40) || ntotal + size < ntotal) {
+            fail(ErrorKind::InvalidArgument, "list sizes past 2^40 entries");
+        }
+        ntotal += size;
+        non_empty += size > 0;
+    }
+    // Faiss writes an empty ArrayInvertedLists as "ilar" nlist code_size
+    // "sprs" and an empty vector: the sizes are put in their place.
+    faiss::ArrayInvertedLists empty(ivf.nlist, ivf.code_size);
+    faiss::InvertedLists* lists = ivf.invlists;
+    const idx_t top_ntotal = index.top->ntotal;
+    const idx_t ivf_ntotal = ivf.ntotal;
+    auto restore = [&] {
+        ivf.invlists = lists;
+        ivf.ntotal = ivf_ntotal;
+        index.top->ntotal = top_ntotal;
+    };
+    ivf.invlists = &empty;
+    ivf.ntotal = idx_t(ntotal);
+    index.top->ntotal = idx_t(ntotal);
+    faiss::VectorIOWriter writer;
+    try {
+        faiss::write_index(index.top, &writer);
+    } catch (...) {
+        restore();
+        throw;
+    }
+    restore();
+    auto& out = writer.data;
+    const size_t tail = 4 + 8;
+    uint32_t kind = 0;
+    uint64_t count = 1;
+    if (out.size() >= tail) {
+        std::memcpy(&kind, out.data() + out.size() - tail, 4);
+        std::memcpy(&count, out.data() + out.size() - 8, 8);
+    }
+    if (kind != fourcc("sprs") || count != 0) {
+        fail(ErrorKind::Other, "Faiss wrote empty lists in a layout this build does not know");
+    }
+    out.resize(out.size() - tail);
+    auto put = [&](uint64_t v) {
+        const auto* b = reinterpret_cast<const uint8_t*>(&v);
+        out.insert(out.end(), b, b + 8);
+    };
+    // As Faiss chooses: "full" when more than half the lists hold entries.
+    const bool full = non_empty > ivf.nlist / 2;
+    const uint32_t tag = fourcc(full ? "full" : "sprs");
+    const auto* t = reinterpret_cast<const uint8_t*>(&tag);
+    out.insert(out.end(), t, t + 4);
+    put(full ? sizes.size() : 2 * non_empty);
+    for (size_t i = 0; i < sizes.size(); i++) {
+        if (full) {
+            put(sizes[i]);
+        } else if (sizes[i] > 0) {
+            put(i);
+            put(sizes[i]);
+        }
+    }
+    return std::make_unique<std::vector<uint8_t>>(std::move(out));
 }
 
 }  // namespace ivflake

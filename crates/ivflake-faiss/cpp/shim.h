@@ -187,6 +187,7 @@ void add_with_ids(
         rust::Slice<const float> x,
         rust::Slice<const int64_t> ids);
 std::unique_ptr<std::vector<uint8_t>> write_index_bytes(const IvfIndex& index);
+std::unique_ptr<std::vector<uint8_t>> write_header(IvfIndex& index, rust::Slice<const uint64_t> sizes);
 rust::String faiss_version();
 uint64_t build_residual_table(IvfIndex& index, uint64_t max_bytes);
 uint64_t residual_table_size(const IvfIndex& index);

@@ -220,6 +220,7 @@ mod ffi {
         fn add(index: Pin<&mut IvfIndex>, n: usize, x: &[f32]) -> Result<()>;
         fn add_with_ids(index: Pin<&mut IvfIndex>, n: usize, x: &[f32], ids: &[i64]) -> Result<()>;
         fn write_index_bytes(index: &IvfIndex) -> Result<UniquePtr<CxxVector<u8>>>;
+        fn write_header(index: Pin<&mut IvfIndex>, sizes: &[u64]) -> Result<UniquePtr<CxxVector<u8>>>;
         fn faiss_version() -> Result<String>;
         fn release_free_memory() -> Result<bool>;
         fn build_residual_table(index: Pin<&mut IvfIndex>, max_bytes: u64) -> Result<u64>;
@@ -646,6 +647,14 @@ impl Index {
     /// Serializes the index as `faiss.write_index` would.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let bytes = ffi::write_index_bytes(&self.inner)?;
+        Ok(bytes.as_slice().to_vec())
+    }
+
+    /// The file Faiss writes for this index holding lists of `sizes`, up
+    /// to where list data starts; each non-empty list's codes then ids
+    /// follow in list order (a compaction streams them).
+    pub fn header_for_sizes(&mut self, sizes: &[u64]) -> Result<Vec<u8>> {
+        let bytes = ffi::write_header(self.pinned()?, sizes)?;
         Ok(bytes.as_slice().to_vec())
     }
 

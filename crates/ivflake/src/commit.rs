@@ -43,7 +43,7 @@ impl Sequence {
         }
     }
 
-    fn path(&self, position: u64) -> Path {
+    pub(crate) fn path(&self, position: u64) -> Path {
         self.prefix.clone().join(format!("{position:020}{}", self.suffix))
     }
 
@@ -55,7 +55,7 @@ impl Sequence {
         let probe = self
             .prefix
             .clone()
-            .join(format!("conditional-create-probe-{:016x}", probe_id()));
+            .join(format!("conditional-create-probe-{:016x}", unique_id()));
         let create = PutOptions::from(PutMode::Create);
         let store_error = |e| Error::from_store(&self.uri, None, e);
         self.store
@@ -79,22 +79,60 @@ impl Sequence {
 
     /// The positions committed so far, in order.
     pub async fn positions(&self) -> Result<Vec<u64>> {
-        let listed: Vec<_> = self
-            .store
-            .list(Some(&self.prefix))
+        self.positions_from(0).await
+    }
+
+    /// The positions at or after `start`, in order: one LIST from there on,
+    /// so a reader that caught up pays for what is new only.
+    pub async fn positions_from(&self, start: u64) -> Result<Vec<u64>> {
+        let stream = match start.checked_sub(1) {
+            Some(before) => self.store.list_with_offset(Some(&self.prefix), &self.path(before)),
+            None => self.store.list(Some(&self.prefix)),
+        };
+        let listed: Vec<_> = stream
             .try_collect()
             .await
             .map_err(|e| Error::from_store(&self.uri, None, e))?;
         let mut positions: Vec<u64> = listed
             .iter()
-            .filter_map(|meta| {
-                let name = meta.location.filename()?;
-                let digits = name.strip_suffix(self.suffix.as_str())?;
-                (digits.len() == 20).then(|| digits.parse().ok()).flatten()
-            })
+            .filter_map(|meta| self.position_of(meta.location.filename()?))
+            .filter(|&p| p >= start)
             .collect();
         positions.sort_unstable();
         Ok(positions)
+    }
+
+    fn position_of(&self, name: &str) -> Option<u64> {
+        let digits = name.strip_suffix(self.suffix.as_str())?;
+        (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+    }
+
+    /// Creates `payload` at exactly `position`: `Ok(false)` when another
+    /// writer holds it (the caller reads theirs and moves on), `Ok(true)`
+    /// once the store acknowledged the create.
+    pub async fn create_at(&self, position: u64, payload: Bytes) -> Result<bool> {
+        let put = self
+            .store
+            .put_opts(
+                &self.path(position),
+                PutPayload::from(payload),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::from_store(&self.uri, None, e)),
+        }
+    }
+
+    /// Deletes the object at `position` (garbage collection of what no
+    /// retained version names).
+    pub async fn delete(&self, position: u64) -> Result<()> {
+        match self.store.delete(&self.path(position)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::from_store(&self.uri, None, e)),
+        }
     }
 
     /// Commits `payload` at the next free position and returns it, once
@@ -139,11 +177,16 @@ impl Sequence {
     }
 }
 
-/// A probe name two checks do not share: the time and the process mixed.
-fn probe_id() -> u64 {
+/// A name no other writer picks: the time, the process, a counter and a
+/// stack address mixed (probe objects, base files).
+pub(crate) fn unique_id() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let process = u64::from(std::process::id());
-    xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes(), process.to_le_bytes()].concat())
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let local = 0u8;
+    let address = &local as *const u8 as u64;
+    xxhash_rust::xxh3::xxh3_64(&[nanos, process, count, address].map(u64::to_le_bytes).concat())
 }

@@ -52,6 +52,11 @@ pub enum Error {
     #[error("index file {uri} is corrupt: {reason}")]
     Corrupt { uri: String, reason: String },
 
+    /// Another writer committed first where only one may (two compactions
+    /// of one version).
+    #[error("{uri}: {reason}")]
+    Conflict { uri: String, reason: String },
+
     #[error("index {uri} is not supported: {reason}")]
     Unsupported { uri: String, reason: String },
 

@@ -19,7 +19,7 @@ pub use ivflake_faiss::ListFormat;
 use crate::error::{Error, Result};
 
 /// The byte range of one list and how many vectors it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListRange {
     pub offset: u64,
     pub len: u64,

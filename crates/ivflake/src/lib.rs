@@ -41,6 +41,7 @@ mod index;
 mod layout;
 mod location;
 mod manifest;
+mod mutable;
 mod object;
 mod probes;
 mod stats;
@@ -68,5 +69,6 @@ pub use ivflake_faiss::{
 pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
+pub use mutable::{CompactOptions, CompactReport, GcReport, MutableIndex, MutableOptions, Staleness, Version};
 pub use object::{IndexObject, ListVerifier};
 pub use stats::{Residency, SearchStats};

@@ -141,6 +141,61 @@ impl IndexLocation {
         })
     }
 
+    /// A prefix (a "directory") rather than one object: `s3://bucket/a/b/`,
+    /// a local directory (created when missing). Objects under it are
+    /// [`IndexLocation::child`]ren.
+    pub fn parse_prefix(uri: &str, fetch: &FetchConfig) -> Result<Self> {
+        let trimmed = uri.trim_end_matches('/');
+        let local = if !uri.contains("://") {
+            Some(std::path::PathBuf::from(trimmed))
+        } else {
+            uri.strip_prefix("file://")
+                .map(|rest| std::path::PathBuf::from(rest.trim_end_matches('/')))
+        };
+        if let Some(dir) = local {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::InvalidUri {
+                uri: uri.to_string(),
+                reason: format!("cannot create the directory: {e}"),
+            })?;
+            let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| Error::InvalidUri {
+                uri: uri.to_string(),
+                reason: e.to_string(),
+            })?;
+            return Ok(Self {
+                store: Arc::new(store),
+                path: Path::default(),
+                uri: trimmed.to_string(),
+            });
+        }
+        // The prefix is the key of a name under it, less that name.
+        let under = Self::parse(&format!("{trimmed}/_"), fetch)?;
+        let parts: Vec<_> = under.path.parts().collect();
+        Ok(Self {
+            store: under.store,
+            path: Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned()),
+            uri: trimmed.to_string(),
+        })
+    }
+
+    /// The object `name` (slash-separated parts) under this prefix.
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let mut path = self.path.clone();
+        for part in name.split('/') {
+            if part.is_empty() || part == "." || part == ".." {
+                return Err(Error::InvalidUri {
+                    uri: format!("{}/{name}", self.uri),
+                    reason: "an empty, . or .. part".into(),
+                });
+            }
+            path = path.clone().join(part);
+        }
+        Ok(Self {
+            store: self.store.clone(),
+            path,
+            uri: format!("{}/{name}", self.uri),
+        })
+    }
+
     fn local_path(fs_path: &str, uri: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUri {
             uri: uri.to_string(),

@@ -99,6 +99,11 @@ pub struct SearchStats {
     /// and bytes.
     pub id_map_gets: u64,
     pub id_map_bytes: u64,
+    /// A mutable index's version and the last log position the search
+    /// saw, and the entries it read from the log (not yet compacted).
+    pub version: Option<u64>,
+    pub log_position: Option<u64>,
+    pub unindexed_entries: u64,
     pub quantizer_ms: f64,
     pub fetch_ms: f64,
     pub scan_ms: f64,

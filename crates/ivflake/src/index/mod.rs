@@ -183,6 +183,11 @@ impl IvfIndex {
         self.reload().await.map(Some)
     }
 
+    /// The parsed header, for the crate's writers (encoding new entries).
+    pub(crate) fn faiss(&self) -> &ivflake_faiss::Index {
+        &self.inner.faiss
+    }
+
     pub fn info(&self) -> &IndexInfo {
         &self.inner.info
     }

@@ -24,11 +24,14 @@ use super::options::{IdFilterSpec, SearchParams, SearchResults};
 use super::rerank::{max_entry_bytes, scan_k, EntryWave, IdMap, Rerank};
 use super::scan::ListEntries;
 use super::select::{AttributeSelect, Selection};
+use super::view::ListView;
 use super::IvfIndex;
 use crate::attributes::FetchedColumns;
 use crate::compute::Cancel;
 use crate::error::{Error, Result};
 use crate::fetch::ListRequest;
+use crate::layout::ListRange;
+use crate::mutable::DeltaSnapshot;
 use crate::stats::{ms, SearchIo, SearchStats};
 
 /// What a search knows of one list it has visited.
@@ -133,6 +136,8 @@ pub(super) struct SearchPlan {
     entry_bytes: u64,
     /// Set when the search's caller is gone; the scan checks it.
     pub cancel: Cancel,
+    /// A mutable index's writes since the base: a second run per list.
+    delta: Option<Arc<DeltaSnapshot>>,
 }
 
 impl SearchPlan {
@@ -142,6 +147,7 @@ impl SearchPlan {
         n: usize,
         params: SearchParams,
         select: Option<AttributeSelect>,
+        delta: Option<Arc<DeltaSnapshot>>,
     ) -> Box<Self> {
         let nlist = index.info().nlist;
         let depth = match &select {
@@ -176,6 +182,7 @@ impl SearchPlan {
             neighbors: None,
             hit_columns: None,
             cancel: Cancel::default(),
+            delta,
         })
     }
 
@@ -237,6 +244,25 @@ impl SearchPlan {
         self.assignment = faiss.coarse_search(&self.xt, self.depth)?;
         self.stats.quantizer_ms = ms(self.started.elapsed());
         Ok(())
+    }
+
+    /// A list's entries: the base file's run (empty when the base holds
+    /// none) and, for a mutable index, the run written since.
+    fn with_delta(&self, list: usize, base: Option<ListView>) -> Result<ListEntries> {
+        let format = self.index.inner.ranges.format();
+        let view = |bytes, range: &ListRange| {
+            ListView::with_gap(bytes, range, format, 0)
+                .map_err(|reason| Error::Internal(format!("list {list}: {reason}")))
+        };
+        let base = match base {
+            Some(view) => view,
+            None => view(Arc::new(Bytes::new()), &ListRange::default())?,
+        };
+        let later = match self.delta.as_ref().and_then(|d| d.run(list)) {
+            Some((bytes, range)) => Some(view(bytes, &range)?),
+            None => None,
+        };
+        Ok(ListEntries::new(base, later))
     }
 
     fn list_at(&self, q: usize, j: usize) -> Option<usize> {
@@ -432,7 +458,7 @@ impl SearchPlan {
                         None => None,
                     };
                     Ok(ListState::Fetched {
-                        entries: ListEntries::base(view),
+                        entries: self.with_delta(list, Some(view))?,
                         selection,
                     })
                 });
@@ -459,7 +485,17 @@ impl SearchPlan {
     fn scan(&mut self) -> Result<ivflake_faiss::Neighbors> {
         let scan_started = Instant::now();
         let attribute_filtered = self.select.as_ref().is_some_and(|s| s.filters());
-        let scanned: Vec<(usize, &ListEntries)> = self
+        // Lists empty in the base that writes have filled: their run alone.
+        let written: Vec<(usize, ListEntries)> = match &self.delta {
+            Some(delta) if !attribute_filtered => self
+                .lists
+                .iter()
+                .filter(|(l, s)| matches!(s, ListState::Skipped) && delta.run(**l).is_some())
+                .map(|(l, _)| Ok((*l, self.with_delta(*l, None)?)))
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
+        let mut scanned: Vec<(usize, &ListEntries)> = self
             .lists
             .iter()
             .filter(|(_, s)| s.scanned(attribute_filtered))
@@ -467,7 +503,10 @@ impl SearchPlan {
                 ListState::Fetched { entries, .. } => Some((*l, entries)),
                 _ => None,
             })
+            .chain(written.iter().map(|(l, e)| (*l, e)))
             .collect();
+        scanned.sort_unstable_by_key(|(l, _)| *l);
+        let tombstones = self.delta.as_ref().map(|d| d.tombstones.clone());
         let depth = self.depth;
         let probe_lists: Vec<i64> = (0..self.probed.len())
             .flat_map(|q| (0..depth).map(move |j| (q, j)))
@@ -534,8 +573,8 @@ impl SearchPlan {
                 lists: &probe_lists,
                 coarse_distances: &self.assignment.distances,
                 scanned: &scanned,
-                // Lists are the base file's alone until writes add later runs.
-                hidden: &[],
+                // The base's entries of ids written since are hidden.
+                hidden: &[tombstones.as_deref().map_or(&[][..], |t| t.as_slice())],
                 filter,
                 cancel: &self.cancel,
             },

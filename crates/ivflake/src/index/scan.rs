@@ -24,9 +24,11 @@ pub(super) struct ListEntries {
 }
 
 impl ListEntries {
-    /// A list read from the base file alone.
-    pub fn base(view: ListView) -> Self {
-        Self { runs: vec![view] }
+    /// A list's base run and, when writes followed it, their run.
+    pub fn new(base: ListView, later: Option<ListView>) -> Self {
+        Self {
+            runs: std::iter::once(base).chain(later).collect(),
+        }
     }
 
     /// The ids of every run, in order.

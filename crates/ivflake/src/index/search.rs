@@ -13,6 +13,7 @@ use super::select::AttributeSelect;
 use super::IvfIndex;
 use crate::compute::ComputePool;
 use crate::error::{Error, Result};
+use crate::mutable::DeltaSnapshot;
 use crate::stats::{ms, SearchIo};
 
 /// Searches probing at most this many lists in all (queries × nprobe) run
@@ -22,8 +23,28 @@ const SHORT_JOB_PROBES: usize = 256;
 
 impl IvfIndex {
     pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
+        self.search_delta(queries, params, None).await
+    }
+
+    /// A search of this base and, for a mutable index, the writes since
+    /// it: each list's run of later entries scanned after the base's, the
+    /// base's entries of changed ids hidden.
+    pub(crate) async fn search_delta(
+        &self,
+        queries: &[f32],
+        params: &SearchParams,
+        delta: Option<Arc<DeltaSnapshot>>,
+    ) -> Result<SearchResults> {
         let n = self.validate(queries, params)?;
-        let work = self.run_search(queries.to_vec(), n, params.clone());
+        if delta.as_ref().is_some_and(|d| !d.is_empty())
+            && (params.attribute_filter.is_some() || !params.return_attributes.is_empty())
+        {
+            return Err(Error::Unsupported {
+                uri: self.uri().to_string(),
+                reason: "attributes of a mutable index with writes not yet compacted are not served yet".into(),
+            });
+        }
+        let work = self.run_search(queries.to_vec(), n, params.clone(), delta);
         let _in_flight = SearchInFlight::enter();
         let outcome = match params.deadline {
             None => work.await,
@@ -134,7 +155,13 @@ impl IvfIndex {
 
     /// The pipeline (`plan.rs`) on the compute pool, and its fetch waves
     /// between: the only place a search awaits the store.
-    async fn run_search(&self, queries: Vec<f32>, n: usize, params: SearchParams) -> Result<SearchResults> {
+    async fn run_search(
+        &self,
+        queries: Vec<f32>,
+        n: usize,
+        params: SearchParams,
+        delta: Option<Arc<DeltaSnapshot>>,
+    ) -> Result<SearchResults> {
         let select = if params.attribute_filter.is_some() || !params.return_attributes.is_empty() {
             Some(AttributeSelect::new(self.require_attributes().await?, &params)?)
         } else {
@@ -142,7 +169,7 @@ impl IvfIndex {
         };
         let compute = &self.inner.options.compute;
         let short = n.saturating_mul(params.nprobe) <= SHORT_JOB_PROBES;
-        let plan = SearchPlan::new(self.clone(), queries, n, params, select);
+        let plan = SearchPlan::new(self.clone(), queries, n, params, select, delta);
         // Dropping this future (a deadline, a dropped request) stops the scan.
         let _cancel_on_drop = plan.cancel.on_drop();
         let mut step = on_pool(compute, short, move || plan.advance(None)).await?;

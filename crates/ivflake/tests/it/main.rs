@@ -21,5 +21,6 @@ mod integrity;
 mod io_counts;
 mod manifest;
 mod memory;
+mod mutable;
 mod preload;
 mod wrapped;

@@ -1,0 +1,466 @@
+//! `MutableIndex`: an index that takes writes, kept as a prefix of a store
+//! (`version.rs` has the layout): a standard Faiss base file, the write log
+//! since it, and commit points naming both. Searches read the base as any
+//! index is read plus the log's entries as a second run per list (the one
+//! pipeline, `index/plan.rs`); writes go through group commit
+//! (`writer.rs`); `compact.rs` folds the log into a new base and collects
+//! old files. Its parts: `record` (a log object's format), `delta` (the
+//! log as searches read it), `version`, `writer`, `compact`, `gate` (the
+//! crash tests' pause points).
+
+mod compact;
+mod delta;
+mod gate;
+mod record;
+mod version;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures::{StreamExt, TryStreamExt};
+use ivflake_faiss::Metric;
+use object_store::path::Path;
+
+pub use compact::{CompactOptions, CompactReport, GcReport};
+use delta::DeltaBuilder;
+pub(crate) use delta::DeltaSnapshot;
+use record::Record;
+pub use version::Version;
+use version::{BASES_DIR, LOG_DIR, LOG_SUFFIX, VERSIONS_DIR, VERSION_SUFFIX};
+
+use crate::commit::Sequence;
+use crate::error::{Error, Result};
+use crate::index::{IvfIndex, OpenOptions, SearchParams, SearchResults};
+use crate::location::IndexLocation;
+
+/// How fresh the writes of other processes a search sees are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    /// Every search first reads the log's head: it sees every write
+    /// acknowledged anywhere before it started.
+    Strong,
+    /// The log's head is read when the last read is older than this.
+    Bounded(Duration),
+}
+
+/// How a mutable index is opened and written.
+#[derive(Debug, Clone)]
+pub struct MutableOptions {
+    pub open: OpenOptions,
+    pub staleness: Staleness,
+    /// Writes arriving within this window of the first share one commit;
+    /// writes arriving while a commit is in flight always share the next.
+    pub group_commit_window: Duration,
+    /// Most vectors one upsert call may carry.
+    pub max_batch: usize,
+}
+
+impl Default for MutableOptions {
+    fn default() -> Self {
+        Self {
+            open: OpenOptions::default(),
+            staleness: Staleness::Bounded(Duration::from_secs(1)),
+            group_commit_window: Duration::ZERO,
+            max_batch: 100_000,
+        }
+    }
+}
+
+/// The version a search reads: a base and the writes since it.
+struct Current {
+    position: u64,
+    version: Version,
+    base: IvfIndex,
+    delta: Arc<DeltaSnapshot>,
+}
+
+/// What applying the log needs, behind one lock: whoever holds it may
+/// append to the log or move to a newer version.
+struct State {
+    position: u64,
+    version: Version,
+    base: IvfIndex,
+    builder: DeltaBuilder,
+}
+
+struct Shared {
+    root: IndexLocation,
+    options: MutableOptions,
+    versions: Sequence,
+    log: Sequence,
+    current: ArcSwap<Current>,
+    state: tokio::sync::Mutex<State>,
+    last_refresh: std::sync::Mutex<Instant>,
+    writer: tokio::sync::OnceCell<writer::GroupCommit>,
+}
+
+/// A writable index under a prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct MutableIndex {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MutableIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MutableIndex")
+            .field("uri", &self.shared.root.uri)
+            .finish()
+    }
+}
+
+impl MutableIndex {
+    /// Creates an empty index under `uri`: it searches exactly until a
+    /// compaction has enough vectors to train `factory`'s quantizer and codec.
+    pub async fn create(uri: &str, d: usize, metric: Metric, factory: &str, options: MutableOptions) -> Result<Self> {
+        let root = IndexLocation::parse_prefix(uri, options.open.scheduler.config())?;
+        Self::create_at(root, d, metric, factory, options).await
+    }
+
+    pub async fn create_at(
+        root: IndexLocation,
+        d: usize,
+        metric: Metric,
+        factory: &str,
+        options: MutableOptions,
+    ) -> Result<Self> {
+        if d == 0 || d > 65_536 {
+            return Err(Error::invalid("d", format!("must be between 1 and 65536, got {d}")));
+        }
+        check_store(&root).await?;
+        // The factory must build a served index (checked before anything is written).
+        let target = ivflake_faiss::Index::factory(d, factory, metric)?;
+        compact::check_writable(&root.uri, target.info())?;
+        let mut bootstrap = ivflake_faiss::Index::factory(d, "IVF1,Flat", metric)?;
+        // One centroid at the origin: every vector in list 0, scanned exactly.
+        // (39 points: Faiss warns below 39 per centroid.)
+        bootstrap.train(&vec![0.0; d * 39])?;
+        let bytes = bootstrap.to_bytes()?;
+        let name = version::new_base_name();
+        put_new(&root, &name, bytes.into()).await?;
+        let first = Version::new(d, metric.name(), factory, name, false, 0);
+        Self::commit_first(root, first, options).await
+    }
+
+    /// Makes the Faiss IVF file at `base_uri` the base of a new mutable
+    /// index under `uri`, in place: nothing is copied, and the file is
+    /// never deleted by `gc` (it is not under the prefix).
+    pub async fn create_from(uri: &str, base_uri: &str, options: MutableOptions) -> Result<Self> {
+        let root = IndexLocation::parse_prefix(uri, options.open.scheduler.config())?;
+        check_store(&root).await?;
+        let base = IvfIndex::open_at(
+            IndexLocation::parse(base_uri, options.open.scheduler.config())?,
+            options.open.clone(),
+        )
+        .await?;
+        compact::check_writable(base_uri, base.info())?;
+        let info = base.info();
+        let first = Version::new(info.d, info.metric.name(), "", base_uri.to_string(), true, 0);
+        Self::commit_first(root, first, options).await
+    }
+
+    async fn commit_first(root: IndexLocation, first: Version, options: MutableOptions) -> Result<Self> {
+        let versions = Sequence::new(
+            root.store.clone(),
+            child(&root, VERSIONS_DIR),
+            VERSION_SUFFIX,
+            &root.uri,
+        );
+        if !versions.create_at(0, first.encode()).await? {
+            return Err(Error::invalid(
+                "uri",
+                format!("{} already holds a mutable index", root.uri),
+            ));
+        }
+        Self::open_at(root, options).await
+    }
+
+    /// Opens the mutable index under `uri` at its newest version.
+    pub async fn open(uri: &str, options: MutableOptions) -> Result<Self> {
+        let root = IndexLocation::parse_prefix(uri, options.open.scheduler.config())?;
+        Self::open_at(root, options).await
+    }
+
+    pub async fn open_at(root: IndexLocation, options: MutableOptions) -> Result<Self> {
+        let versions = Sequence::new(
+            root.store.clone(),
+            child(&root, VERSIONS_DIR),
+            VERSION_SUFFIX,
+            &root.uri,
+        );
+        let log = Sequence::new(root.store.clone(), child(&root, LOG_DIR), LOG_SUFFIX, &root.uri);
+        let position = *versions.positions().await?.last().ok_or_else(|| Error::NotFound {
+            uri: root.uri.clone(),
+            source: Arc::new(object_store::Error::NotFound {
+                path: format!("{}/{VERSIONS_DIR}", root.path),
+                source: "no commit point: not a mutable index (create one first)".into(),
+            }),
+        })?;
+        let state = load_version(&root, &versions, &options, position).await?;
+        let current = Current {
+            position,
+            version: state.version.clone(),
+            base: state.base.clone(),
+            delta: state.builder.snapshot(),
+        };
+        let index = Self {
+            shared: Arc::new(Shared {
+                root,
+                options,
+                versions,
+                log,
+                current: ArcSwap::from_pointee(current),
+                state: tokio::sync::Mutex::new(state),
+                last_refresh: std::sync::Mutex::new(Instant::now()),
+                writer: tokio::sync::OnceCell::new(),
+            }),
+        };
+        index.refresh().await?;
+        Ok(index)
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.shared.root.uri
+    }
+
+    /// The current version's commit point.
+    pub fn version(&self) -> Version {
+        self.shared.current.load().version.clone()
+    }
+
+    /// The current version's position.
+    pub fn version_position(&self) -> u64 {
+        self.shared.current.load().position
+    }
+
+    /// The URI of the current base file.
+    pub fn base_uri(&self) -> String {
+        self.shared.current.load().base.uri().to_string()
+    }
+
+    /// The current base, opened as any index is.
+    pub fn base(&self) -> IvfIndex {
+        self.shared.current.load().base.clone()
+    }
+
+    /// Entries written since the base (live, not deleted) and ids changed.
+    pub fn unindexed(&self) -> (u64, usize) {
+        let current = self.shared.current.load();
+        (current.delta.entries, current.delta.tombstones.len())
+    }
+
+    /// The last log position applied.
+    pub fn log_position(&self) -> Option<u64> {
+        self.shared.current.load().delta.position
+    }
+
+    pub async fn search(&self, queries: &[f32], k: usize, nprobe: usize) -> Result<SearchResults> {
+        self.search_with(queries, &SearchParams::new(k, nprobe)).await
+    }
+
+    /// Searches the base and every write this process acknowledged, and
+    /// other processes' writes within the staleness bound. `nprobe` is
+    /// capped at the base's list count (an untrained index has one).
+    pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
+        let due = match self.shared.options.staleness {
+            Staleness::Strong => true,
+            Staleness::Bounded(bound) => self.since_refresh() >= bound,
+        };
+        if due {
+            self.refresh().await?;
+        }
+        let current = self.shared.current.load_full();
+        let mut params = params.clone();
+        params.nprobe = params.nprobe.min(current.base.info().nlist);
+        let mut results = current
+            .base
+            .search_delta(queries, &params, Some(current.delta.clone()))
+            .await?;
+        results.stats.version = Some(current.position);
+        results.stats.log_position = current.delta.position;
+        results.stats.unindexed_entries = current.delta.entries;
+        Ok(results)
+    }
+
+    fn since_refresh(&self) -> Duration {
+        self.shared.last_refresh.lock().map_or(Duration::MAX, |t| t.elapsed())
+    }
+
+    /// Reads what other processes committed since this one last looked:
+    /// a newer version (a compaction), and the log past the last position
+    /// applied. One LIST each, in parallel, when nothing is new.
+    pub async fn refresh(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut state = self.shared.state.lock().await;
+        let (newer, log) = tokio::join!(
+            self.shared.versions.positions_from(state.position + 1),
+            self.shared.log.positions_from(state.builder.next_position())
+        );
+        if let Some(&latest) = newer?.last() {
+            *state = load_version(&self.shared.root, &self.shared.versions, &self.shared.options, latest).await?;
+            let log = self.shared.log.positions_from(state.builder.next_position()).await?;
+            self.catch_up(&mut state, &log).await?;
+        } else {
+            self.catch_up(&mut state, &log?).await?;
+        }
+        self.publish(&state);
+        if let Ok(mut last) = self.shared.last_refresh.lock() {
+            *last = started;
+        }
+        Ok(())
+    }
+
+    /// Applies the log records at `positions` that follow the state's,
+    /// in order, fetched a few at a time; stops at a gap.
+    async fn catch_up(&self, state: &mut State, positions: &[u64]) -> Result<()> {
+        let next = state.builder.next_position();
+        let contiguous: Vec<u64> = positions
+            .iter()
+            .copied()
+            .skip_while(|&p| p < next)
+            .enumerate()
+            .take_while(|&(i, p)| p == next + i as u64)
+            .map(|(_, p)| p)
+            .collect();
+        let shape = (state.base.info().d, code_size(state.base.info()));
+        let mut records = futures::stream::iter(contiguous.into_iter().map(|p| self.read_record(shape, p))).buffered(8);
+        while let Some(record) = records.next().await {
+            let record = record?;
+            self.apply(state, record).await?;
+        }
+        Ok(())
+    }
+
+    /// The record at `position`, for an index of `(d, code size)`.
+    async fn read_record(&self, (d, code_size): (usize, usize), position: u64) -> Result<Record> {
+        let raw = self.shared.log.read(position).await?;
+        Record::decode(&raw, d, code_size).map_err(|reason| Error::Corrupt {
+            uri: format!("{}/{LOG_DIR}/{position:020}{LOG_SUFFIX}", self.shared.root.uri),
+            reason,
+        })
+    }
+
+    /// Applies one record at the state's next position, re-encoding its
+    /// vectors first when another codec encoded them (a retrain since).
+    async fn apply(&self, state: &mut State, mut record: Record) -> Result<()> {
+        if record.codec != state.version.codec && !record.ids.is_empty() {
+            let encoded = encode(&self.shared.options, &state.base, record.vectors.clone()).await?;
+            record.lists = encoded.lists;
+            record.codes = encoded.codes;
+            record.codec = state.version.codec.clone();
+        }
+        state.builder.apply(&record).map_err(|reason| Error::Corrupt {
+            uri: format!("{}/{LOG_DIR}", self.shared.root.uri),
+            reason,
+        })
+    }
+
+    fn publish(&self, state: &State) {
+        self.shared.current.store(Arc::new(Current {
+            position: state.position,
+            version: state.version.clone(),
+            base: state.base.clone(),
+            delta: state.builder.snapshot(),
+        }));
+    }
+}
+
+/// A base's encoded entries: each vector's list and code.
+struct Encoded {
+    lists: Vec<i64>,
+    codes: Vec<u8>,
+}
+
+async fn encode(options: &MutableOptions, base: &IvfIndex, vectors: Vec<f32>) -> Result<Encoded> {
+    let base = base.clone();
+    options
+        .open
+        .compute
+        .run(move || {
+            let e = base.faiss().encode_entries(&vectors)?;
+            Ok(Encoded {
+                lists: e.lists,
+                codes: e.codes,
+            })
+        })
+        .await
+}
+
+fn code_size(info: &ivflake_faiss::IndexInfo) -> usize {
+    match info.list_format {
+        ivflake_faiss::ListFormat::Array { code_size } => code_size,
+        _ => 0,
+    }
+}
+
+/// Opens version `position`: its commit point, its base, an empty delta
+/// from its log start.
+async fn load_version(
+    root: &IndexLocation,
+    versions: &Sequence,
+    options: &MutableOptions,
+    position: u64,
+) -> Result<State> {
+    let raw = versions.read(position).await?;
+    let version = Version::decode(
+        &raw,
+        &format!("{}/{VERSIONS_DIR}/{position:020}{VERSION_SUFFIX}", root.uri),
+    )?;
+    let base_location = if version.base.starts_with(BASES_DIR) {
+        root.child(&version.base)?
+    } else {
+        IndexLocation::parse(&version.base, options.open.scheduler.config())?
+    };
+    let base = IvfIndex::open_at(base_location, options.open.clone()).await?;
+    let info = base.info();
+    if info.d != version.d {
+        return Err(Error::Corrupt {
+            uri: base.uri().to_string(),
+            reason: format!("its d is {}, its commit point says {}", info.d, version.d),
+        });
+    }
+    let builder = DeltaBuilder::new(info.nlist, code_size(info), version.log_start);
+    Ok(State {
+        position,
+        version,
+        base,
+        builder,
+    })
+}
+
+/// Refuses a store that ignores conditional creates, before anything is written.
+async fn check_store(root: &IndexLocation) -> Result<()> {
+    Sequence::new(root.store.clone(), child(root, VERSIONS_DIR), VERSION_SUFFIX, &root.uri)
+        .check_store()
+        .await
+}
+
+fn child(root: &IndexLocation, name: &str) -> Path {
+    root.child(name).map(|l| l.path).unwrap_or_else(|_| Path::from(name))
+}
+
+/// Writes a new object that must not exist yet (a base's random name).
+async fn put_new(root: &IndexLocation, name: &str, bytes: bytes::Bytes) -> Result<()> {
+    let location = root.child(name)?;
+    location
+        .store
+        .put_opts(
+            &location.path,
+            bytes.into(),
+            object_store::PutOptions::from(object_store::PutMode::Create),
+        )
+        .await
+        .map_err(|e| Error::from_store(&location.uri, None, e))?;
+    Ok(())
+}
+
+/// The objects under a prefix, for garbage collection.
+async fn list_under(root: &IndexLocation, name: &str) -> Result<Vec<object_store::ObjectMeta>> {
+    let prefix = child(root, name);
+    root.store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| Error::from_store(&root.uri, None, e))
+}
