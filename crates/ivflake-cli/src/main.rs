@@ -12,6 +12,7 @@ mod search;
 mod serve;
 mod util;
 mod vectors;
+mod write;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,16 @@ enum Command {
     Attributes(attributes::AttributesArgs),
     /// Write an index's checksum sidecar, so every fetched list is verified.
     Manifest(manifest::ManifestArgs),
+    /// Create a mutable index under a prefix: empty, or from a Faiss file in place.
+    Create(write::CreateArgs),
+    /// Insert or replace vectors of a mutable index; each batch is durable when acknowledged.
+    Upsert(write::UpsertArgs),
+    /// Delete ids from a mutable index.
+    Delete(write::DeleteArgs),
+    /// Fold a mutable index's write log into a new standard Faiss base.
+    Compact(write::CompactArgs),
+    /// Delete files of a mutable index that no version within the retention period names.
+    Gc(write::GcArgs),
 }
 
 #[tokio::main]
@@ -78,6 +89,11 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Manifest(args) => manifest::run(args).await,
+        Command::Create(args) => write::create(args).await,
+        Command::Upsert(args) => write::upsert(args).await,
+        Command::Delete(args) => write::delete(args).await,
+        Command::Compact(args) => write::compact(args).await,
+        Command::Gc(args) => write::gc(args).await,
         Command::Attributes(args) => attributes::run(args).await,
     };
     match outcome {

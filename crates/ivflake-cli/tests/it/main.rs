@@ -6,3 +6,4 @@ mod attributes;
 mod cli;
 mod hostile_files;
 mod wrapped;
+mod writes;

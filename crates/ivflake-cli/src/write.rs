@@ -1,0 +1,154 @@
+//! The commands that change a mutable index: `create` (empty, or from a
+//! Faiss file in place), `upsert` (from .npy, .fvecs or Parquet, in
+//! batches, with a progress bar), `delete`, `compact` and `gc`. Each prints
+//! one JSON object on stdout saying what it did.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ivflake::{BuildInput, CompactOptions, Metric, MutableIndex, MutableOptions};
+use serde_json::json;
+
+use crate::attributes::read_table;
+use crate::util::{load_vectors, parse_metric, positive, progress_bar};
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Where the index lives: a prefix (s3://bucket/products/) or a local directory.
+    pub uri: String,
+    /// Make this Faiss IVF file the first base, in place (nothing is copied).
+    #[arg(long, conflicts_with_all = ["d", "factory"])]
+    pub from: Option<String>,
+    /// Dimension of an empty index.
+    #[arg(long, value_parser = positive, required_unless_present = "from")]
+    pub d: Option<usize>,
+    /// Faiss factory string the first compaction with enough vectors trains, e.g. "IVF1024,PQ32".
+    #[arg(long, required_unless_present = "from")]
+    pub factory: Option<String>,
+    /// `l2` or `inner_product`.
+    #[arg(long, value_parser = parse_metric, default_value_t = Metric::L2)]
+    pub metric: Metric,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpsertArgs {
+    pub uri: String,
+    /// Vectors: float32 .npy of shape (n, d) or .fvecs; or .parquet with a
+    /// vector column and an id column.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Ids of .npy/.fvecs input count up from this (Parquet input names its own).
+    #[arg(long, default_value_t = 0)]
+    pub first_id: i64,
+    #[arg(long, default_value = "vector")]
+    pub vector_column: String,
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+    /// Vectors per write (each one log record, acknowledged when durable).
+    #[arg(long, value_parser = positive, default_value_t = 10_000)]
+    pub batch: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    pub uri: String,
+    /// Ids to delete.
+    #[arg(required = true, num_args = 1..)]
+    pub ids: Vec<i64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompactArgs {
+    pub uri: String,
+    /// An untrained index trains once it holds this many vectors per list.
+    #[arg(long, default_value_t = 39)]
+    pub min_train_per_list: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    pub uri: String,
+    /// Keep what versions younger than this name, in seconds. It must
+    /// exceed the longest compaction and the longest a reader keeps an old version.
+    #[arg(long, default_value_t = 3600)]
+    pub retention_secs: u64,
+}
+
+pub async fn create(args: CreateArgs) -> Result<()> {
+    let options = MutableOptions::default();
+    let index = match (&args.from, args.d, &args.factory) {
+        (Some(from), _, _) => MutableIndex::create_from(&args.uri, from, options).await?,
+        (None, Some(d), Some(factory)) => MutableIndex::create(&args.uri, d, args.metric, factory, options).await?,
+        _ => bail!("give --from, or --d and --factory"),
+    };
+    print(json!({"created": index.uri(), "base": index.base_uri(), "version": index.version()}))
+}
+
+pub async fn upsert(args: UpsertArgs) -> Result<()> {
+    let (vectors, ids, d) = read_input(&args).await?;
+    let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+    let n = ids.len();
+    let bar = progress_bar(n as u64, "upserting", "vectors");
+    let started = Instant::now();
+    let mut last = None;
+    for (chunk, ids) in vectors.chunks(args.batch * d).zip(ids.chunks(args.batch)) {
+        last = Some(index.upsert(chunk, ids).await?);
+        bar.inc(ids.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    print(json!({
+        "upserted": n,
+        "log_position": last,
+        "seconds": secs,
+        "vectors_per_second": n as f64 / secs.max(1e-9),
+    }))
+}
+
+async fn read_input(args: &UpsertArgs) -> Result<(Vec<f32>, Vec<i64>, usize)> {
+    let parquet = args
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if parquet {
+        let table = read_table(&args.input).await?;
+        let input = BuildInput::from_table(table, &args.vector_column, &args.id_column)
+            .with_context(|| format!("reading {}", args.input.display()))?;
+        if input.attributes.batch.num_columns() > 0 {
+            bail!("attributes in writes are not supported yet: give a Parquet file of ids and vectors only");
+        }
+        return Ok((input.vectors, input.ids, input.d));
+    }
+    let vectors = load_vectors(&args.input).await?;
+    let ids = (0..vectors.n as i64).map(|i| args.first_id + i).collect();
+    Ok((vectors.data.clone(), ids, vectors.d))
+}
+
+pub async fn delete(args: DeleteArgs) -> Result<()> {
+    let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+    let position = index.delete(&args.ids).await?;
+    print(json!({"deleted": args.ids.len(), "log_position": position}))
+}
+
+pub async fn compact(args: CompactArgs) -> Result<()> {
+    let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+    let options = CompactOptions {
+        min_train_per_list: args.min_train_per_list,
+    };
+    match index.compact(&options).await? {
+        Some(report) => print(json!({"compacted": report})),
+        None => print(json!({"compacted": null, "reason": "nothing to fold"})),
+    }
+}
+
+pub async fn gc(args: GcArgs) -> Result<()> {
+    let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+    let report = index.gc(Duration::from_secs(args.retention_secs)).await?;
+    print(json!({"deleted": report}))
+}
+
+fn print(value: serde_json::Value) -> Result<()> {
+    println!("{value}");
+    Ok(())
+}
