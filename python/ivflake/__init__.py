@@ -18,9 +18,12 @@ from ivflake._ivflake import (
     IndexChanged,
     IndexNotFound,
     IvflakeError,
+    MutableIndex,
     UnsupportedIndex,
-    open,
+    create,
+    open_mutable,
 )
+from ivflake._ivflake import open as _open_file
 from ivflake.client import Client, InsecureTokenWarning, RemoteIndex, ServerUnreachable
 
 __all__ = [
@@ -34,8 +37,25 @@ __all__ = [
     "IndexNotFound",
     "InsecureTokenWarning",
     "IvflakeError",
+    "MutableIndex",
     "RemoteIndex",
     "ServerUnreachable",
     "UnsupportedIndex",
+    "create",
     "open",
+    "open_mutable",
 ]
+
+
+def open(uri, **kwargs):  # noqa: A001 (faiss-like name, shadows the builtin as faiss's API would)
+    """Opens the index at `uri`: a Faiss IVF file (`Index`, read-only), or a
+    mutable index's prefix (`MutableIndex`): a URI ending in "/" or a local
+    directory. Keywords are those of the native `open` and `open_mutable`."""
+    import os
+
+    text = os.fspath(uri)
+    if text.endswith("/") or ("://" not in text and os.path.isdir(text)):
+        return open_mutable(text.rstrip("/") if "://" not in text else text, **kwargs)
+    return _open_file(uri, **kwargs)
+
+

@@ -173,3 +173,56 @@ class Index:
         """Switches to the object's current version; searches in flight finish on the old one."""
     def cache_info(self) -> Dict[str, Any]:
         """Hits, misses, evictions and bytes per cache tier, and this index's `residency`."""
+
+def create(
+    uri: str,
+    *,
+    d: Optional[int] = None,
+    metric: Literal["l2", "inner_product"] = "l2",
+    factory: Optional[str] = None,
+    from_uri: Optional[str] = None,
+    staleness: Optional[float] = None,
+) -> MutableIndex:
+    """Creates a mutable index under the prefix `uri`: empty (`d`, `metric`,
+    `factory`; exact until a compaction trains `factory`), or on the Faiss IVF
+    file `from_uri`, used in place."""
+
+def open_mutable(uri: str, *, staleness: Optional[float] = None) -> MutableIndex:
+    """Opens the mutable index under `uri`; `staleness` in seconds (0: strong)."""
+
+class MutableIndex:
+    """An index that takes writes; each returns once durable in the store."""
+
+    def search(
+        self,
+        xq: Any,
+        k: int,
+        *,
+        nprobe: int = 16,
+        filter: Optional[Dict[str, Any]] = None,
+        ids: Optional[Any] = None,
+        timeout: Optional[float] = None,
+    ) -> Tuple[Any, Any]: ...
+    def upsert(self, xb: Any, ids: Any) -> int: ...
+    def delete(self, ids: Any) -> int: ...
+    def compact(self, *, min_train_per_list: int = 39) -> Optional[Dict[str, Any]]: ...
+    def gc(self, *, retention_secs: float = 3600.0) -> Dict[str, Any]: ...
+    def refresh(self) -> None: ...
+    @property
+    def base_uri(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def log_position(self) -> Optional[int]: ...
+    @property
+    def unindexed(self) -> int: ...
+    @property
+    def d(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def nlist(self) -> int: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def last_stats(self) -> Optional[Dict[str, Any]]: ...

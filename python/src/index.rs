@@ -178,8 +178,15 @@ impl Index {
         self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The search parameters of one call, checked before any work.
     fn params(&self, keywords: SearchKeywords<'_, '_>) -> PyResult<SearchParams> {
+        search_params(keywords, self.nprobe.load(Ordering::Relaxed))
+    }
+}
+
+/// The search parameters of one call, checked before any work; `nprobe`
+/// when the call gives none.
+pub(crate) fn search_params(keywords: SearchKeywords<'_, '_>, default_nprobe: usize) -> PyResult<SearchParams> {
+    {
         let SearchKeywords {
             k,
             nprobe,
@@ -193,7 +200,7 @@ impl Index {
         let k = positive(k, "k")?;
         let nprobe = match nprobe {
             Some(n) => positive(n, "nprobe")?,
-            None => self.nprobe.load(Ordering::Relaxed),
+            None => default_nprobe,
         };
         let deadline = match timeout {
             None => None,
@@ -218,15 +225,15 @@ impl Index {
 }
 
 /// The keywords `search` and `search_async` share, as Python passed them.
-struct SearchKeywords<'a, 'py> {
-    k: i64,
-    nprobe: Option<i64>,
-    filter: Option<&'a Bound<'py, PyAny>>,
-    ids: Option<&'a Bound<'py, PyAny>>,
-    allow_partial: bool,
-    timeout: Option<f64>,
-    attribute_filter: Option<&'a Bound<'py, PyAny>>,
-    k_factor: Option<f64>,
+pub(crate) struct SearchKeywords<'a, 'py> {
+    pub k: i64,
+    pub nprobe: Option<i64>,
+    pub filter: Option<&'a Bound<'py, PyAny>>,
+    pub ids: Option<&'a Bound<'py, PyAny>>,
+    pub allow_partial: bool,
+    pub timeout: Option<f64>,
+    pub attribute_filter: Option<&'a Bound<'py, PyAny>>,
+    pub k_factor: Option<f64>,
 }
 
 /// An attribute filter given as a dict (or a JSON string), in S3 Vectors' language.
@@ -240,7 +247,7 @@ fn parse_attribute_filter(value: &Bound<'_, PyAny>) -> PyResult<ivflake::Attribu
     ivflake::AttributeFilter::from_json_at(&json, "attribute_filter").map_err(to_py)
 }
 
-fn positive(value: i64, name: &str) -> PyResult<usize> {
+pub(crate) fn positive(value: i64, name: &str) -> PyResult<usize> {
     usize::try_from(value)
         .ok()
         .filter(|&v| v > 0)

@@ -8,6 +8,7 @@
 mod convert;
 mod errors;
 mod index;
+mod mutable;
 mod runtime;
 mod store;
 
@@ -18,6 +19,9 @@ fn _ivflake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(index::open, m)?)?;
     m.add_class::<index::Index>()?;
+    m.add_function(wrap_pyfunction!(mutable::create, m)?)?;
+    m.add_function(wrap_pyfunction!(mutable::open_mutable, m)?)?;
+    m.add_class::<mutable::MutableIndex>()?;
     m.add("IvflakeError", py.get_type::<errors::IvflakeError>())?;
     m.add("IndexNotFound", py.get_type::<errors::IndexNotFound>())?;
     m.add("CorruptIndex", py.get_type::<errors::CorruptIndex>())?;
