@@ -72,11 +72,15 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A fault in the server.
     Internal,
+    /// A write to an index served read-only.
+    NotWritable,
+    /// Another writer committed first where only one may.
+    Conflict,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::AlreadyExists,
@@ -100,6 +104,8 @@ impl ErrorCode {
         Self::DeadlineExceeded,
         Self::RequestTimeout,
         Self::Internal,
+        Self::NotWritable,
+        Self::Conflict,
     ];
 
     /// The code as it appears on the wire (the serde spelling; a test keeps the two equal).
@@ -128,6 +134,8 @@ impl ErrorCode {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
+            Self::NotWritable => "not_writable",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -270,6 +278,8 @@ mod tests {
             "deadline_exceeded",
             "request_timeout",
             "internal",
+            "not_writable",
+            "conflict",
         ];
         assert_eq!(ErrorCode::ALL.len(), wire.len());
         for (code, expected) in ErrorCode::ALL.into_iter().zip(wire) {

@@ -105,6 +105,8 @@ fn admin_action(method: &Method, route: &str) -> Option<&'static str> {
         ("DELETE", _) => Some("removing an index"),
         ("POST", "/v1/indexes/{name}/reload") => Some("reloading an index"),
         ("POST", "/v1/indexes/{name}/warm") => Some("warming an index"),
+        ("POST", "/v1/indexes/{name}/upsert" | "/v1/indexes/{name}/delete") => Some("writing to an index"),
+        ("POST", "/v1/indexes/{name}/compact") => Some("compacting an index"),
         _ => Some("this request"),
     }
 }

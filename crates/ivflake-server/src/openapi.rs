@@ -30,6 +30,9 @@ use crate::routes;
         routes::remove_index,
         routes::reload,
         routes::warm,
+        routes::writes::upsert,
+        routes::writes::delete,
+        routes::writes::compact,
         routes::metrics,
         routes::healthz,
         routes::readyz,
@@ -56,12 +59,17 @@ use crate::routes;
         Health,
         ErrorBody,
         ErrorDetail,
-        ErrorCode
+        ErrorCode,
+        routes::writes::UpsertRequest,
+        routes::writes::DeleteRequest,
+        routes::writes::WriteResponse,
+        routes::writes::CompactResponse
     )),
     modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "search", description = "Nearest-neighbour search"),
         (name = "indexes", description = "The indexes served: status, add, remove, reload, warm"),
+        (name = "writes", description = "Upserts, deletes and compaction of a writable index"),
         (name = "operations", description = "Health, metrics and this document")
     )
 )]

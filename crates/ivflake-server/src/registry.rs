@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
-use ivflake::{IndexLocation, IvfIndex, OpenOptions};
+use ivflake::{IndexLocation, IvfIndex, MutableIndex, MutableOptions, OpenOptions};
 
 use crate::config::IndexConfig;
 
@@ -41,10 +41,15 @@ pub enum RegistryError {
 /// One opened version of an index.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The index file (a writable index's base when this version was loaded).
     pub index: IvfIndex,
+    /// A writable index: searches and writes go through it, and it follows
+    /// its own versions (compactions) without a reload.
+    pub writable: Option<MutableIndex>,
     /// Counts the versions this name has served, from 1.
     pub generation: u64,
-    /// The object's ETag, or its size when the store gives no ETag.
+    /// The object's ETag, or its size when the store gives no ETag; a
+    /// writable index's version number.
     pub version: String,
 }
 
@@ -56,8 +61,35 @@ impl Loaded {
         };
         Self {
             index,
+            writable: None,
             generation,
             version,
+        }
+    }
+
+    fn writable(index: MutableIndex, generation: u64) -> Self {
+        Self {
+            index: index.base(),
+            version: format!("v{}", index.version_position()),
+            writable: Some(index),
+            generation,
+        }
+    }
+
+    /// The version searches read now: a writable index's moves with its
+    /// compactions.
+    pub fn version_now(&self) -> String {
+        match &self.writable {
+            Some(w) => format!("v{}", w.version_position()),
+            None => self.version.clone(),
+        }
+    }
+
+    /// The index file searches read now (a writable index's current base).
+    pub fn base(&self) -> IvfIndex {
+        match &self.writable {
+            Some(w) => w.base(),
+            None => self.index.clone(),
         }
     }
 }
@@ -133,6 +165,18 @@ impl IndexEntry {
 
     async fn open_current(&self) -> Result<ReloadOutcome, RegistryError> {
         let previous = self.current();
+        if let Some(writable) = &previous.writable {
+            // A writable index reads its newest version and log itself.
+            writable.refresh().await.map_err(|source| RegistryError::ReloadFailed {
+                name: self.name.clone(),
+                source,
+            })?;
+            return Ok(ReloadOutcome {
+                changed: false,
+                current: previous.clone(),
+                previous,
+            });
+        }
         // One HEAD when the object is unchanged. Otherwise the reload saves
         // the probe counts first, so the new version resumes them from the
         // state directory.
@@ -166,6 +210,40 @@ impl IndexEntry {
             previous,
             current,
         })
+    }
+}
+
+/// How often a writable index checks whether its log is due for compaction.
+const COMPACTION_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+/// Unindexed entries past which a writable index compacts, unless its config says.
+const DEFAULT_COMPACT_UNINDEXED_ENTRIES: u64 = 100_000;
+
+/// Compacts a writable index whenever its log holds more unindexed entries
+/// than its threshold; stops once the index is no longer served. A failed
+/// compaction (another replica committed first, the store failed) is
+/// logged and tried again at the next check.
+async fn compact_in_background(entry: std::sync::Weak<IndexEntry>) {
+    let mut every = tokio::time::interval(COMPACTION_CHECK_PERIOD);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(entry) = entry.upgrade() else { return };
+        let threshold = entry
+            .config
+            .compact_unindexed_entries
+            .unwrap_or(DEFAULT_COMPACT_UNINDEXED_ENTRIES);
+        let Some(writable) = entry.current().writable.clone() else {
+            return;
+        };
+        if threshold == 0 || writable.unindexed().0 < threshold {
+            continue;
+        }
+        match writable.compact(&ivflake::CompactOptions::default()).await {
+            Ok(Some(report)) => tracing::info!(index = %entry.name, version = report.version,
+                entries = report.entries, ms = report.ms, "compacted"),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(index = %entry.name, %error, "background compaction failed"),
+        }
     }
 }
 
@@ -219,7 +297,12 @@ impl Registry {
     }
 
     fn locate(&self, name: &str, config: &IndexConfig) -> Result<IndexLocation, RegistryError> {
-        IndexLocation::parse(&config.uri, self.open.scheduler.config()).map_err(|source| RegistryError::OpenFailed {
+        let located = if config.writable {
+            IndexLocation::parse_prefix(&config.uri, self.open.scheduler.config())
+        } else {
+            IndexLocation::parse(&config.uri, self.open.scheduler.config())
+        };
+        located.map_err(|source| RegistryError::OpenFailed {
             name: name.to_string(),
             uri: config.uri.clone(),
             source,
@@ -246,8 +329,19 @@ impl Registry {
         if let Some(mode) = config.manifest {
             options.manifest = mode;
         }
-        let index = match IvfIndex::open_at(location, options).await {
-            Ok(index) => index,
+        let opened = if config.writable {
+            let options = MutableOptions {
+                open: options,
+                ..MutableOptions::default()
+            };
+            MutableIndex::open_at(location, options)
+                .await
+                .map(|w| Loaded::writable(w, 1))
+        } else {
+            IvfIndex::open_at(location, options).await.map(|i| Loaded::new(i, 1))
+        };
+        let loaded = match opened {
+            Ok(loaded) => loaded,
             Err(source) => {
                 return Err(RegistryError::OpenFailed {
                     name: name.to_string(),
@@ -256,6 +350,7 @@ impl Registry {
                 })
             }
         };
+        let index = &loaded.index;
         tracing::info!(
             index = name,
             uri = %config.uri,
@@ -263,14 +358,18 @@ impl Registry {
             nlist = index.info().nlist,
             "opened index"
         );
-        Ok(Arc::new(IndexEntry {
+        let entry = Arc::new(IndexEntry {
             name: name.to_string(),
             config,
-            current: ArcSwap::from_pointee(Loaded::new(index, 1)),
+            current: ArcSwap::from_pointee(loaded),
             generations: AtomicU64::new(1),
             reloading: tokio::sync::Mutex::new(None),
             reload_epoch: AtomicU64::new(0),
-        }))
+        });
+        if entry.config.writable {
+            tokio::spawn(compact_in_background(Arc::downgrade(&entry)));
+        }
+        Ok(entry)
     }
 
     /// The fetch scheduler (I/O limits and caches) every index here shares.

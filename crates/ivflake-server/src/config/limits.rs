@@ -67,6 +67,9 @@ pub struct Limits {
     /// The largest `preload_max_cache_fraction` an index may set: one
     /// index's preload never fills more of the shared memory cache.
     pub max_preload_cache_fraction: f64,
+    /// Most vectors (or ids) in one upsert or delete of a writable index:
+    /// one request is one log record, held in memory until it is durable.
+    pub max_write_rows: usize,
 }
 
 impl Limits {
@@ -110,6 +113,7 @@ impl Default for Limits {
             max_residual_table_bytes: 256 << 20,
             max_id_map_memory_bytes: 256 << 20,
             max_preload_cache_fraction: 0.5,
+            max_write_rows: 10_000,
         }
     }
 }

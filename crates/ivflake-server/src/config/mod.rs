@@ -109,6 +109,12 @@ pub struct IndexConfig {
     /// describes the file) or `ignore`.
     #[schema(value_type = Option<String>)]
     pub manifest: Option<ivflake::ManifestMode>,
+    /// `uri` is the prefix of a mutable index (`ivflake create`): searches
+    /// see its writes, and the upsert, delete and compact routes take them.
+    pub writable: bool,
+    /// A writable index compacts in the background once this many entries
+    /// are unindexed (in the log); unset: 100,000. 0 never compacts.
+    pub compact_unindexed_entries: Option<u64>,
 }
 
 /// The `preload` setting of an index.

@@ -39,6 +39,7 @@ impl From<ivflake::Error> for ApiError {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::DeadlineExceeded, message)
             }
             E::IndexChanged { .. } => ApiError::unavailable(ErrorCode::IndexChanged, message),
+            E::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, message),
             // Transient store trouble: worth retrying soon.
             E::Store { .. }
             | E::ShortRead { .. }

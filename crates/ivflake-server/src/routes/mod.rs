@@ -43,6 +43,7 @@ use crate::telemetry::track_http;
 
 mod errors;
 mod middleware;
+pub(crate) mod writes;
 
 use middleware::{admit_request, request_span, time_limit};
 
@@ -82,6 +83,9 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/v1/indexes/{name}/search", post(search))
         .route("/v1/indexes/{name}/warm", post(warm))
         .route("/v1/indexes/{name}/reload", post(reload))
+        .route("/v1/indexes/{name}/upsert", post(writes::upsert))
+        .route("/v1/indexes/{name}/delete", post(writes::delete))
+        .route("/v1/indexes/{name}/compact", post(writes::compact))
         .route("/metrics", get(metrics))
         // Inner: the body's bytes are reserved, the body is read (time-outs,
         // limit), and only then is a request slot taken, so a slow sender
@@ -194,7 +198,11 @@ pub(crate) async fn search(
             deadline: Some(remaining),
             ..params.clone()
         };
-        match loaded.index.search_with(&batch.vectors, &attempt).await {
+        let outcome = match &loaded.writable {
+            Some(writable) => writable.search_with(&batch.vectors, &attempt).await,
+            None => loaded.index.search_with(&batch.vectors, &attempt).await,
+        };
+        match outcome {
             Ok(results) => break results,
             Err(ivflake::Error::IndexChanged { .. }) if !reloaded => {
                 reloaded = true;
@@ -217,7 +225,7 @@ pub(crate) async fn search(
     let slots = results.ids.len();
     let response = SearchResponse {
         index: entry.name.clone(),
-        version: loaded.version.clone(),
+        version: loaded.version_now(),
         generation: loaded.generation,
         k,
         nprobe: params.nprobe,
@@ -247,7 +255,7 @@ pub(crate) async fn search(
         json,
     )
         .into_response();
-    if let Ok(v) = HeaderValue::from_str(&loaded.version) {
+    if let Ok(v) = HeaderValue::from_str(&loaded.version_now()) {
         http.headers_mut().insert(VERSION_HEADER, v);
     }
     Ok(http)
@@ -263,7 +271,12 @@ fn resolve(
     batch: &Batch,
 ) -> Result<(SearchParams, Duration), ApiError> {
     let limits = &config.limits;
-    let nlist = loaded.index.info().nlist;
+    // A writable index's list count changes with its first trained
+    // compaction: its searches cap nprobe at the current one.
+    let nlist = match &loaded.writable {
+        Some(_) => limits.max_nprobe.max(1),
+        None => loaded.index.info().nlist,
+    };
     let k = batch.k.or(index.k).unwrap_or(config.defaults.k);
     let max_k = index.max_k.unwrap_or(limits.max_k).min(ivflake::MAX_K);
     if k == 0 || k > max_k {
@@ -316,7 +329,8 @@ fn resolve(
 
 async fn status(config: &ServerConfig, entry: &IndexEntry, scope: Scope) -> IndexStatus {
     let loaded = entry.current();
-    let info = loaded.index.info();
+    let base = loaded.base();
+    let info = base.info();
     IndexStatus {
         name: entry.name.clone(),
         uri: (scope == Scope::Admin).then(|| entry.config.uri.clone()),
@@ -326,21 +340,22 @@ async fn status(config: &ServerConfig, entry: &IndexEntry, scope: Scope) -> Inde
         ntotal: info.ntotal,
         nlist: info.nlist,
         code_size: info.code_size,
-        version: loaded.version.clone(),
+        version: loaded.version_now(),
         generation: loaded.generation,
-        bytes_on_store: loaded.index.file_len(),
-        checksum_sidecar: loaded.index.is_verified(),
+        bytes_on_store: base.file_len(),
+        checksum_sidecar: base.is_verified(),
         default_k: entry.config.k.unwrap_or(config.defaults.k),
         default_nprobe: entry.config.nprobe.unwrap_or(config.defaults.nprobe).min(info.nlist),
         residency: residency(&loaded).await,
-        memory: loaded.index.memory(),
-        open: loaded.index.open_stats(),
-        preload: loaded.index.preload_status(),
+        memory: base.memory(),
+        open: base.open_stats(),
+        preload: base.preload_status(),
     }
 }
 
 async fn residency(loaded: &Loaded) -> serde_json::Value {
-    serde_json::to_value(loaded.index.residency().await).unwrap_or(serde_json::Value::Null)
+    let base = loaded.base();
+    serde_json::to_value(base.residency().await).unwrap_or(serde_json::Value::Null)
 }
 
 #[utoipa::path(

@@ -15,3 +15,4 @@ mod proxy_faults;
 mod requests;
 mod search;
 mod security;
+mod writes;

@@ -1,0 +1,177 @@
+//! The write routes of a writable index (`writable = true`): upsert,
+//! delete and compact. Each upsert or delete is one log record, answered
+//! once it is durable in the store; searches on this server see it at
+//! once. They take the admin token.
+
+use std::marker::PhantomData;
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use ivflake::{CompactOptions, CompactReport, MutableIndex};
+use serde::{Deserialize, Serialize};
+
+use super::{body_error, decode, lookup, AppState};
+use crate::api_error::{ApiError, ErrorBody, ErrorCode};
+
+/// `POST /v1/indexes/{name}/upsert`: vectors replace those of ids present.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    pub ids: Vec<i64>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// `POST /v1/indexes/{name}/delete`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    pub ids: Vec<i64>,
+}
+
+/// A write, durable in the store.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WriteResponse {
+    pub index: String,
+    /// The log position the write was committed at.
+    pub log_position: u64,
+    /// Vectors or ids the write carried.
+    pub rows: usize,
+}
+
+/// What a compaction did (`null` when there was nothing to fold).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompactResponse {
+    pub index: String,
+    #[schema(value_type = Option<Object>)]
+    pub compacted: Option<CompactReport>,
+}
+
+fn writable(state: &AppState, name: Result<Path<String>, PathRejection>) -> Result<(String, MutableIndex), ApiError> {
+    let entry = lookup(state, name)?;
+    let writable = entry.current().writable.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NotWritable,
+            format!(
+                "index {:?} is a Faiss file served read-only; writes need a writable index (`ivflake create`)",
+                entry.name
+            ),
+        )
+    })?;
+    Ok((entry.name.clone(), writable))
+}
+
+fn check_rows(state: &AppState, rows: usize) -> Result<(), ApiError> {
+    let max = state.config.limits.max_write_rows;
+    if rows == 0 || rows > max {
+        return Err(ApiError::invalid(
+            "ids",
+            format!("a write takes 1 to {max} ids (limits.max_write_rows), got {rows}"),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/upsert",
+    tag = "writes",
+    params(("name" = String, Path, description = "Index name")),
+    request_body(content = UpsertRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Durable in the store and visible to this server's searches", body = WriteResponse),
+        (status = 400, description = "Invalid write; `error.field` names the field", body = ErrorBody),
+        (status = 404, description = "No such index", body = ErrorBody),
+        (status = 409, description = "The index is read-only", body = ErrorBody),
+        (status = 413, description = "Body over `limits.max_body_bytes`", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn upsert(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WriteResponse>, ApiError> {
+    let (index, writable) = writable(&state, name)?;
+    let body = body.map_err(body_error)?;
+    let request: UpsertRequest = decode(&body, PhantomData)?;
+    check_rows(&state, request.ids.len())?;
+    if request.vectors.len() != request.ids.len() {
+        return Err(ApiError::invalid(
+            "vectors",
+            format!("{} vectors for {} ids", request.vectors.len(), request.ids.len()),
+        ));
+    }
+    let d = writable.version().d;
+    if let Some(i) = request.vectors.iter().position(|v| v.len() != d) {
+        return Err(ApiError::invalid(
+            "vectors",
+            format!(
+                "vector {i} has {} values; the index has d = {d}",
+                request.vectors[i].len()
+            ),
+        ));
+    }
+    let flat: Vec<f32> = request.vectors.concat();
+    let log_position = writable.upsert(&flat, &request.ids).await?;
+    Ok(Json(WriteResponse {
+        index,
+        log_position,
+        rows: request.ids.len(),
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/delete",
+    tag = "writes",
+    params(("name" = String, Path, description = "Index name")),
+    request_body(content = DeleteRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Durable in the store and visible to this server's searches", body = WriteResponse),
+        (status = 400, description = "Invalid ids", body = ErrorBody),
+        (status = 404, description = "No such index", body = ErrorBody),
+        (status = 409, description = "The index is read-only", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WriteResponse>, ApiError> {
+    let (index, writable) = writable(&state, name)?;
+    let body = body.map_err(body_error)?;
+    let request: DeleteRequest = decode(&body, PhantomData)?;
+    check_rows(&state, request.ids.len())?;
+    let log_position = writable.delete(&request.ids).await?;
+    Ok(Json(WriteResponse {
+        index,
+        log_position,
+        rows: request.ids.len(),
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/compact",
+    tag = "writes",
+    params(("name" = String, Path, description = "Index name")),
+    responses(
+        (status = 200, description = "The log folded into a new standard Faiss base, now current", body = CompactResponse),
+        (status = 404, description = "No such index", body = ErrorBody),
+        (status = 409, description = "The index is read-only, or another compaction committed first", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn compact(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<CompactResponse>, ApiError> {
+    let (index, writable) = writable(&state, name)?;
+    let compacted = writable.compact(&CompactOptions::default()).await?;
+    Ok(Json(CompactResponse { index, compacted }))
+}

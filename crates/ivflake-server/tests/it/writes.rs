@@ -1,0 +1,144 @@
+//! The write routes of a writable index over HTTP: upserts and deletes are
+//! searchable in the next request and equal the library's own writes on
+//! Faiss's reference; compaction keeps the answers; a search token cannot
+//! write, a read-only index refuses writes, and oversize writes are refused
+//! naming the field.
+
+use ivflake::{Metric, MutableIndex, MutableOptions};
+use ivflake_server::{IndexConfig, Secret};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::{client, config, queries, TestServer};
+
+use crate::common::D;
+
+fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    ivflake_testkit::clustered(n, D, seed)
+        .chunks(D)
+        .map(<[f32]>::to_vec)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_http_are_searchable_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("w");
+    let root = root.to_str().unwrap().to_string();
+    MutableIndex::create(&root, D, Metric::L2, "IVF8,Flat", MutableOptions::default())
+        .await
+        .unwrap();
+    let mut c = config();
+    c.indexes.insert(
+        "w".into(),
+        IndexConfig {
+            writable: true,
+            ..IndexConfig::new(&root)
+        },
+    );
+    let ro = dir.path().join("ro.faiss");
+    std::fs::write(&ro, crate::common::index_bytes(1, 1000)).unwrap();
+    c.indexes.insert("ro".into(), IndexConfig::new(ro.to_str().unwrap()));
+    c.auth.token = Some(Secret::new("admin"));
+    c.auth.search_token = Some(Secret::new("reader"));
+    c.limits.max_write_rows = 500;
+    let server = TestServer::start(c).await;
+    let post = |path: &str, token: &str, body: Value| {
+        let url = server.url(path);
+        let token = token.to_string();
+        async move {
+            let r = client().post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let data = vectors(400, 9);
+    let ids: Vec<i64> = (0..400).map(|i| 10 * i).collect();
+    let (status, body) = post("/v1/indexes/w/upsert", "admin", json!({"ids": ids, "vectors": data})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], 400);
+    let (status, body) = post("/v1/indexes/w/delete", "admin", json!({"ids": [0, 10, 20]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The reference: Faiss in memory, exact, after the same writes.
+    let mut exact = ivflake_faiss::Index::factory(D, "IDMap,Flat", Metric::L2).unwrap();
+    exact.add_with_ids(&data[3..].concat(), &ids[3..]).unwrap();
+    let q = queries(5);
+    let expected = exact.search(&q, 10, 1).unwrap();
+    let search = json!({"vectors": q.chunks(D).map(<[f32]>::to_vec).collect::<Vec<_>>(), "k": 10, "nprobe": 8});
+    let (status, found) = post("/v1/indexes/w/search", "reader", search.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let got: Vec<i64> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()))
+        .collect();
+    assert_eq!(got, expected.labels, "the writes are searchable at once, exactly");
+    assert_eq!(found["stats"]["log_position"], 1);
+
+    let (status, report) = post("/v1/indexes/w/compact", "admin", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["compacted"]["trained"], true, "400 vectors train IVF8");
+    let (_, after) = post("/v1/indexes/w/search", "reader", search).await;
+    assert_eq!(after["version"], "v1");
+    let status_json: Value = client()
+        .get(server.url("/v1/indexes/w"))
+        .bearer_auth("reader")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status_json["nlist"].as_u64(), Some(8), "{status_json}");
+
+    // Scopes, read-only indexes and limits.
+    let (status, body) = post(
+        "/v1/indexes/w/upsert",
+        "reader",
+        json!({"ids": [1], "vectors": [vec![0.0; D]]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = post(
+        "/v1/indexes/ro/upsert",
+        "admin",
+        json!({"ids": [1], "vectors": [vec![0.0; D]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_writable"))
+    );
+    let many: Vec<i64> = (0..501).collect();
+    let (status, body) = post("/v1/indexes/w/delete", "admin", json!({"ids": many})).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ids")),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/v1/indexes/w/upsert",
+        "admin",
+        json!({"ids": [1], "vectors": [vec![0.0; 3]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("vectors")),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/v1/indexes/w/upsert",
+        "admin",
+        json!({"ids": [1, 1], "vectors": [vec![0.0; D], vec![0.0; D]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ids")),
+        "{body}"
+    );
+    server.stop().await;
+}
