@@ -23,6 +23,39 @@
 
 namespace ivflake {
 
+// Sorted ids with a bloom filter at their low bits, both built once by the
+// caller (`hidden_bloom`): membership is a bit test, then a binary search
+// for the ids that pass it. Nothing is copied or hashed per scan, unlike
+// IDSelectorBatch, which builds a hash set of every id each time.
+struct SortedIds : faiss::IDSelector {
+    const int64_t* ids;
+    size_t n;
+    const uint64_t* bloom;
+    uint64_t mask;
+
+    SortedIds(rust::Slice<const int64_t> sorted, rust::Slice<const uint64_t> bits)
+            : ids(sorted.data()),
+              n(sorted.size()),
+              bloom(bits.data()),
+              mask(bits.empty() ? 0 : bits.size() * 64 - 1) {
+        // A bloom whose size is not a power of two cannot be read at low bits.
+        if (!bits.empty() && (bits.size() & (bits.size() - 1)) != 0) {
+            bloom = nullptr;
+            mask = 0;
+        }
+    }
+
+    bool is_member(idx_t id) const override {
+        if (bloom) {
+            const uint64_t b = uint64_t(id) & mask;
+            if (!((bloom[b >> 6] >> (b & 63)) & 1)) {
+                return false;
+            }
+        }
+        return std::binary_search(ids, ids + n, int64_t(id));
+    }
+};
+
 namespace {
 
 // The table of the scan running on this thread. Faiss's OpenMP is held to
@@ -331,12 +364,12 @@ void scan_lists(
         }
 
         // The layer's tombstones hide ids on top of the caller's filter.
-        std::unique_ptr<faiss::IDSelectorBatch> hidden;
+        std::unique_ptr<SortedIds> hidden;
         std::unique_ptr<faiss::IDSelectorNot> not_hidden;
         std::unique_ptr<faiss::IDSelectorAnd> both;
         faiss::IDSelector* sel = filter.get();
         if (!layer.hidden.empty()) {
-            hidden = std::make_unique<faiss::IDSelectorBatch>(layer.hidden.size(), layer.hidden.data());
+            hidden = std::make_unique<SortedIds>(layer.hidden, layer.hidden_bloom);
             not_hidden = std::make_unique<faiss::IDSelectorNot>(hidden.get());
             sel = not_hidden.get();
             if (filter.get()) {

@@ -18,12 +18,14 @@ mod error;
 mod kinds;
 mod list_format;
 mod open;
+mod tombstones;
 mod wrappers;
 
 pub use error::{FaissError, FaissErrorKind, Result};
 pub use kinds::{served_types, IvfKind, Metric};
 pub use list_format::ListFormat;
 pub use open::{open_header, open_header_parts, read_index, HeaderProbe};
+pub use tombstones::hidden_bloom;
 pub use wrappers::{IdMapInfo, OnDiskInfo, OnDiskList, RefineInfo};
 
 // The bridge is the crate's one `unsafe` seam: cxx generates the extern
@@ -136,10 +138,12 @@ mod ffi {
 
     /// One layer of a scan: for each probe, the entry of `buffers` holding
     /// that layer's part of the probed list (negative: none), and ids this
-    /// layer hides (tombstones; sorted or not).
+    /// layer hides (tombstones, sorted ascending) with their bloom filter
+    /// (`hidden_bloom`; empty: none).
     struct ScanLayer<'a> {
         slots: &'a [i32],
         hidden: &'a [i64],
+        hidden_bloom: &'a [u64],
     }
 
     /// One scan: transformed queries, their coarse assignment, the fetched
@@ -354,11 +358,14 @@ pub struct Scan<'a> {
 /// One layer of a [`Scan`]: `slots[p]` is the entry of the buffers holding
 /// this layer's part of probe `p`'s list (negative: none), and `hidden` the
 /// ids this layer must not return (tombstones of entries replaced or deleted
-/// after it was written).
+/// after it was written), sorted ascending, with `hidden_bloom` from
+/// [`hidden_bloom`] (or empty). Nothing is built per scan from them, so a
+/// large set of tombstones costs a scan only its lookups.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanLayer<'a> {
     pub slots: &'a [i32],
     pub hidden: &'a [i64],
+    pub hidden_bloom: &'a [u64],
 }
 
 /// Vectors encoded as an index stores them ([`Index::encode_entries`]).
@@ -499,7 +506,11 @@ impl Index {
             lists: &assignment.lists,
             coarse_distances: &assignment.distances,
             buffers: lists,
-            layers: &[ScanLayer { slots, hidden: &[] }],
+            layers: &[ScanLayer {
+                slots,
+                hidden: &[],
+                hidden_bloom: &[],
+            }],
             filter,
         })
     }
@@ -531,9 +542,13 @@ impl Index {
         let layers: Vec<ffi::ScanLayer<'_>> = scan
             .layers
             .iter()
-            .map(|l| ffi::ScanLayer {
-                slots: l.slots,
-                hidden: l.hidden,
+            .map(|l| {
+                debug_assert!(l.hidden.is_sorted(), "tombstones must be sorted");
+                ffi::ScanLayer {
+                    slots: l.slots,
+                    hidden: l.hidden,
+                    hidden_bloom: l.hidden_bloom,
+                }
             })
             .collect();
         let request = ffi::ScanRequest {

@@ -506,7 +506,12 @@ impl SearchPlan {
             .chain(written.iter().map(|(l, e)| (*l, e)))
             .collect();
         scanned.sort_unstable_by_key(|(l, _)| *l);
-        let tombstones = self.delta.as_ref().map(|d| d.tombstones.clone());
+        let hidden: Vec<(&[i64], &[u64])> = self
+            .delta
+            .as_ref()
+            .map(|d| (d.tombstones.as_slice(), d.tombstone_bloom.as_slice()))
+            .into_iter()
+            .collect();
         let depth = self.depth;
         let probe_lists: Vec<i64> = (0..self.probed.len())
             .flat_map(|q| (0..depth).map(move |j| (q, j)))
@@ -574,7 +579,7 @@ impl SearchPlan {
                 coarse_distances: &self.assignment.distances,
                 scanned: &scanned,
                 // The base's entries of ids written since are hidden.
-                hidden: &[tombstones.as_deref().map_or(&[][..], |t| t.as_slice())],
+                hidden: &hidden,
                 filter,
                 cancel: &self.cancel,
             },

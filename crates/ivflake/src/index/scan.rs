@@ -53,8 +53,9 @@ pub(super) struct ScanInput<'a> {
     pub coarse_distances: &'a [f32],
     /// The lists the scan reads, in list order.
     pub scanned: &'a [(usize, &'a ListEntries)],
-    /// Per layer, ids it hides (tombstones); layers past the end hide none.
-    pub hidden: &'a [&'a [i64]],
+    /// Per layer, ids it hides (tombstones, sorted) and their bloom filter
+    /// (`ivflake_faiss::hidden_bloom`); layers past the end hide none.
+    pub hidden: &'a [(&'a [i64], &'a [u64])],
     pub filter: IdFilter<'a>,
     /// Checked before each chunk of queries: a search whose caller is gone
     /// stops scanning.
@@ -104,9 +105,13 @@ pub(super) fn scan(index: &IvfIndex, input: &ScanInput<'_>) -> Result<Neighbors>
         let layer_slots: Vec<ScanLayer<'_>> = slots
             .iter()
             .enumerate()
-            .map(|(r, s)| ScanLayer {
-                slots: &s[probes.clone()],
-                hidden: input.hidden.get(r).copied().unwrap_or(&[]),
+            .map(|(r, s)| {
+                let (hidden, hidden_bloom) = input.hidden.get(r).copied().unwrap_or((&[], &[]));
+                ScanLayer {
+                    slots: &s[probes.clone()],
+                    hidden,
+                    hidden_bloom,
+                }
             })
             .collect();
         Ok(inner.faiss.scan(&Scan {
@@ -282,7 +287,7 @@ mod tests {
             lists: &assignment.lists,
             coarse_distances: &assignment.distances,
             scanned: &scanned,
-            hidden: &[&tombstones],
+            hidden: &[(&tombstones, &ivflake_faiss::hidden_bloom(&tombstones))],
             filter: IdFilter::All,
             cancel: &cancel,
         };

@@ -23,6 +23,8 @@ pub(crate) struct DeltaSnapshot {
     runs: Vec<Option<(Arc<Bytes>, u64)>>,
     /// Ids upserted or deleted since the base, sorted: hidden in the base.
     pub tombstones: Arc<Vec<i64>>,
+    /// Their bloom filter, built once here rather than by every scan.
+    pub tombstone_bloom: Arc<Vec<u64>>,
     /// Live entries in the runs.
     pub entries: u64,
 }
@@ -179,18 +181,20 @@ impl DeltaBuilder {
                 (Arc::new(Bytes::from(bytes)), delta.ids.len() as u64)
             });
         }
-        let tombstones = if new_ids {
+        let (tombstones, tombstone_bloom) = if new_ids {
             let mut ids: Vec<i64> = self.changes.keys().copied().collect();
             ids.sort_unstable();
-            Arc::new(ids)
+            let bloom = ivflake_faiss::hidden_bloom(&ids);
+            (Arc::new(ids), Arc::new(bloom))
         } else {
-            old.tombstones.clone()
+            (old.tombstones.clone(), old.tombstone_bloom.clone())
         };
         self.snapshot = Arc::new(DeltaSnapshot {
             position: Some(self.next),
             entries: self.lists.iter().map(|l| l.ids.len() as u64).sum(),
             runs,
             tombstones,
+            tombstone_bloom,
         });
     }
 
