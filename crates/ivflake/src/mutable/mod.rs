@@ -262,15 +262,33 @@ impl MutableIndex {
     /// Searches the base and every write this process acknowledged, and
     /// other processes' writes within the staleness bound. `nprobe` is
     /// capped at the base's list count (an untrained index has one).
+    ///
+    /// Under [`Staleness::Strong`] the log's head is read while the search
+    /// runs on what this process knows: when nothing is new (the common
+    /// case) that search is the answer, and the check cost no round trip;
+    /// when something is, the search runs again on it, its lists now warm.
     pub async fn search_with(&self, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
-        let due = match self.shared.options.staleness {
-            Staleness::Strong => true,
-            Staleness::Bounded(bound) => self.since_refresh() >= bound,
-        };
-        if due {
-            self.refresh().await?;
+        match self.shared.options.staleness {
+            Staleness::Strong => {
+                let before = self.shared.current.load_full();
+                let (refreshed, first) = tokio::join!(self.refresh(), self.search_on(&before, queries, params));
+                refreshed?;
+                let after = self.shared.current.load_full();
+                if after.position == before.position && Arc::ptr_eq(&after.delta, &before.delta) {
+                    return first;
+                }
+                self.search_on(&after, queries, params).await
+            }
+            Staleness::Bounded(bound) => {
+                if self.since_refresh() >= bound {
+                    self.refresh().await?;
+                }
+                self.search_on(&self.shared.current.load_full(), queries, params).await
+            }
         }
-        let current = self.shared.current.load_full();
+    }
+
+    async fn search_on(&self, current: &Current, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
         let mut params = params.clone();
         params.nprobe = params.nprobe.min(current.base.info().nlist);
         let mut results = current
