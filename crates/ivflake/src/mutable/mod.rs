@@ -148,12 +148,14 @@ impl MutableIndex {
     /// never deleted by `gc` (it is not under the prefix).
     pub async fn create_from(uri: &str, base_uri: &str, options: MutableOptions) -> Result<Self> {
         let root = IndexLocation::parse_prefix(uri, options.open.scheduler.config())?;
+        Self::create_from_at(root, base_uri, options).await
+    }
+
+    /// [`MutableIndex::create_from`] in a store the caller built; `base` is
+    /// a URI, or a name under the prefix (`bases/…`) already in place.
+    pub async fn create_from_at(root: IndexLocation, base_uri: &str, options: MutableOptions) -> Result<Self> {
         check_store(&root).await?;
-        let base = IvfIndex::open_at(
-            IndexLocation::parse(base_uri, options.open.scheduler.config())?,
-            options.open.clone(),
-        )
-        .await?;
+        let base = IvfIndex::open_at(base_location(&root, base_uri, &options)?, options.open.clone()).await?;
         compact::check_writable(base_uri, base.info())?;
         let info = base.info();
         let first = Version::new(info.d, info.metric.name(), "", base_uri.to_string(), true, 0);
@@ -425,12 +427,7 @@ async fn load_version(
         &raw,
         &format!("{}/{VERSIONS_DIR}/{position:020}{VERSION_SUFFIX}", root.uri),
     )?;
-    let base_location = if version.base.starts_with(BASES_DIR) {
-        root.child(&version.base)?
-    } else {
-        IndexLocation::parse(&version.base, options.open.scheduler.config())?
-    };
-    let base = IvfIndex::open_at(base_location, options.open.clone()).await?;
+    let base = IvfIndex::open_at(base_location(root, &version.base, options)?, options.open.clone()).await?;
     let info = base.info();
     if info.d != version.d {
         return Err(Error::Corrupt {
@@ -445,6 +442,15 @@ async fn load_version(
         base,
         builder,
     })
+}
+
+/// Where a version's base is: a name under the prefix (`bases/…`), or a URI.
+fn base_location(root: &IndexLocation, base: &str, options: &MutableOptions) -> Result<IndexLocation> {
+    if base.starts_with(BASES_DIR) {
+        root.child(base)
+    } else {
+        IndexLocation::parse(base, options.open.scheduler.config())
+    }
 }
 
 /// Refuses a store that ignores conditional creates, before anything is written.
