@@ -25,7 +25,7 @@ pub use error::{FaissError, FaissErrorKind, Result};
 pub use kinds::{served_types, IvfKind, Metric};
 pub use list_format::ListFormat;
 pub use open::{open_header, open_header_parts, read_index, HeaderProbe};
-pub use tombstones::hidden_bloom;
+pub use tombstones::{add_to_hidden_bloom, hidden_bloom, hidden_bloom_words};
 pub use wrappers::{IdMapInfo, OnDiskInfo, OnDiskList, RefineInfo};
 
 // The bridge is the crate's one `unsafe` seam: cxx generates the extern

@@ -7,17 +7,32 @@
 /// `IDSelectorBatch` does), in about 16 bits an id, so most entries that
 /// are not hidden cost one load.
 pub fn hidden_bloom(ids: &[i64]) -> Vec<u64> {
-    if ids.is_empty() {
-        return Vec::new();
+    let mut words = vec![0u64; hidden_bloom_words(ids.len())];
+    add_to_hidden_bloom(&mut words, ids);
+    words
+}
+
+/// The words of the bloom filter of `n` tombstones (0 for none): a set
+/// that grows keeps its filter, and sets the new ids' bits, until this
+/// changes.
+pub fn hidden_bloom_words(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n * 16).next_power_of_two().max(64) / 64
     }
-    let bits = (ids.len() * 16).next_power_of_two().max(64);
-    let mask = bits as u64 - 1;
-    let mut words = vec![0u64; bits / 64];
+}
+
+/// Sets the bits of `ids` in a filter of [`hidden_bloom_words`] words.
+pub fn add_to_hidden_bloom(words: &mut [u64], ids: &[i64]) {
+    if words.is_empty() {
+        return;
+    }
+    let mask = words.len() as u64 * 64 - 1;
     for &id in ids {
         let b = id as u64 & mask;
         words[(b >> 6) as usize] |= 1 << (b & 63);
     }
-    words
 }
 
 #[cfg(test)]

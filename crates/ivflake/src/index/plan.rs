@@ -30,7 +30,6 @@ use crate::attributes::FetchedColumns;
 use crate::compute::Cancel;
 use crate::error::{Error, Result};
 use crate::fetch::ListRequest;
-use crate::layout::ListRange;
 use crate::mutable::DeltaSnapshot;
 use crate::stats::{ms, SearchIo, SearchStats};
 
@@ -246,23 +245,8 @@ impl SearchPlan {
         Ok(())
     }
 
-    /// A list's entries: the base file's run (empty when the base holds
-    /// none) and, for a mutable index, the run written since.
     fn with_delta(&self, list: usize, base: Option<ListView>) -> Result<ListEntries> {
-        let format = self.index.inner.ranges.format();
-        let view = |bytes, range: &ListRange| {
-            ListView::with_gap(bytes, range, format, 0)
-                .map_err(|reason| Error::Internal(format!("list {list}: {reason}")))
-        };
-        let base = match base {
-            Some(view) => view,
-            None => view(Arc::new(Bytes::new()), &ListRange::default())?,
-        };
-        let later = match self.delta.as_ref().and_then(|d| d.run(list)) {
-            Some((bytes, range)) => Some(view(bytes, &range)?),
-            None => None,
-        };
-        Ok(ListEntries::new(base, later))
+        ListEntries::with_delta(list, base, self.delta.as_deref(), self.index.inner.ranges.format())
     }
 
     fn list_at(&self, q: usize, j: usize) -> Option<usize> {

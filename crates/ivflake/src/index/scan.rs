@@ -5,13 +5,18 @@
 //! across the compute pool; each chunk runs the same single-threaded scan,
 //! so results do not depend on the split. Must not fetch or cache.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use ivflake_faiss::{IdFilter, ListSlice, Neighbors, Scan, ScanLayer};
 use rayon::prelude::*;
 
 use super::view::ListView;
 use super::IvfIndex;
 use crate::compute::Cancel;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::layout::{ListFormat, ListRange};
+use crate::mutable::DeltaSnapshot;
 
 /// Most queries one scan job takes before checking for cancellation: a
 /// batch of 1,024 queries at nprobe 1,024 stops within 1/32 of its work.
@@ -24,11 +29,29 @@ pub(super) struct ListEntries {
 }
 
 impl ListEntries {
-    /// A list's base run and, when writes followed it, their run.
-    pub fn new(base: ListView, later: Option<ListView>) -> Self {
-        Self {
+    /// A list's entries: the base file's run (empty when the base holds
+    /// none) and, for a mutable index, the run written since (`delta`).
+    pub fn with_delta(
+        list: usize,
+        base: Option<ListView>,
+        delta: Option<&DeltaSnapshot>,
+        format: ListFormat,
+    ) -> Result<Self> {
+        let view = |bytes, range: &ListRange| {
+            ListView::with_gap(bytes, range, format, 0)
+                .map_err(|reason| Error::Internal(format!("list {list}: {reason}")))
+        };
+        let base = match base {
+            Some(view) => view,
+            None => view(Arc::new(Bytes::new()), &ListRange::default())?,
+        };
+        let later = match delta.and_then(|d| d.run(list)) {
+            Some((bytes, range)) => Some(view(bytes, &range)?),
+            None => None,
+        };
+        Ok(Self {
             runs: std::iter::once(base).chain(later).collect(),
-        }
+        })
     }
 
     /// The ids of every run, in order.

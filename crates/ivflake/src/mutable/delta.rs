@@ -113,10 +113,12 @@ impl DeltaBuilder {
             return Err(format!("an entry of list {bad}, the base has {nlist} lists"));
         }
         let mut touched = BTreeSet::new();
-        let mut new_ids = false;
+        let mut new_ids = Vec::new();
         for &id in &record.deletes {
             self.unlink(id, &mut touched);
-            new_ids |= self.changes.insert(id, Change::Deleted).is_none();
+            if self.changes.insert(id, Change::Deleted).is_none() {
+                new_ids.push(id);
+            }
         }
         for (i, &id) in record.ids.iter().enumerate() {
             self.unlink(id, &mut touched);
@@ -126,16 +128,13 @@ impl DeltaBuilder {
             delta.ids.push(id);
             delta.codes.extend_from_slice(record.code(i));
             touched.insert(list);
-            new_ids |= self
-                .changes
-                .insert(
-                    id,
-                    Change::Live {
-                        list: list as u32,
-                        slot,
-                    },
-                )
-                .is_none();
+            let live = Change::Live {
+                list: list as u32,
+                slot,
+            };
+            if self.changes.insert(id, live).is_none() {
+                new_ids.push(id);
+            }
         }
         self.publish(&touched, new_ids);
         self.next += 1;
@@ -169,7 +168,10 @@ impl DeltaBuilder {
         touched.insert(list);
     }
 
-    fn publish(&mut self, touched: &BTreeSet<usize>, new_ids: bool) {
+    /// A new snapshot: the touched lists' runs rebuilt, the others shared;
+    /// `new_ids` merged into the sorted tombstones (linear, not a sort of
+    /// them all) and set in their bloom filter (rebuilt only when it grows).
+    fn publish(&mut self, touched: &BTreeSet<usize>, mut new_ids: Vec<i64>) {
         let old = &self.snapshot;
         let mut runs = old.runs.clone();
         for &list in touched {
@@ -181,13 +183,19 @@ impl DeltaBuilder {
                 (Arc::new(Bytes::from(bytes)), delta.ids.len() as u64)
             });
         }
-        let (tombstones, tombstone_bloom) = if new_ids {
-            let mut ids: Vec<i64> = self.changes.keys().copied().collect();
-            ids.sort_unstable();
-            let bloom = ivflake_faiss::hidden_bloom(&ids);
-            (Arc::new(ids), Arc::new(bloom))
-        } else {
+        let (tombstones, tombstone_bloom) = if new_ids.is_empty() {
             (old.tombstones.clone(), old.tombstone_bloom.clone())
+        } else {
+            new_ids.sort_unstable();
+            let ids = merge_sorted(&old.tombstones, &new_ids);
+            let bloom = if ivflake_faiss::hidden_bloom_words(ids.len()) == old.tombstone_bloom.len() {
+                let mut bloom = old.tombstone_bloom.as_ref().clone();
+                ivflake_faiss::add_to_hidden_bloom(&mut bloom, &new_ids);
+                bloom
+            } else {
+                ivflake_faiss::hidden_bloom(&ids)
+            };
+            (Arc::new(ids), Arc::new(bloom))
         };
         self.snapshot = Arc::new(DeltaSnapshot {
             position: Some(self.next),
@@ -213,6 +221,24 @@ impl DeltaBuilder {
     pub fn changed(&self) -> usize {
         self.changes.len()
     }
+}
+
+/// Two sorted, disjoint id lists as one sorted list.
+fn merge_sorted(a: &[i64], b: &[i64]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 #[cfg(test)]
@@ -256,6 +282,7 @@ mod tests {
         assert_eq!(run_ids(&s, 2), vec![2]);
         assert_eq!(s.entries, 2);
         assert_eq!(*s.tombstones, vec![1, 2, 3, 40]);
+        assert_eq!(*s.tombstone_bloom, ivflake_faiss::hidden_bloom(&s.tombstones));
         // Codes follow their ids through the moves.
         let (bytes, range) = s.run(0).unwrap();
         assert_eq!((&bytes[..1], range.count), (&[1u8][..], 1));

@@ -392,20 +392,44 @@ struct Encoded {
     codes: Vec<u8>,
 }
 
+/// Encodes `vectors` with `base`'s quantizer and codec on the compute
+/// pool, in chunks across its threads (Faiss's own calls run single
+/// threaded there): the coarse assignment is most of a write's CPU.
 async fn encode(options: &MutableOptions, base: &IvfIndex, vectors: Vec<f32>) -> Result<Encoded> {
+    use rayon::prelude::*;
     let base = base.clone();
+    let compute = options.open.compute.clone();
+    let d = base.info().d;
+    let chunk_rows = (vectors.len() / d.max(1))
+        .div_ceil(compute.threads().max(1))
+        .max(ENCODE_CHUNK_ROWS);
     options
         .open
         .compute
         .run(move || {
-            let e = base.faiss().encode_entries(&vectors)?;
-            Ok(Encoded {
-                lists: e.lists,
-                codes: e.codes,
-            })
+            let parts: Vec<Result<ivflake_faiss::EncodedEntries>> = compute.install(|| {
+                vectors
+                    .par_chunks(chunk_rows * d.max(1))
+                    .map(|chunk| Ok(base.faiss().encode_entries(chunk)?))
+                    .collect()
+            });
+            let mut out = Encoded {
+                lists: Vec::new(),
+                codes: Vec::new(),
+            };
+            for part in parts {
+                let part = part?;
+                out.lists.extend(part.lists);
+                out.codes.extend(part.codes);
+            }
+            Ok(out)
         })
         .await
 }
+
+/// Fewest vectors one encoding job takes: below it, splitting costs more
+/// than it saves.
+const ENCODE_CHUNK_ROWS: usize = 128;
 
 fn code_size(info: &ivflake_faiss::IndexInfo) -> usize {
     match info.list_format {

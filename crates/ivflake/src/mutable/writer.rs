@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{Record, MAX_RECORD_IDS};
-use super::{encode, gate, MutableIndex, Shared};
+use super::{encode, gate, Encoded, MutableIndex, Shared};
 use crate::error::{Error, Result};
 
 /// Most commit attempts one record makes: each failure is another writer
@@ -25,8 +25,17 @@ const MAX_ATTEMPTS: usize = 10_000;
 const QUEUE: usize = 1024;
 
 enum Change {
-    Upsert { ids: Vec<i64>, vectors: Vec<f32> },
-    Delete { ids: Vec<i64> },
+    /// Encoded by the caller (with the codec named), so that writes encode
+    /// in parallel while a commit is in flight.
+    Upsert {
+        ids: Vec<i64>,
+        vectors: Vec<f32>,
+        codec: String,
+        encoded: Encoded,
+    },
+    Delete {
+        ids: Vec<i64>,
+    },
 }
 
 impl Change {
@@ -66,9 +75,14 @@ impl MutableIndex {
                 format!("vector {} has a non-finite value at dimension {}", at / d, at % d),
             ));
         }
+        let current = self.shared.current.load_full();
+        let vectors = vectors.to_vec();
+        let encoded = encode(&self.shared.options, &current.base, vectors.clone()).await?;
         self.queue(Change::Upsert {
             ids: ids.to_vec(),
-            vectors: vectors.to_vec(),
+            vectors,
+            codec: current.version.codec.clone(),
+            encoded,
         })
         .await
     }
@@ -175,21 +189,35 @@ impl MutableIndex {
         };
         let mut ordered: Vec<(i64, Option<(usize, usize)>)> = last.into_iter().collect();
         ordered.sort_unstable_by_key(|(id, _)| *id);
+        let cs = record.code_size;
+        let mut stale = false;
         for (id, at) in ordered {
             match at {
                 Some((c, i)) => {
-                    let Change::Upsert { vectors, .. } = &changes[c] else {
+                    let Change::Upsert {
+                        vectors,
+                        codec,
+                        encoded,
+                        ..
+                    } = &changes[c]
+                    else {
                         unreachable!("an upsert's position names an upsert")
                     };
                     record.ids.push(id);
                     record.vectors.extend_from_slice(&vectors[i * d..(i + 1) * d]);
+                    record.lists.push(encoded.lists[i]);
+                    record.codes.extend_from_slice(&encoded.codes[i * cs..(i + 1) * cs]);
+                    stale |= *codec != record.codec;
                 }
                 None => record.deletes.push(id),
             }
         }
-        let encoded = encode(&self.shared.options, &state.base, record.vectors.clone()).await?;
-        record.lists = encoded.lists;
-        record.codes = encoded.codes;
+        if stale {
+            // A compaction retrained the codec since these were encoded.
+            let encoded = encode(&self.shared.options, &state.base, record.vectors.clone()).await?;
+            record.lists = encoded.lists;
+            record.codes = encoded.codes;
+        }
         let bytes = record.encode();
         for _ in 0..MAX_ATTEMPTS {
             let position = state.builder.next_position();
