@@ -23,6 +23,10 @@
 
 namespace ivflake {
 
+// Above this k a layer's tombstones are a selector, not a filter of its
+// best 2k (whose buffers would grow with k).
+constexpr size_t MAX_POST_FILTER_K = 1024;
+
 // Sorted ids with a bloom filter at their low bits, both built once by the
 // caller (`hidden_bloom`): membership is a bit test, then a binary search
 // for the ids that pass it. Nothing is copied or hashed per scan, unlike
@@ -363,36 +367,74 @@ void scan_lists(
             table.sizes.push_back(request.buffers[b].ids.size());
         }
 
-        // The layer's tombstones hide ids on top of the caller's filter.
-        std::unique_ptr<SortedIds> hidden;
-        std::unique_ptr<faiss::IDSelectorNot> not_hidden;
-        std::unique_ptr<faiss::IDSelectorAnd> both;
-        faiss::IDSelector* sel = filter.get();
-        if (!layer.hidden.empty()) {
-            hidden = std::make_unique<SortedIds>(layer.hidden, layer.hidden_bloom);
-            not_hidden = std::make_unique<faiss::IDSelectorNot>(hidden.get());
-            sel = not_hidden.get();
-            if (filter.get()) {
-                both = std::make_unique<faiss::IDSelectorAnd>(filter.get(), not_hidden.get());
-                sel = both.get();
-            }
-        }
-        faiss::SearchParametersIVF params;
-        params.nprobe = nprobe;
-        params.sel = sel;
         float* out_d = nlayers > 1 ? layer_distances.data() + l * n * k : distances.data();
         idx_t* out_l = nlayers > 1 ? layer_labels.data() + l * n * k : labels.data();
         LazyInvertedLists::Scope scope(&table);
-        ivf.search_preassigned(
-                idx_t(n),
-                request.queries.data(),
-                idx_t(k),
-                keys.data(),
-                request.coarse_distances.data(),
-                out_d,
-                out_l,
-                false,
-                &params);
+        // Queries [first, first + count) into their top `kk`, with `sel`.
+        auto search = [&](size_t first, size_t count, size_t kk, const faiss::IDSelector* sel, float* dist, idx_t* lab) {
+            faiss::SearchParametersIVF params;
+            params.nprobe = nprobe;
+            params.sel = const_cast<faiss::IDSelector*>(sel);
+            ivf.search_preassigned(
+                    idx_t(count),
+                    request.queries.data() + first * d,
+                    idx_t(kk),
+                    keys.data() + first * nprobe,
+                    request.coarse_distances.data() + first * nprobe,
+                    dist,
+                    lab,
+                    false,
+                    &params);
+        };
+        if (layer.hidden.empty()) {
+            search(0, n, k, filter.get(), out_d, out_l);
+            continue;
+        }
+        // The layer's tombstones hide ids on top of the caller's filter.
+        // Testing each entry scanned would cost a lookup per entry; the
+        // layer's best k + `extra` are kept instead and the hidden ones
+        // dropped from those. A query left with fewer than k, whose lists
+        // held more, is scanned again with the tombstones as a selector:
+        // either way its top k are those of the entries not hidden.
+        const SortedIds hidden(layer.hidden, layer.hidden_bloom);
+        const faiss::IDSelectorNot not_hidden(&hidden);
+        std::unique_ptr<faiss::IDSelectorAnd> both;
+        const faiss::IDSelector* strict = &not_hidden;
+        if (filter.get()) {
+            both = std::make_unique<faiss::IDSelectorAnd>(filter.get(), &not_hidden);
+            strict = both.get();
+        }
+        if (k > MAX_POST_FILTER_K) {
+            search(0, n, k, strict, out_d, out_l);
+            continue;
+        }
+        const size_t wide = k + std::max<size_t>(k, 16);
+        std::vector<float> wide_d(n * wide);
+        std::vector<idx_t> wide_l(n * wide);
+        search(0, n, wide, filter.get(), wide_d.data(), wide_l.data());
+        for (size_t q = 0; q < n; q++) {
+            const float* wd = wide_d.data() + q * wide;
+            const idx_t* wl = wide_l.data() + q * wide;
+            size_t kept = 0;
+            size_t j = 0;
+            for (; j < wide && wl[j] >= 0 && kept < k; j++) {
+                if (!hidden.is_member(wl[j])) {
+                    out_d[q * k + kept] = wd[j];
+                    out_l[q * k + kept] = wl[j];
+                    kept++;
+                }
+            }
+            if (kept < k && j == wide) {
+                search(q, 1, k, strict, out_d + q * k, out_l + q * k);
+                continue;
+            }
+            // Fewer entries than k passed: pad as Faiss does (the empty
+            // slot's distance, at the first -1 the wide scan left).
+            for (; kept < k; kept++) {
+                out_d[q * k + kept] = wd[std::min(j, wide - 1)];
+                out_l[q * k + kept] = -1;
+            }
+        }
     }
     if (nlayers > 1) {
         // merge_knn_results' comparator is reversed: the best result on top.
