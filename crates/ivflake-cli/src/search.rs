@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ivflake::{AttributeFilter, SearchParams, SearchResults, MAX_RESULT_SLOTS};
+use ivflake::{
+    AttributeFilter, MutableIndex, MutableOptions, SearchParams, SearchResults, Staleness, MAX_RESULT_SLOTS,
+};
 use serde::Serialize;
 
 use crate::open::OpenArgs;
@@ -11,7 +13,9 @@ use crate::util::{load_vectors, positive, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// The index: s3://…, gs://…, az://…, file:///… or a local path.
+    /// The index: s3://…, gs://…, az://…, file:///… or a local path; or a
+    /// mutable index's prefix (ending in "/", or a local directory), whose
+    /// writes are searched too.
     pub uri: String,
     /// Query vectors: float32 .npy of shape (n, d) or (d,), or .fvecs.
     #[arg(long, short = 'q')]
@@ -56,7 +60,16 @@ struct QueryResult<'a> {
 
 pub async fn run(args: SearchArgs) -> Result<()> {
     let queries = load_vectors(&args.queries).await?;
-    let index = args.open.open(&args.uri).await?;
+    let (index, mutable) = if is_prefix(&args.uri) {
+        let options = MutableOptions {
+            staleness: Staleness::Strong,
+            ..MutableOptions::default()
+        };
+        let mutable = MutableIndex::open(&args.uri, options).await?;
+        (mutable.base(), Some(mutable))
+    } else {
+        (args.open.open(&args.uri).await?, None)
+    };
     if args.stats {
         let open = serde_json::json!({ "open": index.open_stats(), "preload": index.preload_status() });
         eprintln!("{open}");
@@ -87,7 +100,11 @@ pub async fn run(args: SearchArgs) -> Result<()> {
 
     for (b, chunk) in queries.data.chunks(batch * d).enumerate() {
         let first = b * batch;
-        let results = index.search_with(chunk, &params).await.with_context(|| {
+        let outcome = match &mutable {
+            Some(mutable) => mutable.search_with(chunk, &params).await,
+            None => index.search_with(chunk, &params).await,
+        };
+        let results = outcome.with_context(|| {
             format!(
                 "searching queries {first}..{} of {}",
                 first + chunk.len() / d,
@@ -103,6 +120,11 @@ pub async fn run(args: SearchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `uri` names a mutable index's prefix rather than one file.
+fn is_prefix(uri: &str) -> bool {
+    uri.ends_with('/') || (!uri.contains("://") && std::path::Path::new(uri).is_dir())
 }
 
 /// JSON lines for every query of a batch.

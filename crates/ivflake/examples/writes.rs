@@ -5,7 +5,9 @@
 //! vectors to the trained base in memory. The store is a local directory,
 //! or the same directory behind object_store's `ThrottledStore` with
 //! `DELAY_MS` before every GET, PUT and LIST (it honours conditional
-//! creates, as S3 does). `benchmarks/bench_writes.py` runs it and plots.
+//! creates, as S3 does; the throttled store holds the files in memory, as
+//! `ThrottledStore` cannot wrap local files). `benchmarks/bench_writes.py`
+//! runs it and plots.
 //!
 //! ```text
 //! cargo run --release -p ivflake --example writes -- BASE.faiss VECTORS.f32 QUERIES.f32 D DELAY_MS WORKDIR
@@ -23,9 +25,10 @@ use ivflake::{
     SearchParams, Staleness,
 };
 use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::json;
 
 const K: usize = 10;
@@ -110,12 +113,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::fs::hard_link(base, dir.join("bases/base.faiss")).is_err() {
         std::fs::copy(base, dir.join("bases/base.faiss"))?;
     }
-    let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&dir)?);
     let store: Arc<dyn ObjectStore> = if delay.is_zero() {
-        local
+        Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
     } else {
+        let memory = Arc::new(InMemory::new());
+        memory
+            .put(&Path::from("bases/base.faiss"), PutPayload::from(std::fs::read(base)?))
+            .await?;
         Arc::new(ThrottledStore::new(
-            local,
+            memory,
             ThrottleConfig {
                 wait_get_per_call: delay,
                 wait_put_per_call: delay,

@@ -5,7 +5,8 @@
 //! commits. A trained base is written list by list: the header Faiss
 //! writes for the new list sizes (`header_for_sizes`), then each list's
 //! surviving base entries and its entries from the log, through a
-//! multipart upload, so memory holds a few lists, not the index. The first
+//! multipart upload, so memory holds a few lists, not the index, and its
+//! checksum sidecar is hashed on the way and written beside it. The first
 //! compaction of an empty index with enough vectors (`min_train_per_list`
 //! per list of the factory) trains the factory's quantizer and codec
 //! instead, in memory. `gc` deletes what no version within the retention
@@ -17,12 +18,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ivflake_faiss::{HeaderProbe, IndexInfo, ListFormat, Metric};
 use object_store::{ObjectStoreExt, WriteMultipart};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::delta::DeltaBuilder;
 use super::version::{new_base_name, now_ms, Version, BASES_DIR};
 use super::{gate, list_under, MutableIndex};
 use crate::error::{Error, Result};
 use crate::index::IvfIndex;
+use crate::manifest::{Manifest, ManifestList};
 
 /// Lists read per request batch while folding.
 const LISTS_PER_READ: usize = 64;
@@ -203,6 +206,13 @@ impl MutableIndex {
             *size += builder.list(l).0.len() as u64;
         }
         let header = faiss.header_for_sizes(&sizes)?;
+        // The new base's checksum sidecar, hashed as the lists stream out.
+        let mut sidecar = Manifest {
+            file_len: 0,
+            header_len: header.len() as u64,
+            header_xxh3: xxh3_64(&header),
+            lists: Vec::with_capacity(nlist),
+        };
         let to = self.shared.root.child(name)?;
         let upload = to
             .store
@@ -247,6 +257,14 @@ impl MutableIndex {
                     if ids.len() as u64 != sizes[l] * 8 {
                         return Err(Error::Internal(format!("list {l} changed between the passes")));
                     }
+                    let mut hash = Xxh3Default::new();
+                    hash.update(&codes);
+                    hash.update(&ids);
+                    sidecar.lists.push(ManifestList {
+                        offset: bytes_written,
+                        len: (codes.len() + ids.len()) as u64,
+                        xxh3: hash.digest(),
+                    });
                     bytes_written += (codes.len() + ids.len()) as u64;
                     writer.write(&codes);
                     writer.write(&ids);
@@ -264,6 +282,8 @@ impl MutableIndex {
             return Err(e);
         }
         writer.finish().await.map_err(|e| Error::from_store(&to.uri, None, e))?;
+        sidecar.file_len = bytes_written;
+        sidecar.write(&to).await?;
         Ok(Built {
             entries: sizes.iter().sum(),
             bytes_read,
@@ -374,7 +394,11 @@ impl MutableIndex {
                 .strip_prefix(shared.root.path.as_ref())
                 .unwrap_or(meta.location.as_ref())
                 .trim_start_matches('/');
-            if !named.contains(relative) && old(&meta) {
+            // A base's sidecar (`<base>.ivfmanifest`) goes with its base.
+            let base = relative
+                .strip_suffix(crate::manifest::MANIFEST_SUFFIX)
+                .unwrap_or(relative);
+            if !named.contains(base) && old(&meta) {
                 shared
                     .root
                     .store

@@ -124,6 +124,10 @@ async fn writes_equal_faiss(index: &MutableIndex, file: &[u8], metric: Metric, w
         "{what}: entries after compaction"
     );
     assert_eq!(index.unindexed(), (0, 0), "{what}: the log is folded");
+    assert!(
+        index.base().is_verified(),
+        "{what}: the new base has its checksum sidecar"
+    );
     let ours = index.search(&queries, k, nprobe).await.unwrap();
     assert_equal(&ours, &expected, k, &format!("{what}: after compaction"));
     // The new base is a standard Faiss file.
