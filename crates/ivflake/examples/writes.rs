@@ -164,6 +164,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = queries(&index, q, d, WARM_QUERIES).await;
             }
             let (p50, p99) = queries(&index, q, d, WARM_QUERIES).await;
+            // The same queries on the base alone (the same warm cache),
+            // interleaved query by query with the index and its log.
+            let base = index.base();
+            let (mut alone, mut with_log) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                for query in q.chunks(d).take(WARM_QUERIES) {
+                    let params = SearchParams::new(K, NPROBE);
+                    let started = Instant::now();
+                    base.search_with(query, &params).await.expect("search");
+                    alone.push(started.elapsed().as_secs_f64() * 1e3);
+                    let started = Instant::now();
+                    index.search_with(query, &params).await.expect("search");
+                    with_log.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let (alone50, log50) = (percentile(&mut alone, 0.5), percentile(&mut with_log, 0.5));
             let cold_index = MutableIndex::open_at(root.clone(), options(0, bounded))
                 .await
                 .expect("open");
@@ -173,7 +189,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .expect("open");
             let _ = queries(&strong, q, d, WARM_QUERIES).await;
             let (s50, s99) = queries(&strong, q, d, WARM_QUERIES).await;
-            json!({"unindexed": unindexed, "warm_p50_ms": p50, "warm_p99_ms": p99, "cold_p50_ms": c50,
+            json!({"unindexed": unindexed, "warm_p50_ms": p50, "warm_p99_ms": p99,
+                   "interleaved_base_p50_ms": alone50, "interleaved_with_log_p50_ms": log50,
+                   "interleaved_ratio": log50 / alone50, "cold_p50_ms": c50,
                    "cold_p99_ms": c99, "strong_warm_p50_ms": s50, "strong_warm_p99_ms": s99})
         }
     };
