@@ -483,3 +483,21 @@ pub fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
     }
     out
 }
+
+/// Search results made comparable across implementations: per query, the
+/// distances sorted, and the ids strictly inside the k-th distance, sorted
+/// (ties at the boundary may pick either id).
+pub fn normalized_results(ids: &[i64], distances: &[f32], k: usize) -> Vec<(Vec<f32>, Vec<i64>)> {
+    distances
+        .chunks(k)
+        .zip(ids.chunks(k))
+        .map(|(d, l)| {
+            let mut pairs: Vec<(f32, i64)> = d.iter().copied().zip(l.iter().copied()).collect();
+            pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let last = pairs.last().map_or(0.0, |p| p.0);
+            let mut inside: Vec<i64> = pairs.iter().filter(|p| p.0 != last).map(|p| p.1).collect();
+            inside.sort_unstable();
+            (pairs.iter().map(|p| p.0).collect(), inside)
+        })
+        .collect()
+}

@@ -102,7 +102,8 @@ impl Sequence {
         Ok(positions)
     }
 
-    fn position_of(&self, name: &str) -> Option<u64> {
+    /// The position an object name holds, when it is one of this sequence's.
+    pub(crate) fn position_of(&self, name: &str) -> Option<u64> {
         let digits = name.strip_suffix(self.suffix.as_str())?;
         (digits.len() == 20).then(|| digits.parse().ok()).flatten()
     }

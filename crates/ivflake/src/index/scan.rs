@@ -222,22 +222,8 @@ mod tests {
         }
     }
 
-    /// Per query, the (distance, id) pairs sorted, and the ids strictly
-    /// inside the k-th distance (ties at the boundary may pick either id).
     fn normalized(neighbors: &Neighbors, k: usize) -> Vec<(Vec<f32>, Vec<i64>)> {
-        neighbors
-            .distances
-            .chunks(k)
-            .zip(neighbors.labels.chunks(k))
-            .map(|(d, l)| {
-                let mut pairs: Vec<(f32, i64)> = d.iter().copied().zip(l.iter().copied()).collect();
-                pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                let last = pairs.last().map_or(0.0, |p| p.0);
-                let mut inside: Vec<i64> = pairs.iter().filter(|p| p.0 != last).map(|p| p.1).collect();
-                inside.sort_unstable();
-                (pairs.iter().map(|p| p.0).collect(), inside)
-            })
-            .collect()
+        ivflake_testkit::normalized_results(&neighbors.labels, &neighbors.distances, k)
     }
 
     async fn check(factory: &str, metric: Metric, with_tombstones: bool) {

@@ -21,7 +21,8 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::delta::DeltaBuilder;
-use super::version::{new_base_name, now_ms, Version, BASES_DIR};
+use super::version::{new_base_name, now_ms, Version, BASES_DIR, LOG_DIR};
+use super::writer::MAX_VIEW_AGE;
 use super::{gate, list_under, MutableIndex};
 use crate::error::{Error, Result};
 use crate::index::IvfIndex;
@@ -213,13 +214,7 @@ impl MutableIndex {
             header_xxh3: xxh3_64(&header),
             lists: Vec::with_capacity(nlist),
         };
-        let to = self.shared.root.child(name)?;
-        let upload = to
-            .store
-            .put_multipart(&to.path)
-            .await
-            .map_err(|e| Error::from_store(&to.uri, None, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let (to, mut writer) = self.upload(name).await?;
         let mut bytes_written = header.len() as u64;
         writer.write(&header);
         // Pass 2: every list, in order.
@@ -345,13 +340,7 @@ impl MutableIndex {
             })
             .await?;
         let bytes_written = file.len() as u64;
-        let to = self.shared.root.child(name)?;
-        let upload = to
-            .store
-            .put_multipart(&to.path)
-            .await
-            .map_err(|e| Error::from_store(&to.uri, None, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let (to, mut writer) = self.upload(name).await?;
         writer.put(Bytes::from(file));
         writer.finish().await.map_err(|e| Error::from_store(&to.uri, None, e))?;
         Ok(Built {
@@ -361,11 +350,24 @@ impl MutableIndex {
         })
     }
 
+    /// A multipart upload of the new base `name` (a random name: nothing
+    /// else writes it, so it needs no conditional create).
+    async fn upload(&self, name: &str) -> Result<(crate::location::IndexLocation, WriteMultipart)> {
+        let to = self.shared.root.child(name)?;
+        let upload = to
+            .store
+            .put_multipart(&to.path)
+            .await
+            .map_err(|e| Error::from_store(&to.uri, None, e))?;
+        Ok((to, WriteMultipart::new_with_chunk_size(upload, PART_BYTES)))
+    }
+
     /// Deletes base files, log records and commit points that neither the
     /// current version nor any version younger than `retention` needs, and
     /// only those older than `retention` themselves (a compaction's new
     /// base waits that long to be committed). `retention` must exceed the
     /// longest compaction and the longest a reader keeps an old version.
+    /// Log records younger than two minutes stay whatever `retention` is.
     pub async fn gc(&self, retention: Duration) -> Result<GcReport> {
         let shared = &self.shared;
         let positions = shared.versions.positions().await?;
@@ -408,12 +410,17 @@ impl MutableIndex {
                 report.bases += 1;
             }
         }
-        for p in shared.log.positions().await? {
-            if p >= log_start {
-                break;
+        // Log records are kept while a writer may not have seen them
+        // (writer.rs, `MAX_VIEW_AGE`), whatever the retention.
+        let record_cutoff = cutoff.min(now_ms().saturating_sub(2 * MAX_VIEW_AGE.as_millis() as u64));
+        for meta in list_under(&shared.root, LOG_DIR).await? {
+            let Some(p) = shared.log.position_of(meta.location.filename().unwrap_or_default()) else {
+                continue;
+            };
+            if p < log_start && (meta.last_modified.timestamp_millis() as u64) < record_cutoff {
+                shared.log.delete(p).await?;
+                report.log_records += 1;
             }
-            shared.log.delete(p).await?;
-            report.log_records += 1;
         }
         for p in dropped {
             shared.versions.delete(p).await?;

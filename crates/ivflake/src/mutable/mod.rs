@@ -283,7 +283,7 @@ impl MutableIndex {
             }
             Staleness::Bounded(bound) => {
                 if self.since_refresh() >= bound {
-                    self.refresh().await?;
+                    self.refresh_older_than(bound).await?;
                 }
                 self.search_on(&self.shared.current.load_full(), queries, params).await
             }
@@ -311,8 +311,23 @@ impl MutableIndex {
     /// a newer version (a compaction), and the log past the last position
     /// applied. One LIST each, in parallel, when nothing is new.
     pub async fn refresh(&self) -> Result<()> {
-        let started = Instant::now();
+        self.refresh_older_than(Duration::ZERO).await
+    }
+
+    /// [`MutableIndex::refresh`] unless another caller refreshed within
+    /// `bound` while this one waited for the state: searches that find the
+    /// bound passed at once refresh once, not once each.
+    async fn refresh_older_than(&self, bound: Duration) -> Result<()> {
         let mut state = self.shared.state.lock().await;
+        if !bound.is_zero() && self.since_refresh() < bound {
+            return Ok(());
+        }
+        self.refresh_locked(&mut state).await
+    }
+
+    /// The refresh, by the holder of the state.
+    async fn refresh_locked(&self, state: &mut State) -> Result<()> {
+        let started = Instant::now();
         let (newer, log) = tokio::join!(
             self.shared.versions.positions_from(state.position + 1),
             self.shared.log.positions_from(state.builder.next_position())
@@ -320,11 +335,11 @@ impl MutableIndex {
         if let Some(&latest) = newer?.last() {
             *state = load_version(&self.shared.root, &self.shared.versions, &self.shared.options, latest).await?;
             let log = self.shared.log.positions_from(state.builder.next_position()).await?;
-            self.catch_up(&mut state, &log).await?;
+            self.catch_up(state, &log).await?;
         } else {
-            self.catch_up(&mut state, &log?).await?;
+            self.catch_up(state, &log?).await?;
         }
-        self.publish(&state);
+        self.publish(state);
         if let Ok(mut last) = self.shared.last_refresh.lock() {
             *last = started;
         }

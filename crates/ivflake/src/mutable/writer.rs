@@ -24,6 +24,12 @@ const MAX_ATTEMPTS: usize = 10_000;
 /// Writes queued beyond this wait for room: the queue's memory is bounded.
 const QUEUE: usize = 1024;
 
+/// A commit first reads the newest version when its view is older than
+/// this. `gc` keeps every log record younger than twice it, so a record a
+/// writer has not seen is never collected: were it, the writer could
+/// create its position again, under a version that no longer reads it.
+pub(super) const MAX_VIEW_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 enum Change {
     /// Encoded by the caller (with the codec named), so that writes encode
     /// in parallel while a commit is in flight.
@@ -170,6 +176,9 @@ impl MutableIndex {
     /// Commits `changes` as one record at the log's next free position.
     async fn commit(&self, changes: Vec<Change>) -> Result<u64> {
         let mut state = self.shared.state.lock().await;
+        if self.since_refresh() >= MAX_VIEW_AGE {
+            self.refresh_locked(&mut state).await?;
+        }
         let d = state.version.d;
         // The last change of each id, in arrival order.
         let mut last: HashMap<i64, Option<(usize, usize)>> = HashMap::new();
@@ -228,10 +237,20 @@ impl MutableIndex {
                 self.publish(&state);
                 return Ok(position);
             }
-            // Another writer holds it: theirs comes first, ours next.
+            // Another writer holds it: theirs comes first, ours next. A
+            // record gone already was folded into a newer version and
+            // collected: move to that version, then try again.
             let shape = (d, record.code_size);
-            let theirs = self.read_record(shape, position).await?;
-            self.apply(&mut state, theirs).await?;
+            match self.read_record(shape, position).await {
+                Ok(theirs) => self.apply(&mut state, theirs).await?,
+                Err(e @ Error::NotFound { .. }) => {
+                    self.refresh_locked(&mut state).await?;
+                    if state.builder.next_position() <= position {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Err(Error::Unsupported {
             uri: self.uri().to_string(),

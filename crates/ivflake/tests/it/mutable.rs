@@ -11,31 +11,12 @@ use std::sync::Arc;
 use ivflake::{
     CompactOptions, Error, IdFilterSpec, IndexLocation, Metric, MutableIndex, MutableOptions, SearchParams, Staleness,
 };
-use ivflake_testkit::IgnoreConditionalCreates;
-
-use ivflake_testkit::HookedStore;
+use ivflake_testkit::{normalized_results as normalized, HookedStore, IgnoreConditionalCreates};
 use object_store::ObjectStoreExt;
 
 use crate::common::{clustered, fixtures, manifest, moto, npy_f32, unique_key, TempDir};
 
 const BATCHES: usize = 20;
-
-/// Per query, the (distance, id) pairs sorted, and the ids strictly inside
-/// the k-th distance (ties at the boundary may pick either id).
-fn normalized(ids: &[i64], distances: &[f32], k: usize) -> Vec<(Vec<f32>, Vec<i64>)> {
-    distances
-        .chunks(k)
-        .zip(ids.chunks(k))
-        .map(|(d, l)| {
-            let mut pairs: Vec<(f32, i64)> = d.iter().copied().zip(l.iter().copied()).collect();
-            pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let last = pairs.last().map_or(0.0, |p| p.0);
-            let mut inside: Vec<i64> = pairs.iter().filter(|p| p.0 != last).map(|p| p.1).collect();
-            inside.sort_unstable();
-            (pairs.iter().map(|p| p.0).collect(), inside)
-        })
-        .collect()
-}
 
 fn assert_equal(ours: &ivflake::SearchResults, faiss: &ivflake_faiss::Neighbors, k: usize, what: &str) {
     let a = normalized(&ours.ids, &ours.distances, k);
@@ -387,5 +368,52 @@ async fn a_store_ignoring_conditional_creates_is_refused() {
     assert!(
         matches!(&err, Error::Unsupported { reason, .. } if reason.contains("conditional")),
         "{err}"
+    );
+}
+
+/// A writer that last looked before another process wrote, compacted and
+/// ran `gc` commits after their records, losing nothing: records younger
+/// than a writer's view may be old are never collected, so the writer
+/// cannot create a folded position again (where the newer version would
+/// not read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_writer_moves_past_collected_records() {
+    let dir = TempDir::new("mutable-stale-writer");
+    let root = dir.path().join("idx");
+    let root = root.to_str().unwrap();
+    let d = 8;
+    let lazy = MutableOptions {
+        staleness: Staleness::Bounded(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    MutableIndex::create(root, d, Metric::L2, "IVF4,Flat", MutableOptions::default())
+        .await
+        .unwrap();
+    let stale = MutableIndex::open(root, lazy.clone()).await.unwrap();
+    let other = MutableIndex::open(root, lazy).await.unwrap();
+    for batch in 0..3i64 {
+        let ids: Vec<i64> = (0..10).map(|i| batch * 10 + i).collect();
+        other.upsert(&clustered(10, d, batch as u64), &ids).await.unwrap();
+    }
+    other.compact(&CompactOptions::default()).await.unwrap().unwrap();
+    let gone = other.gc(std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(
+        gone.log_records, 0,
+        "records younger than a writer's view stay: {gone:?}"
+    );
+    let v = clustered(1, d, 99);
+    let position = stale.upsert(&v, &[500]).await.unwrap();
+    assert_eq!(position, 3, "committed after the others' records");
+    let reader = MutableIndex::open(root, MutableOptions::default()).await.unwrap();
+    assert_eq!(reader.version_position(), 1);
+    assert_eq!(
+        reader.search(&v, 1, 4).await.unwrap().ids[0],
+        500,
+        "the compacted version reads it"
+    );
+    assert_eq!(
+        reader.unindexed(),
+        (1, 1),
+        "the 30 folded vectors are in the base, the new one in the log"
     );
 }
