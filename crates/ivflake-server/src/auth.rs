@@ -24,9 +24,11 @@ pub struct TokenRefused {
 
 /// A valid token whose scope does not cover the route (a 403).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("this token may only search and read; {action} needs the admin token")]
+#[error("this token's scope does not cover {action}; it needs the {needs} token")]
 pub struct ScopeRefused {
     pub action: &'static str,
+    /// "admin", or "write or admin".
+    pub needs: &'static str,
 }
 
 /// What a request's token allows. Handlers read it from the request's
@@ -35,15 +37,18 @@ pub struct ScopeRefused {
 pub enum Scope {
     /// Search and read.
     Search,
+    /// Search, read, and write to writable indexes.
+    Write,
     /// Everything; also every request when auth is off.
     Admin,
 }
 
-/// The expected tokens; with neither, auth is off and every request is admin.
+/// The expected tokens; with none, auth is off and every request is admin.
 #[derive(Debug, Clone)]
 pub struct Auth {
     admin: Option<Arc<Secret>>,
     search: Option<Arc<Secret>>,
+    write: Option<Arc<Secret>>,
 }
 
 impl Auth {
@@ -51,11 +56,18 @@ impl Auth {
         Self {
             admin: admin.map(Arc::new),
             search: search.map(Arc::new),
+            write: None,
         }
     }
 
+    /// With a write token too.
+    pub fn with_write(mut self, write: Option<Secret>) -> Self {
+        self.write = write.map(Arc::new);
+        self
+    }
+
     pub fn enabled(&self) -> bool {
-        self.admin.is_some() || self.search.is_some()
+        self.admin.is_some() || self.search.is_some() || self.write.is_some()
     }
 
     /// The scope an `Authorization` header value carries. Both tokens are
@@ -81,9 +93,11 @@ impl Auth {
             Some(expected) => constant_time_eq(given, expected.expose().as_bytes()),
             None => Choice::from(0),
         };
-        let (admin, search) = (matches(&self.admin), matches(&self.search));
+        let (admin, search, write) = (matches(&self.admin), matches(&self.search), matches(&self.write));
         if bool::from(admin) {
             Ok(Scope::Admin)
+        } else if bool::from(write) {
+            Ok(Scope::Write)
         } else if bool::from(search) {
             Ok(Scope::Search)
         } else {
@@ -94,20 +108,31 @@ impl Auth {
     }
 }
 
-/// The action a route takes when it needs the admin scope, or `None` when a
-/// search token may take it. Matched on the route's pattern, after axum has
-/// routed (so on the normalised path, never on the raw one).
-fn admin_action(method: &Method, route: &str) -> Option<&'static str> {
+/// The scope a route needs, with its action's name for a refusal. Matched
+/// on the route's pattern, after axum has routed (so on the normalised
+/// path, never on the raw one).
+fn needed(method: &Method, route: &str) -> (Scope, &'static str) {
     match (method.as_str(), route) {
-        ("GET" | "HEAD", "/v1/indexes" | "/v1/indexes/{name}" | "/metrics") => None,
-        ("POST", "/v1/indexes/{name}/search") => None,
-        ("POST", "/v1/indexes") => Some("adding an index"),
-        ("DELETE", _) => Some("removing an index"),
-        ("POST", "/v1/indexes/{name}/reload") => Some("reloading an index"),
-        ("POST", "/v1/indexes/{name}/warm") => Some("warming an index"),
-        ("POST", "/v1/indexes/{name}/upsert" | "/v1/indexes/{name}/delete") => Some("writing to an index"),
-        ("POST", "/v1/indexes/{name}/compact") => Some("compacting an index"),
-        _ => Some("this request"),
+        ("GET" | "HEAD", "/v1/indexes" | "/v1/indexes/{name}" | "/metrics") => (Scope::Search, "reading"),
+        ("POST", "/v1/indexes/{name}/search") => (Scope::Search, "searching"),
+        ("POST", "/v1/indexes/{name}/upsert" | "/v1/indexes/{name}/delete") => (Scope::Write, "writing to an index"),
+        ("POST", "/v1/indexes/{name}/compact") => (Scope::Write, "compacting an index"),
+        ("POST", "/v1/indexes") => (Scope::Admin, "adding an index"),
+        ("DELETE", _) => (Scope::Admin, "removing an index"),
+        ("POST", "/v1/indexes/{name}/reload") => (Scope::Admin, "reloading an index"),
+        ("POST", "/v1/indexes/{name}/warm") => (Scope::Admin, "warming an index"),
+        _ => (Scope::Admin, "this request"),
+    }
+}
+
+impl Scope {
+    /// Whether this scope covers what `needed` asks for.
+    fn covers(self, needed: Scope) -> bool {
+        match needed {
+            Scope::Search => true,
+            Scope::Write => matches!(self, Scope::Write | Scope::Admin),
+            Scope::Admin => self == Scope::Admin,
+        }
     }
 }
 
@@ -128,19 +153,21 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> Choice {
 /// extensions.
 pub async fn require_token(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     match auth.check(request.headers().get(header::AUTHORIZATION)) {
-        Ok(Scope::Search) => {
+        Ok(scope) => {
             let route = request
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("", MatchedPath::as_str);
-            if let Some(action) = admin_action(request.method(), route) {
-                return ApiError::from(ScopeRefused { action }).into_response();
+            let (needs, action) = needed(request.method(), route);
+            if !scope.covers(needs) {
+                let needs = if needs == Scope::Write {
+                    "write or admin"
+                } else {
+                    "admin"
+                };
+                return ApiError::from(ScopeRefused { action, needs }).into_response();
             }
-            request.extensions_mut().insert(Scope::Search);
-            next.run(request).await
-        }
-        Ok(Scope::Admin) => {
-            request.extensions_mut().insert(Scope::Admin);
+            request.extensions_mut().insert(scope);
             next.run(request).await
         }
         Err(refused) => {
@@ -174,26 +201,30 @@ mod tests {
         let search_only = Auth::new(None, Some(Secret::new("reader")));
         assert_eq!(search_only.check(Some(&hv("Bearer reader"))).unwrap(), Scope::Search);
         assert!(search_only.check(None).is_err());
+        let with_write = auth.with_write(Some(Secret::new("writer")));
+        assert_eq!(with_write.check(Some(&hv("Bearer writer"))).unwrap(), Scope::Write);
+        assert_eq!(with_write.check(Some(&hv("Bearer reader"))).unwrap(), Scope::Search);
     }
 
     #[test]
-    fn admin_routes() {
-        for (method, route) in [
-            (Method::POST, "/v1/indexes"),
-            (Method::DELETE, "/v1/indexes/{name}"),
-            (Method::POST, "/v1/indexes/{name}/reload"),
-            (Method::POST, "/v1/indexes/{name}/warm"),
-            (Method::PUT, "/v1/indexes/{name}"),
+    fn scopes_of_routes() {
+        for (method, route, scope) in [
+            (Method::POST, "/v1/indexes", Scope::Admin),
+            (Method::DELETE, "/v1/indexes/{name}", Scope::Admin),
+            (Method::POST, "/v1/indexes/{name}/reload", Scope::Admin),
+            (Method::POST, "/v1/indexes/{name}/warm", Scope::Admin),
+            (Method::PUT, "/v1/indexes/{name}", Scope::Admin),
+            (Method::POST, "/v1/indexes/{name}/upsert", Scope::Write),
+            (Method::POST, "/v1/indexes/{name}/delete", Scope::Write),
+            (Method::POST, "/v1/indexes/{name}/compact", Scope::Write),
+            (Method::GET, "/v1/indexes", Scope::Search),
+            (Method::GET, "/v1/indexes/{name}", Scope::Search),
+            (Method::POST, "/v1/indexes/{name}/search", Scope::Search),
+            (Method::GET, "/metrics", Scope::Search),
         ] {
-            assert!(admin_action(&method, route).is_some(), "{method} {route}");
+            assert_eq!(needed(&method, route).0, scope, "{method} {route}");
         }
-        for (method, route) in [
-            (Method::GET, "/v1/indexes"),
-            (Method::GET, "/v1/indexes/{name}"),
-            (Method::POST, "/v1/indexes/{name}/search"),
-            (Method::GET, "/metrics"),
-        ] {
-            assert!(admin_action(&method, route).is_none(), "{method} {route}");
-        }
+        assert!(Scope::Write.covers(Scope::Search) && !Scope::Write.covers(Scope::Admin));
+        assert!(!Scope::Search.covers(Scope::Write) && Scope::Admin.covers(Scope::Write));
     }
 }

@@ -100,7 +100,8 @@ impl Server {
         };
         let listener = accept::listen(config.listen, config.http.max_connections).map_err(bind_failed)?;
         let local_addr = listener.local_addr().map_err(bind_failed)?;
-        let auth = auth::Auth::new(config.auth.token.clone(), config.auth.search_token.clone());
+        let auth = auth::Auth::new(config.auth.token.clone(), config.auth.search_token.clone())
+            .with_write(config.auth.write_token.clone());
         if auth.enabled() {
             tracing::info!("bearer-token auth is on");
         } else if !local_addr.ip().is_loopback() {

@@ -368,6 +368,9 @@ pub struct AuthConfig {
     /// status, metrics and the OpenAPI document; adding, removing, reloading
     /// and warming get 403.
     pub search_token_env: String,
+    /// The write token's variable: what the search token may do, and the
+    /// writes of writable indexes (upsert, delete, compact).
+    pub write_token_env: String,
     /// The admin token, filled from the environment by
     /// [`ServerConfig::resolve_env`] (or set directly by embedders and
     /// tests). Never read from the file.
@@ -376,6 +379,9 @@ pub struct AuthConfig {
     /// The search token, likewise.
     #[serde(skip)]
     pub search_token: Option<Secret>,
+    /// The write token, likewise.
+    #[serde(skip)]
+    pub write_token: Option<Secret>,
 }
 
 impl Default for AuthConfig {
@@ -383,8 +389,10 @@ impl Default for AuthConfig {
         Self {
             token_env: "IVFLAKE_API_TOKEN".into(),
             search_token_env: "IVFLAKE_SEARCH_TOKEN".into(),
+            write_token_env: "IVFLAKE_WRITE_TOKEN".into(),
             token: None,
             search_token: None,
+            write_token: None,
         }
     }
 }
@@ -437,6 +445,7 @@ impl ServerConfig {
         for (slot, var) in [
             (&mut auth.token, &auth.token_env),
             (&mut auth.search_token, &auth.search_token_env),
+            (&mut auth.write_token, &auth.write_token_env),
         ] {
             if slot.is_none() && !var.is_empty() {
                 if let Ok(token) = std::env::var(var) {
@@ -504,11 +513,17 @@ impl ServerConfig {
                 return invalid(key, "must be at least 1".into());
             }
         }
-        if self.auth.token.is_some() && self.auth.token == self.auth.search_token {
-            return invalid(
-                "auth.search_token_env",
-                "the search token equals the admin token; give each scope its own".into(),
-            );
+        let tokens = [
+            ("auth.token_env", &self.auth.token),
+            ("auth.search_token_env", &self.auth.search_token),
+            ("auth.write_token_env", &self.auth.write_token),
+        ];
+        for (i, (_, a)) in tokens.iter().enumerate() {
+            for (key, b) in &tokens[i + 1..] {
+                if a.is_some() && a == b {
+                    return invalid(key, "two scopes share one token; give each scope its own".into());
+                }
+            }
         }
         if !(l.max_preload_cache_fraction > 0.0 && l.max_preload_cache_fraction <= 1.0) {
             return invalid(

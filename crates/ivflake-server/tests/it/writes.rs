@@ -1,8 +1,9 @@
 //! The write routes of a writable index over HTTP: upserts and deletes are
 //! searchable in the next request and equal the library's own writes on
-//! Faiss's reference; compaction keeps the answers; a search token cannot
-//! write, a read-only index refuses writes, and oversize writes are refused
-//! naming the field.
+//! Faiss's reference; compaction keeps the answers; the write token writes
+//! and searches but administers nothing, a search token cannot write, a
+//! read-only index refuses writes, and oversize writes are refused naming
+//! the field.
 
 use ivflake::{Metric, MutableIndex, MutableOptions};
 use ivflake_server::{IndexConfig, Secret};
@@ -41,6 +42,7 @@ async fn writes_over_http_are_searchable_and_compact() {
     c.indexes.insert("ro".into(), IndexConfig::new(ro.to_str().unwrap()));
     c.auth.token = Some(Secret::new("admin"));
     c.auth.search_token = Some(Secret::new("reader"));
+    c.auth.write_token = Some(Secret::new("writer"));
     c.limits.max_write_rows = 500;
     let server = TestServer::start(c).await;
     let post = |path: &str, token: &str, body: Value| {
@@ -54,10 +56,10 @@ async fn writes_over_http_are_searchable_and_compact() {
     };
     let data = vectors(400, 9);
     let ids: Vec<i64> = (0..400).map(|i| 10 * i).collect();
-    let (status, body) = post("/v1/indexes/w/upsert", "admin", json!({"ids": ids, "vectors": data})).await;
+    let (status, body) = post("/v1/indexes/w/upsert", "writer", json!({"ids": ids, "vectors": data})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["rows"], 400);
-    let (status, body) = post("/v1/indexes/w/delete", "admin", json!({"ids": [0, 10, 20]})).await;
+    let (status, body) = post("/v1/indexes/w/delete", "writer", json!({"ids": [0, 10, 20]})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // The reference: Faiss in memory, exact, after the same writes.
@@ -93,7 +95,21 @@ async fn writes_over_http_are_searchable_and_compact() {
         .unwrap();
     assert_eq!(status_json["nlist"].as_u64(), Some(8), "{status_json}");
 
-    // Scopes, read-only indexes and limits.
+    // Scopes: the write token searches and writes, nothing more; the
+    // search token cannot write.
+    let (status, _) = post(
+        "/v1/indexes/w/search",
+        "writer",
+        json!({"vectors": [vec![0.0; D]], "k": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post("/v1/indexes", "writer", json!({"name": "x", "uri": root})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("admin"), "{body}");
+    let (status, _) = post("/v1/indexes/w/reload", "writer", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Read-only indexes and limits.
     let (status, body) = post(
         "/v1/indexes/w/upsert",
         "reader",
@@ -101,6 +117,10 @@ async fn writes_over_http_are_searchable_and_compact() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("write or admin"),
+        "{body}"
+    );
     let (status, body) = post(
         "/v1/indexes/ro/upsert",
         "admin",
