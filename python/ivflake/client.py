@@ -272,6 +272,32 @@ class RemoteIndex:
         labels = np.array([r["ids"] for r in results], dtype="int64").reshape(len(results), k_out)
         return distances, labels
 
+    def upsert(self, xb: Any, ids: Sequence[int]) -> int:
+        """Writes the rows of `xb` under `ids` to a writable index (``writable
+        = true``), replacing ids present; returns the log position once the
+        write is durable. Needs the write or admin token."""
+        xb = np.ascontiguousarray(xb, dtype="<f4")
+        if xb.ndim == 1:
+            xb = xb.reshape(1, -1)
+        ids = [int(i) for i in ids]
+        if xb.ndim != 2 or xb.shape[0] != len(ids):
+            raise ValueError(f"{len(ids)} ids for vectors of shape {xb.shape}")
+        body = json.dumps({"ids": ids, "vectors": xb.tolist()}).encode()
+        response = self.client._request("POST", self._path + "/upsert", body=body, content_type="application/json")
+        return int(response["log_position"])
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Deletes `ids` from a writable index; returns the log position."""
+        body = json.dumps({"ids": [int(i) for i in ids]}).encode()
+        response = self.client._request("POST", self._path + "/delete", body=body, content_type="application/json")
+        return int(response["log_position"])
+
+    def compact(self) -> Optional[Dict[str, Any]]:
+        """Folds a writable index's log into a new base; what it did, or None."""
+        return self.client._request("POST", self._path + "/compact", body=b"{}", content_type="application/json")[
+            "compacted"
+        ]
+
 
 def _filter_spec(filter: Optional[Mapping[str, Any]], ids: Optional[Sequence[int]]) -> Optional[Tuple[str, Any]]:
     """The id filter as ``("allow" | "deny", [ids])`` or ``("range", (start, end))``."""

@@ -244,3 +244,30 @@ def test_a_server_that_is_not_there_is_server_unreachable():
     with pytest.raises(ivflake.ServerUnreachable, match="cannot reach") as e:
         ivflake.Client(f"http://127.0.0.1:{port}").index("x").search(np.ones(4, np.float32), 2)
     assert isinstance(e.value, ivflake.IvflakeError)
+
+
+def test_client_writes_to_a_writable_index(tmp_path, queries):
+    """`ivflake serve live=<prefix>/` serves a mutable index writable: the
+    client's upserts and deletes are searchable in the next request, equal to
+    faiss-cpu's exact search after the same writes."""
+    import faiss
+
+    root = tmp_path / "live"
+    d = queries.shape[1]
+    ivflake.create(str(root), d=d, factory="IVF16,Flat")
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((300, d)).astype("float32")
+    ids = np.arange(300, dtype=np.int64) * 7
+    with serve(cli_binary(), {"live": str(root) + "/"}, token=None) as url:
+        index = ivflake.Client(url).index("live")
+        assert index.upsert(xb, ids) == 0
+        assert index.delete(ids[:50]) == 1
+        D, I = index.search(queries[:5], 10, nprobe=16)
+        reference = faiss.IndexIDMap(faiss.IndexFlatL2(d))
+        reference.add_with_ids(xb[50:], ids[50:])
+        D_ref, I_ref = reference.search(queries[:5], 10)
+        np.testing.assert_array_equal(I, I_ref)
+        np.testing.assert_allclose(D, D_ref, rtol=1e-5)
+        assert index.last_stats["log_position"] == 1
+        report = index.compact()
+        assert report is not None and report["entries"] == 250

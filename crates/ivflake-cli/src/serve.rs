@@ -9,7 +9,8 @@ use ivflake_server::{IndexConfig, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Indexes to serve, as NAME=URI (added to those in the config file).
+    /// Indexes to serve, as NAME=URI (added to those in the config file); a
+    /// mutable index's prefix (ending in "/", or a directory) is served writable.
     #[arg(value_name = "NAME=URI")]
     pub indexes: Vec<String>,
     /// TOML config file; every setting has a default (see examples/ivflake.toml).
@@ -63,7 +64,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 }
             );
         }
-        config.indexes.insert(name.to_string(), IndexConfig::new(uri));
+        // A prefix (ending in "/", or a local directory) is a mutable
+        // index, served writable, as `ivflake search` reads one.
+        let writable = uri.ends_with('/') || (!uri.contains("://") && std::path::Path::new(uri).is_dir());
+        config.indexes.insert(
+            name.to_string(),
+            IndexConfig {
+                writable,
+                ..IndexConfig::new(uri)
+            },
+        );
     }
     if config.indexes.is_empty() && config.allowed_uri_prefixes.is_empty() {
         bail!(
