@@ -1,7 +1,8 @@
-//! `ivflake inspect`: what an index is, read from its header alone.
+//! `ivflake inspect`: what an index is, read from its header alone; for a
+//! mutable index's prefix, its version and unindexed writes, then its base.
 
 use anyhow::{Context, Result};
-use ivflake::{IndexMemory, IvfIndex, OpenStats, ResidualTable};
+use ivflake::{IndexMemory, IvfIndex, MutableIndex, MutableOptions, OpenStats, ResidualTable};
 use serde::Serialize;
 
 use crate::open::HeaderArgs;
@@ -9,7 +10,8 @@ use crate::util::{human_bytes, write_stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// The index: s3://…, gs://…, az://…, file:///… or a local path.
+    /// The index: s3://…, gs://…, az://…, file:///… or a local path; or a
+    /// mutable index's prefix (ending in "/", or a local directory).
     pub uri: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -249,8 +251,55 @@ fn residual_table(m: &IndexMemory, setting: ResidualTable) -> String {
     }
 }
 
+/// A mutable index: its version and the writes not yet compacted.
+#[derive(Debug, Serialize, PartialEq)]
+struct MutableReport {
+    prefix: String,
+    version: u64,
+    /// The factory a compaction trains (empty: the base's own).
+    factory: String,
+    trained: bool,
+    log_position: Option<u64>,
+    unindexed_entries: u64,
+    changed_ids: usize,
+}
+
 pub async fn run(args: InspectArgs) -> Result<()> {
+    if crate::search::is_prefix(&args.uri) {
+        let mutable = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+        let version = mutable.version();
+        let (unindexed_entries, changed_ids) = mutable.unindexed();
+        let report = MutableReport {
+            prefix: mutable.uri().to_string(),
+            version: mutable.version_position(),
+            factory: version.factory,
+            trained: version.trained,
+            log_position: mutable.log_position(),
+            unindexed_entries,
+            changed_ids,
+        };
+        let text = if args.json {
+            serde_json::to_string(&report).context("cannot serialize the report")? + "\n"
+        } else {
+            format!(
+                "mutable index      {}\nversion            {}\nfactory            {:?} ({})\nlog position       {}\nunindexed entries  {}\nchanged ids        {}\nbase:\n",
+                report.prefix,
+                report.version,
+                report.factory,
+                if report.trained { "trained" } else { "exact until its first trained compaction" },
+                report.log_position.map_or("none".into(), |p| p.to_string()),
+                report.unindexed_entries,
+                report.changed_ids,
+            )
+        };
+        write_stdout(text.as_bytes())?;
+        return inspect(&args, mutable.base()).await;
+    }
     let index = args.header.open(&args.uri).await?;
+    inspect(&args, index).await
+}
+
+async fn inspect(args: &InspectArgs, index: IvfIndex) -> Result<()> {
     let attributes = index
         .attributes()
         .await

@@ -123,7 +123,7 @@ pub async fn run(args: SearchArgs) -> Result<()> {
 }
 
 /// Whether `uri` names a mutable index's prefix rather than one file.
-fn is_prefix(uri: &str) -> bool {
+pub fn is_prefix(uri: &str) -> bool {
     uri.ends_with('/') || (!uri.contains("://") && std::path::Path::new(uri).is_dir())
 }
 
