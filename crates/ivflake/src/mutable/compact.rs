@@ -105,6 +105,15 @@ impl MutableIndex {
             let s = self.shared.state.lock().await;
             (s.position, s.version.clone(), s.base.clone(), s.builder.clone())
         };
+        if base.attributes().await?.is_some() {
+            // A new base would lose them: writes do not carry attributes yet.
+            return Err(Error::Unsupported {
+                uri: self.uri().to_string(),
+                reason: "its base has an attributes object, and compaction does not write attributes yet: \
+                         compacting would lose them"
+                    .into(),
+            });
+        }
         let records = builder.next_position() - version.log_start;
         let live = base.info().ntotal.max(0) as u64 + builder.snapshot().entries;
         let train_at = if version.trained {

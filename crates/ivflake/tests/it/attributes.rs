@@ -559,3 +559,46 @@ async fn a_warm_filtered_search_is_one_compute_job() {
         assert_eq!(warm.attributes.is_some(), !p.return_attributes.is_empty());
     }
 }
+
+/// A mutable index whose base has attributes refuses what would lose or
+/// misread them until writes carry attributes: a filtered search over
+/// unindexed writes, and a compaction (its new base would have none).
+#[tokio::test]
+async fn a_mutable_index_never_compacts_its_attributes_away() {
+    let data = data();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    publish(
+        &store,
+        "live/bases/base.faiss",
+        "memory:///live/bases/base.faiss",
+        &data,
+    )
+    .await;
+    let root = IndexLocation::new(store.clone(), "live", "memory:///live");
+    let index = ivflake::MutableIndex::create_from_at(root, "bases/base.faiss", Default::default())
+        .await
+        .unwrap();
+    let filter = json!({"category": "c3"});
+    let q = &data.vectors[..D];
+    // Before any write, attributes are served from the base as ever.
+    index
+        .search_with(q, &params(&filter, FilterProbing::default()))
+        .await
+        .unwrap();
+    index.upsert(q, &[1 << 40]).await.unwrap();
+    let err = index
+        .search_with(q, &params(&filter, FilterProbing::default()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let err = index.compact(&Default::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported { reason, .. } if reason.contains("attributes")),
+        "{err}"
+    );
+    assert_eq!(
+        index.version_position(),
+        0,
+        "the base with its attributes stays current"
+    );
+}
