@@ -142,21 +142,20 @@ impl IndexLocation {
     }
 
     /// A prefix (a "directory") rather than one object: `s3://bucket/a/b/`,
-    /// a local directory (created when missing). Objects under it are
-    /// [`IndexLocation::child`]ren.
+    /// or a local directory, which must exist (`create_dir_all` it first
+    /// to make one). Objects under it are [`IndexLocation::child`]ren.
     pub fn parse_prefix(uri: &str, fetch: &FetchConfig) -> Result<Self> {
         let trimmed = uri.trim_end_matches('/');
-        let local = if !uri.contains("://") {
-            Some(std::path::PathBuf::from(trimmed))
-        } else {
-            uri.strip_prefix("file://")
-                .map(|rest| std::path::PathBuf::from(rest.trim_end_matches('/')))
-        };
-        if let Some(dir) = local {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::InvalidUri {
-                uri: uri.to_string(),
-                reason: format!("cannot create the directory: {e}"),
-            })?;
+        if let Some(dir) = Self::local_dir(uri) {
+            if !dir.is_dir() {
+                return Err(Error::NotFound {
+                    uri: uri.to_string(),
+                    source: Arc::new(object_store::Error::NotFound {
+                        path: dir.display().to_string(),
+                        source: "directory does not exist".into(),
+                    }),
+                });
+            }
             let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| Error::InvalidUri {
                 uri: uri.to_string(),
                 reason: e.to_string(),
@@ -194,6 +193,16 @@ impl IndexLocation {
             path,
             uri: format!("{}/{name}", self.uri),
         })
+    }
+
+    /// The local directory a prefix URI names, when it names one.
+    pub fn local_dir(uri: &str) -> Option<std::path::PathBuf> {
+        let trimmed = uri.trim_end_matches('/');
+        if !uri.contains("://") {
+            Some(std::path::PathBuf::from(trimmed))
+        } else {
+            trimmed.strip_prefix("file://").map(std::path::PathBuf::from)
+        }
     }
 
     fn local_path(fs_path: &str, uri: &str) -> Result<Self> {

@@ -114,7 +114,7 @@ impl MutableIndex {
     /// Creates an empty index under `uri`: it searches exactly until a
     /// compaction has enough vectors to train `factory`'s quantizer and codec.
     pub async fn create(uri: &str, d: usize, metric: Metric, factory: &str, options: MutableOptions) -> Result<Self> {
-        let root = IndexLocation::parse_prefix(uri, options.open.scheduler.config())?;
+        let root = new_prefix(uri, &options)?;
         Self::create_at(root, d, metric, factory, options).await
     }
 
@@ -147,7 +147,7 @@ impl MutableIndex {
     /// index under `uri`, in place: nothing is copied, and the file is
     /// never deleted by `gc` (it is not under the prefix).
     pub async fn create_from(uri: &str, base_uri: &str, options: MutableOptions) -> Result<Self> {
-        let root = IndexLocation::parse_prefix(uri, options.open.scheduler.config())?;
+        let root = new_prefix(uri, &options)?;
         Self::create_from_at(root, base_uri, options).await
     }
 
@@ -481,6 +481,17 @@ async fn load_version(
         base,
         builder,
     })
+}
+
+/// The prefix a new index is created under; a local directory is made.
+fn new_prefix(uri: &str, options: &MutableOptions) -> Result<IndexLocation> {
+    if let Some(dir) = IndexLocation::local_dir(uri) {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::InvalidUri {
+            uri: uri.to_string(),
+            reason: format!("cannot create the directory: {e}"),
+        })?;
+    }
+    IndexLocation::parse_prefix(uri, options.open.scheduler.config())
 }
 
 /// Where a version's base is: a name under the prefix (`bases/…`), or a URI.

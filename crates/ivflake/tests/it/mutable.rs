@@ -331,6 +331,13 @@ async fn bad_writes_are_refused_naming_the_field() {
     assert_eq!(field(index.upsert(&[0.0; 4], &[-1]).await.unwrap_err()), "ids");
     assert_eq!(field(index.delete(&[]).await.unwrap_err()), "ids");
     assert_eq!(index.log_position(), None, "nothing was written");
+    // Opening a directory that is not there creates nothing.
+    let missing = dir.path().join("missing");
+    let err = MutableIndex::open(missing.to_str().unwrap(), MutableOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(!missing.exists());
     // The index is created once.
     let again = MutableIndex::create(
         root.to_str().unwrap(),
