@@ -24,6 +24,10 @@ const MAX_ATTEMPTS: usize = 10_000;
 /// Writes queued beyond this wait for room: the queue's memory is bounded.
 const QUEUE: usize = 1024;
 
+/// The most bytes of vectors one write may carry, and past which group
+/// commit starts a new record: one record is one PUT, held in memory.
+const MAX_RECORD_VECTOR_BYTES: usize = 256 << 20;
+
 /// A commit first reads the newest version when its view is older than
 /// this. `gc` keeps every log record younger than twice it, so a record a
 /// writer has not seen is never collected: were it, the writer could
@@ -50,6 +54,13 @@ impl Change {
             Change::Upsert { ids, .. } | Change::Delete { ids } => ids.len(),
         }
     }
+
+    fn vector_bytes(&self) -> usize {
+        match self {
+            Change::Upsert { vectors, .. } => vectors.len() * 4,
+            Change::Delete { .. } => 0,
+        }
+    }
 }
 
 struct Pending {
@@ -73,6 +84,16 @@ impl MutableIndex {
             return Err(Error::invalid(
                 "vectors",
                 format!("{} floats for {} ids of d = {d}", vectors.len(), ids.len()),
+            ));
+        }
+        if vectors.len() * 4 > MAX_RECORD_VECTOR_BYTES {
+            return Err(Error::invalid(
+                "vectors",
+                format!(
+                    "{} bytes of vectors in one write, over the {MAX_RECORD_VECTOR_BYTES} a log record holds; \
+                     write in smaller batches",
+                    vectors.len() * 4
+                ),
             ));
         }
         if let Some(at) = vectors.iter().position(|v| !v.is_finite()) {
@@ -154,10 +175,19 @@ async fn commit_loop(shared: Weak<Shared>, mut rx: mpsc::Receiver<Pending>) {
         }
         let mut batch = vec![first];
         let mut ids = batch[0].change.len();
-        while (ids as u64) < MAX_RECORD_IDS / 2 {
+        let mut bytes = batch[0].change.vector_bytes();
+        // More writes join while the record stays within its bounds; one
+        // that would not fit waits for the next record.
+        let mut held = None;
+        while (ids as u64) < MAX_RECORD_IDS / 2 && bytes < MAX_RECORD_VECTOR_BYTES {
             match rx.try_recv() {
+                Ok(p) if bytes + p.change.vector_bytes() > MAX_RECORD_VECTOR_BYTES => {
+                    held = Some(p);
+                    break;
+                }
                 Ok(p) => {
                     ids += p.change.len();
+                    bytes += p.change.vector_bytes();
                     batch.push(p);
                 }
                 Err(_) => break,
@@ -168,6 +198,10 @@ async fn commit_loop(shared: Weak<Shared>, mut rx: mpsc::Receiver<Pending>) {
         let outcome = index.commit(changes).await;
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
+        }
+        if let Some(p) = held {
+            let outcome = index.commit(vec![p.change]).await;
+            let _ = p.done.send(outcome);
         }
     }
 }
