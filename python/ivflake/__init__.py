@@ -9,6 +9,9 @@
 talks to an ``ivflake serve`` over HTTP. See the README's Python section.
 """
 
+import functools
+import os
+
 from ivflake._ivflake import (
     MAX_K,
     __version__,
@@ -47,12 +50,9 @@ __all__ = [
 ]
 
 
+@functools.wraps(_open_file)
 def open(uri, **kwargs):  # noqa: A001 (faiss-like name, shadows the builtin as faiss's API would)
-    """Opens the index at `uri`: a Faiss IVF file (`Index`, read-only), or a
-    mutable index's prefix (`MutableIndex`): a URI ending in "/" or a local
-    directory. Keywords are those of the native `open` and `open_mutable`."""
-    import os
-
+    # The native open's documentation, which says where a prefix goes.
     text = os.fspath(uri)
     if text.endswith("/") or ("://" not in text and os.path.isdir(text)):
         return open_mutable(text.rstrip("/") if "://" not in text else text, **kwargs)

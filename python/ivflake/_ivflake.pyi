@@ -42,8 +42,11 @@ def open(
     preload: Union[None, Literal["off", "auto"], float] = None,
     id_map_memory_bytes: Optional[int] = None,
     **store_options: Union[str, bool, int],
-) -> Index:
+) -> Union[Index, "MutableIndex"]:
     """Opens the Faiss IVF index at `uri`, reading only its header.
+
+    A mutable index's prefix (a URI ending in "/", or a local directory)
+    opens as a `MutableIndex` instead, as `open_mutable` opens it.
 
     `uri` is ``s3://bucket/key``, ``gs://bucket/key``, ``az://container/key``,
     ``file:///abs/path`` or a path. Credentials and endpoints come from the

@@ -34,6 +34,9 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 10 << 30;
 
 /// Opens the Faiss IVF index at `uri`, reading only its header.
 ///
+/// A mutable index's prefix (a URI ending in "/", or a local directory)
+/// opens as a `MutableIndex` instead, as `open_mutable` opens it.
+///
 /// `uri` is ``s3://bucket/key``, ``gs://bucket/key``, ``az://container/key``,
 /// ``file:///abs/path`` or a path. Credentials and endpoints come from the
 /// environment as in the CLI (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``);
