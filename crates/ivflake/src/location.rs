@@ -147,15 +147,7 @@ impl IndexLocation {
     pub fn parse_prefix(uri: &str, fetch: &FetchConfig) -> Result<Self> {
         let trimmed = uri.trim_end_matches('/');
         if let Some(dir) = Self::local_dir(uri) {
-            if !dir.is_dir() {
-                return Err(Error::NotFound {
-                    uri: uri.to_string(),
-                    source: Arc::new(object_store::Error::NotFound {
-                        path: dir.display().to_string(),
-                        source: "directory does not exist".into(),
-                    }),
-                });
-            }
+            require_dir(&dir, uri)?;
             let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| Error::InvalidUri {
                 uri: uri.to_string(),
                 reason: e.to_string(),
@@ -220,15 +212,7 @@ impl IndexLocation {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        if !dir.is_dir() {
-            return Err(Error::NotFound {
-                uri: uri.to_string(),
-                source: Arc::new(object_store::Error::NotFound {
-                    path: dir.display().to_string(),
-                    source: "directory does not exist".into(),
-                }),
-            });
-        }
+        require_dir(&dir, uri)?;
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| invalid(e.to_string()))?;
         let key = Path::parse(&file_name).map_err(|e| invalid(e.to_string()))?;
         Ok(Self {
@@ -237,6 +221,20 @@ impl IndexLocation {
             uri: uri.to_string(),
         })
     }
+}
+
+/// `NotFound` naming `dir` when there is no such local directory.
+fn require_dir(dir: &std::path::Path, uri: &str) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::NotFound {
+        uri: uri.to_string(),
+        source: Arc::new(object_store::Error::NotFound {
+            path: dir.display().to_string(),
+            source: "directory does not exist".into(),
+        }),
+    })
 }
 
 /// Timeouts go in as config keys, not a whole `ClientOptions`, so settings the
