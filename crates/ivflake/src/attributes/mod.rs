@@ -5,13 +5,15 @@
 //! summaries: row-group statistics, plus small value sets of string columns.
 //!
 //! Parts: `filter` (the filter language), `summary` (pruning), `value` (typed
-//! values of hits), `write` (building the object from a Parquet table and the
+//! values of hits), `rows` (attribute rows as writes carry them), `write`
+//! (building the object from a Parquet table and the
 //! lists' ids). This module
 //! opens the object and decodes fetched column chunks with the `parquet`
 //! crate's own reader. Its reads go through the [`FetchScheduler`], like lists.
 //! It must not know Faiss or the search flow.
 
 pub mod filter;
+pub mod rows;
 pub mod summary;
 pub mod value;
 pub mod write;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type};
 use arrow_array::{Array, RecordBatch, UInt32Array};
-use arrow_schema::{DataType, Schema};
+use arrow_schema::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -154,28 +154,10 @@ pub fn write_attributes(table: &ParquetTable, ids: &[i64], lists: &[Vec<i64>]) -
             return Err(invalid(format!("id {id} has two rows of attributes")));
         }
     }
-    let props = WriterProperties::builder()
-        // One row group per list, however long.
-        .set_max_row_group_row_count(None)
-        .set_max_row_group_bytes(None)
-        // Chunk statistics are the summaries; untruncated so bounds are exact.
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_statistics_truncate_length(None)
-        .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).map_err(|e| invalid(e.to_string()))?;
-    let string_columns: Vec<usize> = (0..schema.fields().len())
-        .filter(|&i| *schema.field(i).data_type() == DataType::Utf8)
-        .collect();
-    let mut value_sets: HashMap<String, Vec<Option<Vec<String>>>> = string_columns
-        .iter()
-        .map(|&i| (schema.field(i).name().clone(), Vec::new()))
-        .collect();
-    let mut row_group_of_list = Vec::with_capacity(lists.len());
-    let mut groups = 0usize;
+    let mut writer = ListAttributeWriter::new(schema, Vec::new())?;
     for (list, list_ids) in lists.iter().enumerate() {
         if list_ids.is_empty() {
-            row_group_of_list.push(None);
+            writer.push_list(None)?;
             continue;
         }
         let rows = list_ids
@@ -189,7 +171,60 @@ pub fn write_attributes(table: &ParquetTable, ids: &[i64], lists: &[Vec<i64>]) -
             .collect::<Result<Vec<u32>>>()?;
         let batch =
             arrow_select::take::take_record_batch(&table.batch, &UInt32Array::from(rows)).map_err(arrow_error)?;
-        for &c in &string_columns {
+        writer.push_list(Some(&batch))?;
+    }
+    writer.finish()
+}
+
+/// Writes an attributes object list by list into `W`: a row group per
+/// non-empty list, the footer's list map and value sets at the end. A
+/// compaction streams it, taking what `sink` holds after each list.
+pub struct ListAttributeWriter<W: std::io::Write + Send> {
+    writer: ArrowWriter<W>,
+    schema: SchemaRef,
+    string_columns: Vec<usize>,
+    value_sets: HashMap<String, Vec<Option<Vec<String>>>>,
+    row_group_of_list: Vec<Option<usize>>,
+    groups: usize,
+}
+
+impl<W: std::io::Write + Send> ListAttributeWriter<W> {
+    pub fn new(schema: SchemaRef, sink: W) -> Result<Self> {
+        check_schema(&schema)?;
+        let props = WriterProperties::builder()
+            // One row group per list, however long.
+            .set_max_row_group_row_count(None)
+            .set_max_row_group_bytes(None)
+            // Chunk statistics are the summaries; untruncated so bounds are exact.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_statistics_truncate_length(None)
+            .build();
+        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props)).map_err(|e| invalid(e.to_string()))?;
+        let string_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| *schema.field(i).data_type() == DataType::Utf8)
+            .collect();
+        let value_sets = string_columns
+            .iter()
+            .map(|&i| (schema.field(i).name().clone(), Vec::new()))
+            .collect();
+        Ok(Self {
+            writer,
+            schema,
+            string_columns,
+            value_sets,
+            row_group_of_list: Vec::new(),
+            groups: 0,
+        })
+    }
+
+    /// The next list's rows, in its order (`None` or no rows: an empty list).
+    pub fn push_list(&mut self, batch: Option<&RecordBatch>) -> Result<()> {
+        let Some(batch) = batch.filter(|b| b.num_rows() > 0) else {
+            self.row_group_of_list.push(None);
+            return Ok(());
+        };
+        check_values(batch)?;
+        for &c in &self.string_columns {
             let col = batch.column(c).as_string::<i32>();
             let distinct: HashSet<&str> = col.iter().flatten().collect();
             let set = (distinct.len() <= MAX_VALUE_SET).then(|| {
@@ -197,22 +232,33 @@ pub fn write_attributes(table: &ParquetTable, ids: &[i64], lists: &[Vec<i64>]) -
                 v.sort();
                 v
             });
-            if let Some(sets) = value_sets.get_mut(schema.field(c).name()) {
+            if let Some(sets) = self.value_sets.get_mut(self.schema.field(c).name()) {
                 sets.push(set);
             }
         }
-        writer.write(&batch).map_err(|e| invalid(e.to_string()))?;
-        writer.flush().map_err(|e| invalid(e.to_string()))?;
-        row_group_of_list.push(Some(groups));
-        groups += 1;
+        self.writer.write(batch).map_err(|e| invalid(e.to_string()))?;
+        self.writer.flush().map_err(|e| invalid(e.to_string()))?;
+        self.row_group_of_list.push(Some(self.groups));
+        self.groups += 1;
+        Ok(())
     }
-    writer.append_key_value_metadata(KeyValue::new(
-        KV_LIST_ROW_GROUPS.to_string(),
-        to_json(&row_group_of_list),
-    ));
-    writer.append_key_value_metadata(KeyValue::new(KV_VALUE_SETS.to_string(), to_json(&value_sets)));
-    writer.close().map_err(|e| invalid(e.to_string()))?;
-    Ok(out)
+
+    /// The sink, to take what has been written so far.
+    pub fn sink(&mut self) -> &mut W {
+        self.writer.inner_mut()
+    }
+
+    /// Writes the footer; returns the sink.
+    pub fn finish(mut self) -> Result<W> {
+        self.writer.append_key_value_metadata(KeyValue::new(
+            KV_LIST_ROW_GROUPS.to_string(),
+            to_json(&self.row_group_of_list),
+        ));
+        self.writer
+            .append_key_value_metadata(KeyValue::new(KV_VALUE_SETS.to_string(), to_json(&self.value_sets)));
+        // Writes the footer too.
+        self.writer.into_inner().map_err(|e| invalid(e.to_string()))
+    }
 }
 
 /// The footer's JSON values (plain vectors and maps: they cannot fail to serialize).

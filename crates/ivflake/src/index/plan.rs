@@ -245,8 +245,15 @@ impl SearchPlan {
         Ok(())
     }
 
-    fn with_delta(&self, list: usize, base: Option<ListView>) -> Result<ListEntries> {
-        ListEntries::with_delta(list, base, self.delta.as_deref(), self.index.inner.ranges.format())
+    /// A list read: its base entries (`None` when the base has none) and
+    /// writes' entries, and with a select stage the rows that pass.
+    fn visit(&self, list: usize, base: Option<ListView>, columns: Option<&FetchedColumns>) -> Result<ListState> {
+        let entries = ListEntries::with_delta(list, base, self.delta.as_deref(), self.index.inner.ranges.format())?;
+        let selection = match &self.select {
+            Some(select) => Some(select.select(list, &entries, columns, &self.params)?),
+            None => None,
+        };
+        Ok(ListState::Fetched { entries, selection })
     }
 
     fn list_at(&self, q: usize, j: usize) -> Option<usize> {
@@ -279,7 +286,11 @@ impl SearchPlan {
             if pruned {
                 self.stats.lists_pruned += 1;
             }
-            if empty || pruned {
+            if empty && self.delta.as_ref().is_some_and(|d| d.run(list).is_some()) {
+                // Empty in the base, filled by writes: nothing to fetch.
+                let state = self.visit(list, None, None)?;
+                self.lists.insert(list, state);
+            } else if empty || pruned {
                 self.lists.insert(list, ListState::Skipped);
             } else {
                 to_fetch.push(list);
@@ -436,16 +447,7 @@ impl SearchPlan {
         for (list, outcome) in lists {
             let state = outcome
                 .and_then(|bytes| self.index.list_view(list, bytes))
-                .and_then(|view| {
-                    let selection = match &self.select {
-                        Some(select) => Some(select.select(list, &view, columns.as_ref(), &self.params)?),
-                        None => None,
-                    };
-                    Ok(ListState::Fetched {
-                        entries: self.with_delta(list, Some(view))?,
-                        selection,
-                    })
-                });
+                .and_then(|view| self.visit(list, Some(view), columns.as_ref()));
             match state {
                 Ok(state) => {
                     self.lists.insert(list, state);
@@ -469,17 +471,7 @@ impl SearchPlan {
     fn scan(&mut self) -> Result<ivflake_faiss::Neighbors> {
         let scan_started = Instant::now();
         let attribute_filtered = self.select.as_ref().is_some_and(|s| s.filters());
-        // Lists empty in the base that writes have filled: their run alone.
-        let written: Vec<(usize, ListEntries)> = match &self.delta {
-            Some(delta) if !attribute_filtered => self
-                .lists
-                .iter()
-                .filter(|(l, s)| matches!(s, ListState::Skipped) && delta.run(**l).is_some())
-                .map(|(l, _)| Ok((*l, self.with_delta(*l, None)?)))
-                .collect::<Result<_>>()?,
-            _ => Vec::new(),
-        };
-        let mut scanned: Vec<(usize, &ListEntries)> = self
+        let scanned: Vec<(usize, &ListEntries)> = self
             .lists
             .iter()
             .filter(|(_, s)| s.scanned(attribute_filtered))
@@ -487,9 +479,7 @@ impl SearchPlan {
                 ListState::Fetched { entries, .. } => Some((*l, entries)),
                 _ => None,
             })
-            .chain(written.iter().map(|(l, e)| (*l, e)))
             .collect();
-        scanned.sort_unstable_by_key(|(l, _)| *l);
         let hidden: Vec<(&[i64], &[u64])> = self
             .delta
             .as_ref()

@@ -54,6 +54,16 @@ impl ListEntries {
         })
     }
 
+    /// The base file's run (empty for a list only writes have filled).
+    pub fn base(&self) -> &ListView {
+        &self.runs[0]
+    }
+
+    /// The ids of the runs after the base's (a mutable index's writes).
+    pub fn later_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.runs[1..].iter().flat_map(|run| run.slice().ids.iter().copied())
+    }
+
     /// The ids of every run, in order.
     pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
         self.runs.iter().flat_map(|run| run.slice().ids.iter().copied())

@@ -36,14 +36,6 @@ impl IvfIndex {
         delta: Option<Arc<DeltaSnapshot>>,
     ) -> Result<SearchResults> {
         let n = self.validate(queries, params)?;
-        if delta.as_ref().is_some_and(|d| !d.is_empty())
-            && (params.attribute_filter.is_some() || !params.return_attributes.is_empty())
-        {
-            return Err(Error::Unsupported {
-                uri: self.uri().to_string(),
-                reason: "attributes of a mutable index with writes not yet compacted are not served yet".into(),
-            });
-        }
         let work = self.run_search(queries.to_vec(), n, params.clone(), delta);
         let _in_flight = SearchInFlight::enter();
         let outcome = match params.deadline {
@@ -163,7 +155,14 @@ impl IvfIndex {
         delta: Option<Arc<DeltaSnapshot>>,
     ) -> Result<SearchResults> {
         let select = if params.attribute_filter.is_some() || !params.return_attributes.is_empty() {
-            Some(AttributeSelect::new(self.require_attributes().await?, &params)?)
+            let attrs = self.attributes().await?;
+            // A mutable index's writes may carry attributes its base has not.
+            let written = delta.as_ref().is_some_and(|d| d.has_attributes());
+            let attrs = match (attrs, written) {
+                (None, false) => Some(self.require_attributes().await?),
+                (attrs, _) => attrs,
+            };
+            Some(AttributeSelect::new(attrs, delta.clone(), &params)?)
         } else {
             None
         };

@@ -8,28 +8,51 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use arrow_array::{new_null_array, ArrayRef, RecordBatch};
+use arrow_schema::{Schema, SchemaRef};
+
 use super::options::SearchParams;
 use super::plan::ListState;
-use super::view::ListView;
+use super::scan::ListEntries;
 use crate::attributes::filter::AttributeFilter;
 use crate::attributes::value::{AttributeRow, AttributeValue};
 use crate::attributes::{Attributes, FetchedColumns};
 use crate::error::{Error, Result};
 use crate::fetch::FetchScheduler;
+use crate::mutable::DeltaSnapshot;
 use crate::stats::SearchIo;
 
 /// The rows of one fetched list that pass every filter, and their ids.
 pub(super) struct Selection {
+    /// Matching rows of the base file's list.
     pub rows: Vec<u32>,
+    /// Every matching id: the base rows' first, then the writes' entries'.
     pub ids: Vec<i64>,
+    /// Matching entries of the list's run of writes (a mutable index's).
+    pub later_rows: Vec<u32>,
+}
+
+/// Where a hit's attributes are: a base row, or an entry of a list's run of writes.
+#[derive(Clone, Copy)]
+enum Source {
+    Base(usize),
+    Later(usize),
 }
 
 /// What a search with attributes selects by, checked against the schema.
+/// On a mutable index the schema is the base's columns and those writes
+/// added; base rows of ids written since are never selected (the write
+/// holds their attributes now), so one set of matching ids serves every run.
 pub(super) struct AttributeSelect {
-    attrs: Arc<Attributes>,
+    /// The base's attributes object; `None` when only writes carry any.
+    attrs: Option<Arc<Attributes>>,
+    delta: Option<Arc<DeltaSnapshot>>,
     filter: Option<AttributeFilter>,
+    /// The filter's columns (and the returned ones) as the schema types them.
+    filter_schema: SchemaRef,
+    return_schema: SchemaRef,
+    /// Their indices in the base's attributes object (those it has).
     filter_columns: Vec<usize>,
-    return_names: Vec<String>,
     return_columns: Vec<usize>,
     /// The id filter's ids as a set, for selecting rows.
     id_set: HashSet<i64>,
@@ -37,23 +60,54 @@ pub(super) struct AttributeSelect {
 
 impl AttributeSelect {
     /// The stage for `params`, whose filter and returned columns must exist
-    /// in the attributes' schema.
-    pub fn new(attrs: Arc<Attributes>, params: &SearchParams) -> Result<Self> {
+    /// in the attributes' schema (the base's, widened by the writes').
+    pub fn new(
+        attrs: Option<Arc<Attributes>>,
+        delta: Option<Arc<DeltaSnapshot>>,
+        params: &SearchParams,
+    ) -> Result<Self> {
+        let schema = match (&delta, &attrs) {
+            (Some(d), _) => d.schema.clone(),
+            (None, Some(a)) => a.schema().clone(),
+            (None, None) => Arc::new(Schema::empty()),
+        };
         let filter = params.attribute_filter.clone();
         if let Some(f) = &filter {
-            f.check(attrs.schema())?;
+            f.check(&schema)?;
         }
-        let filter_columns = match &filter {
-            Some(f) => attrs.column_indices(&f.columns())?,
-            None => Vec::new(),
+        let project = |names: &[String], path: &str| -> Result<SchemaRef> {
+            let mut fields = Vec::new();
+            for n in names {
+                let f = schema
+                    .field_with_name(n)
+                    .map_err(|_| Error::filter(format!("{path}.{n}"), format!("unknown column {n:?}")))?;
+                if !fields.iter().any(|g: &arrow_schema::Field| g.name() == n) {
+                    fields.push(f.clone());
+                }
+            }
+            Ok(Arc::new(Schema::new(fields)))
         };
-        let return_columns = attrs.column_indices(&params.return_attributes)?;
+        let filter_names = filter.as_ref().map(|f| f.columns()).unwrap_or_default();
+        let filter_schema = project(&filter_names, "filter")?;
+        let return_schema = project(&params.return_attributes, "return_attributes")?;
+        let in_base = |s: &Schema| -> Result<Vec<usize>> {
+            let Some(a) = &attrs else { return Ok(Vec::new()) };
+            let names: Vec<String> = s
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| a.schema().index_of(n).is_ok())
+                .collect();
+            a.column_indices(&names)
+        };
         Ok(Self {
+            filter_columns: in_base(&filter_schema)?,
+            return_columns: in_base(&return_schema)?,
             attrs,
+            delta,
             filter,
-            filter_columns,
-            return_names: params.return_attributes.clone(),
-            return_columns,
+            filter_schema,
+            return_schema,
             id_set: params.filter.id_set(),
         })
     }
@@ -69,7 +123,7 @@ impl AttributeSelect {
     }
 
     pub fn returns_columns(&self) -> bool {
-        !self.return_columns.is_empty()
+        !self.return_schema.fields().is_empty()
     }
 
     pub fn filter_columns(&self) -> &[usize] {
@@ -86,8 +140,12 @@ impl AttributeSelect {
     }
 
     /// Whether the list's summary proves no row matches (prune: no GET).
+    /// A list writes have added to is never ruled out by its base's summary.
     pub fn rules_out(&self, list: usize) -> bool {
-        match (&self.filter, self.attrs.summary(list)) {
+        if self.delta.as_ref().is_some_and(|d| d.run(list).is_some()) {
+            return false;
+        }
+        match (&self.filter, self.attrs.as_ref().and_then(|a| a.summary(list))) {
             (Some(f), Some(summary)) => !summary.may_match(f),
             _ => false,
         }
@@ -95,11 +153,9 @@ impl AttributeSelect {
 
     /// Bytes of `columns` of `lists`.
     pub fn chunk_bytes(&self, lists: &[usize], columns: &[usize]) -> u64 {
-        self.attrs
-            .chunk_requests(lists, columns)
-            .iter()
-            .map(|r| r.range.len)
-            .sum()
+        self.attrs.as_ref().map_or(0, |a| {
+            a.chunk_requests(lists, columns).iter().map(|r| r.range.len).sum()
+        })
     }
 
     pub fn memory_hits(
@@ -109,7 +165,10 @@ impl AttributeSelect {
         columns: &[usize],
         io: &SearchIo,
     ) -> Option<FetchedColumns> {
-        self.attrs.memory_hits(scheduler, lists, columns, io)
+        match &self.attrs {
+            Some(a) => a.memory_hits(scheduler, lists, columns, io),
+            None => Some(FetchedColumns::default()),
+        }
     }
 
     pub async fn fetch(
@@ -119,50 +178,97 @@ impl AttributeSelect {
         columns: &[usize],
         io: &Arc<SearchIo>,
     ) -> Result<FetchedColumns> {
-        self.attrs.fetch(scheduler, lists, columns, io).await
+        match &self.attrs {
+            Some(a) => a.fetch(scheduler, lists, columns, io).await,
+            None => Ok(FetchedColumns::default()),
+        }
     }
 
-    /// The rows of `view` that pass the attribute filter (on its fetched
-    /// columns) and the id filter.
+    /// The rows of a list's entries that pass the attribute filter (on
+    /// the base's fetched columns and the writes' rows) and the id filter.
     pub fn select(
         &self,
         list: usize,
-        view: &ListView,
+        entries: &ListEntries,
         columns: Option<&FetchedColumns>,
         params: &SearchParams,
     ) -> Result<Selection> {
-        let ids = view.slice().ids;
-        let mask = match (&self.filter, columns) {
-            (None, _) => None,
-            (Some(f), Some(columns)) => {
-                let batch = self
-                    .attrs
-                    .decode(columns, list, &self.filter_columns)?
-                    .ok_or_else(|| Error::Internal(format!("list {list} has no attribute rows")))?;
-                Some(f.evaluate(batch.num_rows(), &|name| batch.column_by_name(name).cloned())?)
-            }
-            (Some(_), None) => return Err(Error::Internal(format!("list {list}'s columns were not fetched"))),
+        let hidden = |id: &i64| {
+            self.delta
+                .as_ref()
+                .is_some_and(|d| d.tombstones.binary_search(id).is_ok())
         };
-        let mut rows = Vec::new();
-        let mut kept = Vec::new();
-        for (row, &id) in ids.iter().enumerate() {
-            if mask.as_ref().is_none_or(|m| m.value(row)) && params.filter.allows(id, &self.id_set) {
-                rows.push(row as u32);
-                kept.push(id);
+        let base_ids = entries.base().slice().ids;
+        let mut selection = Selection {
+            rows: Vec::new(),
+            ids: Vec::new(),
+            later_rows: Vec::new(),
+        };
+        if !base_ids.is_empty() {
+            let batch = match (&self.filter, &self.attrs, columns) {
+                (None, _, _) | (Some(_), None, _) => None,
+                (Some(_), Some(attrs), Some(columns)) => Some(
+                    attrs
+                        .decode(columns, list, &self.filter_columns)?
+                        .ok_or_else(|| Error::Internal(format!("list {list} has no attribute rows")))?,
+                ),
+                (Some(_), Some(_), None) => {
+                    return Err(Error::Internal(format!("list {list}'s columns were not fetched")))
+                }
+            };
+            let mask = self.evaluate(batch.as_ref(), base_ids.len())?;
+            for (row, &id) in base_ids.iter().enumerate() {
+                if mask.as_ref().is_none_or(|m| m.value(row)) && params.filter.allows(id, &self.id_set) && !hidden(&id)
+                {
+                    selection.rows.push(row as u32);
+                    selection.ids.push(id);
+                }
             }
         }
-        Ok(Selection { rows, ids: kept })
+        let later: Vec<i64> = entries.later_ids().collect();
+        if let (false, Some(delta)) = (later.is_empty(), &self.delta) {
+            let batch = match &self.filter {
+                Some(_) => delta.run_attributes(list, &self.filter_schema)?,
+                None => None,
+            };
+            let mask = self.evaluate(batch.as_ref(), later.len())?;
+            for (row, &id) in later.iter().enumerate() {
+                if mask.as_ref().is_none_or(|m| m.value(row)) && params.filter.allows(id, &self.id_set) {
+                    selection.later_rows.push(row as u32);
+                    selection.ids.push(id);
+                }
+            }
+        }
+        Ok(selection)
+    }
+
+    /// The attribute filter's mask over `rows` rows of `batch`; a column
+    /// the batch lacks (or no batch at all) is all null. `None` without a filter.
+    fn evaluate(&self, batch: Option<&RecordBatch>, rows: usize) -> Result<Option<arrow_array::BooleanArray>> {
+        let Some(f) = &self.filter else { return Ok(None) };
+        let column = |name: &str| -> Option<ArrayRef> {
+            batch.and_then(|b| b.column_by_name(name).cloned()).or_else(|| {
+                let field = self.filter_schema.field_with_name(name).ok()?;
+                Some(new_null_array(field.data_type(), rows))
+            })
+        };
+        f.evaluate(rows, &column).map(Some)
     }
 
     /// Where each hit sits: its list and row, from the lists' selections.
-    fn hit_rows(&self, lists: &BTreeMap<usize, ListState>, labels: &[i64]) -> HashMap<i64, (usize, usize)> {
+    fn hit_rows(&self, lists: &BTreeMap<usize, ListState>, labels: &[i64]) -> HashMap<i64, (usize, Source)> {
         let hits: HashSet<i64> = labels.iter().copied().filter(|&l| l >= 0).collect();
         let mut where_is = HashMap::new();
         for (&list, state) in lists {
             if let ListState::Fetched { selection: Some(s), .. } = state {
-                for (&row, id) in s.rows.iter().zip(&s.ids) {
+                let sources = s
+                    .rows
+                    .iter()
+                    .map(|&r| Source::Base(r as usize))
+                    .chain(s.later_rows.iter().map(|&r| Source::Later(r as usize)));
+                for (source, id) in sources.zip(&s.ids) {
                     if hits.contains(id) {
-                        where_is.entry(*id).or_insert((list, row as usize));
+                        where_is.entry(*id).or_insert((list, source));
                     }
                 }
             }
@@ -170,9 +276,18 @@ impl AttributeSelect {
         where_is
     }
 
-    /// The lists holding the hits: the returned columns are read for these only.
+    /// The lists holding hits from the base: its returned columns are read
+    /// for these only.
     pub fn hit_lists(&self, lists: &BTreeMap<usize, ListState>, labels: &[i64]) -> Vec<usize> {
-        let mut out: Vec<usize> = self.hit_rows(lists, labels).values().map(|(l, _)| *l).collect();
+        if self.attrs.is_none() {
+            return Vec::new();
+        }
+        let mut out: Vec<usize> = self
+            .hit_rows(lists, labels)
+            .values()
+            .filter(|(_, source)| matches!(source, Source::Base(_)))
+            .map(|(l, _)| *l)
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -187,28 +302,39 @@ impl AttributeSelect {
         labels: &[i64],
     ) -> Result<Vec<Option<AttributeRow>>> {
         let where_is = self.hit_rows(lists, labels);
-        let mut batches = HashMap::new();
-        for &(list, _) in where_is.values() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = batches.entry(list) {
-                if let Some(batch) = self.attrs.decode(fetched, list, &self.return_columns)? {
+        let mut batches: HashMap<(usize, bool), RecordBatch> = HashMap::new();
+        for &(list, source) in where_is.values() {
+            let later = matches!(source, Source::Later(_));
+            if let std::collections::hash_map::Entry::Vacant(slot) = batches.entry((list, later)) {
+                let batch = match (later, &self.attrs, &self.delta) {
+                    (false, Some(attrs), _) => attrs.decode(fetched, list, &self.return_columns)?,
+                    (true, _, Some(delta)) => delta.run_attributes(list, &self.return_schema)?,
+                    _ => None,
+                };
+                if let Some(batch) = batch {
                     slot.insert(batch);
                 }
             }
         }
+        let uri = self.attrs.as_ref().map_or("the writes", |a| a.uri());
         labels
             .iter()
             .map(|id| {
-                let Some((list, row)) = where_is.get(id) else {
+                let Some(&(list, source)) = where_is.get(id) else {
                     return Ok(None);
                 };
-                let Some(batch) = batches.get(list) else {
-                    return Ok(None);
+                let (row, later) = match source {
+                    Source::Base(r) => (r, false),
+                    Source::Later(r) => (r, true),
                 };
-                self.return_names
+                let batch = batches.get(&(list, later));
+                self.return_schema
+                    .fields()
                     .iter()
-                    .map(|name| {
-                        let value = match batch.column_by_name(name) {
-                            Some(column) => AttributeValue::from_arrow(name, column.as_ref(), *row, self.attrs.uri())?,
+                    .map(|field| {
+                        let name = field.name();
+                        let value = match batch.and_then(|b| b.column_by_name(name)) {
+                            Some(column) => AttributeValue::from_arrow(name, column.as_ref(), row, uri)?,
                             None => AttributeValue::Null,
                         };
                         Ok((name.clone(), value))

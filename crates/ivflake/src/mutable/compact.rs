@@ -6,7 +6,8 @@
 //! writes for the new list sizes (`header_for_sizes`), then each list's
 //! surviving base entries and its entries from the log, through a
 //! multipart upload, so memory holds a few lists, not the index, and its
-//! checksum sidecar is hashed on the way and written beside it. The first
+//! checksum sidecar is hashed on the way and written beside it, and its
+//! attributes object list by list with it (`fold_attrs.rs`). The first
 //! compaction of an empty index with enough vectors (`min_train_per_list`
 //! per list of the factory) trains the factory's quantizer and codec
 //! instead, in memory. `gc` deletes what no version within the retention
@@ -21,6 +22,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::delta::DeltaBuilder;
+use super::fold_attrs::AttributeFold;
 use super::version::{new_base_name, now_ms, Version, BASES_DIR, LOG_DIR};
 use super::writer::MAX_VIEW_AGE;
 use super::{gate, list_under, MutableIndex};
@@ -105,15 +107,6 @@ impl MutableIndex {
             let s = self.shared.state.lock().await;
             (s.position, s.version.clone(), s.base.clone(), s.builder.clone())
         };
-        if base.attributes().await?.is_some() {
-            // A new base would lose them: writes do not carry attributes yet.
-            return Err(Error::Unsupported {
-                uri: self.uri().to_string(),
-                reason: "its base has an attributes object, and compaction does not write attributes yet: \
-                         compacting would lose them"
-                    .into(),
-            });
-        }
         let records = builder.next_position() - version.log_start;
         let live = base.info().ntotal.max(0) as u64 + builder.snapshot().entries;
         let train_at = if version.trained {
@@ -224,6 +217,7 @@ impl MutableIndex {
             lists: Vec::with_capacity(nlist),
         };
         let (to, mut writer) = self.upload(name).await?;
+        let mut attrs = AttributeFold::start(base, builder.snapshot(), &to).await?;
         let mut bytes_written = header.len() as u64;
         writer.write(&header);
         // Pass 2: every list, in order.
@@ -240,20 +234,29 @@ impl MutableIndex {
                     .map(|r| r.range())
                     .collect();
                 let mut fetched = in_base.iter().copied().zip(read(wanted).await?);
+                let columns = match attrs.as_mut() {
+                    Some(a) => a.read(&in_base).await?,
+                    None => Default::default(),
+                };
                 let mut next = fetched.next();
                 for &l in chunk {
                     let (mut codes, mut ids) = (Vec::new(), Vec::new());
+                    let mut kept = Vec::new();
                     if let Some((_, bytes)) = next.as_ref().filter(|(at, _)| *at == l) {
                         bytes_read += bytes.len() as u64;
                         let count = ranges.get(l).map_or(0, |r| r.count as usize);
                         let (base_codes, base_ids) = bytes.split_at(count * cs);
-                        for (i, keep) in survives(base_ids).into_iter().enumerate() {
+                        kept = survives(base_ids);
+                        for (i, &keep) in kept.iter().enumerate() {
                             if keep {
                                 codes.extend_from_slice(&base_codes[i * cs..(i + 1) * cs]);
                                 ids.extend_from_slice(&base_ids[i * 8..(i + 1) * 8]);
                             }
                         }
                         next = fetched.next();
+                    }
+                    if let Some(a) = attrs.as_mut() {
+                        a.push(l, &columns, &kept)?;
                     }
                     let (delta_ids, delta_codes) = builder.list(l);
                     codes.extend_from_slice(delta_codes);
@@ -277,17 +280,27 @@ impl MutableIndex {
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|e| Error::from_store(&to.uri, None, e))?;
+                if let Some(a) = attrs.as_mut() {
+                    a.wait(PARTS_IN_FLIGHT).await?;
+                }
             }
             Ok(())
         }
         .await;
         if let Err(e) = outcome {
             let _ = writer.abort().await;
+            if let Some(a) = attrs {
+                a.abort().await;
+            }
             return Err(e);
         }
         writer.finish().await.map_err(|e| Error::from_store(&to.uri, None, e))?;
         sidecar.file_len = bytes_written;
         sidecar.write(&to).await?;
+        if let Some(a) = attrs {
+            bytes_read += a.bytes_read;
+            bytes_written += a.finish().await?;
+        }
         Ok(Built {
             entries: sizes.iter().sum(),
             bytes_read,
@@ -311,10 +324,15 @@ impl MutableIndex {
             .await
             .map_err(|e| Error::from_store(&from.uri, None, e))?;
         let (mut vectors, mut ids) = (Vec::<f32>::new(), Vec::<i64>::new());
+        let mut kept = Vec::new();
         let mut take = |codes: &[u8], list_ids: &[u8], hide: bool| {
             for (code, id) in codes.chunks_exact(d * 4).zip(list_ids.chunks_exact(8)) {
                 let id = i64::from_le_bytes(id.try_into().unwrap_or_default());
-                if !(hide && builder.hides(id)) {
+                let keep = !(hide && builder.hides(id));
+                if hide {
+                    kept.push(keep);
+                }
+                if keep {
                     ids.push(id);
                     vectors.extend(
                         code.chunks_exact(4)
@@ -333,6 +351,16 @@ impl MutableIndex {
         let (delta_ids, delta_codes) = builder.list(0);
         let delta_ids: Vec<u8> = delta_ids.iter().flat_map(|id| id.to_le_bytes()).collect();
         take(delta_codes, &delta_ids, false);
+        // The attributes, row for row with `ids`, before they are moved.
+        let to = self.shared.root.child(name)?;
+        let mut attrs = AttributeFold::start(base, builder.snapshot(), &to).await?;
+        let table = match attrs.as_mut() {
+            Some(a) => {
+                let columns = a.read(&[0]).await?;
+                a.rows_of(0, &columns, &kept)?.map(|batch| (batch, ids.clone()))
+            }
+            None => None,
+        };
         let metric = Metric::from_name(&version.metric).unwrap_or(Metric::L2);
         let factory = version.factory.clone();
         let entries = ids.len() as u64;
@@ -348,13 +376,28 @@ impl MutableIndex {
                 Ok(index.to_bytes()?)
             })
             .await?;
-        let bytes_written = file.len() as u64;
+        let mut bytes_written = file.len() as u64;
         let (to, mut writer) = self.upload(name).await?;
         writer.put(Bytes::from(file));
         writer.finish().await.map_err(|e| Error::from_store(&to.uri, None, e))?;
+        let mut bytes_read = raw.len() as u64;
+        if let (Some(mut a), Some((batch, ids))) = (attrs, table) {
+            // The trained lists' order, as the new file holds them.
+            let new = IvfIndex::open_at(to, self.shared.options.open.clone()).await?;
+            let row_of: std::collections::HashMap<i64, u32> =
+                ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect();
+            for list_ids in new.list_ids().await? {
+                let rows: Vec<u32> = list_ids.iter().filter_map(|id| row_of.get(id).copied()).collect();
+                let rows = arrow_select::take::take_record_batch(&batch, &arrow_array::UInt32Array::from(rows))
+                    .map_err(crate::attributes::filter::arrow_error)?;
+                a.push_batch(Some(&rows))?;
+            }
+            bytes_read += a.bytes_read;
+            bytes_written += a.finish().await?;
+        }
         Ok(Built {
             entries,
-            bytes_read: raw.len() as u64,
+            bytes_read,
             bytes_written,
         })
     }
@@ -405,9 +448,10 @@ impl MutableIndex {
                 .strip_prefix(shared.root.path.as_ref())
                 .unwrap_or(meta.location.as_ref())
                 .trim_start_matches('/');
-            // A base's sidecar (`<base>.ivfmanifest`) goes with its base.
+            // A base's sidecar and attributes go with their base.
             let base = relative
                 .strip_suffix(crate::manifest::MANIFEST_SUFFIX)
+                .or_else(|| relative.strip_suffix(crate::attributes::ATTRIBUTES_SUFFIX))
                 .unwrap_or(relative);
             if !named.contains(base) && old(&meta) {
                 shared

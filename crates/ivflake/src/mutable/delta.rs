@@ -3,48 +3,83 @@
 //! stage reads after the base file's), and the tombstones that hide base
 //! entries whose id was since upserted or deleted. `DeltaBuilder` applies
 //! log records in log order; each apply publishes a new immutable
-//! `DeltaSnapshot`, rebuilding only the lists the record touched.
+//! `DeltaSnapshot`, rebuilding only the lists the record touched. Each
+//! entry also points at its attribute row (a row of its record's batch):
+//! the select stage and compaction gather a run's rows from those.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use bytes::Bytes;
 
 use super::record::Record;
+use crate::attributes::rows;
+use crate::error::Result;
 use crate::layout::ListRange;
 
+/// An entry's attribute row: (record batch, row); `NO_ROW` for none.
+type RowRef = (u32, u32);
+const NO_ROW: RowRef = (u32::MAX, 0);
+
+/// One list's run: its bytes, entry count, and each entry's attribute row.
+#[derive(Debug, Clone)]
+struct Run {
+    bytes: Arc<Bytes>,
+    count: u64,
+    rows: Arc<Vec<RowRef>>,
+}
+
 /// The writes a search sees: one version of the delta.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DeltaSnapshot {
     /// The last log position applied; `None` before the first.
     pub position: Option<u64>,
     /// Per list, its run of entries written since the base (codes, then
-    /// ids, as the base's array lists store them) and their count.
-    runs: Vec<Option<(Arc<Bytes>, u64)>>,
+    /// ids, as the base's array lists store them), their count and rows.
+    runs: Vec<Option<Run>>,
     /// Ids upserted or deleted since the base, sorted: hidden in the base.
     pub tombstones: Arc<Vec<i64>>,
     /// Their bloom filter, built once here rather than by every scan.
     pub tombstone_bloom: Arc<Vec<u64>>,
     /// Live entries in the runs.
     pub entries: u64,
+    /// The attribute columns: the base's, then those writes added.
+    pub schema: SchemaRef,
+    /// The records' attribute batches the runs' rows point into.
+    batches: Arc<Vec<Arc<RecordBatch>>>,
 }
 
 impl DeltaSnapshot {
     /// List `list`'s run and its range within it, when it has one.
     pub fn run(&self, list: usize) -> Option<(Arc<Bytes>, ListRange)> {
-        let (bytes, count) = self.runs.get(list)?.as_ref()?;
+        let run = self.runs.get(list)?.as_ref()?;
         Some((
-            bytes.clone(),
+            run.bytes.clone(),
             ListRange {
                 offset: 0,
-                len: bytes.len() as u64,
-                count: *count,
+                len: run.bytes.len() as u64,
+                count: run.count,
             },
         ))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0 && self.tombstones.is_empty()
+    /// The attributes of list `list`'s run, entry for entry, as `schema`
+    /// (columns no write gave are null); `None` when it has no run.
+    pub fn run_attributes(&self, list: usize, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+        let Some(run) = self.runs.get(list).and_then(Option::as_ref) else {
+            return Ok(None);
+        };
+        let sources: Vec<Option<&RecordBatch>> = self.batches.iter().map(|b| Some(b.as_ref())).collect();
+        // `NO_ROW` names no source: a row of nulls.
+        let picks: Vec<(usize, usize)> = run.rows.iter().map(|&(b, r)| (b as usize, r as usize)).collect();
+        rows::gather(schema, &sources, &picks).map(Some)
+    }
+
+    /// Whether any write carried attributes (or the base has them).
+    pub fn has_attributes(&self) -> bool {
+        !self.schema.fields().is_empty()
     }
 }
 
@@ -58,6 +93,7 @@ enum Change {
 struct ListDelta {
     ids: Vec<i64>,
     codes: Vec<u8>,
+    rows: Vec<RowRef>,
 }
 
 /// Applies records in order; owns the mutable state behind the snapshots.
@@ -69,11 +105,14 @@ pub(crate) struct DeltaBuilder {
     /// The next log position to apply.
     next: u64,
     snapshot: Arc<DeltaSnapshot>,
+    schema: SchemaRef,
+    batches: Arc<Vec<Arc<RecordBatch>>>,
 }
 
 impl DeltaBuilder {
-    /// An empty delta for a base of `nlist` lists, whose log starts at `start`.
-    pub fn new(nlist: usize, code_size: usize, start: u64) -> Self {
+    /// An empty delta for a base of `nlist` lists, whose log starts at
+    /// `start`, and whose attribute columns are `schema` (empty for none).
+    pub fn new(nlist: usize, code_size: usize, start: u64, schema: SchemaRef) -> Self {
         Self {
             code_size,
             changes: HashMap::new(),
@@ -82,8 +121,14 @@ impl DeltaBuilder {
             snapshot: Arc::new(DeltaSnapshot {
                 position: start.checked_sub(1),
                 runs: vec![None; nlist],
-                ..Default::default()
+                tombstones: Arc::default(),
+                tombstone_bloom: Arc::default(),
+                entries: 0,
+                schema: schema.clone(),
+                batches: Arc::default(),
             }),
+            schema,
+            batches: Arc::default(),
         }
     }
 
@@ -112,6 +157,10 @@ impl DeltaBuilder {
         {
             return Err(format!("an entry of list {bad}, the base has {nlist} lists"));
         }
+        let batch = match &record.attributes {
+            Some(batch) => Some(self.add_batch(batch)?),
+            None => None,
+        };
         let mut touched = BTreeSet::new();
         let mut new_ids = Vec::new();
         for &id in &record.deletes {
@@ -127,6 +176,7 @@ impl DeltaBuilder {
             let slot = delta.ids.len() as u32;
             delta.ids.push(id);
             delta.codes.extend_from_slice(record.code(i));
+            delta.rows.push(batch.map_or(NO_ROW, |b| (b, i as u32)));
             touched.insert(list);
             let live = Change::Live {
                 list: list as u32,
@@ -141,6 +191,30 @@ impl DeltaBuilder {
         Ok(())
     }
 
+    /// Keeps a record's attribute batch; its new columns join the schema.
+    /// A column typed otherwise than the index holds it (two writers racing
+    /// to add it) is dropped from this record, the same way in every
+    /// process since all apply the log in one order.
+    fn add_batch(&mut self, batch: &RecordBatch) -> std::result::Result<u32, String> {
+        let (schema, conflicts) = rows::merge_schemas(&self.schema, &batch.schema());
+        let batch = if conflicts.is_empty() {
+            batch.clone()
+        } else {
+            tracing::warn!(columns = ?conflicts, "a write log record types these attribute columns otherwise; dropped");
+            let keep: Vec<usize> = (0..batch.num_columns())
+                .filter(|&i| !conflicts.contains(batch.schema().field(i).name()))
+                .collect();
+            batch.project(&keep).map_err(|e| e.to_string())?
+        };
+        self.schema = schema;
+        let batches = Arc::make_mut(&mut self.batches);
+        if batches.len() >= u32::MAX as usize - 1 {
+            return Err("too many attribute batches since the base".into());
+        }
+        batches.push(Arc::new(batch));
+        Ok(batches.len() as u32 - 1)
+    }
+
     /// Takes `id`'s live entry (if any) out of its list: the last entry
     /// moves into its slot.
     fn unlink(&mut self, id: i64, touched: &mut BTreeSet<usize>) {
@@ -151,6 +225,7 @@ impl DeltaBuilder {
         let delta = &mut self.lists[list];
         let last = delta.ids.len() - 1;
         delta.ids.swap_remove(slot);
+        delta.rows.swap_remove(slot);
         if slot != last {
             let cs = self.code_size;
             delta.codes.copy_within(last * cs..(last + 1) * cs, slot * cs);
@@ -180,7 +255,11 @@ impl DeltaBuilder {
                 let mut bytes = Vec::with_capacity(delta.codes.len() + delta.ids.len() * 8);
                 bytes.extend_from_slice(&delta.codes);
                 bytes.extend(delta.ids.iter().flat_map(|id| id.to_le_bytes()));
-                (Arc::new(Bytes::from(bytes)), delta.ids.len() as u64)
+                Run {
+                    bytes: Arc::new(Bytes::from(bytes)),
+                    count: delta.ids.len() as u64,
+                    rows: Arc::new(delta.rows.clone()),
+                }
             });
         }
         let (tombstones, tombstone_bloom) = if new_ids.is_empty() {
@@ -203,6 +282,8 @@ impl DeltaBuilder {
             runs,
             tombstones,
             tombstone_bloom,
+            schema: self.schema.clone(),
+            batches: self.batches.clone(),
         });
     }
 
@@ -244,6 +325,7 @@ fn merge_sorted(a: &[i64], b: &[i64]) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_schema::Schema;
 
     fn record(ids: &[i64], lists: &[i64], deletes: &[i64]) -> Record {
         Record {
@@ -255,6 +337,7 @@ mod tests {
             deletes: deletes.to_vec(),
             codes: ids.iter().map(|&i| i as u8).collect(),
             vectors: ids.iter().map(|&i| i as f32).collect(),
+            attributes: None,
         }
     }
 
@@ -271,7 +354,7 @@ mod tests {
 
     #[test]
     fn later_writes_replace_and_delete_earlier_ones() {
-        let mut b = DeltaBuilder::new(3, 1, 5);
+        let mut b = DeltaBuilder::new(3, 1, 5, Arc::new(Schema::empty()));
         b.apply(&record(&[1, 2, 3], &[0, 0, 1], &[])).unwrap();
         b.apply(&record(&[2], &[2], &[3, 40])).unwrap();
         let s = b.snapshot();
@@ -289,8 +372,48 @@ mod tests {
     }
 
     #[test]
+    fn entries_keep_their_attribute_rows_through_moves() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        use arrow_array::Array;
+        let tagged = |ids: &[i64], tags: &[i64]| Record {
+            attributes: Some(
+                RecordBatch::try_from_iter([(
+                    "tag",
+                    Arc::new(arrow_array::Int64Array::from(tags.to_vec())) as arrow_array::ArrayRef,
+                )])
+                .unwrap(),
+            ),
+            ..record(ids, &vec![0; ids.len()], &[])
+        };
+        let mut b = DeltaBuilder::new(1, 1, 0, Arc::new(Schema::empty()));
+        b.apply(&tagged(&[1, 2, 3], &[10, 20, 30])).unwrap();
+        // 1 is moved out (3 takes its slot); 4 arrives without attributes.
+        b.apply(&tagged(&[1], &[11])).unwrap();
+        b.apply(&record(&[4], &[0], &[])).unwrap();
+        let s = b.snapshot();
+        let batch = s.run_attributes(0, &s.schema).unwrap().unwrap();
+        let tags = batch.column(0).as_primitive::<Int64Type>();
+        let (bytes, range) = s.run(0).unwrap();
+        let ids: Vec<i64> = bytes[range.count as usize..]
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let by_id: HashMap<i64, Option<i64>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, (!tags.is_null(i)).then(|| tags.value(i))))
+            .collect();
+        assert_eq!(
+            by_id,
+            HashMap::from([(1, Some(11)), (2, Some(20)), (3, Some(30)), (4, None)])
+        );
+        assert!(s.run_attributes(0, &s.schema).is_ok() && s.has_attributes());
+    }
+
+    #[test]
     fn a_record_for_another_shape_is_refused() {
-        let mut b = DeltaBuilder::new(2, 1, 0);
+        let mut b = DeltaBuilder::new(2, 1, 0, Arc::new(Schema::empty()));
         assert!(b.apply(&record(&[1], &[2], &[])).unwrap_err().contains("list 2"));
     }
 }

@@ -10,6 +10,7 @@
 
 mod compact;
 mod delta;
+mod fold_attrs;
 mod gate;
 mod record;
 mod version;
@@ -474,7 +475,12 @@ async fn load_version(
             reason: format!("its d is {}, its commit point says {}", info.d, version.d),
         });
     }
-    let builder = DeltaBuilder::new(info.nlist, code_size(info), version.log_start);
+    // The base's attribute columns start the schema writes extend.
+    let schema = match base.attributes().await? {
+        Some(attrs) => attrs.schema().clone(),
+        None => Arc::new(arrow_schema::Schema::empty()),
+    };
+    let builder = DeltaBuilder::new(info.nlist, code_size(info), version.log_start, schema);
     Ok(State {
         position,
         version,

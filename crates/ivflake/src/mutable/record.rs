@@ -8,14 +8,18 @@
 //!
 //! ```text
 //! codec name (u32 length, UTF-8) | d u64 | code_size u64 | n u64 | m u64 |
-//! ids i64×n | lists i64×n | deletes i64×m | codes u8×(n·code_size) | vectors f32×(n·d)
+//! ids i64×n | lists i64×n | deletes i64×m | codes u8×(n·code_size) | vectors f32×(n·d) |
+//! attributes u64 length | attributes (an Arrow IPC stream of n rows, or nothing)
 //! ```
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 
+use crate::attributes::rows;
+use crate::error::Result as IvResult;
 use crate::framing::Framing;
 
-const FRAMING: Framing = Framing::new(b"IVFKWAL\0", 1);
+const FRAMING: Framing = Framing::new(b"IVFKWAL\0", 2);
 
 /// Most ids one record holds (upserts and deletes): what one commit may
 /// carry, so decoding a hostile record allocates within bounds.
@@ -35,10 +39,16 @@ pub(crate) struct Record {
     pub deletes: Vec<i64>,
     pub codes: Vec<u8>,
     pub vectors: Vec<f32>,
+    /// The upserts' attributes, row for row; `None` when none had any.
+    pub attributes: Option<RecordBatch>,
 }
 
 impl Record {
-    pub fn encode(&self) -> Bytes {
+    pub fn encode(&self) -> IvResult<Bytes> {
+        let attributes = match &self.attributes {
+            Some(batch) => rows::to_ipc(batch)?,
+            None => Vec::new(),
+        };
         let mut body = Vec::with_capacity(
             48 + self.codec.len()
                 + self.ids.len() * 16
@@ -56,7 +66,9 @@ impl Record {
         }
         body.extend_from_slice(&self.codes);
         body.extend(self.vectors.iter().flat_map(|v| v.to_le_bytes()));
-        Bytes::from(FRAMING.encode(&body))
+        body.extend((attributes.len() as u64).to_le_bytes());
+        body.extend_from_slice(&attributes);
+        Ok(Bytes::from(FRAMING.encode(&body)))
     }
 
     /// Reads a record, every count checked against its length before any
@@ -82,11 +94,11 @@ impl Record {
             ));
         }
         let (n, m) = (n as usize, m as usize);
-        let want = (n * 16 + m * 8)
+        let want = (n * 16 + m * 8 + 8)
             .checked_add(n.checked_mul(code_size).ok_or("codes overflow")?)
             .and_then(|b| b.checked_add(n.checked_mul(d)?.checked_mul(4)?))
             .ok_or("sizes overflow")?;
-        if want != r.bytes.len() {
+        if want > r.bytes.len() {
             return Err(format!("its counts need {want} bytes, it holds {}", r.bytes.len()));
         }
         let ids = r.i64s(n)?;
@@ -98,6 +110,17 @@ impl Record {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let attributes_len = r.u64()?;
+        if attributes_len != r.bytes.len() as u64 {
+            return Err(format!(
+                "{attributes_len} bytes of attributes announced, {} left",
+                r.bytes.len()
+            ));
+        }
+        let attributes = match attributes_len {
+            0 => None,
+            _ => Some(rows::from_ipc(r.bytes, n)?),
+        };
         Ok(Self {
             codec,
             d,
@@ -107,6 +130,7 @@ impl Record {
             deletes,
             codes,
             vectors,
+            attributes,
         })
     }
 
@@ -156,18 +180,27 @@ mod tests {
             deletes: vec![9],
             codes: vec![1, 2, 3, 4, 5, 6],
             vectors: vec![0.5, 1.0, -2.0, 3.0],
+            attributes: Some(
+                RecordBatch::try_from_iter([(
+                    "tag",
+                    std::sync::Arc::new(arrow_array::StringArray::from(vec![Some("a"), None])) as arrow_array::ArrayRef,
+                )])
+                .unwrap(),
+            ),
         }
     }
 
     #[test]
     fn round_trips() {
         let r = sample();
-        assert_eq!(Record::decode(&r.encode(), 2, 3).unwrap(), r);
+        assert_eq!(Record::decode(&r.encode().unwrap(), 2, 3).unwrap(), r);
+        let plain = Record { attributes: None, ..r };
+        assert_eq!(Record::decode(&plain.encode().unwrap(), 2, 3).unwrap(), plain);
     }
 
     #[test]
     fn refuses_damage_and_other_shapes() {
-        let raw = sample().encode();
+        let raw = sample().encode().unwrap();
         assert!(Record::decode(&raw, 4, 3).unwrap_err().contains("d = 2"));
         for cut in [0, 10, raw.len() - 1] {
             assert!(Record::decode(&raw[..cut], 2, 3).is_err(), "cut at {cut}");

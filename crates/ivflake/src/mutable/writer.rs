@@ -11,10 +11,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use arrow_array::RecordBatch;
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{Record, MAX_RECORD_IDS};
 use super::{encode, gate, Encoded, MutableIndex, Shared};
+use crate::attributes::rows;
 use crate::error::{Error, Result};
 
 /// Most commit attempts one record makes: each failure is another writer
@@ -42,6 +44,8 @@ enum Change {
         vectors: Vec<f32>,
         codec: String,
         encoded: Encoded,
+        /// Row for row with `ids`, checked against the index's columns.
+        attributes: Option<RecordBatch>,
     },
     Delete {
         ids: Vec<i64>,
@@ -78,6 +82,13 @@ impl MutableIndex {
     /// the vector of any id already present. Returns the log position it
     /// was committed at, once it is durable in the store.
     pub async fn upsert(&self, vectors: &[f32], ids: &[i64]) -> Result<u64> {
+        self.upsert_with(vectors, ids, None).await
+    }
+
+    /// `upsert` with each id's attributes (row `i` is `ids[i]`'s): they
+    /// replace the id's old ones, and an upsert without them leaves the id
+    /// none. A column keeps the type it was first written with.
+    pub async fn upsert_with(&self, vectors: &[f32], ids: &[i64], attributes: Option<&RecordBatch>) -> Result<u64> {
         let d = self.version().d;
         self.check_ids(ids)?;
         if vectors.len() != ids.len() * d {
@@ -103,6 +114,9 @@ impl MutableIndex {
             ));
         }
         let current = self.shared.current.load_full();
+        let attributes = attributes
+            .map(|batch| rows::check_write(batch, ids.len(), &current.delta.schema))
+            .transpose()?;
         let vectors = vectors.to_vec();
         let encoded = encode(&self.shared.options, &current.base, vectors.clone()).await?;
         self.queue(Change::Upsert {
@@ -110,6 +124,7 @@ impl MutableIndex {
             vectors,
             codec: current.version.codec.clone(),
             encoded,
+            attributes,
         })
         .await
     }
@@ -234,6 +249,7 @@ impl MutableIndex {
         ordered.sort_unstable_by_key(|(id, _)| *id);
         let cs = record.code_size;
         let mut stale = false;
+        let mut rows_from = Vec::with_capacity(ordered.len());
         for (id, at) in ordered {
             match at {
                 Some((c, i)) => {
@@ -247,6 +263,7 @@ impl MutableIndex {
                         unreachable!("an upsert's position names an upsert")
                     };
                     record.ids.push(id);
+                    rows_from.push((c, i));
                     record.vectors.extend_from_slice(&vectors[i * d..(i + 1) * d]);
                     record.lists.push(encoded.lists[i]);
                     record.codes.extend_from_slice(&encoded.codes[i * cs..(i + 1) * cs]);
@@ -255,13 +272,14 @@ impl MutableIndex {
                 None => record.deletes.push(id),
             }
         }
+        record.attributes = record_attributes(&changes, &rows_from)?;
         if stale {
             // A compaction retrained the codec since these were encoded.
             let encoded = encode(&self.shared.options, &state.base, record.vectors.clone()).await?;
             record.lists = encoded.lists;
             record.codes = encoded.codes;
         }
-        let bytes = record.encode();
+        let bytes = record.encode()?;
         for _ in 0..MAX_ATTEMPTS {
             let position = state.builder.next_position();
             gate::reach("write:encoded");
@@ -291,4 +309,31 @@ impl MutableIndex {
             reason: format!("{MAX_ATTEMPTS} log positions in a row were taken while committing"),
         })
     }
+}
+
+/// The record's attribute batch: row `i` from `rows_from[i]` = (change,
+/// row); `None` when no change carried attributes.
+fn record_attributes(changes: &[Change], rows_from: &[(usize, usize)]) -> Result<Option<RecordBatch>> {
+    let sources: Vec<Option<&RecordBatch>> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Upsert { attributes, .. } => attributes.as_ref(),
+            Change::Delete { .. } => None,
+        })
+        .collect();
+    let mut schema = Arc::new(arrow_schema::Schema::empty());
+    for batch in sources.iter().flatten() {
+        let (merged, conflicts) = rows::merge_schemas(&schema, &batch.schema());
+        if !conflicts.is_empty() {
+            return Err(Error::invalid(
+                "attributes",
+                format!("writes committed together give columns {conflicts:?} different types"),
+            ));
+        }
+        schema = merged;
+    }
+    if schema.fields().is_empty() {
+        return Ok(None);
+    }
+    rows::gather(&schema, &sources, rows_from).map(Some)
 }

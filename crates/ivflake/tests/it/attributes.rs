@@ -19,39 +19,39 @@ use serde_json::{json, Value};
 
 use crate::common::{self, assert_same, counting_store, moto, options, put, uncached, CountingStore};
 
-const D: usize = 32;
+pub(crate) const D: usize = 32;
 const N: usize = 20_000;
 const NLIST: usize = 64;
 const BLOBS: usize = 64;
 const NQ: usize = 40;
-const K: usize = 10;
-const NPROBE: usize = 8;
+pub(crate) const K: usize = 10;
+pub(crate) const NPROBE: usize = 8;
 
 /// One generated row's attributes, kept in plain Rust to judge filters independently.
 #[derive(Debug, Clone)]
-struct Row {
-    id: i64,
-    category: Option<String>,
-    price: f64,
-    stock: Option<i64>,
-    active: bool,
-    blob: i64,
+pub(crate) struct Row {
+    pub(crate) id: i64,
+    pub(crate) category: Option<String>,
+    pub(crate) price: f64,
+    pub(crate) stock: Option<i64>,
+    pub(crate) active: bool,
+    pub(crate) blob: i64,
     /// Uniform over 0..333 in every list: `rare == 166` is 0.3% and no
     /// summary can prune it.
-    rare: i64,
+    pub(crate) rare: i64,
 }
 
-struct Data {
-    vectors: Vec<f32>,
-    rows: Vec<Row>,
-    queries: Vec<f32>,
-    index_bytes: Vec<u8>,
+pub(crate) struct Data {
+    pub(crate) vectors: Vec<f32>,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) queries: Vec<f32>,
+    pub(crate) index_bytes: Vec<u8>,
 }
 
 /// Vectors from `BLOBS` Gaussian-ish blobs; `blob` records each row's blob,
 /// so it is correlated with the lists (what pruning needs), while the other
 /// attributes are independent of the vectors.
-fn data() -> Data {
+pub(crate) fn data() -> Data {
     let mut rng = StdRng::seed_from_u64(7);
     let centers: Vec<f32> = (0..BLOBS * D).map(|_| rng.gen_range(-3.0..3.0)).collect();
     let mut vectors = Vec::with_capacity(N * D);
@@ -90,7 +90,7 @@ fn data() -> Data {
     }
 }
 
-fn table(rows: &[Row]) -> ParquetTable {
+pub(crate) fn table(rows: &[Row]) -> ParquetTable {
     let col = |a: ArrayRef| a;
     let batch = RecordBatch::try_from_iter([
         (
@@ -136,7 +136,7 @@ fn table(rows: &[Row]) -> ParquetTable {
 
 /// Puts the index and its attributes (written through the library, joined on
 /// the ids Faiss stored in each list) under `key` in `store`.
-async fn publish(store: &Arc<dyn ObjectStore>, key: &str, uri: &str, data: &Data) {
+pub(crate) async fn publish(store: &Arc<dyn ObjectStore>, key: &str, uri: &str, data: &Data) {
     put(store, key, data.index_bytes.clone()).await;
     let index = IvfIndex::open_at(
         IndexLocation::new(store.clone(), key, uri),
@@ -164,7 +164,7 @@ async fn in_memory(data: &Data, config: FetchConfig) -> (IvfIndex, Arc<CountingS
     (index, counting)
 }
 
-fn params(filter: &Value, probing: FilterProbing) -> SearchParams {
+pub(crate) fn params(filter: &Value, probing: FilterProbing) -> SearchParams {
     SearchParams {
         attribute_filter: Some(AttributeFilter::from_json(filter).expect("filter parses")),
         probing,
@@ -173,9 +173,9 @@ fn params(filter: &Value, probing: FilterProbing) -> SearchParams {
 }
 
 /// Filters in JSON with the same predicate in plain Rust.
-type Predicate = fn(&Row) -> bool;
+pub(crate) type Predicate = fn(&Row) -> bool;
 
-fn filters() -> Vec<(Value, Predicate)> {
+pub(crate) fn filters() -> Vec<(Value, Predicate)> {
     vec![
         (json!({"category": "c3"}), |r| r.category.as_deref() == Some("c3")),
         (json!({"price": {"$lt": 50}}), |r| r.price < 50.0),
@@ -204,7 +204,7 @@ fn filters() -> Vec<(Value, Predicate)> {
     ]
 }
 
-fn matching(rows: &[Row], pred: impl Fn(&Row) -> bool) -> Vec<i64> {
+pub(crate) fn matching(rows: &[Row], pred: impl Fn(&Row) -> bool) -> Vec<i64> {
     let mut ids: Vec<i64> = rows.iter().filter(|r| pred(r)).map(|r| r.id).collect();
     ids.sort_unstable();
     ids
@@ -558,47 +558,4 @@ async fn a_warm_filtered_search_is_one_compute_job() {
         assert_eq!(warm.ids, cold.ids);
         assert_eq!(warm.attributes.is_some(), !p.return_attributes.is_empty());
     }
-}
-
-/// A mutable index whose base has attributes refuses what would lose or
-/// misread them until writes carry attributes: a filtered search over
-/// unindexed writes, and a compaction (its new base would have none).
-#[tokio::test]
-async fn a_mutable_index_never_compacts_its_attributes_away() {
-    let data = data();
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    publish(
-        &store,
-        "live/bases/base.faiss",
-        "memory:///live/bases/base.faiss",
-        &data,
-    )
-    .await;
-    let root = IndexLocation::new(store.clone(), "live", "memory:///live");
-    let index = ivflake::MutableIndex::create_from_at(root, "bases/base.faiss", Default::default())
-        .await
-        .unwrap();
-    let filter = json!({"category": "c3"});
-    let q = &data.vectors[..D];
-    // Before any write, attributes are served from the base as ever.
-    index
-        .search_with(q, &params(&filter, FilterProbing::default()))
-        .await
-        .unwrap();
-    index.upsert(q, &[1 << 40]).await.unwrap();
-    let err = index
-        .search_with(q, &params(&filter, FilterProbing::default()))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
-    let err = index.compact(&Default::default()).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Unsupported { reason, .. } if reason.contains("attributes")),
-        "{err}"
-    );
-    assert_eq!(
-        index.version_position(),
-        0,
-        "the base with its attributes stays current"
-    );
 }

@@ -22,5 +22,6 @@ mod io_counts;
 mod manifest;
 mod memory;
 mod mutable;
+mod mutable_attrs;
 mod preload;
 mod wrapped;

@@ -18,7 +18,7 @@ use crate::common::{clustered, fixtures, manifest, moto, npy_f32, unique_key, Te
 
 const BATCHES: usize = 20;
 
-fn assert_equal(ours: &ivflake::SearchResults, faiss: &ivflake_faiss::Neighbors, k: usize, what: &str) {
+pub(crate) fn assert_equal(ours: &ivflake::SearchResults, faiss: &ivflake_faiss::Neighbors, k: usize, what: &str) {
     let a = normalized(&ours.ids, &ours.distances, k);
     let b = normalized(&faiss.labels, &faiss.distances, k);
     for (q, (x, y)) in a.iter().zip(&b).enumerate() {
