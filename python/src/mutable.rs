@@ -105,7 +105,9 @@ fn ids_of<'py>(ids: &Bound<'py, PyAny>) -> PyResult<Vec<i64>> {
 impl MutableIndex {
     /// `(D, I)` for the `k` nearest neighbours of each row of `xq` among the
     /// base and every write since. `nprobe` is capped at the base's lists.
-    #[pyo3(signature = (xq, k, *, nprobe=16, filter=None, ids=None, timeout=None))]
+    /// `attribute_filter` (S3 Vectors' filter language) reads the base's
+    /// attributes and those writes carried.
+    #[pyo3(signature = (xq, k, *, nprobe=16, filter=None, ids=None, timeout=None, attribute_filter=None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -116,6 +118,7 @@ impl MutableIndex {
         filter: Option<&Bound<'py, PyAny>>,
         ids: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
+        attribute_filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let params = search_params(
             SearchKeywords {
@@ -125,7 +128,7 @@ impl MutableIndex {
                 ids,
                 allow_partial: false,
                 timeout,
-                attribute_filter: None,
+                attribute_filter,
                 k_factor: None,
             },
             16,
@@ -139,9 +142,20 @@ impl MutableIndex {
         Ok(Neighbours(results).into_pyobject(py)?.into_any())
     }
 
-    /// Inserts the rows of `xb` under `ids`, replacing any id present.
-    /// Returns the log position it was committed at, once durable.
-    fn upsert(&self, py: Python<'_>, xb: &Bound<'_, PyAny>, ids: &Bound<'_, PyAny>) -> PyResult<u64> {
+    /// Inserts the rows of `xb` under `ids`, replacing any id present
+    /// (vector and attributes). `attributes`, when given, is one row per
+    /// id: a list of dicts, a dict of columns, or a pyarrow Table; values
+    /// are str, int, float, bool or None, and a column keeps the type it
+    /// was first written with. Returns the log position it was committed
+    /// at, once durable.
+    #[pyo3(signature = (xb, ids, attributes=None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        xb: &Bound<'_, PyAny>,
+        ids: &Bound<'_, PyAny>,
+        attributes: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
         let array = queries(xb, self.inner.version().d)?;
         let vectors = array
             .as_slice()
@@ -154,7 +168,11 @@ impl MutableIndex {
                 array.shape()[0]
             )));
         }
-        wait(py, self.inner.upsert(vectors, &ids))?.map_err(to_py)
+        let attributes = match attributes {
+            Some(a) => Some(attribute_rows(a, ids.len(), &self.inner.attribute_schema())?),
+            None => None,
+        };
+        wait(py, self.inner.upsert_with(vectors, &ids, attributes.as_ref()))?.map_err(to_py)
     }
 
     /// Deletes `ids` (absent ones are ignored). Returns the log position.
@@ -248,4 +266,58 @@ impl MutableIndex {
             self.inner.unindexed().0
         )
     }
+}
+
+/// A write's attributes as a batch: rows of dicts, a dict of columns, or
+/// anything with `to_pylist()` (pyarrow), through JSON (numpy values by
+/// their `tolist()`).
+fn attribute_rows(
+    value: &Bound<'_, PyAny>,
+    n: usize,
+    schema: &arrow_schema::Schema,
+) -> PyResult<arrow_array::RecordBatch> {
+    let py = value.py();
+    let value = if value.hasattr("to_pylist")? {
+        value.call_method0("to_pylist")?
+    } else {
+        value.clone()
+    };
+    let tolist = py.import("operator")?.call_method1("methodcaller", ("tolist",))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("default", tolist)?;
+    kwargs.set_item("allow_nan", false)?;
+    let text: String = py
+        .import("json")?
+        .call_method("dumps", (&value,), Some(&kwargs))
+        .map_err(|e| PyValueError::new_err(format!("attributes: {e}")))?
+        .extract()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PyValueError::new_err(format!("attributes: {e}")))?;
+    let rows = match json {
+        serde_json::Value::Array(rows) => rows,
+        serde_json::Value::Object(columns) => {
+            let mut rows = vec![serde_json::Map::new(); n];
+            for (name, column) in columns {
+                let values = column.as_array().filter(|v| v.len() == n).ok_or_else(|| {
+                    PyValueError::new_err(format!("attributes: column {name:?} is not a sequence of {n} values"))
+                })?;
+                for (row, v) in rows.iter_mut().zip(values) {
+                    row.insert(name.clone(), v.clone());
+                }
+            }
+            rows.into_iter().map(serde_json::Value::Object).collect()
+        }
+        _ => {
+            return Err(PyValueError::new_err(
+                "attributes: give a list of dicts, a dict of columns or a pyarrow Table",
+            ))
+        }
+    };
+    if rows.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "attributes: {} rows for {n} ids",
+            rows.len()
+        )));
+    }
+    ivflake::attributes_from_json("attributes", &rows, schema).map_err(to_py)
 }

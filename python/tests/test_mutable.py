@@ -121,3 +121,56 @@ def test_bad_writes_raise_value_error(tmp_path):
     with pytest.raises(ValueError, match="ids for"):
         index.upsert(np.zeros((2, 4), np.float32), [1])
     assert index.log_position is None
+
+
+def test_writes_with_attributes_filter_like_faiss_cpu(tmp_path):
+    """Attributes given as a dict of columns, a list of dicts and (when
+    installed) a pyarrow Table; a filtered search equals faiss-cpu with an
+    IDSelectorBatch of exactly the matching ids, before and after the
+    compaction that trains the index."""
+    d, n = 16, 2000
+    rng = np.random.default_rng(11)
+    xb = rng.standard_normal((n, d)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) * 3
+    color = rng.choice(["red", "green", "blue"], n)
+    price = rng.uniform(0, 100, n)
+    index = ivflake.create(str(tmp_path / "a"), d=d, factory="IVF16,Flat")
+    index.upsert(xb, ids, attributes={"color": color, "price": price})
+    # Overwrite 200 ids: new vectors, new rows (some without a price).
+    again = ids[:200]
+    xb2 = rng.standard_normal((200, d)).astype(np.float32)
+    rows = [{"color": "red", "price": None if i % 4 == 0 else float(i)} for i in range(200)]
+    index.upsert(xb2, again, attributes=rows)
+    xb[:200], color[:200] = xb2, "red"
+    price[:200] = [np.nan if i % 4 == 0 else float(i) for i in range(200)]
+    gone = ids[500:600]
+    index.delete(gone)
+    live = np.ones(n, bool)
+    live[500:600] = False
+
+    flt = {"color": "red", "price": {"$lt": 50}}
+    match = ids[live & (color == "red") & (price < 50)]
+    queries = rng.standard_normal((20, d)).astype(np.float32)
+    exact = faiss.IndexIDMap(faiss.IndexFlatL2(d))
+    exact.add_with_ids(xb[live], ids[live])
+    params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(match))
+    D, I = index.search(queries, 10, attribute_filter=flt)
+    same(D, I, *exact.search(queries, 10, params=params), True)
+    assert set(I.ravel()) - {-1} <= set(match)
+
+    report = index.compact()
+    assert report["trained"] and index.nlist == 16
+    trained = faiss.read_index(index.base_uri)
+    params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(match), nprobe=8)
+    D, I = index.search(queries, 10, nprobe=8, attribute_filter=flt)
+    same(D, I, *trained.search(queries, 10, params=params), True)
+
+    with pytest.raises(ValueError, match=r"attributes\[0\]\.color"):
+        index.upsert(xb[:1], ids[:1], attributes=[{"color": 5}])
+    with pytest.raises(ValueError, match="rows for"):
+        index.upsert(xb[:2], ids[:2], attributes=[{"color": "red"}])
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"color": ["blue"], "price": [1.0]})
+    index.upsert(xb[:1], ids[:1], attributes=table)
+    D, I = index.search(xb[:1], 1, nprobe=16, attribute_filter={"color": "blue", "price": 1.0})
+    assert I[0, 0] == ids[0]

@@ -1,5 +1,6 @@
 //! The commands that change a mutable index: `create` (empty, or from a
-//! Faiss file in place), `upsert` (from .npy, .fvecs or Parquet, in
+//! Faiss file in place), `upsert` (from .npy, .fvecs or Parquet with
+//! attribute columns, in
 //! batches, with a progress bar), `delete`, `compact` and `gc`. Each prints
 //! one JSON object on stdout saying what it did.
 
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use arrow_array::RecordBatch;
 use ivflake::{BuildInput, CompactOptions, Metric, MutableIndex, MutableOptions};
 use serde_json::json;
 
@@ -35,7 +37,8 @@ pub struct CreateArgs {
 pub struct UpsertArgs {
     pub uri: String,
     /// Vectors: float32 .npy of shape (n, d) or .fvecs; or .parquet with a
-    /// vector column and an id column.
+    /// vector column, an id column and attribute columns (string, int64,
+    /// float64, bool).
     #[arg(long, short = 'i')]
     pub input: PathBuf,
     /// Ids of .npy/.fvecs input count up from this (Parquet input names its own).
@@ -86,15 +89,22 @@ pub async fn create(args: CreateArgs) -> Result<()> {
 }
 
 pub async fn upsert(args: UpsertArgs) -> Result<()> {
-    let (vectors, ids, d) = read_input(&args).await?;
+    let input = read_input(&args).await?;
+    let (d, n) = (input.d, input.ids.len());
     let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
-    let n = ids.len();
     let bar = progress_bar(n as u64, "upserting", "vectors");
     let started = Instant::now();
     let mut last = None;
-    for (chunk, ids) in vectors.chunks(args.batch * d).zip(ids.chunks(args.batch)) {
-        last = Some(index.upsert(chunk, ids).await?);
-        bar.inc(ids.len() as u64);
+    for start in (0..n).step_by(args.batch) {
+        let end = (start + args.batch).min(n);
+        let attributes = input.attributes.as_ref().map(|a| a.slice(start, end - start));
+        let vectors = &input.vectors[start * d..end * d];
+        last = Some(
+            index
+                .upsert_with(vectors, &input.ids[start..end], attributes.as_ref())
+                .await?,
+        );
+        bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -106,7 +116,16 @@ pub async fn upsert(args: UpsertArgs) -> Result<()> {
     }))
 }
 
-async fn read_input(args: &UpsertArgs) -> Result<(Vec<f32>, Vec<i64>, usize)> {
+/// What one `upsert` writes: vectors, ids and, from Parquet, every other
+/// column as attributes.
+struct UpsertInput {
+    d: usize,
+    vectors: Vec<f32>,
+    ids: Vec<i64>,
+    attributes: Option<RecordBatch>,
+}
+
+async fn read_input(args: &UpsertArgs) -> Result<UpsertInput> {
     let parquet = args
         .input
         .extension()
@@ -115,14 +134,22 @@ async fn read_input(args: &UpsertArgs) -> Result<(Vec<f32>, Vec<i64>, usize)> {
         let table = read_table(&args.input).await?;
         let input = BuildInput::from_table(table, &args.vector_column, &args.id_column)
             .with_context(|| format!("reading {}", args.input.display()))?;
-        if input.attributes.batch.num_columns() > 0 {
-            bail!("attributes in writes are not supported yet: give a Parquet file of ids and vectors only");
-        }
-        return Ok((input.vectors, input.ids, input.d));
+        let batch = input.attributes.batch;
+        return Ok(UpsertInput {
+            d: input.d,
+            vectors: input.vectors,
+            ids: input.ids,
+            attributes: (batch.num_columns() > 0).then_some(batch),
+        });
     }
     let vectors = load_vectors(&args.input).await?;
     let ids = (0..vectors.n as i64).map(|i| args.first_id + i).collect();
-    Ok((vectors.data.clone(), ids, vectors.d))
+    Ok(UpsertInput {
+        d: vectors.d,
+        vectors: vectors.data.clone(),
+        ids,
+        attributes: None,
+    })
 }
 
 pub async fn delete(args: DeleteArgs) -> Result<()> {

@@ -47,6 +47,7 @@ mod probes;
 mod stats;
 
 pub use attributes::filter::{AttributeFilter, CmpOp, FilterLimits, FilterParser, Literal};
+pub use attributes::rows::from_json_rows as attributes_from_json;
 pub use attributes::value::{AttributeRow, AttributeValue};
 pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
 pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};

@@ -222,3 +222,71 @@ async fn two_writer_processes_on_moto_lose_nothing() {
     let index = MutableIndex::open(&uri, MutableOptions::default()).await.unwrap();
     assert_eq!(index.log_position(), Some(39), "40 records, each at its own position");
 }
+
+/// `ivflake upsert` from Parquet keeps every other column as attributes:
+/// a filtered search then equals exact search over the matching ids, with
+/// each hit's attributes as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_from_parquet_keeps_its_attributes() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field};
+
+    let dir = TempDir::new("cli-parquet-attrs");
+    let n = 250;
+    let vectors = clustered(n, D, 77);
+    let ids: Vec<i64> = (0..n as i64).map(|i| 5 * i).collect();
+    let tags: Vec<&str> = (0..n).map(|i| ["a", "b", "c"][i % 3]).collect();
+    let vector = FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        D as i32,
+        Arc::new(Float32Array::from(vectors.clone())),
+        None,
+    );
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        ("vector", Arc::new(vector) as ArrayRef),
+        ("tag", Arc::new(StringArray::from(tags.clone())) as ArrayRef),
+        (
+            "n",
+            Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let input = dir.path().join("in.parquet");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let root = dir.path().join("idx");
+    let uri = root.to_str().unwrap();
+    run(&["create", uri, "--d", &D.to_string(), "--factory", "IVF4,Flat"]);
+    let out = run(&["upsert", uri, "--input", input.to_str().unwrap(), "--batch", "100"]);
+    assert!(out.contains("\"upserted\":250"), "{out}");
+
+    let index = MutableIndex::open(uri, MutableOptions::default()).await.unwrap();
+    let allowed: Vec<i64> = ids
+        .iter()
+        .zip(&tags)
+        .filter(|(_, t)| **t == "a")
+        .map(|(id, _)| *id)
+        .collect();
+    let mut exact = ivflake_faiss::Index::factory(D, "IDMap,Flat", ivflake::Metric::L2).unwrap();
+    exact.add_with_ids(&vectors, &ids).unwrap();
+    let q = &vectors[..10 * D];
+    let expected = exact
+        .search_filtered(q, 5, 1, ivflake_faiss::IdFilter::Allow(&allowed))
+        .unwrap();
+    let params = ivflake::SearchParams {
+        attribute_filter: Some(ivflake::AttributeFilter::from_json(&serde_json::json!({"tag": "a"})).unwrap()),
+        return_attributes: vec!["n".into()],
+        ..ivflake::SearchParams::new(5, 1)
+    };
+    let got = index.search_with(q, &params).await.unwrap();
+    assert_eq!(got.ids, expected.labels);
+    for (id, row) in got.ids.iter().zip(got.attributes.unwrap()) {
+        let row = row.expect("a hit has its row");
+        assert_eq!(row["n"], ivflake::AttributeValue::Int64(id / 5), "id {id}");
+    }
+}

@@ -22,6 +22,12 @@ use crate::api_error::{ApiError, ErrorBody, ErrorCode};
 pub struct UpsertRequest {
     pub ids: Vec<i64>,
     pub vectors: Vec<Vec<f32>>,
+    /// Per id, an object of attribute values (string, number, bool or
+    /// null); they replace the id's old ones. A column keeps the type it
+    /// was first written with.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attributes: Option<Vec<serde_json::Value>>,
 }
 
 /// `POST /v1/indexes/{name}/delete`.
@@ -115,8 +121,22 @@ pub(crate) async fn upsert(
             ),
         ));
     }
+    let attributes = match &request.attributes {
+        Some(rows) if rows.len() != request.ids.len() => {
+            return Err(ApiError::invalid(
+                "attributes",
+                format!("{} rows of attributes for {} ids", rows.len(), request.ids.len()),
+            ))
+        }
+        Some(rows) => Some(ivflake::attributes_from_json(
+            "attributes",
+            rows,
+            &writable.attribute_schema(),
+        )?),
+        None => None,
+    };
     let flat: Vec<f32> = request.vectors.concat();
-    let log_position = writable.upsert(&flat, &request.ids).await?;
+    let log_position = writable.upsert_with(&flat, &request.ids, attributes.as_ref()).await?;
     Ok(Json(WriteResponse {
         index,
         log_position,

@@ -1,6 +1,7 @@
 //! The write routes of a writable index over HTTP: upserts and deletes are
 //! searchable in the next request and equal the library's own writes on
-//! Faiss's reference; compaction keeps the answers; the write token writes
+//! Faiss's reference, with attributes filtered and returned as Faiss with
+//! an `IDSelector` of the matching ids; compaction keeps the answers; the write token writes
 //! and searches but administers nothing, a search token cannot write, a
 //! read-only index refuses writes, and oversize writes are refused naming
 //! the field.
@@ -19,6 +20,17 @@ fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .chunks(D)
         .map(<[f32]>::to_vec)
         .collect()
+}
+
+/// The current base of the index at `root`, as its newest commit point names it.
+fn after_base(root: &str) -> String {
+    let mut versions: Vec<_> = std::fs::read_dir(format!("{root}/_versions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    versions.sort();
+    let newest: Value = serde_json::from_slice(&std::fs::read(versions.last().unwrap()).unwrap()).unwrap();
+    newest["base"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +68,20 @@ async fn writes_over_http_are_searchable_and_compact() {
     };
     let data = vectors(400, 9);
     let ids: Vec<i64> = (0..400).map(|i| 10 * i).collect();
-    let (status, body) = post("/v1/indexes/w/upsert", "writer", json!({"ids": ids, "vectors": data})).await;
+    // Every third id is red; half carry a number; the last 100 none at all.
+    let attributes: Vec<Value> = (0..400)
+        .map(|i| match i {
+            300.. => json!({}),
+            _ if i % 2 == 0 => json!({"color": if i % 3 == 0 { "red" } else { "blue" }, "n": i}),
+            _ => json!({"color": if i % 3 == 0 { "red" } else { "blue" }}),
+        })
+        .collect();
+    let (status, body) = post(
+        "/v1/indexes/w/upsert",
+        "writer",
+        json!({"ids": ids, "vectors": data, "attributes": attributes}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["rows"], 400);
     let (status, body) = post("/v1/indexes/w/delete", "writer", json!({"ids": [0, 10, 20]})).await;
@@ -78,12 +103,68 @@ async fn writes_over_http_are_searchable_and_compact() {
         .collect();
     assert_eq!(got, expected.labels, "the writes are searchable at once, exactly");
     assert_eq!(found["stats"]["log_position"], 1);
+    let red: Vec<i64> = (3..300).filter(|i| i % 3 == 0).map(|i| 10 * i).collect();
+    let filtered = |expected: &ivflake_faiss::Neighbors, found: &Value, what: &str| {
+        let got: Vec<i64> = found["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()))
+            .collect();
+        assert_eq!(got, expected.labels, "{what}: {found}");
+        for r in found["results"].as_array().unwrap() {
+            for (id, a) in r["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(r["attributes"].as_array().unwrap())
+            {
+                let i = id.as_i64().unwrap() / 10;
+                let n = if i % 2 == 0 { json!(i) } else { Value::Null };
+                assert_eq!(a["n"], n, "{what}: id {id}");
+            }
+        }
+    };
+    let mut by_color = search.clone();
+    by_color["attribute_filter"] = json!({"color": "red"});
+    by_color["return_attributes"] = json!(["n"]);
+    let expected_red = exact
+        .search_filtered(&q, 10, 1, ivflake_faiss::IdFilter::Allow(&red))
+        .unwrap();
+    let (status, found) = post("/v1/indexes/w/search", "reader", by_color.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    filtered(&expected_red, &found, "filtered before compaction");
+    let (status, body) = post(
+        "/v1/indexes/w/upsert",
+        "writer",
+        json!({"ids": [5], "vectors": [vec![0.0; D]], "attributes": [{"color": 7}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("attributes")),
+        "a column keeps its type: {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("attributes[0].color"),
+        "{body}"
+    );
 
     let (status, report) = post("/v1/indexes/w/compact", "admin", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["compacted"]["trained"], true, "400 vectors train IVF8");
     let (_, after) = post("/v1/indexes/w/search", "reader", search).await;
     assert_eq!(after["version"], "v1");
+    let (status, found) = post("/v1/indexes/w/search", "reader", by_color).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let trained = ivflake_faiss::read_index(&std::fs::read(format!("{root}/{}", after_base(&root))).unwrap()).unwrap();
+    let expected_red = trained
+        .search_filtered(&q, 10, 8, ivflake_faiss::IdFilter::Allow(&red))
+        .unwrap();
+    filtered(&expected_red, &found, "filtered after compaction");
     let status_json: Value = client()
         .get(server.url("/v1/indexes/w"))
         .bearer_auth("reader")

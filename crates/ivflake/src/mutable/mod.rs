@@ -254,6 +254,11 @@ impl MutableIndex {
     }
 
     /// The last log position applied.
+    /// The attribute columns: the base's, then those writes added.
+    pub fn attribute_schema(&self) -> arrow_schema::SchemaRef {
+        self.shared.current.load().delta.schema.clone()
+    }
+
     pub fn log_position(&self) -> Option<u64> {
         self.shared.current.load().delta.position
     }
