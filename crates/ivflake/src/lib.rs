@@ -70,6 +70,6 @@ pub use ivflake_faiss::{
 pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
-pub use mutable::{CompactOptions, CompactReport, GcReport, MutableIndex, MutableOptions, Staleness, Version};
+pub use mutable::{CompactOptions, CompactReport, GcReport, KeptRow, MutableIndex, MutableOptions, Staleness, Version};
 pub use object::{IndexObject, ListVerifier};
 pub use stats::{Residency, SearchStats};

@@ -400,6 +400,12 @@ pub(crate) struct FetchedColumns {
 }
 
 impl FetchedColumns {
+    /// Byte ranges of an object of `len` bytes, by offset.
+    pub(crate) fn new(len: u64, mut chunks: Vec<(u64, Bytes)>) -> Self {
+        chunks.sort_by_key(|(o, _)| *o);
+        Self { len, chunks }
+    }
+
     fn find(&self, start: u64, length: u64) -> Option<Bytes> {
         let i = self.chunks.partition_point(|(o, _)| *o <= start).checked_sub(1)?;
         let (offset, bytes) = &self.chunks[i];

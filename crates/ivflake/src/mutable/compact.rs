@@ -10,8 +10,9 @@
 //! attributes object list by list with it (`fold_attrs.rs`). The first
 //! compaction of an empty index with enough vectors (`min_train_per_list`
 //! per list of the factory) trains the factory's quantizer and codec
-//! instead, in memory. `gc` deletes what no version within the retention
-//! period names.
+//! instead, in memory. Every compaction also keeps the rows its log
+//! changed, by id (`kept.rs`). `gc` deletes what no version within the
+//! retention period names.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::delta::DeltaBuilder;
 use super::fold_attrs::AttributeFold;
-use super::version::{new_base_name, now_ms, Version, BASES_DIR, LOG_DIR};
+use super::version::{new_base_name, now_ms, Version, BASES_DIR, LOG_DIR, ROWS_DIR};
 use super::writer::MAX_VIEW_AGE;
 use super::{gate, list_under, MutableIndex};
 use crate::error::{Error, Result};
@@ -123,11 +124,20 @@ impl MutableIndex {
             return Ok(None);
         }
         let name = new_base_name();
-        let built = if trains {
+        let mut built = if trains {
             self.train(&version, &base, &builder, &name).await?
         } else {
             self.fold(&base, &builder, &name).await?
         };
+        let mut rows = version.rows.clone();
+        if let Some(kept) = self
+            .keep_rows(&version, &builder, super::code_size(base.info()))
+            .await?
+        {
+            built.bytes_read += kept.bytes_read;
+            built.bytes_written += kept.bytes_written;
+            rows.push(kept.name);
+        }
         gate::reach("compact:uploaded");
         let next = Version {
             base: name.clone(),
@@ -135,6 +145,7 @@ impl MutableIndex {
             trained: version.trained || trains,
             log_start: builder.next_position(),
             created_ms: now_ms(),
+            rows,
             ..version
         };
         if !self.shared.versions.create_at(position + 1, next.encode()).await? {
@@ -437,11 +448,16 @@ impl MutableIndex {
                 dropped.push(p);
             }
         }
-        let named: HashSet<&str> = kept.iter().map(|v| v.base.as_str()).collect();
+        let named: HashSet<&str> = kept
+            .iter()
+            .flat_map(|v| std::iter::once(v.base.as_str()).chain(v.rows.iter().map(String::as_str)))
+            .collect();
         let log_start = kept.iter().map(|v| v.log_start).min().unwrap_or(0);
         let old = |meta: &object_store::ObjectMeta| (meta.last_modified.timestamp_millis() as u64) < cutoff;
         let mut report = GcReport::default();
-        for meta in list_under(&shared.root, BASES_DIR).await? {
+        let mut files = list_under(&shared.root, BASES_DIR).await?;
+        files.extend(list_under(&shared.root, ROWS_DIR).await?);
+        for meta in files {
             let relative = meta
                 .location
                 .as_ref()

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::layout::ListRange;
 
 /// An entry's attribute row: (record batch, row); `NO_ROW` for none.
-type RowRef = (u32, u32);
+pub(crate) type RowRef = (u32, u32);
 const NO_ROW: RowRef = (u32::MAX, 0);
 
 /// One list's run: its bytes, entry count, and each entry's attribute row.
@@ -94,6 +94,28 @@ struct ListDelta {
     ids: Vec<i64>,
     codes: Vec<u8>,
     rows: Vec<RowRef>,
+    /// Each entry's record: (log position, row in it).
+    sources: Vec<(u64, u32)>,
+}
+
+/// Where a live entry's raw vector is: its record's object and the byte
+/// offset in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct VectorAt {
+    pub position: u64,
+    pub row: u32,
+    pub offset: u64,
+}
+
+/// What the delta says of an id.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Found {
+    /// Written since the base: its raw vector's place and attribute row.
+    Live(VectorAt, Option<RecordBatch>),
+    /// Deleted since the base.
+    Deleted,
+    /// Not written since the base.
+    Untouched,
 }
 
 /// Applies records in order; owns the mutable state behind the snapshots.
@@ -107,6 +129,8 @@ pub(crate) struct DeltaBuilder {
     snapshot: Arc<DeltaSnapshot>,
     schema: SchemaRef,
     batches: Arc<Vec<Arc<RecordBatch>>>,
+    /// Per applied record with upserts, where its raw vectors start.
+    vectors_at: HashMap<u64, u64>,
 }
 
 impl DeltaBuilder {
@@ -129,6 +153,7 @@ impl DeltaBuilder {
             }),
             schema,
             batches: Arc::default(),
+            vectors_at: HashMap::new(),
         }
     }
 
@@ -177,6 +202,7 @@ impl DeltaBuilder {
             delta.ids.push(id);
             delta.codes.extend_from_slice(record.code(i));
             delta.rows.push(batch.map_or(NO_ROW, |b| (b, i as u32)));
+            delta.sources.push((self.next, i as u32));
             touched.insert(list);
             let live = Change::Live {
                 list: list as u32,
@@ -185,6 +211,9 @@ impl DeltaBuilder {
             if self.changes.insert(id, live).is_none() {
                 new_ids.push(id);
             }
+        }
+        if !record.ids.is_empty() {
+            self.vectors_at.insert(self.next, record.vectors_offset());
         }
         self.publish(&touched, new_ids);
         self.next += 1;
@@ -226,6 +255,7 @@ impl DeltaBuilder {
         let last = delta.ids.len() - 1;
         delta.ids.swap_remove(slot);
         delta.rows.swap_remove(slot);
+        delta.sources.swap_remove(slot);
         if slot != last {
             let cs = self.code_size;
             delta.codes.copy_within(last * cs..(last + 1) * cs, slot * cs);
@@ -291,6 +321,64 @@ impl DeltaBuilder {
     pub fn list(&self, list: usize) -> (&[i64], &[u8]) {
         let l = &self.lists[list];
         (&l.ids, &l.codes)
+    }
+
+    /// What the writes since the base say of `id`, with its attributes as
+    /// `schema` when it is live.
+    pub fn find(&self, id: i64, schema: &SchemaRef) -> Result<Found> {
+        Ok(match self.changes.get(&id) {
+            None => Found::Untouched,
+            Some(Change::Deleted) => Found::Deleted,
+            Some(&Change::Live { list, slot }) => {
+                let delta = &self.lists[list as usize];
+                let (position, row) = delta.sources[slot as usize];
+                let at = VectorAt {
+                    position,
+                    row,
+                    offset: self.vectors_at.get(&position).copied().unwrap_or_default(),
+                };
+                let (b, r) = delta.rows[slot as usize];
+                let attributes = match self.batches.get(b as usize) {
+                    Some(batch) => Some(rows::gather(schema, &[Some(batch.as_ref())], &[(0, r as usize)])?),
+                    None => None,
+                };
+                Found::Live(at, attributes)
+            }
+        })
+    }
+
+    /// Every id changed since the base, sorted, each with its raw
+    /// vector's place and attribute row (`None`: deleted): the rows a
+    /// compaction keeps.
+    pub fn changes(&self) -> Vec<(i64, Option<(VectorAt, RowRef)>)> {
+        let mut out: Vec<(i64, Option<(VectorAt, RowRef)>)> = self
+            .changes
+            .iter()
+            .map(|(&id, change)| match *change {
+                Change::Deleted => (id, None),
+                Change::Live { list, slot } => {
+                    let delta = &self.lists[list as usize];
+                    let (position, row) = delta.sources[slot as usize];
+                    let offset = self.vectors_at.get(&position).copied().unwrap_or_default();
+                    (
+                        id,
+                        Some((VectorAt { position, row, offset }, delta.rows[slot as usize])),
+                    )
+                }
+            })
+            .collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Attribute rows as `schema`, row `i` from `rows[i]` (`None`: nulls).
+    pub fn gather_rows(&self, schema: &SchemaRef, rows: &[Option<RowRef>]) -> Result<RecordBatch> {
+        let sources: Vec<Option<&RecordBatch>> = self.batches.iter().map(|b| Some(b.as_ref())).collect();
+        let picks: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|r| r.map_or((usize::MAX, 0), |(b, r)| (b as usize, r as usize)))
+            .collect();
+        rows::gather(schema, &sources, &picks)
     }
 
     /// Whether `id`'s base entry is hidden (upserted or deleted since).

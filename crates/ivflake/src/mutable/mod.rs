@@ -12,6 +12,7 @@ mod compact;
 mod delta;
 mod fold_attrs;
 mod gate;
+mod kept;
 mod record;
 mod version;
 mod writer;
@@ -27,6 +28,7 @@ use object_store::path::Path;
 pub use compact::{CompactOptions, CompactReport, GcReport};
 use delta::DeltaBuilder;
 pub(crate) use delta::DeltaSnapshot;
+pub use kept::KeptRow;
 use record::Record;
 pub use version::Version;
 use version::{BASES_DIR, LOG_DIR, LOG_SUFFIX, VERSIONS_DIR, VERSION_SUFFIX};
@@ -56,6 +58,10 @@ pub struct MutableOptions {
     pub group_commit_window: Duration,
     /// Most vectors one upsert call may carry.
     pub max_batch: usize,
+    /// For a new index: whether writes keep their raw vectors (read by
+    /// `get`, and what a retrain trains on). Ids and attributes are kept
+    /// either way.
+    pub keep_vectors: bool,
 }
 
 impl Default for MutableOptions {
@@ -65,6 +71,7 @@ impl Default for MutableOptions {
             staleness: Staleness::Bounded(Duration::from_secs(1)),
             group_commit_window: Duration::ZERO,
             max_batch: 100_000,
+            keep_vectors: true,
         }
     }
 }
@@ -95,6 +102,8 @@ struct Shared {
     state: tokio::sync::Mutex<State>,
     last_refresh: std::sync::Mutex<Instant>,
     writer: tokio::sync::OnceCell<writer::GroupCommit>,
+    /// Kept-rows segments opened so far, by name (immutable objects).
+    segments: std::sync::Mutex<std::collections::HashMap<String, Arc<kept::Segment>>>,
 }
 
 /// A writable index under a prefix. Cheap to clone.
@@ -163,7 +172,8 @@ impl MutableIndex {
         Self::commit_first(root, first, options).await
     }
 
-    async fn commit_first(root: IndexLocation, first: Version, options: MutableOptions) -> Result<Self> {
+    async fn commit_first(root: IndexLocation, mut first: Version, options: MutableOptions) -> Result<Self> {
+        first.keep_vectors = options.keep_vectors;
         let versions = Sequence::new(
             root.store.clone(),
             child(&root, VERSIONS_DIR),
@@ -217,6 +227,7 @@ impl MutableIndex {
                 state: tokio::sync::Mutex::new(state),
                 last_refresh: std::sync::Mutex::new(Instant::now()),
                 writer: tokio::sync::OnceCell::new(),
+                segments: Default::default(),
             }),
         };
         index.refresh().await?;
@@ -253,12 +264,12 @@ impl MutableIndex {
         (current.delta.entries, current.delta.tombstones.len())
     }
 
-    /// The last log position applied.
     /// The attribute columns: the base's, then those writes added.
     pub fn attribute_schema(&self) -> arrow_schema::SchemaRef {
         self.shared.current.load().delta.schema.clone()
     }
 
+    /// The last log position applied.
     pub fn log_position(&self) -> Option<u64> {
         self.shared.current.load().delta.position
     }

@@ -134,6 +134,13 @@ impl Record {
         })
     }
 
+    /// Where the raw vectors start in the record's object: vector `i` is
+    /// the `d · 4` bytes from here plus `i · d · 4` (a range read for `get`).
+    pub fn vectors_offset(&self) -> u64 {
+        let head = crate::framing::HEADER_LEN + 4 + self.codec.len() + 32;
+        (head + self.ids.len() * 16 + self.deletes.len() * 8 + self.codes.len()) as u64
+    }
+
     pub fn code(&self, i: usize) -> &[u8] {
         &self.codes[i * self.code_size..(i + 1) * self.code_size]
     }
@@ -193,6 +200,13 @@ mod tests {
     #[test]
     fn round_trips() {
         let r = sample();
+        let raw = r.encode().unwrap();
+        let at = r.vectors_offset() as usize;
+        assert_eq!(
+            &raw[at..at + 4],
+            &0.5f32.to_le_bytes(),
+            "the first vector's first value"
+        );
         assert_eq!(Record::decode(&r.encode().unwrap(), 2, 3).unwrap(), r);
         let plain = Record { attributes: None, ..r };
         assert_eq!(Record::decode(&plain.encode().unwrap(), 2, 3).unwrap(), plain);

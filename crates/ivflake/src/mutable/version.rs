@@ -4,6 +4,9 @@
 //! <prefix>/_versions/<position, 20 digits>.json   commit points, one per version (conditional creates)
 //! <prefix>/_log/<position, 20 digits>.wal         the write log (conditional creates)
 //! <prefix>/bases/<random>.faiss                   base files, standard Faiss IVF files
+//! <prefix>/bases/<random>.faiss.attrs.parquet      a base's attributes, one row group per list
+//! <prefix>/bases/<random>.faiss.ivfmanifest        a base's checksum sidecar
+//! <prefix>/rows/<random>.parquet                   kept rows: each compaction's writes by id
 //! ```
 //!
 //! A version names its base and the first log position not folded into
@@ -20,6 +23,7 @@ pub(crate) const VERSION_SUFFIX: &str = ".json";
 pub(crate) const LOG_DIR: &str = "_log";
 pub(crate) const LOG_SUFFIX: &str = ".wal";
 pub(crate) const BASES_DIR: &str = "bases";
+pub(crate) const ROWS_DIR: &str = "rows";
 
 /// The format of commit points this build writes and reads.
 const FORMAT: u32 = 1;
@@ -46,6 +50,18 @@ pub struct Version {
     pub log_start: u64,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// The kept-rows segments (`rows/…`), oldest first: each holds, by id,
+    /// the last write of every id one compaction folded (`kept.rs`).
+    #[serde(default)]
+    pub rows: Vec<String>,
+    /// Whether writes keep their raw vectors in the rows (for `get` and a
+    /// retrain), or only ids and attributes.
+    #[serde(default = "yes")]
+    pub keep_vectors: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Version {
@@ -60,6 +76,8 @@ impl Version {
             trained,
             log_start,
             created_ms: now_ms(),
+            rows: Vec::new(),
+            keep_vectors: true,
         }
     }
 

@@ -23,5 +23,6 @@ mod manifest;
 mod memory;
 mod mutable;
 mod mutable_attrs;
+mod mutable_get;
 mod preload;
 mod wrapped;

@@ -1,0 +1,614 @@
+//! Kept rows: the last write of every id, by id, so that `get(ids)` reads
+//! a few pages rather than scanning lists, and a retrain has the raw
+//! vectors. Each compaction writes one segment, `rows/<random>.parquet`,
+//! of the ids its log changed, sorted: `id`, `deleted`, `vector` (the raw
+//! vector; null when deleted or not kept) and the attribute columns.
+//! Pages hold 64 rows and the page index is written, so a lookup reads the
+//! `id` pages whose min/max hold a wanted id, then only its rows' pages of
+//! the other columns, each a range read. Segments are read newest first:
+//! an id's first row is its last write before the base, and a `deleted`
+//! row ends the search.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, WriteMultipart};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::delta::{DeltaBuilder, Found, RowRef, VectorAt};
+use super::{MutableIndex, Version};
+use crate::attributes::filter::arrow_error;
+use crate::attributes::value::{AttributeRow, AttributeValue};
+use crate::attributes::FetchedColumns;
+use crate::error::{Error, Result};
+use crate::location::IndexLocation;
+
+/// Rows per page: a lookup reads about this many rows of each column.
+const PAGE_ROWS: usize = 64;
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Multipart parts of a segment.
+const PART_BYTES: usize = 8 << 20;
+/// The most bytes of footer and page index a segment may have.
+const MAX_FOOTER_BYTES: u64 = 256 << 20;
+/// The first read of a segment's tail, footer and page index.
+const TAIL_PROBE: u64 = 1 << 20;
+
+/// One id's kept row: its raw vector (when kept) and its non-null attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptRow {
+    pub vector: Option<Vec<f32>>,
+    pub attributes: AttributeRow,
+}
+
+impl KeptRow {
+    /// Row `row` of `vectors` (a `d`-wide list column, or none) and `attributes`.
+    pub(crate) fn from_arrow(
+        vectors: Option<&FixedSizeListArray>,
+        attributes: &RecordBatch,
+        row: usize,
+        uri: &str,
+    ) -> Result<Self> {
+        let vector = vectors.filter(|v| !v.is_null(row)).map(|v| {
+            let values = v.value(row);
+            values.as_primitive::<Float32Type>().values().to_vec()
+        });
+        let mut out = AttributeRow::new();
+        for (field, column) in attributes.schema().fields().iter().zip(attributes.columns()) {
+            let value = AttributeValue::from_arrow(field.name(), column.as_ref(), row, uri)?;
+            if value != AttributeValue::Null {
+                out.insert(field.name().clone(), value);
+            }
+        }
+        Ok(Self {
+            vector,
+            attributes: out,
+        })
+    }
+}
+
+fn segment_schema(d: usize, attributes: &Schema) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("deleted", DataType::Boolean, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), d as i32),
+            true,
+        ),
+    ];
+    fields.extend(attributes.fields().iter().map(|f| f.as_ref().clone()));
+    Arc::new(Schema::new(fields))
+}
+
+/// A segment being written, streamed through a multipart upload.
+pub(super) struct SegmentWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    upload: WriteMultipart,
+    schema: SchemaRef,
+    d: usize,
+    uri: String,
+    pub bytes_written: u64,
+}
+
+impl SegmentWriter {
+    pub async fn start(root: &IndexLocation, name: &str, d: usize, attributes: &Schema) -> Result<Self> {
+        let to = root.child(name)?;
+        let schema = segment_schema(d, attributes);
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_write_batch_size(PAGE_ROWS)
+            // Pages are read alone: no dictionary page to fetch first.
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let upload = to
+            .store
+            .put_multipart(&to.path)
+            .await
+            .map_err(|e| Error::from_store(&to.uri, None, e))?;
+        Ok(Self {
+            writer,
+            upload: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+            schema,
+            d,
+            uri: to.uri,
+            bytes_written: 0,
+        })
+    }
+
+    /// The next rows, ids ascending past the last: `vectors` holds `d`
+    /// floats per row, used where `has_vector`; `attributes` is row for row.
+    pub async fn write(
+        &mut self,
+        ids: Vec<i64>,
+        deleted: Vec<bool>,
+        vectors: Vec<f32>,
+        has_vector: Vec<bool>,
+        attributes: &RecordBatch,
+    ) -> Result<()> {
+        let vector = FixedSizeListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            self.d as i32,
+            Arc::new(Float32Array::from(vectors)),
+            Some(has_vector.into()),
+        )
+        .map_err(arrow_error)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(BooleanArray::from(deleted)),
+            Arc::new(vector),
+        ];
+        columns.extend(attributes.columns().iter().cloned());
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?;
+        self.writer.write(&batch).map_err(|e| Error::Internal(e.to_string()))?;
+        self.drain();
+        self.upload
+            .wait_for_capacity(4)
+            .await
+            .map_err(|e| Error::from_store(&self.uri, None, e))
+    }
+
+    fn drain(&mut self) {
+        let out = std::mem::take(self.writer.inner_mut());
+        self.bytes_written += out.len() as u64;
+        self.upload.write(&out);
+    }
+
+    pub async fn finish(mut self) -> Result<u64> {
+        self.writer.flush().map_err(|e| Error::Internal(e.to_string()))?;
+        self.drain();
+        let tail = self.writer.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
+        self.upload.write(&tail);
+        self.upload
+            .finish()
+            .await
+            .map_err(|e| Error::from_store(&self.uri, None, e))?;
+        Ok(self.bytes_written + tail.len() as u64)
+    }
+}
+
+/// An opened segment: its footer and page index.
+pub(super) struct Segment {
+    location: IndexLocation,
+    size: u64,
+    metadata: ArrowReaderMetadata,
+}
+
+impl Segment {
+    /// Reads the footer and page index (one suffix GET, more only for a
+    /// larger tail), checked against the layout a segment has.
+    pub async fn open(location: IndexLocation) -> Result<Self> {
+        let corrupt = |reason: String| Error::Corrupt {
+            uri: location.uri.clone(),
+            reason,
+        };
+        // One suffix read gives the size and, usually, the whole tail.
+        let probe = object_store::GetOptions::new().with_range(Some(object_store::GetRange::Suffix(TAIL_PROBE)));
+        let got = location
+            .store
+            .get_opts(&location.path, probe)
+            .await
+            .map_err(|e| Error::from_store(&location.uri, None, e))?;
+        let size = got.meta.size;
+        let mut want = size - got.range.start;
+        let mut tail = got
+            .bytes()
+            .await
+            .map_err(|e| Error::from_store(&location.uri, None, e))?;
+        loop {
+            let reader = FetchedColumns::new(size, vec![(size - want, tail)]);
+            let mut parser = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Required);
+            match parser.try_parse_sized(&reader, size) {
+                Ok(()) => {
+                    let meta = parser.finish().map_err(|e| corrupt(format!("bad footer: {e}")))?;
+                    let metadata = ArrowReaderMetadata::try_new(Arc::new(meta), Default::default())
+                        .map_err(|e| corrupt(format!("bad schema: {e}")))?;
+                    let schema = metadata.schema();
+                    let shaped = schema.fields().len() >= 3
+                        && schema.field(0).name() == "id"
+                        && *schema.field(0).data_type() == DataType::Int64
+                        && *schema.field(1).data_type() == DataType::Boolean
+                        && matches!(schema.field(2).data_type(), DataType::FixedSizeList(..));
+                    let indexed = metadata.metadata().page_index().is_some_and(|p| p.is_complete());
+                    if !shaped || !indexed {
+                        return Err(corrupt("not a kept-rows segment".into()));
+                    }
+                    return Ok(Self {
+                        location,
+                        size,
+                        metadata,
+                    });
+                }
+                Err(parquet::errors::ParquetError::NeedMoreData(n))
+                    if (n as u64) > want && (n as u64) <= size.min(MAX_FOOTER_BYTES) =>
+                {
+                    want = n as u64;
+                    tail = location
+                        .store
+                        .get_range(&location.path, size - want..size)
+                        .await
+                        .map_err(|e| Error::from_store(&location.uri, None, e))?;
+                }
+                Err(e) => return Err(corrupt(format!("bad footer: {e}"))),
+            }
+        }
+    }
+
+    /// The rows of `wanted` (sorted, distinct) this segment holds: `None`
+    /// for an id it records as deleted.
+    pub async fn lookup(&self, wanted: &[i64]) -> Result<HashMap<i64, Option<KeptRow>>> {
+        let meta = self.metadata.metadata();
+        let mut out = HashMap::new();
+        for rg in 0..meta.num_row_groups() {
+            let rows = meta.row_group(rg).num_rows() as usize;
+            let index = meta.page_index_for_row_group(rg);
+            let (Some(ColumnIndexMetaData::INT64(ids)), Some(pages)) = (index.column_index(0), index.offset_index(0))
+            else {
+                return Err(self.corrupt("no page index of its ids"));
+            };
+            let locations = pages.page_locations();
+            // The id pages that may hold a wanted id, as row ranges.
+            let mut ranges = Vec::new();
+            for (p, location) in locations.iter().enumerate() {
+                let (Some(&min), Some(&max)) = (ids.min_value(p), ids.max_value(p)) else {
+                    continue;
+                };
+                let from = wanted.partition_point(|&w| w < min);
+                if wanted.get(from).is_some_and(|&w| w <= max) {
+                    let start = location.first_row_index as usize;
+                    let end = locations.get(p + 1).map_or(rows, |n| n.first_row_index as usize);
+                    ranges.push(start..end.min(rows));
+                }
+            }
+            if ranges.is_empty() {
+                continue;
+            }
+            // Pass 1: the ids of those pages, to find the wanted rows.
+            let found_ids = self.read(rg, &ranges, &[0]).await?;
+            let column = found_ids.column(0).as_primitive::<Int64Type>();
+            let mut positions = Vec::new();
+            let mut at = 0;
+            for range in &ranges {
+                for row in range.clone() {
+                    let id = column.value(at);
+                    at += 1;
+                    if wanted.binary_search(&id).is_ok() {
+                        positions.push((row, id));
+                    }
+                }
+            }
+            if positions.is_empty() {
+                continue;
+            }
+            // Pass 2: every column of those rows alone.
+            let exact: Vec<std::ops::Range<usize>> = positions.iter().map(|&(r, _)| r..r + 1).collect();
+            let all: Vec<usize> = (0..self.metadata.schema().fields().len()).collect();
+            let batch = self.read(rg, &exact, &all).await?;
+            let deleted = batch.column(1).as_boolean();
+            let vectors = batch.column(2).as_fixed_size_list_opt();
+            let attributes = batch
+                .project(&(3..batch.num_columns()).collect::<Vec<_>>())
+                .map_err(arrow_error)?;
+            for (i, &(_, id)) in positions.iter().enumerate() {
+                let row = if deleted.value(i) {
+                    None
+                } else {
+                    Some(KeptRow::from_arrow(vectors, &attributes, i, &self.location.uri)?)
+                };
+                out.insert(id, row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rows `ranges` (ascending, disjoint) of row group `rg`, columns
+    /// `roots`: only the pages holding them are fetched.
+    async fn read(&self, rg: usize, ranges: &[std::ops::Range<usize>], roots: &[usize]) -> Result<RecordBatch> {
+        let meta = self.metadata.metadata();
+        let index = meta.page_index_for_row_group(rg);
+        let descr = meta.file_metadata().schema_descr();
+        let rows = meta.row_group(rg).num_rows() as usize;
+        let mut wanted_pages = BTreeSet::new();
+        for leaf in 0..descr.num_columns() {
+            if !roots.contains(&descr.get_column_root_idx(leaf)) {
+                continue;
+            }
+            let pages = index
+                .offset_index(leaf)
+                .ok_or_else(|| self.corrupt("no offset index"))?;
+            let locations = pages.page_locations();
+            for (p, location) in locations.iter().enumerate() {
+                let start = location.first_row_index as usize;
+                let end = locations.get(p + 1).map_or(rows, |n| n.first_row_index as usize);
+                if ranges.iter().any(|r| r.start < end && start < r.end) {
+                    let offset = u64::try_from(location.offset).map_err(|_| self.corrupt("a negative page offset"))?;
+                    let len = u64::try_from(location.compressed_page_size)
+                        .map_err(|_| self.corrupt("a negative page size"))?;
+                    if offset.checked_add(len).is_none_or(|end| end > self.size) {
+                        return Err(self.corrupt("a page past the end"));
+                    }
+                    wanted_pages.insert((offset, len));
+                }
+            }
+        }
+        let wanted: Vec<std::ops::Range<u64>> = wanted_pages.iter().map(|&(o, l)| o..o + l).collect();
+        let fetched = self
+            .location
+            .store
+            .get_ranges(&self.location.path, &wanted)
+            .await
+            .map_err(|e| Error::from_store(&self.location.uri, None, e))?;
+        let chunks: Vec<(u64, Bytes)> = wanted.iter().map(|r| r.start).zip(fetched).collect();
+        let reader = FetchedColumns::new(self.size, chunks);
+        let mut selectors = Vec::new();
+        let mut at = 0;
+        for r in ranges {
+            if r.start > at {
+                selectors.push(RowSelector::skip(r.start - at));
+            }
+            selectors.push(RowSelector::select(r.len()));
+            at = r.end;
+        }
+        if at < rows {
+            selectors.push(RowSelector::skip(rows - at));
+        }
+        let selected: usize = ranges.iter().map(|r| r.len()).sum();
+        let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, self.metadata.clone())
+            .with_row_groups(vec![rg])
+            .with_projection(ProjectionMask::roots(descr, roots.iter().copied()))
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(selected.max(1))
+            .build()
+            .map_err(|e| self.corrupt(e.to_string()))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let batch = arrow_select::concat::concat_batches(&schema, &batches).map_err(arrow_error)?;
+        if batch.num_rows() != selected {
+            return Err(self.corrupt(format!("{} rows read of {selected} selected", batch.num_rows())));
+        }
+        Ok(batch)
+    }
+
+    fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            uri: self.location.uri.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Most ids one `get` takes.
+pub const MAX_GET_IDS: usize = 10_000;
+/// Rows per write while a segment streams out.
+const WRITE_ROWS: usize = 65_536;
+
+/// What keeping a compaction's rows did.
+pub(super) struct Kept {
+    pub name: String,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+fn new_segment_name() -> String {
+    let id = crate::commit::unique_id();
+    format!(
+        "{}/{:016x}{:016x}.parquet",
+        super::version::ROWS_DIR,
+        id,
+        crate::commit::unique_id() ^ id.rotate_left(29)
+    )
+}
+
+impl MutableIndex {
+    /// Writes the segment of every id `builder` changed since the base:
+    /// raw vectors read back from their records (one GET each), attributes
+    /// gathered from the records' batches. `None` when nothing changed.
+    pub(super) async fn keep_rows(
+        &self,
+        version: &Version,
+        builder: &DeltaBuilder,
+        code_size: usize,
+    ) -> Result<Option<Kept>> {
+        let changes = builder.changes();
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let (d, n) = (version.d, changes.len());
+        let schema = builder.snapshot().schema.clone();
+        let mut vectors = vec![0f32; if version.keep_vectors { n * d } else { 0 }];
+        let mut has_vector = vec![false; n];
+        let mut bytes_read = 0u64;
+        if version.keep_vectors {
+            let mut by_record: std::collections::BTreeMap<u64, Vec<(usize, usize)>> = Default::default();
+            for (slot, (_, change)) in changes.iter().enumerate() {
+                if let Some((at, _)) = change {
+                    by_record.entry(at.position).or_default().push((slot, at.row as usize));
+                }
+            }
+            for (position, rows) in by_record {
+                let record = self.read_record((d, code_size), position).await?;
+                bytes_read += (record.vectors.len() * 4 + record.codes.len() + record.ids.len() * 16) as u64;
+                for (slot, row) in rows {
+                    let from = record
+                        .vectors
+                        .get(row * d..(row + 1) * d)
+                        .ok_or_else(|| Error::Internal(format!("record {position} has no row {row}")))?;
+                    vectors[slot * d..(slot + 1) * d].copy_from_slice(from);
+                    has_vector[slot] = true;
+                }
+            }
+        }
+        let name = new_segment_name();
+        let mut writer = SegmentWriter::start(&self.shared.root, &name, d, &schema).await?;
+        for start in (0..n).step_by(WRITE_ROWS) {
+            let end = (start + WRITE_ROWS).min(n);
+            let part = &changes[start..end];
+            let rows: Vec<Option<RowRef>> = part.iter().map(|(_, c)| c.map(|(_, r)| r)).collect();
+            let chunk = if version.keep_vectors {
+                vectors[start * d..end * d].to_vec()
+            } else {
+                vec![0f32; (end - start) * d]
+            };
+            writer
+                .write(
+                    part.iter().map(|(id, _)| *id).collect(),
+                    part.iter().map(|(_, c)| c.is_none()).collect(),
+                    chunk,
+                    has_vector[start..end].to_vec(),
+                    &builder.gather_rows(&schema, &rows)?,
+                )
+                .await?;
+        }
+        let bytes_written = writer.finish().await?;
+        Ok(Some(Kept {
+            name,
+            bytes_read,
+            bytes_written,
+        }))
+    }
+
+    /// Each id's raw vector (when kept) and attributes, or `None` for an
+    /// id the index does not hold. Reads the writes since the base from
+    /// memory (raw vectors by one range read of their records) and older
+    /// ones from the kept-rows segments, newest first. Ids that came with
+    /// a Faiss file the index was created from, and were not written
+    /// since, have no kept row: `None`.
+    pub async fn get(&self, ids: &[i64]) -> Result<Vec<Option<KeptRow>>> {
+        if ids.is_empty() || ids.len() > MAX_GET_IDS {
+            return Err(Error::invalid(
+                "ids",
+                format!("get takes 1 to {MAX_GET_IDS} ids, got {}", ids.len()),
+            ));
+        }
+        match self.shared.options.staleness {
+            super::Staleness::Strong => self.refresh().await?,
+            super::Staleness::Bounded(bound) => self.refresh_older_than(bound).await?,
+        }
+        let mut out: Vec<Option<KeptRow>> = vec![None; ids.len()];
+        let mut from_log: Vec<(usize, VectorAt)> = Vec::new();
+        let mut untouched: Vec<usize> = Vec::new();
+        let (d, keep_vectors, segments) = {
+            let state = self.shared.state.lock().await;
+            let schema = state.builder.snapshot().schema.clone();
+            for (i, &id) in ids.iter().enumerate() {
+                match state.builder.find(id, &schema)? {
+                    Found::Live(at, attributes) => {
+                        let row = match attributes {
+                            Some(batch) => KeptRow::from_arrow(None, &batch, 0, self.uri())?,
+                            None => KeptRow {
+                                vector: None,
+                                attributes: AttributeRow::new(),
+                            },
+                        };
+                        out[i] = Some(row);
+                        from_log.push((i, at));
+                    }
+                    Found::Deleted => {}
+                    Found::Untouched => untouched.push(i),
+                }
+            }
+            (state.version.d, state.version.keep_vectors, state.version.rows.clone())
+        };
+        if keep_vectors {
+            self.read_log_vectors(d, &from_log, &mut out).await?;
+        }
+        for name in segments.iter().rev() {
+            if untouched.is_empty() {
+                break;
+            }
+            let segment = self.segment(name).await?;
+            let mut wanted: Vec<i64> = untouched.iter().map(|&i| ids[i]).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let found = segment.lookup(&wanted).await?;
+            untouched.retain(|&i| match found.get(&ids[i]) {
+                Some(row) => {
+                    out[i] = row.clone();
+                    false
+                }
+                None => true,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The raw vectors of entries written since the base, by range reads
+    /// of their records (one request per record, ranges coalesced).
+    async fn read_log_vectors(
+        &self,
+        d: usize,
+        from_log: &[(usize, VectorAt)],
+        out: &mut [Option<KeptRow>],
+    ) -> Result<()> {
+        let mut by_record: std::collections::BTreeMap<u64, Vec<(usize, VectorAt)>> = Default::default();
+        for &(i, at) in from_log {
+            by_record.entry(at.position).or_default().push((i, at));
+        }
+        let bytes = (d * 4) as u64;
+        let reads = by_record.into_iter().map(|(position, entries)| async move {
+            let path = self.shared.log.path(position);
+            let ranges: Vec<std::ops::Range<u64>> = entries
+                .iter()
+                .map(|(_, at)| {
+                    let start = at.offset + at.row as u64 * bytes;
+                    start..start + bytes
+                })
+                .collect();
+            let got = self
+                .shared
+                .root
+                .store
+                .get_ranges(&path, &ranges)
+                .await
+                .map_err(|e| Error::from_store(&format!("{}/{path}", self.shared.root.uri), None, e))?;
+            Ok::<_, Error>((entries, got))
+        });
+        for (entries, got) in futures::future::try_join_all(reads).await? {
+            for ((i, _), raw) in entries.into_iter().zip(got) {
+                if raw.len() as u64 != bytes {
+                    return Err(Error::ShortRead {
+                        list: 0,
+                        expected: bytes,
+                        got: raw.len() as u64,
+                    });
+                }
+                if let Some(row) = out[i].as_mut() {
+                    row.vector = Some(
+                        raw.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Segment `name`, opened once.
+    async fn segment(&self, name: &str) -> Result<Arc<Segment>> {
+        if let Some(s) = self.shared.segments.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(s);
+        }
+        let segment = Arc::new(Segment::open(self.shared.root.child(name)?).await?);
+        if let Ok(mut m) = self.shared.segments.lock() {
+            m.insert(name.to_string(), segment.clone());
+        }
+        Ok(segment)
+    }
+}
