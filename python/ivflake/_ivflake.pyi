@@ -1,7 +1,7 @@
 """Type stubs of the native module `ivflake._ivflake` (re-exported by `ivflake`)."""
 
 import os
-from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -185,10 +185,12 @@ def create(
     factory: Optional[str] = None,
     from_uri: Optional[str] = None,
     staleness: Optional[float] = None,
+    keep_vectors: bool = True,
 ) -> MutableIndex:
     """Creates a mutable index under the prefix `uri`: empty (`d`, `metric`,
     `factory`; exact until a compaction trains `factory`), or on the Faiss IVF
-    file `from_uri`, used in place."""
+    file `from_uri`, used in place. `keep_vectors=False` keeps no raw vectors
+    for `get`."""
 
 def open_mutable(uri: str, *, staleness: Optional[float] = None) -> MutableIndex:
     """Opens the mutable index under `uri`; `staleness` in seconds (0: strong)."""
@@ -208,6 +210,7 @@ class MutableIndex:
         attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
     ) -> Tuple[Any, Any]: ...
     def upsert(self, xb: Any, ids: Any, attributes: Optional[Any] = None) -> int: ...
+    def get(self, ids: Any) -> Tuple[Any, List[Optional[Dict[str, Any]]]]: ...
     def delete(self, ids: Any) -> int: ...
     def compact(self, *, min_train_per_list: int = 39) -> Optional[Dict[str, Any]]: ...
     def gc(self, *, retention_secs: float = 3600.0) -> Dict[str, Any]: ...

@@ -272,17 +272,21 @@ class RemoteIndex:
         labels = np.array([r["ids"] for r in results], dtype="int64").reshape(len(results), k_out)
         return distances, labels
 
-    def upsert(self, xb: Any, ids: Sequence[int]) -> int:
+    def upsert(self, xb: Any, ids: Sequence[int], attributes: Optional[Sequence[Mapping[str, Any]]] = None) -> int:
         """Writes the rows of `xb` under `ids` to a writable index (``writable
-        = true``), replacing ids present; returns the log position once the
-        write is durable. Needs the write or admin token."""
+        = true``), replacing ids present (vector and attributes: one dict per
+        id); returns the log position once the write is durable. Needs the
+        write or admin token."""
         xb = np.ascontiguousarray(xb, dtype="<f4")
         if xb.ndim == 1:
             xb = xb.reshape(1, -1)
         ids = [int(i) for i in ids]
         if xb.ndim != 2 or xb.shape[0] != len(ids):
             raise ValueError(f"{len(ids)} ids for vectors of shape {xb.shape}")
-        body = json.dumps({"ids": ids, "vectors": xb.tolist()}).encode()
+        request: Dict[str, Any] = {"ids": ids, "vectors": xb.tolist()}
+        if attributes is not None:
+            request["attributes"] = [dict(a) for a in attributes]
+        body = json.dumps(request).encode()
         response = self.client._request("POST", self._path + "/upsert", body=body, content_type="application/json")
         return int(response["log_position"])
 
@@ -291,6 +295,12 @@ class RemoteIndex:
         body = json.dumps({"ids": [int(i) for i in ids]}).encode()
         response = self.client._request("POST", self._path + "/delete", body=body, content_type="application/json")
         return int(response["log_position"])
+
+    def get(self, ids: Sequence[int]) -> List[Optional[Dict[str, Any]]]:
+        """Each id's kept row of a writable index, ``{"id", "vector",
+        "attributes"}``, or None where the index does not hold the id."""
+        body = json.dumps({"ids": [int(i) for i in ids]}).encode()
+        return self.client._request("POST", self._path + "/get", body=body, content_type="application/json")["rows"]
 
     def compact(self) -> Optional[Dict[str, Any]]:
         """Folds a writable index's log into a new base; what it did, or None."""

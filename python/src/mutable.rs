@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ivflake::{CompactOptions, Metric, MutableIndex as Inner, MutableOptions, SearchStats, Staleness};
-use numpy::{PyReadonlyArray1, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -37,9 +37,11 @@ fn options(staleness: Option<f64>) -> PyResult<MutableOptions> {
 /// to train `factory` (e.g. "IVF1024,PQ32"); or, with `from_uri`, on an
 /// existing Faiss IVF file, used in place. Raises UnsupportedIndex for a
 /// store that ignores conditional writes (it would let writers overwrite
-/// each other) or an index that cannot take writes.
+/// each other) or an index that cannot take writes. `keep_vectors=False`
+/// keeps no raw vectors for `get` (ids and attributes are kept).
 #[pyfunction]
-#[pyo3(signature = (uri, *, d=None, metric="l2", factory=None, from_uri=None, staleness=None))]
+#[pyo3(signature = (uri, *, d=None, metric="l2", factory=None, from_uri=None, staleness=None, keep_vectors=true))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
     py: Python<'_>,
     uri: String,
@@ -48,8 +50,12 @@ pub(crate) fn create(
     factory: Option<String>,
     from_uri: Option<String>,
     staleness: Option<f64>,
+    keep_vectors: bool,
 ) -> PyResult<MutableIndex> {
-    let options = options(staleness)?;
+    let options = MutableOptions {
+        keep_vectors,
+        ..options(staleness)?
+    };
     let metric = Metric::from_name(metric)
         .ok_or_else(|| PyValueError::new_err(format!("metric must be \"l2\" or \"inner_product\", not {metric:?}")))?;
     let inner = match (from_uri, d, factory) {
@@ -173,6 +179,31 @@ impl MutableIndex {
             None => None,
         };
         wait(py, self.inner.upsert_with(vectors, &ids, attributes.as_ref()))?.map_err(to_py)
+    }
+
+    /// `(xb, attributes)` for `ids`: `xb` an (n, d) float32 array of their
+    /// raw vectors (rows of NaN where an id is absent or keeps no vector),
+    /// `attributes` a list with a dict of each id's attributes, or None
+    /// where the id is absent.
+    fn get<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let ids = ids_of(ids)?;
+        let d = self.inner.version().d;
+        let rows = wait(py, self.inner.get(&ids))?.map_err(to_py)?;
+        let mut xb = vec![f32::NAN; ids.len() * d];
+        let mut attributes = Vec::with_capacity(ids.len());
+        for (i, row) in rows.iter().enumerate() {
+            match row {
+                Some(row) => {
+                    if let Some(v) = &row.vector {
+                        xb[i * d..(i + 1) * d].copy_from_slice(v);
+                    }
+                    attributes.push(to_dict(py, &row.attributes)?);
+                }
+                None => attributes.push(py.None().into_bound(py)),
+            }
+        }
+        let xb = xb.into_pyarray(py).reshape([ids.len(), d])?;
+        (xb, attributes).into_pyobject(py).map(|t| t.into_any())
     }
 
     /// Deletes `ids` (absent ones are ignored). Returns the log position.

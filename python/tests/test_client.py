@@ -269,5 +269,10 @@ def test_client_writes_to_a_writable_index(tmp_path, queries):
         np.testing.assert_array_equal(I, I_ref)
         np.testing.assert_allclose(D, D_ref, rtol=1e-5)
         assert index.last_stats["log_position"] == 1
+        assert index.upsert(xb[:2], ids[:2], attributes=[{"tag": "a"}, {"tag": "b", "n": 1}]) == 2
+        rows = index.get([int(ids[0]), int(ids[1]), 1])
+        assert rows[2] is None
+        assert [r["attributes"] for r in rows[:2]] == [{"tag": "a"}, {"tag": "b", "n": 1}]
+        np.testing.assert_array_equal(np.array(rows[1]["vector"], dtype="float32"), xb[1])
         report = index.compact()
-        assert report is not None and report["entries"] == 250
+        assert report is not None and report["entries"] == 252

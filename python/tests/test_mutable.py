@@ -174,3 +174,28 @@ def test_writes_with_attributes_filter_like_faiss_cpu(tmp_path):
     index.upsert(xb[:1], ids[:1], attributes=table)
     D, I = index.search(xb[:1], 1, nprobe=16, attribute_filter={"color": "blue", "price": 1.0})
     assert I[0, 0] == ids[0]
+
+
+def test_get_returns_vectors_and_attributes_as_written(tmp_path):
+    """`get` returns each id's raw vector bit for bit and its attributes,
+    from the log and, after compaction, from the kept rows; absent and
+    deleted ids give NaN rows and None."""
+    d, n = 8, 500
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((n, d)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) + 100
+    index = ivflake.create(str(tmp_path / "g"), d=d, factory="IVF4,Flat")
+    index.upsert(xb, ids, attributes={"k": [int(i % 5) for i in ids]})
+    index.delete(ids[:3])
+    for when in ["in the log", "compacted"]:
+        want = np.concatenate([ids[:5], [7]])
+        got, attrs = index.get(want)
+        assert np.isnan(got[:3]).all() and np.isnan(got[5]).all(), when
+        assert attrs[:3] == [None] * 3 and attrs[5] is None, when
+        np.testing.assert_array_equal(got[3:5], xb[3:5])
+        assert attrs[3:5] == [{"k": int(ids[3] % 5)}, {"k": int(ids[4] % 5)}], when
+        index.compact()
+    bare = ivflake.create(str(tmp_path / "h"), d=d, factory="IVF4,Flat", keep_vectors=False)
+    bare.upsert(xb[:2], ids[:2], attributes=[{"a": "x"}, {"a": "y"}])
+    got, attrs = bare.get(ids[:2])
+    assert np.isnan(got).all() and attrs == [{"a": "x"}, {"a": "y"}]

@@ -56,6 +56,8 @@ enum Command {
     Upsert(write::UpsertArgs),
     /// Delete ids from a mutable index.
     Delete(write::DeleteArgs),
+    /// Print ids' raw vectors and attributes from a mutable index (JSON).
+    Get(write::GetArgs),
     /// Fold a mutable index's write log into a new standard Faiss base.
     Compact(write::CompactArgs),
     /// Delete files of a mutable index that no version within the retention period names.
@@ -92,6 +94,7 @@ async fn main() -> ExitCode {
         Command::Create(args) => write::create(args).await,
         Command::Upsert(args) => write::upsert(args).await,
         Command::Delete(args) => write::delete(args).await,
+        Command::Get(args) => write::get(args).await,
         Command::Compact(args) => write::compact(args).await,
         Command::Gc(args) => write::gc(args).await,
         Command::Attributes(args) => attributes::run(args).await,

@@ -1,8 +1,7 @@
-//! The commands that change a mutable index: `create` (empty, or from a
-//! Faiss file in place), `upsert` (from .npy, .fvecs or Parquet with
-//! attribute columns, in
-//! batches, with a progress bar), `delete`, `compact` and `gc`. Each prints
-//! one JSON object on stdout saying what it did.
+//! The commands of a mutable index: `create` (empty, or from a Faiss file
+//! in place), `upsert` (from .npy, .fvecs or Parquet with attribute
+//! columns, in batches, with a progress bar), `delete`, `get`, `compact`
+//! and `gc`. Each prints one JSON object on stdout saying what it did.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,6 +30,10 @@ pub struct CreateArgs {
     /// `l2` or `inner_product`.
     #[arg(long, value_parser = parse_metric, default_value_t = Metric::L2)]
     pub metric: Metric,
+    /// Keep no raw vectors of writes (`get` returns ids' attributes only,
+    /// and the index cannot be retrained).
+    #[arg(long)]
+    pub no_keep_vectors: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +65,14 @@ pub struct DeleteArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    pub uri: String,
+    /// Ids to read.
+    #[arg(required = true, num_args = 1..)]
+    pub ids: Vec<i64>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct CompactArgs {
     pub uri: String,
     /// An untrained index trains once it holds this many vectors per list.
@@ -79,7 +90,10 @@ pub struct GcArgs {
 }
 
 pub async fn create(args: CreateArgs) -> Result<()> {
-    let options = MutableOptions::default();
+    let options = MutableOptions {
+        keep_vectors: !args.no_keep_vectors,
+        ..MutableOptions::default()
+    };
     let index = match (&args.from, args.d, &args.factory) {
         (Some(from), _, _) => MutableIndex::create_from(&args.uri, from, options).await?,
         (None, Some(d), Some(factory)) => MutableIndex::create(&args.uri, d, args.metric, factory, options).await?,
@@ -156,6 +170,21 @@ pub async fn delete(args: DeleteArgs) -> Result<()> {
     let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
     let position = index.delete(&args.ids).await?;
     print(json!({"deleted": args.ids.len(), "log_position": position}))
+}
+
+pub async fn get(args: GetArgs) -> Result<()> {
+    let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+    let rows = index.get(&args.ids).await?;
+    let rows: Vec<serde_json::Value> = args
+        .ids
+        .iter()
+        .zip(rows)
+        .map(|(id, row)| match row {
+            Some(r) => json!({"id": id, "vector": r.vector, "attributes": r.attributes}),
+            None => serde_json::Value::Null,
+        })
+        .collect();
+    print(json!({ "rows": rows }))
 }
 
 pub async fn compact(args: CompactArgs) -> Result<()> {

@@ -33,6 +33,7 @@ use crate::routes;
         routes::writes::upsert,
         routes::writes::delete,
         routes::writes::compact,
+        routes::writes::get,
         routes::metrics,
         routes::healthz,
         routes::readyz,
@@ -63,7 +64,10 @@ use crate::routes;
         routes::writes::UpsertRequest,
         routes::writes::DeleteRequest,
         routes::writes::WriteResponse,
-        routes::writes::CompactResponse
+        routes::writes::CompactResponse,
+        routes::writes::GetRequest,
+        routes::writes::GetResponse,
+        routes::writes::KeptRowBody
     )),
     modifiers(&BearerAuth, &CommonResponses),
     tags(

@@ -289,4 +289,11 @@ async fn upsert_from_parquet_keeps_its_attributes() {
         let row = row.expect("a hit has its row");
         assert_eq!(row["n"], ivflake::AttributeValue::Int64(id / 5), "id {id}");
     }
+    // `ivflake get` prints each id's vector and attributes, null for absent ids.
+    let out: serde_json::Value = serde_json::from_str(&run(&["get", uri, "10", "3"])).unwrap();
+    let rows = out["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["attributes"], serde_json::json!({"tag": "c", "n": 2}), "{out}");
+    let vector: Vec<f32> = serde_json::from_value(rows[0]["vector"].clone()).unwrap();
+    assert_eq!(vector, vectors[2 * D..3 * D].to_vec());
+    assert!(rows[1].is_null(), "{out}");
 }

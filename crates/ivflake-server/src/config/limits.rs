@@ -70,6 +70,8 @@ pub struct Limits {
     /// Most vectors (or ids) in one upsert or delete of a writable index:
     /// one request is one log record, held in memory until it is durable.
     pub max_write_rows: usize,
+    /// Most ids in one get of a writable index's kept rows.
+    pub max_get_ids: usize,
 }
 
 impl Limits {
@@ -114,6 +116,7 @@ impl Default for Limits {
             max_id_map_memory_bytes: 256 << 20,
             max_preload_cache_fraction: 0.5,
             max_write_rows: 10_000,
+            max_get_ids: 1_000,
         }
     }
 }

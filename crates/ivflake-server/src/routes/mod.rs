@@ -86,6 +86,7 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/v1/indexes/{name}/upsert", post(writes::upsert))
         .route("/v1/indexes/{name}/delete", post(writes::delete))
         .route("/v1/indexes/{name}/compact", post(writes::compact))
+        .route("/v1/indexes/{name}/get", post(writes::get))
         .route("/metrics", get(metrics))
         // Inner: the body's bytes are reserved, the body is read (time-outs,
         // limit), and only then is a request slot taken, so a slow sender

@@ -1,7 +1,7 @@
-//! The write routes of a writable index (`writable = true`): upsert,
-//! delete and compact. Each upsert or delete is one log record, answered
-//! once it is durable in the store; searches on this server see it at
-//! once. They take the admin token.
+//! The routes of a writable index (`writable = true`): upsert, delete and
+//! compact (write scope), and get (search scope). Each upsert or delete is
+//! one log record, answered once it is durable in the store; searches on
+//! this server see it at once.
 
 use std::marker::PhantomData;
 
@@ -45,6 +45,31 @@ pub struct WriteResponse {
     pub log_position: u64,
     /// Vectors or ids the write carried.
     pub rows: usize,
+}
+
+/// `POST /v1/indexes/{name}/get`: the kept rows of ids.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetRequest {
+    pub ids: Vec<i64>,
+}
+
+/// One id's kept row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeptRowBody {
+    pub id: i64,
+    /// The raw vector, `null` when the index keeps none for it.
+    pub vector: Option<Vec<f32>>,
+    /// Its non-null attributes.
+    #[schema(value_type = Object)]
+    pub attributes: ivflake::AttributeRow,
+}
+
+/// Per asked id, its row, or `null` when the index does not hold it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GetResponse {
+    pub index: String,
+    pub rows: Vec<Option<KeptRowBody>>,
 }
 
 /// What a compaction did (`null` when there was nothing to fold).
@@ -194,4 +219,52 @@ pub(crate) async fn compact(
     let (index, writable) = writable(&state, name)?;
     let compacted = writable.compact(&CompactOptions::default()).await?;
     Ok(Json(CompactResponse { index, compacted }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/indexes/{name}/get",
+    tag = "writes",
+    params(("name" = String, Path, description = "Index name")),
+    request_body(content = GetRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each id's raw vector and attributes, or null", body = GetResponse),
+        (status = 400, description = "Invalid ids; `error.field` names the field", body = ErrorBody),
+        (status = 404, description = "No such index", body = ErrorBody),
+        (status = 409, description = "The index is read-only", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<GetResponse>, ApiError> {
+    let (index, writable) = writable(&state, name)?;
+    let body = body.map_err(body_error)?;
+    let request: GetRequest = decode(&body, PhantomData)?;
+    let max = state.config.limits.max_get_ids;
+    if request.ids.is_empty() || request.ids.len() > max {
+        return Err(ApiError::invalid(
+            "ids",
+            format!(
+                "a get takes 1 to {max} ids (limits.max_get_ids), got {}",
+                request.ids.len()
+            ),
+        ));
+    }
+    let rows = writable.get(&request.ids).await?;
+    let rows = request
+        .ids
+        .iter()
+        .zip(rows)
+        .map(|(&id, row)| {
+            row.map(|r| KeptRowBody {
+                id,
+                vector: r.vector,
+                attributes: r.attributes,
+            })
+        })
+        .collect();
+    Ok(Json(GetResponse { index, rows }))
 }

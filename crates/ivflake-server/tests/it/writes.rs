@@ -125,6 +125,27 @@ async fn writes_over_http_are_searchable_and_compact() {
             }
         }
     };
+    // Get: raw vectors bit for bit and attributes; null for deleted and unknown ids.
+    let (status, got) = post("/v1/indexes/w/get", "reader", json!({"ids": [0, 30, 40, 3010, 7]})).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let rows = got["rows"].as_array().unwrap();
+    assert_eq!((rows[0].is_null(), rows[4].is_null()), (true, true), "{got}");
+    assert_eq!(rows[1]["attributes"], json!({"color": "red"}), "{got}");
+    assert_eq!(rows[2]["attributes"], json!({"color": "blue", "n": 4}), "{got}");
+    assert_eq!(rows[3]["attributes"], json!({}), "{got}");
+    let vector: Vec<f32> = serde_json::from_value(rows[1]["vector"].clone()).unwrap();
+    assert_eq!(vector, data[3], "{got}");
+    let (status, body) = post(
+        "/v1/indexes/w/get",
+        "reader",
+        json!({"ids": (0..1001).collect::<Vec<i64>>()}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ids")),
+        "{body}"
+    );
     let mut by_color = search.clone();
     by_color["attribute_filter"] = json!({"color": "red"});
     by_color["return_attributes"] = json!(["n"]);
