@@ -215,9 +215,19 @@ impl MutableIndex {
     /// Folds the write log into a new standard Faiss base (training an
     /// empty index's quantizer and codec once it has enough vectors).
     /// Returns what it did as a dict, or None when there was nothing to fold.
-    #[pyo3(signature = (*, min_train_per_list=39))]
-    fn compact<'py>(&self, py: Python<'py>, min_train_per_list: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let options = CompactOptions { min_train_per_list };
+    /// `retrain=True` trains a fresh quantizer and codec with the index's
+    /// factory on every kept raw vector instead.
+    #[pyo3(signature = (*, min_train_per_list=39, retrain=false))]
+    fn compact<'py>(
+        &self,
+        py: Python<'py>,
+        min_train_per_list: usize,
+        retrain: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let options = CompactOptions {
+            min_train_per_list,
+            retrain,
+        };
         let report = wait(py, self.inner.compact(&options))?.map_err(to_py)?;
         report.map(|r| to_dict(py, &r)).transpose()
     }

@@ -195,7 +195,13 @@ def test_get_returns_vectors_and_attributes_as_written(tmp_path):
         np.testing.assert_array_equal(got[3:5], xb[3:5])
         assert attrs[3:5] == [{"k": int(ids[3] % 5)}, {"k": int(ids[4] % 5)}], when
         index.compact()
+    report = index.compact(retrain=True)
+    assert report["trained"] and report["entries"] == n - 3
+    got, _ = index.get(ids[3:6])
+    np.testing.assert_array_equal(got, xb[3:6])
     bare = ivflake.create(str(tmp_path / "h"), d=d, factory="IVF4,Flat", keep_vectors=False)
     bare.upsert(xb[:2], ids[:2], attributes=[{"a": "x"}, {"a": "y"}])
     got, attrs = bare.get(ids[:2])
     assert np.isnan(got).all() and attrs == [{"a": "x"}, {"a": "y"}]
+    with pytest.raises(ivflake.UnsupportedIndex, match="vectors"):
+        bare.compact(retrain=True)

@@ -78,6 +78,10 @@ pub struct CompactArgs {
     /// An untrained index trains once it holds this many vectors per list.
     #[arg(long, default_value_t = 39)]
     pub min_train_per_list: usize,
+    /// Train a fresh quantizer and codec with the index's factory on every
+    /// kept raw vector, in memory (the index must keep vectors).
+    #[arg(long)]
+    pub retrain: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +195,7 @@ pub async fn compact(args: CompactArgs) -> Result<()> {
     let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
     let options = CompactOptions {
         min_train_per_list: args.min_train_per_list,
+        retrain: args.retrain,
     };
     match index.compact(&options).await? {
         Some(report) => print(json!({"compacted": report})),

@@ -70,6 +70,8 @@ pub use ivflake_faiss::{
 pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
-pub use mutable::{CompactOptions, CompactReport, GcReport, KeptRow, MutableIndex, MutableOptions, Staleness, Version};
+pub use mutable::{
+    CompactOptions, CompactReport, GcReport, KeptRow, MutableIndex, MutableOptions, Staleness, Version, MAX_GET_IDS,
+};
 pub use object::{IndexObject, ListVerifier};
 pub use stats::{Residency, SearchStats};

@@ -43,11 +43,17 @@ pub struct CompactOptions {
     /// An untrained index trains once it holds this many vectors per list
     /// of its factory (Faiss warns below 39).
     pub min_train_per_list: usize,
+    /// Train a fresh quantizer and codec with the index's factory on every
+    /// kept raw vector (`retrain.rs`), rather than fold into the base's.
+    pub retrain: bool,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        Self { min_train_per_list: 39 }
+        Self {
+            min_train_per_list: 39,
+            retrain: false,
+        }
     }
 }
 
@@ -61,7 +67,8 @@ pub struct CompactReport {
     pub entries: u64,
     /// Log records folded in.
     pub records: u64,
-    /// Whether it trained a quantizer and codec (an empty index's first).
+    /// Whether it trained a quantizer and codec (an empty index's first,
+    /// or a retrain).
     pub trained: bool,
     pub bytes_read: u64,
     pub bytes_written: u64,
@@ -92,10 +99,10 @@ pub(super) fn check_writable(uri: &str, info: &IndexInfo) -> Result<()> {
     })
 }
 
-struct Built {
-    entries: u64,
-    bytes_read: u64,
-    bytes_written: u64,
+pub(super) struct Built {
+    pub entries: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
 }
 
 impl MutableIndex {
@@ -119,12 +126,14 @@ impl MutableIndex {
                 .nlist;
             Some((nlist * options.min_train_per_list) as u64)
         };
-        let trains = train_at.is_some_and(|at| live >= at.max(1));
+        let trains = options.retrain || train_at.is_some_and(|at| live >= at.max(1));
         if records == 0 && !trains {
             return Ok(None);
         }
         let name = new_base_name();
-        let mut built = if trains {
+        let mut built = if options.retrain {
+            self.retrain(&version, &base, &builder, &name).await?
+        } else if trains {
             self.train(&version, &base, &builder, &name).await?
         } else {
             self.fold(&base, &builder, &name).await?
@@ -368,13 +377,33 @@ impl MutableIndex {
         let table = match attrs.as_mut() {
             Some(a) => {
                 let columns = a.read(&[0]).await?;
-                a.rows_of(0, &columns, &kept)?.map(|batch| (batch, ids.clone()))
+                a.rows_of(0, &columns, &kept)?
             }
             None => None,
         };
+        let mut built = self.build_trained(version, name, vectors, ids, attrs, table).await?;
+        built.bytes_read += raw.len() as u64;
+        Ok(built)
+    }
+
+    /// Trains `version`'s factory on `vectors`, adds them under `ids`, and
+    /// writes the new base `name` and (with `attrs`) its attributes object
+    /// from `table`, row for row with `ids`, in the trained lists' order.
+    pub(super) async fn build_trained(
+        &self,
+        version: &Version,
+        name: &str,
+        vectors: Vec<f32>,
+        ids: Vec<i64>,
+        attrs: Option<AttributeFold>,
+        table: Option<arrow_array::RecordBatch>,
+    ) -> Result<Built> {
+        let d = version.d;
         let metric = Metric::from_name(&version.metric).unwrap_or(Metric::L2);
         let factory = version.factory.clone();
         let entries = ids.len() as u64;
+        let row_of: std::collections::HashMap<i64, u32> =
+            ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect();
         let file = self
             .shared
             .options
@@ -391,12 +420,10 @@ impl MutableIndex {
         let (to, mut writer) = self.upload(name).await?;
         writer.put(Bytes::from(file));
         writer.finish().await.map_err(|e| Error::from_store(&to.uri, None, e))?;
-        let mut bytes_read = raw.len() as u64;
-        if let (Some(mut a), Some((batch, ids))) = (attrs, table) {
+        let mut bytes_read = 0;
+        if let (Some(mut a), Some(batch)) = (attrs, table) {
             // The trained lists' order, as the new file holds them.
             let new = IvfIndex::open_at(to, self.shared.options.open.clone()).await?;
-            let row_of: std::collections::HashMap<i64, u32> =
-                ids.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect();
             for list_ids in new.list_ids().await? {
                 let rows: Vec<u32> = list_ids.iter().filter_map(|id| row_of.get(id).copied()).collect();
                 let rows = arrow_select::take::take_record_batch(&batch, &arrow_array::UInt32Array::from(rows))

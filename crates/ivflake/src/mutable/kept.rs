@@ -24,8 +24,6 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use super::delta::{DeltaBuilder, Found, RowRef, VectorAt};
-use super::{MutableIndex, Version};
 use crate::attributes::filter::arrow_error;
 use crate::attributes::value::{AttributeRow, AttributeValue};
 use crate::attributes::FetchedColumns;
@@ -313,6 +311,25 @@ impl Segment {
         Ok(out)
     }
 
+    /// Every row, read whole (a retrain's input).
+    pub async fn scan(&self) -> Result<RecordBatch> {
+        let bytes = self
+            .location
+            .store
+            .get(&self.location.path)
+            .await
+            .map_err(|e| Error::from_store(&self.location.uri, None, e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::from_store(&self.location.uri, None, e))?;
+        let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, self.metadata.clone())
+            .build()
+            .map_err(|e| self.corrupt(e.to_string()))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        arrow_select::concat::concat_batches(self.metadata.schema(), &batches).map_err(arrow_error)
+    }
+
     /// The rows `ranges` (ascending, disjoint) of row group `rg`, columns
     /// `roots`: only the pages holding them are fetched.
     async fn read(&self, rg: usize, ranges: &[std::ops::Range<usize>], roots: &[usize]) -> Result<RecordBatch> {
@@ -390,225 +407,5 @@ impl Segment {
             uri: self.location.uri.clone(),
             reason: reason.into(),
         }
-    }
-}
-
-/// Most ids one `get` takes.
-pub const MAX_GET_IDS: usize = 10_000;
-/// Rows per write while a segment streams out.
-const WRITE_ROWS: usize = 65_536;
-
-/// What keeping a compaction's rows did.
-pub(super) struct Kept {
-    pub name: String,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-}
-
-fn new_segment_name() -> String {
-    let id = crate::commit::unique_id();
-    format!(
-        "{}/{:016x}{:016x}.parquet",
-        super::version::ROWS_DIR,
-        id,
-        crate::commit::unique_id() ^ id.rotate_left(29)
-    )
-}
-
-impl MutableIndex {
-    /// Writes the segment of every id `builder` changed since the base:
-    /// raw vectors read back from their records (one GET each), attributes
-    /// gathered from the records' batches. `None` when nothing changed.
-    pub(super) async fn keep_rows(
-        &self,
-        version: &Version,
-        builder: &DeltaBuilder,
-        code_size: usize,
-    ) -> Result<Option<Kept>> {
-        let changes = builder.changes();
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        let (d, n) = (version.d, changes.len());
-        let schema = builder.snapshot().schema.clone();
-        let mut vectors = vec![0f32; if version.keep_vectors { n * d } else { 0 }];
-        let mut has_vector = vec![false; n];
-        let mut bytes_read = 0u64;
-        if version.keep_vectors {
-            let mut by_record: std::collections::BTreeMap<u64, Vec<(usize, usize)>> = Default::default();
-            for (slot, (_, change)) in changes.iter().enumerate() {
-                if let Some((at, _)) = change {
-                    by_record.entry(at.position).or_default().push((slot, at.row as usize));
-                }
-            }
-            for (position, rows) in by_record {
-                let record = self.read_record((d, code_size), position).await?;
-                bytes_read += (record.vectors.len() * 4 + record.codes.len() + record.ids.len() * 16) as u64;
-                for (slot, row) in rows {
-                    let from = record
-                        .vectors
-                        .get(row * d..(row + 1) * d)
-                        .ok_or_else(|| Error::Internal(format!("record {position} has no row {row}")))?;
-                    vectors[slot * d..(slot + 1) * d].copy_from_slice(from);
-                    has_vector[slot] = true;
-                }
-            }
-        }
-        let name = new_segment_name();
-        let mut writer = SegmentWriter::start(&self.shared.root, &name, d, &schema).await?;
-        for start in (0..n).step_by(WRITE_ROWS) {
-            let end = (start + WRITE_ROWS).min(n);
-            let part = &changes[start..end];
-            let rows: Vec<Option<RowRef>> = part.iter().map(|(_, c)| c.map(|(_, r)| r)).collect();
-            let chunk = if version.keep_vectors {
-                vectors[start * d..end * d].to_vec()
-            } else {
-                vec![0f32; (end - start) * d]
-            };
-            writer
-                .write(
-                    part.iter().map(|(id, _)| *id).collect(),
-                    part.iter().map(|(_, c)| c.is_none()).collect(),
-                    chunk,
-                    has_vector[start..end].to_vec(),
-                    &builder.gather_rows(&schema, &rows)?,
-                )
-                .await?;
-        }
-        let bytes_written = writer.finish().await?;
-        Ok(Some(Kept {
-            name,
-            bytes_read,
-            bytes_written,
-        }))
-    }
-
-    /// Each id's raw vector (when kept) and attributes, or `None` for an
-    /// id the index does not hold. Reads the writes since the base from
-    /// memory (raw vectors by one range read of their records) and older
-    /// ones from the kept-rows segments, newest first. Ids that came with
-    /// a Faiss file the index was created from, and were not written
-    /// since, have no kept row: `None`.
-    pub async fn get(&self, ids: &[i64]) -> Result<Vec<Option<KeptRow>>> {
-        if ids.is_empty() || ids.len() > MAX_GET_IDS {
-            return Err(Error::invalid(
-                "ids",
-                format!("get takes 1 to {MAX_GET_IDS} ids, got {}", ids.len()),
-            ));
-        }
-        match self.shared.options.staleness {
-            super::Staleness::Strong => self.refresh().await?,
-            super::Staleness::Bounded(bound) => self.refresh_older_than(bound).await?,
-        }
-        let mut out: Vec<Option<KeptRow>> = vec![None; ids.len()];
-        let mut from_log: Vec<(usize, VectorAt)> = Vec::new();
-        let mut untouched: Vec<usize> = Vec::new();
-        let (d, keep_vectors, segments) = {
-            let state = self.shared.state.lock().await;
-            let schema = state.builder.snapshot().schema.clone();
-            for (i, &id) in ids.iter().enumerate() {
-                match state.builder.find(id, &schema)? {
-                    Found::Live(at, attributes) => {
-                        let row = match attributes {
-                            Some(batch) => KeptRow::from_arrow(None, &batch, 0, self.uri())?,
-                            None => KeptRow {
-                                vector: None,
-                                attributes: AttributeRow::new(),
-                            },
-                        };
-                        out[i] = Some(row);
-                        from_log.push((i, at));
-                    }
-                    Found::Deleted => {}
-                    Found::Untouched => untouched.push(i),
-                }
-            }
-            (state.version.d, state.version.keep_vectors, state.version.rows.clone())
-        };
-        if keep_vectors {
-            self.read_log_vectors(d, &from_log, &mut out).await?;
-        }
-        for name in segments.iter().rev() {
-            if untouched.is_empty() {
-                break;
-            }
-            let segment = self.segment(name).await?;
-            let mut wanted: Vec<i64> = untouched.iter().map(|&i| ids[i]).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let found = segment.lookup(&wanted).await?;
-            untouched.retain(|&i| match found.get(&ids[i]) {
-                Some(row) => {
-                    out[i] = row.clone();
-                    false
-                }
-                None => true,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The raw vectors of entries written since the base, by range reads
-    /// of their records (one request per record, ranges coalesced).
-    async fn read_log_vectors(
-        &self,
-        d: usize,
-        from_log: &[(usize, VectorAt)],
-        out: &mut [Option<KeptRow>],
-    ) -> Result<()> {
-        let mut by_record: std::collections::BTreeMap<u64, Vec<(usize, VectorAt)>> = Default::default();
-        for &(i, at) in from_log {
-            by_record.entry(at.position).or_default().push((i, at));
-        }
-        let bytes = (d * 4) as u64;
-        let reads = by_record.into_iter().map(|(position, entries)| async move {
-            let path = self.shared.log.path(position);
-            let ranges: Vec<std::ops::Range<u64>> = entries
-                .iter()
-                .map(|(_, at)| {
-                    let start = at.offset + at.row as u64 * bytes;
-                    start..start + bytes
-                })
-                .collect();
-            let got = self
-                .shared
-                .root
-                .store
-                .get_ranges(&path, &ranges)
-                .await
-                .map_err(|e| Error::from_store(&format!("{}/{path}", self.shared.root.uri), None, e))?;
-            Ok::<_, Error>((entries, got))
-        });
-        for (entries, got) in futures::future::try_join_all(reads).await? {
-            for ((i, _), raw) in entries.into_iter().zip(got) {
-                if raw.len() as u64 != bytes {
-                    return Err(Error::ShortRead {
-                        list: 0,
-                        expected: bytes,
-                        got: raw.len() as u64,
-                    });
-                }
-                if let Some(row) = out[i].as_mut() {
-                    row.vector = Some(
-                        raw.chunks_exact(4)
-                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect(),
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Segment `name`, opened once.
-    async fn segment(&self, name: &str) -> Result<Arc<Segment>> {
-        if let Some(s) = self.shared.segments.lock().ok().and_then(|m| m.get(name).cloned()) {
-            return Ok(s);
-        }
-        let segment = Arc::new(Segment::open(self.shared.root.child(name)?).await?);
-        if let Ok(mut m) = self.shared.segments.lock() {
-            m.insert(name.to_string(), segment.clone());
-        }
-        Ok(segment)
     }
 }

@@ -5,15 +5,19 @@
 //! pipeline, `index/plan.rs`); writes go through group commit
 //! (`writer.rs`); `compact.rs` folds the log into a new base and collects
 //! old files. Its parts: `record` (a log object's format), `delta` (the
-//! log as searches read it), `version`, `writer`, `compact`, `gate` (the
-//! crash tests' pause points).
+//! log as searches read it), `version`, `writer`, `compact` (with
+//! `fold_attrs`, the new base's attributes, and `retrain`), `kept` (the
+//! kept-rows segments) and `get` (reading them and the log by id), `gate`
+//! (the crash tests' pause points).
 
 mod compact;
 mod delta;
 mod fold_attrs;
 mod gate;
+mod get;
 mod kept;
 mod record;
+mod retrain;
 mod version;
 mod writer;
 
@@ -28,6 +32,7 @@ use object_store::path::Path;
 pub use compact::{CompactOptions, CompactReport, GcReport};
 use delta::DeltaBuilder;
 pub(crate) use delta::DeltaSnapshot;
+pub use get::MAX_GET_IDS;
 pub use kept::KeptRow;
 use record::Record;
 pub use version::Version;

@@ -152,6 +152,42 @@ async fn get_returns_what_was_written(root: IndexLocation, keep_vectors: bool, w
         matches!(err, ivflake::Error::InvalidArgument { field: "ids", .. }),
         "{err}"
     );
+
+    // A retrain trains a fresh quantizer and codec on every kept vector.
+    let retrain = CompactOptions {
+        retrain: true,
+        ..Default::default()
+    };
+    if !keep_vectors {
+        let err = index.compact(&retrain).await.unwrap_err();
+        assert!(
+            matches!(&err, ivflake::Error::Unsupported { reason, .. } if reason.contains("vectors")),
+            "{err}"
+        );
+        return;
+    }
+    let codec = index.version().codec;
+    let report = index.compact(&retrain).await.unwrap().unwrap();
+    assert!(
+        report.trained && report.entries == model.len() as u64,
+        "{what}: {report:?}"
+    );
+    assert_ne!(index.version().codec, codec, "{what}: a new codec");
+    // A write after it is encoded with the new codec.
+    upsert(&index, &mut model, &[77_777], 5, false).await;
+    check(&index, &model, &gone, true, &format!("{what}: retrained")).await;
+    // Every list probed, IVF-Flat is exact: brute force over the model.
+    let mut exact = ivflake_faiss::Index::factory(D, "IDMap,Flat", Metric::L2).unwrap();
+    let (ids, vectors): (Vec<i64>, Vec<Vec<f32>>) = model.iter().map(|(id, (v, _))| (*id, v.clone())).unzip();
+    exact.add_with_ids(&vectors.concat(), &ids).unwrap();
+    let queries = clustered(20, D, 4242);
+    let ours = index.search(&queries, 5, 8).await.unwrap();
+    crate::mutable::assert_equal(
+        &ours,
+        &exact.search(&queries, 5, 1).unwrap(),
+        5,
+        &format!("{what}: retrained"),
+    );
 }
 
 fn index_root(index: &MutableIndex) -> IndexLocation {
