@@ -87,6 +87,29 @@ async fn queries(index: &MutableIndex, q: &[f32], d: usize, n: usize) -> (f64, f
     (percentile(&mut ms, 0.5), percentile(&mut ms, 0.99))
 }
 
+/// `get` of 100 ids spread over the `written` ones: the first call (a fresh
+/// handle opens each segment's footer and page index) and the p50/p99 of
+/// 20 more, each of other ids.
+async fn gets(index: &MutableIndex, written: usize) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let mut ms = Vec::new();
+    for round in 0..21u64 {
+        let ids: Vec<i64> = (0..100u64)
+            .map(|i| ID_BASE + ((i * 7919 + round * 104_729) % written as u64) as i64)
+            .collect();
+        let started = Instant::now();
+        let rows = index.get(&ids).await?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+        if rows.iter().any(|r| r.as_ref().is_none_or(|r| r.vector.is_none())) {
+            return Err("a written id came back without its vector".into());
+        }
+    }
+    let first = ms.remove(0);
+    Ok(
+        json!({"ids": 100, "first_ms": first, "p50_ms": percentile(&mut ms.clone(), 0.5),
+        "p99_ms": percentile(&mut ms, 0.99)}),
+    )
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -258,6 +281,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     written += 200;
     emit("queries", level(&index, index.unindexed().0 as usize).await);
+    emit("get_log", gets(&index, written).await?);
 
     // Compaction of the 10M base and 1M unindexed, in a handle of its own.
     drop(index);
@@ -278,6 +302,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "unindexed_folded": written}),
     );
     let index = MutableIndex::open_at(root.clone(), options(2 << 30, bounded)).await?;
+    emit("get_kept", gets(&index, written).await?);
     emit("queries_after_compaction", level(&index, 0).await);
 
     // The reference: Faiss adding the same 1M vectors to the trained base in memory.

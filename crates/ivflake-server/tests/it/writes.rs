@@ -22,6 +22,16 @@ fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Every query's ids of a search response, in order.
+fn result_ids(found: &Value) -> Vec<i64> {
+    found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()))
+        .collect()
+}
+
 /// The current base of the index at `root`, as its newest commit point names it.
 fn after_base(root: &str) -> String {
     let mut versions: Vec<_> = std::fs::read_dir(format!("{root}/_versions"))
@@ -95,23 +105,15 @@ async fn writes_over_http_are_searchable_and_compact() {
     let search = json!({"vectors": q.chunks(D).map(<[f32]>::to_vec).collect::<Vec<_>>(), "k": 10, "nprobe": 8});
     let (status, found) = post("/v1/indexes/w/search", "reader", search.clone()).await;
     assert_eq!(status, StatusCode::OK, "{found}");
-    let got: Vec<i64> = found["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()))
-        .collect();
-    assert_eq!(got, expected.labels, "the writes are searchable at once, exactly");
+    assert_eq!(
+        result_ids(&found),
+        expected.labels,
+        "the writes are searchable at once, exactly"
+    );
     assert_eq!(found["stats"]["log_position"], 1);
     let red: Vec<i64> = (3..300).filter(|i| i % 3 == 0).map(|i| 10 * i).collect();
     let filtered = |expected: &ivflake_faiss::Neighbors, found: &Value, what: &str| {
-        let got: Vec<i64> = found["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()))
-            .collect();
-        assert_eq!(got, expected.labels, "{what}: {found}");
+        assert_eq!(result_ids(found), expected.labels, "{what}: {found}");
         for r in found["results"].as_array().unwrap() {
             for (id, a) in r["ids"]
                 .as_array()

@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_array::{
+    new_null_array, Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions,
+    StringArray,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
 
@@ -182,53 +184,35 @@ pub fn from_json_rows(field: &str, rows: &[Value], established: &Schema) -> Resu
             Ok(known) => known.data_type().clone(),
             Err(_) => seen.unwrap_or(DataType::Utf8),
         };
-        let at = |i: usize| format!("{field}[{i}].{name}");
-        let values = rows.iter().map(|r| r.get(name).filter(|v| !v.is_null()));
         let column: ArrayRef = match &ty {
-            DataType::Utf8 => {
-                let mut b = StringBuilder::new();
-                for (i, v) in values.enumerate() {
-                    match v {
-                        None => b.append_null(),
-                        Some(Value::String(s)) => b.append_value(s),
-                        Some(_) => return Err(invalid_at(at(i), "this column holds strings")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Int64 => {
-                let mut b = Int64Builder::new();
-                for (i, v) in values.enumerate() {
-                    match v.map(|v| v.as_i64()) {
-                        None => b.append_null(),
-                        Some(Some(n)) => b.append_value(n),
-                        Some(None) => return Err(invalid_at(at(i), "this column holds int64 integers")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Float64 => {
-                let mut b = Float64Builder::new();
-                for (i, v) in values.enumerate() {
-                    match v.map(|v| v.as_f64()) {
-                        None => b.append_null(),
-                        Some(Some(n)) => b.append_value(n),
-                        Some(None) => return Err(invalid_at(at(i), "this column holds numbers")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::new();
-                for (i, v) in values.enumerate() {
-                    match v.map(|v| v.as_bool()) {
-                        None => b.append_null(),
-                        Some(Some(x)) => b.append_value(x),
-                        Some(None) => return Err(invalid_at(at(i), "this column holds booleans")),
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            DataType::Utf8 => Arc::new(StringArray::from(typed_column(
+                field,
+                rows,
+                name,
+                |v| v.as_str().map(str::to_string),
+                "strings",
+            )?)),
+            DataType::Int64 => Arc::new(Int64Array::from(typed_column(
+                field,
+                rows,
+                name,
+                Value::as_i64,
+                "int64 integers",
+            )?)),
+            DataType::Float64 => Arc::new(Float64Array::from(typed_column(
+                field,
+                rows,
+                name,
+                Value::as_f64,
+                "numbers",
+            )?)),
+            DataType::Boolean => Arc::new(BooleanArray::from(typed_column(
+                field,
+                rows,
+                name,
+                Value::as_bool,
+                "booleans",
+            )?)),
             other => return Err(Error::Internal(format!("column {name:?} has type {other}"))),
         };
         fields.push(Field::new(name, ty, true));
@@ -240,6 +224,26 @@ pub fn from_json_rows(field: &str, rows: &[Value], established: &Schema) -> Resu
         &RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )
     .map_err(arrow_error)
+}
+
+/// Each row's value of column `name` as `T` (`None` when absent or
+/// null); a value of another kind is an error naming it.
+fn typed_column<T>(
+    field: &str,
+    rows: &[Value],
+    name: &str,
+    extract: fn(&Value) -> Option<T>,
+    holds: &str,
+) -> Result<Vec<Option<T>>> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| match r.get(name).filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => extract(v)
+                .map(Some)
+                .ok_or_else(|| invalid_at(format!("{field}[{i}].{name}"), format!("this column holds {holds}"))),
+        })
+        .collect()
 }
 
 fn type_label(ty: &DataType) -> &'static str {
@@ -279,7 +283,6 @@ pub fn from_ipc(bytes: &[u8], rows: usize) -> std::result::Result<RecordBatch, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Int64Array, StringArray};
     use serde_json::json;
 
     #[test]
