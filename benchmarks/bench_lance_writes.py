@@ -10,7 +10,7 @@ Usage (from the repo root; pylance and a release build of the ivflake
 package in one venv):
     python -m venv /tmp/lancevenv
     /tmp/lancevenv/bin/pip install pylance faiss-cpu numpy
-    (cd python && maturin build --release -o /tmp/wheels) && /tmp/lancevenv/bin/pip install /tmp/wheels/ivflake-*.whl
+    (cd python && maturin build --release --auditwheel skip -o /tmp/wheels) && /tmp/lancevenv/bin/pip install /tmp/wheels/ivflake-*.whl
     /tmp/lancevenv/bin/python benchmarks/bench_lance_writes.py --data /tmp/ivflake-scale --out docs/data/bench_lance_writes.json
 """
 import argparse

@@ -71,10 +71,19 @@ impl DeltaSnapshot {
         let Some(run) = self.runs.get(list).and_then(Option::as_ref) else {
             return Ok(None);
         };
+        // `NO_ROW` names no batch: a row of nulls.
+        let rows: Vec<Option<RowRef>> = run.rows.iter().copied().map(Some).collect();
+        self.gather_rows(schema, &rows).map(Some)
+    }
+
+    /// Attribute rows as `schema`, row `i` from `rows[i]` (`None`: nulls).
+    pub fn gather_rows(&self, schema: &SchemaRef, rows: &[Option<RowRef>]) -> Result<RecordBatch> {
         let sources: Vec<Option<&RecordBatch>> = self.batches.iter().map(|b| Some(b.as_ref())).collect();
-        // `NO_ROW` names no source: a row of nulls.
-        let picks: Vec<(usize, usize)> = run.rows.iter().map(|&(b, r)| (b as usize, r as usize)).collect();
-        rows::gather(schema, &sources, &picks).map(Some)
+        let picks: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|r| r.map_or((usize::MAX, 0), |(b, r)| (b as usize, r as usize)))
+            .collect();
+        rows::gather(schema, &sources, &picks)
     }
 
     /// Whether any write carried attributes (or the base has them).
@@ -111,7 +120,7 @@ pub(crate) struct VectorAt {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Found {
     /// Written since the base: its raw vector's place and attribute row.
-    Live(VectorAt, Option<RecordBatch>),
+    Live(VectorAt, RowRef),
     /// Deleted since the base.
     Deleted,
     /// Not written since the base.
@@ -323,10 +332,9 @@ impl DeltaBuilder {
         (&l.ids, &l.codes)
     }
 
-    /// What the writes since the base say of `id`, with its attributes as
-    /// `schema` when it is live.
-    pub fn find(&self, id: i64, schema: &SchemaRef) -> Result<Found> {
-        Ok(match self.changes.get(&id) {
+    /// What the writes since the base say of `id`.
+    pub fn find(&self, id: i64) -> Found {
+        match self.changes.get(&id) {
             None => Found::Untouched,
             Some(Change::Deleted) => Found::Deleted,
             Some(&Change::Live { list, slot }) => {
@@ -337,14 +345,9 @@ impl DeltaBuilder {
                     row,
                     offset: self.vectors_at.get(&position).copied().unwrap_or_default(),
                 };
-                let (b, r) = delta.rows[slot as usize];
-                let attributes = match self.batches.get(b as usize) {
-                    Some(batch) => Some(rows::gather(schema, &[Some(batch.as_ref())], &[(0, r as usize)])?),
-                    None => None,
-                };
-                Found::Live(at, attributes)
+                Found::Live(at, delta.rows[slot as usize])
             }
-        })
+        }
     }
 
     /// Every id changed since the base, sorted, each with its raw
@@ -369,16 +372,6 @@ impl DeltaBuilder {
             .collect();
         out.sort_unstable_by_key(|(id, _)| *id);
         out
-    }
-
-    /// Attribute rows as `schema`, row `i` from `rows[i]` (`None`: nulls).
-    pub fn gather_rows(&self, schema: &SchemaRef, rows: &[Option<RowRef>]) -> Result<RecordBatch> {
-        let sources: Vec<Option<&RecordBatch>> = self.batches.iter().map(|b| Some(b.as_ref())).collect();
-        let picks: Vec<(usize, usize)> = rows
-            .iter()
-            .map(|r| r.map_or((usize::MAX, 0), |(b, r)| (b as usize, r as usize)))
-            .collect();
-        rows::gather(schema, &sources, &picks)
     }
 
     /// Whether `id`'s base entry is hidden (upserted or deleted since).

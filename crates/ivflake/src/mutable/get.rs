@@ -10,7 +10,6 @@ use std::sync::Arc;
 use super::delta::{DeltaBuilder, Found, RowRef, VectorAt};
 use super::kept::{KeptRow, Segment, SegmentWriter};
 use super::{MutableIndex, Version};
-use crate::attributes::value::AttributeRow;
 use crate::error::{Error, Result};
 
 /// Most ids one `get` takes.
@@ -73,7 +72,7 @@ impl MutableIndex {
                     part.iter().map(|(_, c)| c.is_none()).collect(),
                     chunk,
                     has_vector[start..end].to_vec(),
-                    &builder.gather_rows(&schema, &rows)?,
+                    &builder.snapshot().gather_rows(&schema, &rows)?,
                 )
                 .await?;
         }
@@ -137,29 +136,29 @@ impl MutableIndex {
         }
         let mut out: Vec<Option<KeptRow>> = vec![None; ids.len()];
         let mut from_log: Vec<(usize, VectorAt)> = Vec::new();
+        let mut row_refs = Vec::new();
         let mut untouched: Vec<usize> = Vec::new();
-        let (d, keep_vectors, segments) = {
+        // Under the lock only what the delta says of each id; the rows are
+        // gathered after, from the snapshot of that moment.
+        let (d, keep_vectors, segments, snapshot) = {
             let state = self.shared.state.lock().await;
-            let schema = state.builder.snapshot().schema.clone();
             for (i, &id) in ids.iter().enumerate() {
-                match state.builder.find(id, &schema)? {
-                    Found::Live(at, attributes) => {
-                        let row = match attributes {
-                            Some(batch) => KeptRow::from_arrow(None, &batch, 0, self.uri())?,
-                            None => KeptRow {
-                                vector: None,
-                                attributes: AttributeRow::new(),
-                            },
-                        };
-                        out[i] = Some(row);
+                match state.builder.find(id) {
+                    Found::Live(at, row) => {
                         from_log.push((i, at));
+                        row_refs.push(Some(row));
                     }
                     Found::Deleted => {}
                     Found::Untouched => untouched.push(i),
                 }
             }
-            (state.version.d, state.version.keep_vectors, state.version.rows.clone())
+            let v = &state.version;
+            (v.d, v.keep_vectors, v.rows.clone(), state.builder.snapshot())
         };
+        let written = snapshot.gather_rows(&snapshot.schema, &row_refs)?;
+        for (row, &(i, _)) in from_log.iter().enumerate() {
+            out[i] = Some(KeptRow::from_arrow(None, &written, row, self.uri())?);
+        }
         if keep_vectors {
             self.read_log_vectors(d, &from_log, &mut out).await?;
         }

@@ -188,12 +188,17 @@ impl Segment {
     /// Reads the footer and page index (one suffix GET, more only for a
     /// larger tail), checked against the layout a segment has.
     pub async fn open(location: IndexLocation) -> Result<Self> {
+        Self::open_probing(location, TAIL_PROBE).await
+    }
+
+    /// `open` whose first read is the last `probe` bytes.
+    async fn open_probing(location: IndexLocation, probe: u64) -> Result<Self> {
         let corrupt = |reason: String| Error::Corrupt {
             uri: location.uri.clone(),
             reason,
         };
         // One suffix read gives the size and, usually, the whole tail.
-        let probe = object_store::GetOptions::new().with_range(Some(object_store::GetRange::Suffix(TAIL_PROBE)));
+        let probe = object_store::GetOptions::new().with_range(Some(object_store::GetRange::Suffix(probe)));
         let got = location
             .store
             .get_opts(&location.path, probe)
@@ -206,9 +211,10 @@ impl Segment {
             .await
             .map_err(|e| Error::from_store(&location.uri, None, e))?;
         loop {
-            let reader = FetchedColumns::new(size, vec![(size - want, tail)]);
+            // The tail alone, shorter than the file: the parser reads it
+            // as a suffix and says how much more it needs.
             let mut parser = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Required);
-            match parser.try_parse_sized(&reader, size) {
+            match parser.try_parse_sized(&tail, size) {
                 Ok(()) => {
                     let meta = parser.finish().map_err(|e| corrupt(format!("bad footer: {e}")))?;
                     let metadata = ArrowReaderMetadata::try_new(Arc::new(meta), Default::default())
@@ -407,5 +413,52 @@ impl Segment {
             uri: self.location.uri.clone(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    /// A segment whose footer and page index outgrow the first read is
+    /// opened by reading more, and looks up rows by id.
+    #[tokio::test]
+    async fn a_tail_past_the_probe_is_read_in_a_second_request() {
+        let root = IndexLocation::new(Arc::new(InMemory::new()), "r", "memory:///r");
+        let (d, n) = (4, 20_000);
+        let ids: Vec<i64> = (0..n as i64).map(|i| i * 2).collect();
+        let vectors: Vec<f32> = (0..n * d).map(|i| i as f32).collect();
+        let attrs = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(Int64Array::from(ids.iter().map(|i| i + 1).collect::<Vec<_>>())) as ArrayRef,
+        )])
+        .unwrap();
+        let mut writer = SegmentWriter::start(&root, "rows/s.parquet", d, &attrs.schema())
+            .await
+            .unwrap();
+        let mut deleted = vec![false; n];
+        deleted[7] = true;
+        writer
+            .write(ids.clone(), deleted, vectors.clone(), vec![true; n], &attrs)
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+        let segment = Segment::open_probing(root.child("rows/s.parquet").unwrap(), 1024)
+            .await
+            .unwrap();
+        let found = segment.lookup(&[14, 15, 4000, 39_998]).await.unwrap();
+        assert_eq!(found.get(&14), Some(&None), "a deleted row");
+        assert!(!found.contains_key(&15), "an id it does not hold");
+        let row = found[&4000].as_ref().unwrap();
+        assert_eq!(row.vector.as_deref(), Some(&vectors[2000 * d..2001 * d]));
+        assert_eq!(row.attributes["k"], AttributeValue::Int64(4001));
+        assert!(found[&39_998].is_some());
+        let scanned = segment.scan().await.unwrap();
+        assert_eq!(scanned.num_rows(), n);
     }
 }

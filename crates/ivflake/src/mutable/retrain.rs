@@ -106,7 +106,7 @@ impl MutableIndex {
         vectors.extend_from_slice(&log_vectors);
         ids.extend(live.iter().map(|(id, _)| *id));
         let rows_of_log: Vec<_> = live.iter().map(|(_, c)| c.map(|(_, r)| r)).collect();
-        tables.push(builder.gather_rows(&schema, &rows_of_log)?);
+        tables.push(builder.snapshot().gather_rows(&schema, &rows_of_log)?);
         let attrs = AttributeFold::start(base, builder.snapshot(), &self.shared.root.child(name)?).await?;
         let table = match attrs {
             Some(_) => Some(arrow_select::concat::concat_batches(&schema, &tables).map_err(arrow_error)?),
