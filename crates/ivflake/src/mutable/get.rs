@@ -14,8 +14,6 @@ use crate::error::{Error, Result};
 
 /// Most ids one `get` takes.
 pub const MAX_GET_IDS: usize = 10_000;
-/// Rows per write while a segment streams out.
-const WRITE_ROWS: usize = 65_536;
 
 /// What keeping a compaction's rows did.
 pub(super) struct Kept {
@@ -57,8 +55,8 @@ impl MutableIndex {
         };
         let name = new_segment_name();
         let mut writer = SegmentWriter::start(&self.shared.root, &name, d, &schema).await?;
-        for start in (0..n).step_by(WRITE_ROWS) {
-            let end = (start + WRITE_ROWS).min(n);
+        for start in (0..n).step_by(super::kept::ROW_GROUP_ROWS) {
+            let end = (start + super::kept::ROW_GROUP_ROWS).min(n);
             let part = &changes[start..end];
             let rows: Vec<Option<RowRef>> = part.iter().map(|(_, c)| c.map(|(_, r)| r)).collect();
             let chunk = if version.keep_vectors {

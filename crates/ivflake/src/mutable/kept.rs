@@ -32,7 +32,9 @@ use crate::location::IndexLocation;
 
 /// Rows per page: a lookup reads about this many rows of each column.
 const PAGE_ROWS: usize = 64;
-const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows per row group: the writer holds one row group's pages until it
+/// is flushed, so this bounds a compaction's segment buffer (25 MiB at d = 96).
+pub(super) const ROW_GROUP_ROWS: usize = 65_536;
 /// Multipart parts of a segment.
 const PART_BYTES: usize = 8 << 20;
 /// The most bytes of footer and page index a segment may have.
