@@ -7,10 +7,15 @@
 
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::delta::{DeltaBuilder, Found, RowRef, VectorAt};
 use super::kept::{KeptRow, Segment, SegmentWriter};
 use super::{MutableIndex, Version};
 use crate::error::{Error, Result};
+
+/// Log records a compaction reads at once to keep their raw vectors.
+const RECORDS_IN_FLIGHT: usize = 8;
 
 /// Most ids one `get` takes.
 pub const MAX_GET_IDS: usize = 10_000;
@@ -100,8 +105,14 @@ impl MutableIndex {
                 by_record.entry(at.position).or_default().push((slot, at.row as usize));
             }
         }
-        for (position, rows) in by_record {
-            let record = self.read_record((d, code_size), position).await?;
+        // Records read a few at a time (each one GET), in log order.
+        let mut records = futures::stream::iter(by_record)
+            .map(|(position, rows)| async move {
+                let record = self.read_record((d, code_size), position).await?;
+                Ok::<_, Error>((position, rows, record))
+            })
+            .buffered(RECORDS_IN_FLIGHT);
+        while let Some((position, rows, record)) = records.try_next().await? {
             bytes_read += (record.vectors.len() * 4 + record.codes.len() + record.ids.len() * 16) as u64;
             for (slot, row) in rows {
                 let from = record

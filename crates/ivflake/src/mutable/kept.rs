@@ -17,6 +17,7 @@ use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, WriteMultipart};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -39,6 +40,8 @@ pub(super) const ROW_GROUP_ROWS: usize = 65_536;
 const PART_BYTES: usize = 8 << 20;
 /// The most bytes of footer and page index a segment may have.
 const MAX_FOOTER_BYTES: u64 = 256 << 20;
+/// Row groups a lookup reads at once.
+const ROW_GROUPS_IN_FLIGHT: usize = 16;
 /// The first read of a segment's tail, footer and page index.
 const TAIL_PROBE: u64 = 1 << 20;
 
@@ -253,70 +256,81 @@ impl Segment {
     }
 
     /// The rows of `wanted` (sorted, distinct) this segment holds: `None`
-    /// for an id it records as deleted.
+    /// for an id it records as deleted. Row groups are read concurrently.
     pub async fn lookup(&self, wanted: &[i64]) -> Result<HashMap<i64, Option<KeptRow>>> {
+        let groups = self.metadata.metadata().num_row_groups();
+        let found: Vec<Vec<(i64, Option<KeptRow>)>> = futures::stream::iter(0..groups)
+            .map(|rg| self.lookup_in(rg, wanted))
+            .buffer_unordered(ROW_GROUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// `lookup` in row group `rg`: its id pages whose min/max hold a wanted
+    /// id, then every column of the rows found.
+    async fn lookup_in(&self, rg: usize, wanted: &[i64]) -> Result<Vec<(i64, Option<KeptRow>)>> {
         let meta = self.metadata.metadata();
-        let mut out = HashMap::new();
-        for rg in 0..meta.num_row_groups() {
-            let rows = meta.row_group(rg).num_rows() as usize;
-            let index = meta.page_index_for_row_group(rg);
-            let (Some(ColumnIndexMetaData::INT64(ids)), Some(pages)) = (index.column_index(0), index.offset_index(0))
-            else {
-                return Err(self.corrupt("no page index of its ids"));
+        let rows = meta.row_group(rg).num_rows() as usize;
+        let index = meta.page_index_for_row_group(rg);
+        let (Some(ColumnIndexMetaData::INT64(ids)), Some(pages)) = (index.column_index(0), index.offset_index(0))
+        else {
+            return Err(self.corrupt("no page index of its ids"));
+        };
+        let locations = pages.page_locations();
+        // The id pages that may hold a wanted id, as row ranges.
+        let mut ranges = Vec::new();
+        for (p, location) in locations.iter().enumerate() {
+            let (Some(&min), Some(&max)) = (ids.min_value(p), ids.max_value(p)) else {
+                continue;
             };
-            let locations = pages.page_locations();
-            // The id pages that may hold a wanted id, as row ranges.
-            let mut ranges = Vec::new();
-            for (p, location) in locations.iter().enumerate() {
-                let (Some(&min), Some(&max)) = (ids.min_value(p), ids.max_value(p)) else {
-                    continue;
-                };
-                let from = wanted.partition_point(|&w| w < min);
-                if wanted.get(from).is_some_and(|&w| w <= max) {
-                    let start = location.first_row_index as usize;
-                    let end = locations.get(p + 1).map_or(rows, |n| n.first_row_index as usize);
-                    ranges.push(start..end.min(rows));
-                }
-            }
-            if ranges.is_empty() {
-                continue;
-            }
-            // Pass 1: the ids of those pages, to find the wanted rows.
-            let found_ids = self.read(rg, &ranges, &[0]).await?;
-            let column = found_ids.column(0).as_primitive::<Int64Type>();
-            let mut positions = Vec::new();
-            let mut at = 0;
-            for range in &ranges {
-                for row in range.clone() {
-                    let id = column.value(at);
-                    at += 1;
-                    if wanted.binary_search(&id).is_ok() {
-                        positions.push((row, id));
-                    }
-                }
-            }
-            if positions.is_empty() {
-                continue;
-            }
-            // Pass 2: every column of those rows alone.
-            let exact: Vec<std::ops::Range<usize>> = positions.iter().map(|&(r, _)| r..r + 1).collect();
-            let all: Vec<usize> = (0..self.metadata.schema().fields().len()).collect();
-            let batch = self.read(rg, &exact, &all).await?;
-            let deleted = batch.column(1).as_boolean();
-            let vectors = batch.column(2).as_fixed_size_list_opt();
-            let attributes = batch
-                .project(&(3..batch.num_columns()).collect::<Vec<_>>())
-                .map_err(arrow_error)?;
-            for (i, &(_, id)) in positions.iter().enumerate() {
-                let row = if deleted.value(i) {
-                    None
-                } else {
-                    Some(KeptRow::from_arrow(vectors, &attributes, i, &self.location.uri)?)
-                };
-                out.insert(id, row);
+            let from = wanted.partition_point(|&w| w < min);
+            if wanted.get(from).is_some_and(|&w| w <= max) {
+                let start = location.first_row_index as usize;
+                let end = locations.get(p + 1).map_or(rows, |n| n.first_row_index as usize);
+                ranges.push(start..end.min(rows));
             }
         }
-        Ok(out)
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Pass 1: the ids of those pages, to find the wanted rows.
+        let found_ids = self.read(rg, &ranges, &[0]).await?;
+        let column = found_ids.column(0).as_primitive::<Int64Type>();
+        let mut positions = Vec::new();
+        let mut at = 0;
+        for range in &ranges {
+            for row in range.clone() {
+                let id = column.value(at);
+                at += 1;
+                if wanted.binary_search(&id).is_ok() {
+                    positions.push((row, id));
+                }
+            }
+        }
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Pass 2: every column of those rows alone.
+        let exact: Vec<std::ops::Range<usize>> = positions.iter().map(|&(r, _)| r..r + 1).collect();
+        let all: Vec<usize> = (0..self.metadata.schema().fields().len()).collect();
+        let batch = self.read(rg, &exact, &all).await?;
+        let deleted = batch.column(1).as_boolean();
+        let vectors = batch.column(2).as_fixed_size_list_opt();
+        let attributes = batch
+            .project(&(3..batch.num_columns()).collect::<Vec<_>>())
+            .map_err(arrow_error)?;
+        positions
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, id))| {
+                let row = match deleted.value(i) {
+                    true => None,
+                    false => Some(KeptRow::from_arrow(vectors, &attributes, i, &self.location.uri)?),
+                };
+                Ok((id, row))
+            })
+            .collect()
     }
 
     /// Every row, read whole (a retrain's input).
