@@ -1,5 +1,5 @@
-//! Mutable indexes against Faiss in memory: upserts and deletes on
-//! faiss-cpu-written IVF-Flat, IVF-PQ, IVF-SQ8 and OPQ files, searched
+//! Mutable indexes against Faiss in memory: upserts (with attributes) and
+//! deletes on faiss-cpu-written IVF-Flat, IVF-PQ, IVF-SQ8 and OPQ files, searched
 //! before and after compaction, equal Faiss after the same `remove_ids` and
 //! `add_with_ids` on the same base; the compacted base is a file
 //! `read_index` reads with the same results. From a local directory and
@@ -41,6 +41,8 @@ async fn writes_equal_faiss(index: &MutableIndex, file: &[u8], metric: Metric, w
     let (queries, _) = npy_f32(&fixtures().join("queries.npy"));
     let mut reference = ivflake_faiss::read_index(file).unwrap();
     let nb = reference.info().ntotal;
+    // Each upsert's attributes: its batch. The base's rows have none.
+    let mut batch_of: std::collections::HashMap<i64, i64> = Default::default();
     for batch in 0..BATCHES {
         let fresh = clustered(40, d, 100 + batch as u64);
         // 30 new ids, 10 overwriting base ids or earlier new ones.
@@ -49,7 +51,13 @@ async fn writes_equal_faiss(index: &MutableIndex, file: &[u8], metric: Metric, w
         ids.sort_unstable();
         ids.dedup();
         let vectors = &fresh[..ids.len() * d];
-        index.upsert(vectors, &ids).await.unwrap();
+        let attributes = arrow_array::RecordBatch::try_from_iter([(
+            "batch",
+            Arc::new(arrow_array::Int64Array::from(vec![batch as i64; ids.len()])) as arrow_array::ArrayRef,
+        )])
+        .unwrap();
+        index.upsert_with(vectors, &ids, Some(&attributes)).await.unwrap();
+        batch_of.extend(ids.iter().map(|&id| (id, batch as i64)));
         reference.remove_ids(&ids).unwrap();
         reference.add_with_ids(vectors, &ids).unwrap();
         if batch % 3 == 1 {
@@ -60,6 +68,9 @@ async fn writes_equal_faiss(index: &MutableIndex, file: &[u8], metric: Metric, w
                 .collect();
             index.delete(&deletes).await.unwrap();
             reference.remove_ids(&deletes).unwrap();
+            for id in &deletes {
+                batch_of.remove(id);
+            }
         }
         if batch % 5 == 4 {
             let ours = index.search(&queries, k, nprobe).await.unwrap();
@@ -91,6 +102,25 @@ async fn writes_equal_faiss(index: &MutableIndex, file: &[u8], metric: Metric, w
         .search_filtered(&queries, k, nprobe, ivflake_faiss::IdFilter::Allow(&allowed))
         .unwrap();
     assert_equal(&ours, &faiss, k, &format!("{what}: filtered"));
+    // An attribute filter: Faiss with exactly the ids whose last write matches.
+    let by_attribute = SearchParams {
+        attribute_filter: Some(
+            ivflake::AttributeFilter::from_json(&serde_json::json!({"batch": {"$gte": 10}})).unwrap(),
+        ),
+        probing: ivflake::FilterProbing::none(),
+        ..SearchParams::new(k, nprobe)
+    };
+    let mut matching: Vec<i64> = batch_of.iter().filter(|(_, &b)| b >= 10).map(|(&id, _)| id).collect();
+    matching.sort_unstable();
+    let attribute_expected = reference
+        .search_filtered(&queries, k, nprobe, ivflake_faiss::IdFilter::Allow(&matching))
+        .unwrap();
+    let ours = index.search_with(&queries, &by_attribute).await.unwrap();
+    assert!(
+        ours.ids.iter().any(|&id| id >= 1_000_000),
+        "{what}: the filter finds written ids"
+    );
+    assert_equal(&ours, &attribute_expected, k, &format!("{what}: attribute filter"));
 
     let before = index.version_position();
     let report = index
@@ -111,6 +141,13 @@ async fn writes_equal_faiss(index: &MutableIndex, file: &[u8], metric: Metric, w
     );
     let ours = index.search(&queries, k, nprobe).await.unwrap();
     assert_equal(&ours, &expected, k, &format!("{what}: after compaction"));
+    let filtered = index.search_with(&queries, &by_attribute).await.unwrap();
+    assert_equal(
+        &filtered,
+        &attribute_expected,
+        k,
+        &format!("{what}: attribute filter after compaction"),
+    );
     // The new base is a standard Faiss file.
     let base = index.base();
     let location = &base.object().location;
