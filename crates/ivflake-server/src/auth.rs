@@ -220,6 +220,7 @@ mod tests {
             (Method::GET, "/v1/indexes", Scope::Search),
             (Method::GET, "/v1/indexes/{name}", Scope::Search),
             (Method::POST, "/v1/indexes/{name}/search", Scope::Search),
+            (Method::POST, "/v1/indexes/{name}/get", Scope::Search),
             (Method::GET, "/metrics", Scope::Search),
         ] {
             assert_eq!(needed(&method, route).0, scope, "{method} {route}");

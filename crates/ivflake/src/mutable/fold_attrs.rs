@@ -26,6 +26,8 @@ const PART_BYTES: usize = 8 << 20;
 pub(super) struct AttributeFold {
     base: IvfIndex,
     attrs: Option<Arc<Attributes>>,
+    /// Every column of the base's attributes object, by index.
+    base_columns: Vec<usize>,
     delta: Arc<DeltaSnapshot>,
     schema: SchemaRef,
     writer: ListAttributeWriter<Vec<u8>>,
@@ -56,9 +58,13 @@ impl AttributeFold {
             .put_multipart(&path)
             .await
             .map_err(|e| Error::from_store(&to.uri, None, e))?;
+        let attrs = base.attributes().await?;
         Ok(Some(Self {
             base: base.clone(),
-            attrs: base.attributes().await?,
+            base_columns: attrs
+                .as_ref()
+                .map_or(Vec::new(), |a| (0..a.schema().fields().len()).collect()),
+            attrs,
             delta,
             schema,
             writer,
@@ -74,13 +80,13 @@ impl AttributeFold {
     pub async fn read(&mut self, lists: &[usize]) -> Result<FetchedColumns> {
         match &self.attrs {
             Some(attrs) => {
-                let columns: Vec<usize> = (0..attrs.schema().fields().len()).collect();
+                let columns = &self.base_columns;
                 self.bytes_read += attrs
-                    .chunk_requests(lists, &columns)
+                    .chunk_requests(lists, columns)
                     .iter()
                     .map(|r| r.range.len)
                     .sum::<u64>();
-                attrs.fetch(self.base.scheduler(), lists, &columns, &self.io).await
+                attrs.fetch(self.base.scheduler(), lists, columns, &self.io).await
             }
             None => Ok(FetchedColumns::default()),
         }
@@ -108,10 +114,7 @@ impl AttributeFold {
         let kept = survives.iter().filter(|&&s| s).count();
         if kept > 0 {
             let base_rows = match &self.attrs {
-                Some(attrs) => {
-                    let columns: Vec<usize> = (0..attrs.schema().fields().len()).collect();
-                    attrs.decode(fetched, list, &columns)?
-                }
+                Some(attrs) => attrs.decode(fetched, list, &self.base_columns)?,
                 None => None,
             };
             parts.push(match base_rows {

@@ -52,7 +52,8 @@ impl MutableIndex {
             return Ok(None);
         }
         let (d, n) = (version.d, changes.len());
-        let schema = builder.snapshot().schema.clone();
+        let snapshot = builder.snapshot();
+        let schema = snapshot.schema.clone();
         let (vectors, has_vector, bytes_read) = if version.keep_vectors {
             self.change_vectors(d, code_size, &changes).await?
         } else {
@@ -75,7 +76,7 @@ impl MutableIndex {
                     part.iter().map(|(_, c)| c.is_none()).collect(),
                     chunk,
                     has_vector[start..end].to_vec(),
-                    &builder.snapshot().gather_rows(&schema, &rows)?,
+                    &snapshot.gather_rows(&schema, &rows)?,
                 )
                 .await?;
         }

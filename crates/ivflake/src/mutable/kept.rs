@@ -333,6 +333,11 @@ impl Segment {
             .collect()
     }
 
+    /// The object's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Every row, read whole (a retrain's input).
     pub async fn scan(&self) -> Result<RecordBatch> {
         let bytes = self

@@ -41,7 +41,8 @@ impl MutableIndex {
             ));
         }
         let d = version.d;
-        let schema = builder.snapshot().schema.clone();
+        let snapshot = builder.snapshot();
+        let schema = snapshot.schema.clone();
         // The live base ids: every list's, less those written since.
         let mut wanted: Vec<i64> = base
             .list_ids()
@@ -60,7 +61,7 @@ impl MutableIndex {
             }
             let segment = self.segment(name).await?;
             let batch = segment.scan().await?;
-            bytes_read += batch.get_array_memory_size() as u64;
+            bytes_read += segment.size();
             let ids = batch.column(0).as_primitive::<Int64Type>();
             let deleted = batch.column(1).as_boolean();
             let vectors = batch.column(2).as_fixed_size_list();
@@ -106,8 +107,8 @@ impl MutableIndex {
         vectors.extend_from_slice(&log_vectors);
         ids.extend(live.iter().map(|(id, _)| *id));
         let rows_of_log: Vec<_> = live.iter().map(|(_, c)| c.map(|(_, r)| r)).collect();
-        tables.push(builder.snapshot().gather_rows(&schema, &rows_of_log)?);
-        let attrs = AttributeFold::start(base, builder.snapshot(), &self.shared.root.child(name)?).await?;
+        tables.push(snapshot.gather_rows(&schema, &rows_of_log)?);
+        let attrs = AttributeFold::start(base, snapshot, &self.shared.root.child(name)?).await?;
         let table = match attrs {
             Some(_) => Some(arrow_select::concat::concat_batches(&schema, &tables).map_err(arrow_error)?),
             None => None,
