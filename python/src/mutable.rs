@@ -227,6 +227,7 @@ impl MutableIndex {
         let options = CompactOptions {
             min_train_per_list,
             retrain,
+            ..CompactOptions::default()
         };
         let report = wait(py, self.inner.compact(&options))?.map_err(to_py)?;
         report.map(|r| to_dict(py, &r)).transpose()

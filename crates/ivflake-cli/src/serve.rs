@@ -20,6 +20,15 @@ pub struct ServeArgs {
     /// HOST:PORT, where HOST may be a name such as `localhost`.
     #[arg(long, value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+    /// Serve the Amazon S3 Vectors API (boto3's `s3vectors` client) over
+    /// this root prefix: a directory, `file:///…` or `s3://bucket/prefix`;
+    /// each vector bucket is a prefix under it (`[vectors] root`).
+    #[arg(long, value_name = "URI")]
+    pub vector_root: Option<String>,
+    /// Accept unsigned S3 Vectors requests, every one with the admin
+    /// scope: for local use only (`[vectors] auth = false`).
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 /// `HOST:PORT` → the address to bind: an IP as it is, a name resolved (its
@@ -75,14 +84,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             },
         );
     }
-    if config.indexes.is_empty() && config.allowed_uri_prefixes.is_empty() {
+    if let Some(root) = &args.vector_root {
+        config.vectors.root = Some(root.clone());
+    }
+    if args.no_auth {
+        config.vectors.auth = false;
+    }
+    if config.indexes.is_empty() && config.allowed_uri_prefixes.is_empty() && config.vectors.root.is_none() {
         bail!(
             "no indexes to serve: give NAME=URI arguments, a --config with [indexes.NAME] tables, \
-             or allowed_uri_prefixes so POST /v1/indexes can add them at run time"
+             allowed_uri_prefixes so POST /v1/indexes can add them at run time, or --vector-root for the S3 \
+             Vectors API"
         );
     }
     config.resolve_env();
     let auth = config.auth.token.is_some();
+    let vector_root = config.vectors.root.clone();
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     let names = server.index_names();
@@ -96,6 +113,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         if auth { " (bearer-token auth on)" } else { "" }
     );
     println!("  search: POST http://{addr}/v1/indexes/NAME/search   API: http://{addr}/openapi.json   Ctrl-C stops");
+    if let Some(root) = &vector_root {
+        println!("  S3 Vectors API over {root}: boto3.client(\"s3vectors\", endpoint_url=\"http://{addr}\")");
+    }
     server
         .run(shutdown_signal())
         .await

@@ -196,6 +196,7 @@ pub async fn compact(args: CompactArgs) -> Result<()> {
     let options = CompactOptions {
         min_train_per_list: args.min_train_per_list,
         retrain: args.retrain,
+        ..CompactOptions::default()
     };
     match index.compact(&options).await? {
         Some(report) => print(json!({"compacted": report})),

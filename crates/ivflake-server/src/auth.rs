@@ -116,7 +116,9 @@ fn needed(method: &Method, route: &str) -> (Scope, &'static str) {
         ("GET" | "HEAD", "/v1/indexes" | "/v1/indexes/{name}" | "/metrics") => (Scope::Search, "reading"),
         ("POST", "/v1/indexes/{name}/search" | "/v1/indexes/{name}/get") => (Scope::Search, "searching"),
         ("POST", "/v1/indexes/{name}/upsert" | "/v1/indexes/{name}/delete") => (Scope::Write, "writing to an index"),
-        ("POST", "/v1/indexes/{name}/compact") => (Scope::Write, "compacting an index"),
+        ("POST", "/v1/indexes/{name}/compact" | "/v1/vector-buckets/{bucket}/indexes/{index}/compact") => {
+            (Scope::Write, "compacting an index")
+        }
         ("POST", "/v1/indexes") => (Scope::Admin, "adding an index"),
         ("DELETE", _) => (Scope::Admin, "removing an index"),
         ("POST", "/v1/indexes/{name}/reload") => (Scope::Admin, "reloading an index"),

@@ -39,6 +39,10 @@ pub enum ServerError {
     /// carries the index's name and the library's error).
     #[error(transparent)]
     Index(#[from] RegistryError),
+    /// The S3 Vectors API's root cannot be opened, or its store ignores
+    /// conditional creates.
+    #[error("cannot serve the vector root {uri}")]
+    VectorRoot { uri: String, source: ivflake::Error },
 }
 
 /// " in PATH" when a config came from a file.

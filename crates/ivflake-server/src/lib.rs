@@ -16,6 +16,7 @@
 //! - `error`: [`ServerError`], what the public functions return.
 //! - `api_error`: [`ApiError`], [`ErrorCode`] and the JSON error body.
 //! - `openapi`: the document at `/openapi.json`.
+//! - `vectors`: the Amazon S3 Vectors API over a root prefix (`[vectors]`).
 //!
 //! All indexes share one fetch scheduler (I/O limits, caches) and one compute
 //! pool: Faiss never runs on a tokio worker, so I/O keeps flowing under CPU load.
@@ -33,6 +34,7 @@ mod parse;
 mod registry;
 mod routes;
 mod telemetry;
+mod vectors;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +72,19 @@ impl Server {
     /// Validates `config`, opens its indexes and binds the listen address.
     /// Environment settings are the caller's to apply ([`ServerConfig::resolve_env`]).
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        Self::bind_with_vector_root(config, None).await
+    }
+
+    /// [`Server::bind`] with the S3 Vectors API's root in a store the
+    /// caller built (a wrapped or in-memory store) instead of
+    /// `vectors.root`'s URI, which is then only reported.
+    pub async fn bind_with_vector_root(
+        mut config: ServerConfig,
+        root: Option<IndexLocation>,
+    ) -> Result<Self, ServerError> {
+        if let Some(root) = &root {
+            config.vectors.root = Some(root.uri.clone());
+        }
         config.validate()?;
         let metrics = telemetry::prometheus();
         let compute = ComputePool::new(config.compute_threads).map_err(|source| ServerError::ComputePool { source })?;
@@ -80,6 +95,27 @@ impl Server {
             state_dir: config.state_dir.clone(),
             ..OpenOptions::default()
         };
+        let vectors = vectors::VectorApi::open(
+            &config.vectors,
+            root,
+            ivflake::MutableOptions {
+                open: open.clone(),
+                staleness: ivflake::Staleness::Bounded(Duration::from_millis(config.vectors.staleness_ms)),
+                ..ivflake::MutableOptions::default()
+            },
+        )
+        .await
+        .map_err(|source| ServerError::VectorRoot {
+            uri: config.vectors.root.clone().unwrap_or_default(),
+            source,
+        })?
+        .map(Arc::new);
+        if let Some(api) = &vectors {
+            vectors::VectorApi::compact_in_background(api, Duration::from_secs(10));
+            if !config.vectors.auth {
+                tracing::warn!("the S3 Vectors API accepts unsigned requests (--no-auth): local use only");
+            }
+        }
         let registry = Registry::new(open, config.limits.max_indexes);
         // Opened side by side: each open waits on the store, not the CPU.
         let opened = futures::future::join_all(
@@ -121,6 +157,7 @@ impl Server {
             config,
             metrics,
             draining: AtomicBool::new(false),
+            vectors,
         });
         let router = routes::router(state.clone(), auth);
         Ok(Self {

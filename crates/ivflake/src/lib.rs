@@ -71,7 +71,8 @@ pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
 pub use mutable::{
-    CompactOptions, CompactReport, GcReport, KeptRow, MutableIndex, MutableOptions, Staleness, Version, MAX_GET_IDS,
+    CompactOptions, CompactReport, GcReport, KeptRow, ListedIds, MutableIndex, MutableOptions, Staleness, Version,
+    MAX_GET_IDS, MAX_LIST_IDS,
 };
 pub use object::{IndexObject, ListVerifier};
 pub use stats::{Residency, SearchStats};

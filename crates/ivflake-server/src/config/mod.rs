@@ -13,8 +13,10 @@ use crate::error::ServerError;
 use crate::names::validate_name;
 
 mod limits;
+pub mod vectors;
 
 pub use limits::Limits;
+pub use vectors::VectorsConfig;
 
 /// The whole server configuration (`ivflake.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +52,8 @@ pub struct ServerConfig {
     /// body); a safety net behind each search's own deadline, sized for slow
     /// warm-ups and reloads. At least `limits.max_timeout_ms`.
     pub request_timeout_ms: u64,
+    /// The Amazon S3 Vectors API over a root prefix (off unless `root` is set).
+    pub vectors: VectorsConfig,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             shutdown_ready_delay_ms: 0,
             shutdown_grace_ms: 30_000,
             request_timeout_ms: 300_000,
+            vectors: VectorsConfig::default(),
         }
     }
 }
@@ -441,6 +446,7 @@ impl ServerConfig {
 
     /// Fills the settings that come from the environment (the bearer tokens).
     pub fn resolve_env(&mut self) {
+        self.vectors.resolve_env();
         let auth = &mut self.auth;
         for (slot, var) in [
             (&mut auth.token, &auth.token_env),
@@ -467,6 +473,9 @@ impl ServerConfig {
                 reason,
             })
         };
+        if let Err((key, reason)) = self.vectors.validate() {
+            return invalid(&key, reason);
+        }
         let l = &self.limits;
         if !(l.max_k_factor >= 1.0 && l.max_k_factor <= ivflake::MAX_K_FACTOR) {
             return invalid(

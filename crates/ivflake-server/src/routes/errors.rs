@@ -61,7 +61,7 @@ impl From<ivflake::Error> for ApiError {
 /// What a client is told of a library error: what went wrong, without the
 /// store's endpoint, bucket or key, the server's paths or the store
 /// library's own words. Those go to the log, under the request's id.
-fn public_message(e: &ivflake::Error) -> String {
+pub(crate) fn public_message(e: &ivflake::Error) -> String {
     use ivflake::Error as E;
     let quiet = match e {
         E::InvalidUri { reason, .. } => format!("invalid index URI: {reason}"),

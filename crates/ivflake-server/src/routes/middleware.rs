@@ -21,6 +21,17 @@ use crate::config::ServerConfig;
 /// or stalled, holds no request slot, and bodies in flight never hold more
 /// than `max_body_bytes_in_flight`.
 pub(super) async fn admit_request(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
+    admit(state, request, next, IntoResponse::into_response).await
+}
+
+/// `admit_request`, its refusals rendered by `render` (the S3 Vectors API
+/// renders its own exceptions).
+pub(crate) async fn admit(
+    state: AppState,
+    request: Request<Body>,
+    next: Next,
+    render: fn(ApiError) -> Response,
+) -> Response {
     let (parts, body) = request.into_parts();
     let limit = state.config.limits.max_body_bytes;
     let declared = parts
@@ -29,7 +40,7 @@ pub(super) async fn admit_request(State(state): State<AppState>, request: Reques
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit).into_response();
+        return render(too_large(limit));
     }
     // HTTP/1.1: a request with neither Content-Length nor Transfer-Encoding
     // has no body (a GET, say) and reserves nothing; a chunked one may send
@@ -42,15 +53,15 @@ pub(super) async fn admit_request(State(state): State<AppState>, request: Reques
     };
     let _bytes = match state.body_bytes.try_admit(reserve) {
         Ok(permit) => permit,
-        Err(overloaded) => return ApiError::from(overloaded).into_response(),
+        Err(overloaded) => return render(ApiError::from(overloaded)),
     };
     let body = match read_body(&state.config, body).await {
         Ok(body) => body,
-        Err(e) => return e.into_response(),
+        Err(e) => return render(e),
     };
     match state.requests.try_admit(1) {
         Ok(_admitted) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Err(overloaded) => ApiError::from(overloaded).into_response(),
+        Err(overloaded) => render(ApiError::from(overloaded)),
     }
 }
 

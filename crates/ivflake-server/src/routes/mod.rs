@@ -41,10 +41,11 @@ use crate::parse::{content_type, decode, parse_binary, parse_json, Batch, BodyKi
 use crate::registry::{IndexEntry, Loaded, Registry};
 use crate::telemetry::track_http;
 
-mod errors;
+pub(crate) mod errors;
 mod middleware;
 pub(crate) mod writes;
 
+pub(crate) use middleware::admit;
 use middleware::{admit_request, request_span, time_limit};
 
 /// Responses with more result slots than this are rendered on the blocking pool.
@@ -68,6 +69,8 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// Set once shutdown starts: `/readyz` turns 503 so balancers stop sending.
     pub draining: AtomicBool,
+    /// The S3 Vectors API, when a vector root is set.
+    pub vectors: Option<Arc<crate::vectors::VectorApi>>,
 }
 
 pub type AppState = Arc<Shared>;
@@ -98,6 +101,15 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi));
+    let api = match &state.vectors {
+        Some(_) => api
+            .route(
+                "/v1/vector-buckets/{bucket}/indexes/{index}/compact",
+                post(crate::vectors::compact_now),
+            )
+            .merge(crate::vectors::routes(state.clone())),
+        None => api,
+    };
     open.merge(api)
         .fallback(no_route)
         .layer(from_fn(track_http))

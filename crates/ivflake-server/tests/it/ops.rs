@@ -246,6 +246,7 @@ fn every_default_in_the_code_is_in_the_example_config_with_its_value() {
         ("[fetch]", Some("fetch")),
         ("[http]", Some("http")),
         ("[auth]", Some("auth")),
+        ("[vectors]", Some("vectors")),
         ("[indexes.x]\nuri = \"x\"", None),
     ];
     let mut checked = 0;

@@ -135,7 +135,7 @@ pub(super) struct SearchPlan {
     entry_bytes: u64,
     /// Set when the search's caller is gone; the scan checks it.
     pub cancel: Cancel,
-    /// A mutable index's writes since the base: a second run per list.
+    /// A mutable index's writes since the base: more runs of each list.
     delta: Option<Arc<DeltaSnapshot>>,
 }
 
@@ -286,7 +286,7 @@ impl SearchPlan {
             if pruned {
                 self.stats.lists_pruned += 1;
             }
-            if empty && self.delta.as_ref().is_some_and(|d| d.run(list).is_some()) {
+            if empty && self.delta.as_ref().is_some_and(|d| d.has_entries(list)) {
                 // Empty in the base, filled by writes: nothing to fetch.
                 let state = self.visit(list, None, None)?;
                 self.lists.insert(list, state);

@@ -30,7 +30,7 @@ pub(super) struct ListEntries {
 
 impl ListEntries {
     /// A list's entries: the base file's run (empty when the base holds
-    /// none) and, for a mutable index, the run written since (`delta`).
+    /// none) and, for a mutable index, the runs written since (`delta`).
     pub fn with_delta(
         list: usize,
         base: Option<ListView>,
@@ -45,13 +45,13 @@ impl ListEntries {
             Some(view) => view,
             None => view(Arc::new(Bytes::new()), &ListRange::default())?,
         };
-        let later = match delta.and_then(|d| d.run(list)) {
-            Some((bytes, range)) => Some(view(bytes, &range)?),
-            None => None,
-        };
-        Ok(Self {
-            runs: std::iter::once(base).chain(later).collect(),
-        })
+        let mut runs = vec![base];
+        if let Some(delta) = delta {
+            for (bytes, range) in delta.runs(list) {
+                runs.push(view(bytes, &range)?);
+            }
+        }
+        Ok(Self { runs })
     }
 
     /// The base file's run (empty for a list only writes have filled).

@@ -142,7 +142,7 @@ impl AttributeSelect {
     /// Whether the list's summary proves no row matches (prune: no GET).
     /// A list writes have added to is never ruled out by its base's summary.
     pub fn rules_out(&self, list: usize) -> bool {
-        if self.delta.as_ref().is_some_and(|d| d.run(list).is_some()) {
+        if self.delta.as_ref().is_some_and(|d| d.has_entries(list)) {
             return false;
         }
         match (&self.filter, self.attrs.as_ref().and_then(|a| a.summary(list))) {

@@ -46,6 +46,10 @@ pub struct CompactOptions {
     /// Train a fresh quantizer and codec with the index's factory on every
     /// kept raw vector (`retrain.rs`), rather than fold into the base's.
     pub retrain: bool,
+    /// The factory an untrained index's first training builds, instead of
+    /// the one it was created with (e.g. chosen from its vector count,
+    /// known only now); it becomes the index's factory.
+    pub factory: Option<String>,
 }
 
 impl Default for CompactOptions {
@@ -53,6 +57,7 @@ impl Default for CompactOptions {
         Self {
             min_train_per_list: 39,
             retrain: false,
+            factory: None,
         }
     }
 }
@@ -111,10 +116,18 @@ impl MutableIndex {
     pub async fn compact(&self, options: &CompactOptions) -> Result<Option<CompactReport>> {
         let started = Instant::now();
         self.refresh().await?;
-        let (position, version, base, builder) = {
+        let (position, mut version, base, builder) = {
             let s = self.shared.state.lock().await;
             (s.position, s.version.clone(), s.base.clone(), s.builder.clone())
         };
+        if let Some(factory) = options.factory.as_ref().filter(|_| !version.trained) {
+            let metric = Metric::from_name(&version.metric).unwrap_or(Metric::L2);
+            check_writable(
+                &self.shared.root.uri,
+                ivflake_faiss::Index::factory(version.d, factory, metric)?.info(),
+            )?;
+            version.factory = factory.clone();
+        }
         let records = builder.next_position() - version.log_start;
         let live = base.info().ntotal.max(0) as u64 + builder.snapshot().entries;
         let train_at = if version.trained {

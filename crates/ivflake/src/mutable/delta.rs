@@ -1,11 +1,19 @@
-//! The writes since the base, as a search reads them: per list, one run of
-//! entries in the base's list format (the second source of a list the scan
-//! stage reads after the base file's), and the tombstones that hide base
-//! entries whose id was since upserted or deleted. `DeltaBuilder` applies
-//! log records in log order; each apply publishes a new immutable
+//! The writes since the base, as a search reads them: per list, runs of
+//! entries in the base's list format (the sources of a list the scan stage
+//! reads after the base file's), and the tombstones that hide base entries
+//! whose id was since upserted or deleted. `DeltaBuilder` applies log
+//! records in log order; each apply publishes a new immutable
 //! `DeltaSnapshot`, rebuilding only the lists the record touched. Each
 //! entry also points at its attribute row (a row of its record's batch):
 //! the select stage and compaction gather a run's rows from those.
+//!
+//! A list's runs are sealed runs, shared by every later snapshot while
+//! their entries stay where they are, and a fresh run of what was appended
+//! after them: a publish copies the fresh entries, and seals them once
+//! there are `FRESH_RUN` of them, merging sealed runs so that each is at
+//! least twice the next (an entry is copied O(log n) times, not once per
+//! commit). An entry moved out of a sealed run (a delete or an overwrite
+//! swaps the last entry into its slot) unseals that run and those after it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,6 +26,9 @@ use super::record::Record;
 use crate::attributes::rows;
 use crate::error::Result;
 use crate::layout::ListRange;
+
+/// Entries appended to a list before they are sealed into a run of their own.
+const FRESH_RUN: usize = 4096;
 
 /// An entry's attribute row: (record batch, row); `NO_ROW` for none.
 pub(crate) type RowRef = (u32, u32);
@@ -36,9 +47,9 @@ struct Run {
 pub(crate) struct DeltaSnapshot {
     /// The last log position applied; `None` before the first.
     pub position: Option<u64>,
-    /// Per list, its run of entries written since the base (codes, then
-    /// ids, as the base's array lists store them), their count and rows.
-    runs: Vec<Option<Run>>,
+    /// Per list, its runs of entries written since the base (each codes,
+    /// then ids, as the base's array lists store them), in entry order.
+    runs: Vec<Vec<Run>>,
     /// Ids upserted or deleted since the base, sorted: hidden in the base.
     pub tombstones: Arc<Vec<i64>>,
     /// Their bloom filter, built once here rather than by every scan.
@@ -52,27 +63,36 @@ pub(crate) struct DeltaSnapshot {
 }
 
 impl DeltaSnapshot {
-    /// List `list`'s run and its range within it, when it has one.
-    pub fn run(&self, list: usize) -> Option<(Arc<Bytes>, ListRange)> {
-        let run = self.runs.get(list)?.as_ref()?;
-        Some((
-            run.bytes.clone(),
-            ListRange {
-                offset: 0,
-                len: run.bytes.len() as u64,
-                count: run.count,
-            },
-        ))
+    /// List `list`'s runs, in entry order, each with its range within it.
+    pub fn runs(&self, list: usize) -> impl Iterator<Item = (Arc<Bytes>, ListRange)> + '_ {
+        self.runs.get(list).into_iter().flatten().map(|run| {
+            (
+                run.bytes.clone(),
+                ListRange {
+                    offset: 0,
+                    len: run.bytes.len() as u64,
+                    count: run.count,
+                },
+            )
+        })
     }
 
-    /// The attributes of list `list`'s run, entry for entry, as `schema`
-    /// (columns no write gave are null); `None` when it has no run.
+    /// Whether writes have put entries in list `list`.
+    pub fn has_entries(&self, list: usize) -> bool {
+        self.runs.get(list).is_some_and(|r| !r.is_empty())
+    }
+
+    /// The attributes of list `list`'s runs, entry for entry, as `schema`
+    /// (columns no write gave are null); `None` when it has none.
     pub fn run_attributes(&self, list: usize, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
-        let Some(run) = self.runs.get(list).and_then(Option::as_ref) else {
+        if !self.has_entries(list) {
             return Ok(None);
-        };
+        }
         // `NO_ROW` names no batch: a row of nulls.
-        let rows: Vec<Option<RowRef>> = run.rows.iter().copied().map(Some).collect();
+        let rows: Vec<Option<RowRef>> = self.runs[list]
+            .iter()
+            .flat_map(|run| run.rows.iter().copied().map(Some))
+            .collect();
         self.gather_rows(schema, &rows).map(Some)
     }
 
@@ -105,6 +125,69 @@ struct ListDelta {
     rows: Vec<RowRef>,
     /// Each entry's record: (log position, row in it).
     sources: Vec<(u64, u32)>,
+    /// Runs published earlier whose entries are still this list's first
+    /// ones, in order and unchanged: later snapshots share them.
+    sealed: Vec<Run>,
+}
+
+impl ListDelta {
+    /// Entries `range` as a run.
+    fn run(&self, range: std::ops::Range<usize>, code_size: usize) -> Run {
+        let mut bytes = Vec::with_capacity(range.len() * (code_size + 8));
+        bytes.extend_from_slice(&self.codes[range.start * code_size..range.end * code_size]);
+        for id in &self.ids[range.clone()] {
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        Run {
+            bytes: Arc::new(Bytes::from(bytes)),
+            count: range.len() as u64,
+            rows: Arc::new(self.rows[range].to_vec()),
+        }
+    }
+
+    /// Entries in sealed runs.
+    fn sealed_len(&self) -> usize {
+        self.sealed.iter().map(|r| r.count as usize).sum()
+    }
+
+    /// The runs a snapshot reads: the fresh entries sealed once there are
+    /// enough of them, runs merged so each is at least twice the next.
+    fn publish(&mut self, code_size: usize) -> Vec<Run> {
+        let n = self.ids.len();
+        let mut start = self.sealed_len();
+        if n - start >= FRESH_RUN {
+            self.sealed.push(self.run(start..n, code_size));
+            start = n;
+            while let [.., a, b] = &self.sealed[..] {
+                if b.count * 2 <= a.count {
+                    break;
+                }
+                let from = start - (a.count + b.count) as usize;
+                self.sealed.truncate(self.sealed.len() - 2);
+                self.sealed.push(self.run(from..start, code_size));
+            }
+        }
+        let mut runs = self.sealed.clone();
+        if start < n {
+            runs.push(self.run(start..n, code_size));
+        }
+        runs
+    }
+
+    /// Entry `slot` moved: the sealed run holding it and those after it
+    /// no longer describe the list.
+    fn unseal_from(&mut self, slot: usize) {
+        let mut start = 0;
+        let keep = self
+            .sealed
+            .iter()
+            .take_while(|run| {
+                start += run.count as usize;
+                start <= slot
+            })
+            .count();
+        self.sealed.truncate(keep);
+    }
 }
 
 /// Where a live entry's raw vector is: its record's object and the byte
@@ -153,7 +236,7 @@ impl DeltaBuilder {
             next: start,
             snapshot: Arc::new(DeltaSnapshot {
                 position: start.checked_sub(1),
-                runs: vec![None; nlist],
+                runs: vec![Vec::new(); nlist],
                 tombstones: Arc::default(),
                 tombstone_bloom: Arc::default(),
                 entries: 0,
@@ -262,6 +345,7 @@ impl DeltaBuilder {
         let (list, slot) = (list as usize, slot as usize);
         let delta = &mut self.lists[list];
         let last = delta.ids.len() - 1;
+        delta.unseal_from(slot);
         delta.ids.swap_remove(slot);
         delta.rows.swap_remove(slot);
         delta.sources.swap_remove(slot);
@@ -289,17 +373,7 @@ impl DeltaBuilder {
         let old = &self.snapshot;
         let mut runs = old.runs.clone();
         for &list in touched {
-            let delta = &self.lists[list];
-            runs[list] = (!delta.ids.is_empty()).then(|| {
-                let mut bytes = Vec::with_capacity(delta.codes.len() + delta.ids.len() * 8);
-                bytes.extend_from_slice(&delta.codes);
-                bytes.extend(delta.ids.iter().flat_map(|id| id.to_le_bytes()));
-                Run {
-                    bytes: Arc::new(Bytes::from(bytes)),
-                    count: delta.ids.len() as u64,
-                    rows: Arc::new(delta.rows.clone()),
-                }
-            });
+            runs[list] = self.lists[list].publish(self.code_size);
         }
         let (tombstones, tombstone_bloom) = if new_ids.is_empty() {
             (old.tombstones.clone(), old.tombstone_bloom.clone())
@@ -374,6 +448,11 @@ impl DeltaBuilder {
         out
     }
 
+    /// Every id changed since the base, in no order.
+    pub fn changed_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.changes.keys().copied()
+    }
+
     /// Whether `id`'s base entry is hidden (upserted or deleted since).
     pub fn hides(&self, id: i64) -> bool {
         self.changes.contains_key(&id)
@@ -423,14 +502,17 @@ mod tests {
     }
 
     fn run_ids(s: &DeltaSnapshot, list: usize) -> Vec<i64> {
-        s.run(list).map_or(Vec::new(), |(b, r)| {
-            let mut ids: Vec<i64> = b[r.count as usize..]
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            ids.sort_unstable();
-            ids
-        })
+        let mut ids: Vec<i64> = s
+            .runs(list)
+            .flat_map(|(b, r)| {
+                b[r.count as usize..]
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     #[test]
@@ -448,7 +530,7 @@ mod tests {
         assert_eq!(*s.tombstones, vec![1, 2, 3, 40]);
         assert_eq!(*s.tombstone_bloom, ivflake_faiss::hidden_bloom(&s.tombstones));
         // Codes follow their ids through the moves.
-        let (bytes, range) = s.run(0).unwrap();
+        let (bytes, range) = s.runs(0).next().unwrap();
         assert_eq!((&bytes[..1], range.count), (&[1u8][..], 1));
     }
 
@@ -475,10 +557,14 @@ mod tests {
         let s = b.snapshot();
         let batch = s.run_attributes(0, &s.schema).unwrap().unwrap();
         let tags = batch.column(0).as_primitive::<Int64Type>();
-        let (bytes, range) = s.run(0).unwrap();
-        let ids: Vec<i64> = bytes[range.count as usize..]
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        let ids: Vec<i64> = s
+            .runs(0)
+            .flat_map(|(bytes, range)| {
+                bytes[range.count as usize..]
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let by_id: HashMap<i64, Option<i64>> = ids
             .iter()
@@ -490,6 +576,77 @@ mod tests {
             HashMap::from([(1, Some(11)), (2, Some(20)), (3, Some(30)), (4, None)])
         );
         assert!(s.run_attributes(0, &s.schema).is_ok() && s.has_attributes());
+    }
+
+    /// Many appends in small records, with overwrites and deletes landing
+    /// in sealed runs and in the fresh one: every snapshot's runs hold
+    /// exactly the live entries, each code with its id and attribute row;
+    /// sealed runs are shared between snapshots, and runs shrink
+    /// geometrically.
+    #[test]
+    fn sealed_runs_are_shared_and_stay_exact() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        let tagged = |ids: &[i64], deletes: &[i64]| Record {
+            attributes: Some(
+                RecordBatch::try_from_iter([(
+                    "tag",
+                    Arc::new(arrow_array::Int64Array::from(ids.to_vec())) as arrow_array::ArrayRef,
+                )])
+                .unwrap(),
+            ),
+            ..record(ids, &vec![0; ids.len()], deletes)
+        };
+        let mut b = DeltaBuilder::new(1, 1, 0, Arc::new(Schema::empty()));
+        let mut live = std::collections::BTreeSet::new();
+        let mut shared = 0;
+        for step in 0..120i64 {
+            let ids: Vec<i64> = (0..500).map(|i| step * 500 + i).collect();
+            // Overwrite an early id (in a sealed run) and delete a recent one.
+            let mut deletes = Vec::new();
+            let mut write = ids.clone();
+            if step % 7 == 3 {
+                write.push(step * 13);
+            }
+            if step % 5 == 4 {
+                deletes.push(step * 500 - 1);
+            }
+            let before = b.snapshot();
+            b.apply(&tagged(&write, &deletes)).unwrap();
+            live.extend(write.iter().copied());
+            for d in &deletes {
+                live.remove(d);
+            }
+            let s = b.snapshot();
+            let runs: Vec<(Arc<Bytes>, ListRange)> = s.runs(0).collect();
+            shared += runs
+                .iter()
+                .filter(|(bytes, _)| before.runs(0).any(|(old, _)| Arc::ptr_eq(&old, bytes)))
+                .count();
+            for pair in runs.windows(2).take(runs.len().saturating_sub(2)) {
+                assert!(
+                    pair[0].1.count >= 2 * pair[1].1.count,
+                    "step {step}: runs shrink geometrically"
+                );
+            }
+            assert!(runs.len() <= 12, "step {step}: {} runs", runs.len());
+            let mut ids = Vec::new();
+            for (bytes, range) in &runs {
+                let n = range.count as usize;
+                for (i, c) in bytes[n..].chunks_exact(8).enumerate() {
+                    let id = i64::from_le_bytes(c.try_into().unwrap());
+                    assert_eq!(bytes[i], id as u8, "step {step}: the code of {id}");
+                    ids.push(id);
+                }
+            }
+            let tags = s.run_attributes(0, &s.schema).unwrap().unwrap();
+            let tags = tags.column(0).as_primitive::<Int64Type>();
+            assert_eq!(tags.values().to_vec(), ids, "step {step}: each entry's row");
+            ids.sort_unstable();
+            assert_eq!(ids, live.iter().copied().collect::<Vec<_>>(), "step {step}");
+        }
+        // Without sealing no run would ever be shared (each publish rebuilt the list).
+        assert!(shared > 60, "sealed runs are shared between snapshots ({shared})");
     }
 
     #[test]

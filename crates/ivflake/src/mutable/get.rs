@@ -134,6 +134,12 @@ impl MutableIndex {
     /// a Faiss file the index was created from, and were not written
     /// since, have no kept row: `None`.
     pub async fn get(&self, ids: &[i64]) -> Result<Vec<Option<KeptRow>>> {
+        self.get_rows(ids, true).await
+    }
+
+    /// [`MutableIndex::get`], reading raw vectors only `with_vectors`
+    /// (the attributes alone cost no read for writes since the base).
+    pub async fn get_rows(&self, ids: &[i64], with_vectors: bool) -> Result<Vec<Option<KeptRow>>> {
         if ids.is_empty() || ids.len() > MAX_GET_IDS {
             return Err(Error::invalid(
                 "ids",
@@ -169,7 +175,7 @@ impl MutableIndex {
         for (row, &(i, _)) in from_log.iter().enumerate() {
             out[i] = Some(KeptRow::from_arrow(None, &written, row, self.uri())?);
         }
-        if keep_vectors {
+        if keep_vectors && with_vectors {
             self.read_log_vectors(d, &from_log, &mut out).await?;
         }
         for name in segments.iter().rev() {

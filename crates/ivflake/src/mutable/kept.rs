@@ -267,9 +267,9 @@ impl Segment {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// `lookup` in row group `rg`: its id pages whose min/max hold a wanted
-    /// id, then every column of the rows found.
-    async fn lookup_in(&self, rg: usize, wanted: &[i64]) -> Result<Vec<(i64, Option<KeptRow>)>> {
+    /// Row group `rg`'s id pages (from the page index): each page's
+    /// smallest and largest id and its rows.
+    fn id_pages(&self, rg: usize) -> Result<Vec<(i64, i64, std::ops::Range<usize>)>> {
         let meta = self.metadata.metadata();
         let rows = meta.row_group(rg).num_rows() as usize;
         let index = meta.page_index_for_row_group(rg);
@@ -278,19 +278,33 @@ impl Segment {
             return Err(self.corrupt("no page index of its ids"));
         };
         let locations = pages.page_locations();
-        // The id pages that may hold a wanted id, as row ranges.
-        let mut ranges = Vec::new();
-        for (p, location) in locations.iter().enumerate() {
-            let (Some(&min), Some(&max)) = (ids.min_value(p), ids.max_value(p)) else {
-                continue;
-            };
-            let from = wanted.partition_point(|&w| w < min);
-            if wanted.get(from).is_some_and(|&w| w <= max) {
+        Ok(locations
+            .iter()
+            .enumerate()
+            .filter_map(|(p, location)| {
+                let (Some(&min), Some(&max)) = (ids.min_value(p), ids.max_value(p)) else {
+                    return None;
+                };
                 let start = location.first_row_index as usize;
                 let end = locations.get(p + 1).map_or(rows, |n| n.first_row_index as usize);
-                ranges.push(start..end.min(rows));
-            }
-        }
+                Some((min, max, start..end.min(rows)))
+            })
+            .collect())
+    }
+
+    /// `lookup` in row group `rg`: its id pages whose min/max hold a wanted
+    /// id, then every column of the rows found.
+    async fn lookup_in(&self, rg: usize, wanted: &[i64]) -> Result<Vec<(i64, Option<KeptRow>)>> {
+        // The id pages that may hold a wanted id, as row ranges.
+        let ranges: Vec<std::ops::Range<usize>> = self
+            .id_pages(rg)?
+            .into_iter()
+            .filter(|&(min, max, _)| {
+                let from = wanted.partition_point(|&w| w < min);
+                wanted.get(from).is_some_and(|&w| w <= max)
+            })
+            .map(|(_, _, rows)| rows)
+            .collect();
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
@@ -331,6 +345,48 @@ impl Segment {
                 Ok((id, row))
             })
             .collect()
+    }
+
+    /// Up to `limit` of this segment's ids in `range`, ascending, each with
+    /// whether it is recorded deleted. Reads only the id and `deleted`
+    /// pages from the first that may hold one, in order, until `limit`
+    /// rows are read.
+    pub async fn ids_in(&self, range: &std::ops::RangeInclusive<i64>, limit: usize) -> Result<Vec<(i64, bool)>> {
+        let (from, to) = (*range.start(), *range.end());
+        let mut out = Vec::new();
+        for rg in 0..self.metadata.metadata().num_row_groups() {
+            // Ids are sorted across the segment: the pages overlapping
+            // [from, to], in order, and no more rows than `limit` needs.
+            let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+            let mut planned = 0;
+            for (min, max, rows) in self.id_pages(rg)? {
+                if max < from || min > to || planned >= limit + PAGE_ROWS {
+                    continue;
+                }
+                let (start, end) = (rows.start, rows.end);
+                planned += end - start;
+                match ranges.last_mut() {
+                    Some(last) if last.end == start => last.end = end,
+                    _ => ranges.push(start..end),
+                }
+            }
+            if ranges.is_empty() {
+                continue;
+            }
+            let batch = self.read(rg, &ranges, &[0, 1]).await?;
+            let column = batch.column(0).as_primitive::<Int64Type>();
+            let deleted = batch.column(1).as_boolean();
+            for i in 0..batch.num_rows() {
+                let id = column.value(i);
+                if (from..=to).contains(&id) {
+                    out.push((id, deleted.value(i)));
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The object's length in bytes.

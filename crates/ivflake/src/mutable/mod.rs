@@ -1,14 +1,14 @@
 //! `MutableIndex`: an index that takes writes, kept as a prefix of a store
 //! (`version.rs` has the layout): a standard Faiss base file, the write log
 //! since it, and commit points naming both. Searches read the base as any
-//! index is read plus the log's entries as a second run per list (the one
+//! index is read plus the log's entries as further runs of each list (the one
 //! pipeline, `index/plan.rs`); writes go through group commit
 //! (`writer.rs`); `compact.rs` folds the log into a new base and collects
 //! old files. Its parts: `record` (a log object's format), `delta` (the
 //! log as searches read it), `version`, `writer`, `compact` (with
 //! `fold_attrs`, the new base's attributes, and `retrain`), `kept` (the
-//! kept-rows segments) and `get` (reading them and the log by id), `gate`
-//! (the crash tests' pause points).
+//! kept-rows segments), `get` (reading them and the log by id) and `list`
+//! (their ids in order), `gate` (the crash tests' pause points).
 
 mod compact;
 mod delta;
@@ -16,6 +16,7 @@ mod fold_attrs;
 mod gate;
 mod get;
 mod kept;
+mod list;
 mod record;
 mod retrain;
 mod version;
@@ -34,6 +35,7 @@ use delta::DeltaBuilder;
 pub(crate) use delta::DeltaSnapshot;
 pub use get::MAX_GET_IDS;
 pub use kept::KeptRow;
+pub use list::{ListedIds, MAX_LIST_IDS};
 use record::Record;
 pub use version::Version;
 use version::{BASES_DIR, LOG_DIR, LOG_SUFFIX, VERSIONS_DIR, VERSION_SUFFIX};

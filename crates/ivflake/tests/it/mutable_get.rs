@@ -3,7 +3,8 @@
 //! kept in a compaction's rows segment (several, read newest first);
 //! deleted and unknown ids are absent; an index that keeps no vectors
 //! still returns attributes; a get reads a few pages of a large segment,
-//! not the segment. On a local directory and on moto.
+//! not the segment. `list_ids` lists every live id once, in order, across
+//! the log and the segments. On a local directory and on moto.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,8 +60,35 @@ async fn delete(index: &MutableIndex, model: &mut Model, ids: &[i64]) {
     }
 }
 
-/// Every id of the model, some deleted ids and unknown ones, through `get`.
+/// `list_ids` over three ranges, in small pages (so that each source is
+/// cut short in turn): every live id once, in order.
+async fn check_listing(index: &MutableIndex, model: &Model, what: &str) {
+    let mut want: Vec<i64> = model.keys().copied().collect();
+    want.sort_unstable();
+    let mut listed = Vec::new();
+    for range in [i64::MIN..=5_000, 5_001..=10_100, 10_101..=i64::MAX] {
+        let mut after = None;
+        for _ in 0..10_000 {
+            let page = index.list_ids(range.clone(), after, 37).await.unwrap();
+            assert!(page.ids.len() <= 37, "{what}: a page over its limit");
+            assert!(
+                page.ids.iter().all(|id| range.contains(id)),
+                "{what}: an id outside the range"
+            );
+            listed.extend(page.ids);
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(listed, want, "{what}: the listing");
+}
+
+/// Every id of the model, some deleted ids and unknown ones, through `get`
+/// (and the listing).
 async fn check(index: &MutableIndex, model: &Model, gone: &[i64], keep_vectors: bool, what: &str) {
+    check_listing(index, model, what).await;
     let mut ids: Vec<i64> = model.keys().copied().collect();
     ids.sort_unstable();
     ids.extend_from_slice(gone);
