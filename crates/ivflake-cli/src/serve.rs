@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// scope: for local use only (`[vectors] auth = false`).
     #[arg(long)]
     pub no_auth: bool,
+    /// Load and check the config (and the arguments), print it is valid,
+    /// and exit without opening an index or listening.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `HOST:PORT` → the address to bind: an IP as it is, a name resolved (its
@@ -98,6 +102,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         );
     }
     config.resolve_env();
+    if args.check {
+        config.validate()?;
+        println!(
+            "config valid: {} indexes, listen {}, compaction in the {}",
+            config.indexes.len(),
+            config.listen,
+            if config.compaction.in_server() {
+                "server"
+            } else {
+                "worker"
+            }
+        );
+        return Ok(());
+    }
     let auth = config.auth.token.is_some();
     let vector_root = config.vectors.root.clone();
     let server = Server::bind(config).await?;
@@ -123,7 +141,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what container runtimes send).
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             futures::future::pending::<()>().await;

@@ -74,7 +74,22 @@ pub struct GetArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CompactArgs {
-    pub uri: String,
+    /// The index to compact once (not with --watch).
+    #[arg(required_unless_present = "watch", conflicts_with = "watch")]
+    pub uri: Option<String>,
+    /// Run as the compaction worker: every `[compaction] interval_ms`,
+    /// compact each writable index and S3 Vectors index of --config whose
+    /// log passed its threshold, and gc them every `gc_interval_secs`,
+    /// until Ctrl-C or SIGTERM. Pair with `[compaction] mode = "worker"`
+    /// in the replicas' config so they never compact themselves.
+    #[arg(long, requires = "config")]
+    pub watch: bool,
+    /// The server config the worker shares with the replicas (--watch).
+    #[arg(long, short = 'c', env = "IVFLAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Stop after this many rounds (--watch); 0 runs until stopped.
+    #[arg(long, default_value_t = 0)]
+    pub rounds: u64,
     /// An untrained index trains once it holds this many vectors per list.
     #[arg(long, default_value_t = 39)]
     pub min_train_per_list: usize,
@@ -192,7 +207,11 @@ pub async fn get(args: GetArgs) -> Result<()> {
 }
 
 pub async fn compact(args: CompactArgs) -> Result<()> {
-    let index = MutableIndex::open(&args.uri, MutableOptions::default()).await?;
+    if args.watch {
+        return watch(&args).await;
+    }
+    let uri = args.uri.as_deref().context("give the index's URI, or --watch")?;
+    let index = MutableIndex::open(uri, MutableOptions::default()).await?;
     let options = CompactOptions {
         min_train_per_list: args.min_train_per_list,
         retrain: args.retrain,
@@ -202,6 +221,23 @@ pub async fn compact(args: CompactArgs) -> Result<()> {
         Some(report) => print(json!({"compacted": report})),
         None => print(json!({"compacted": null, "reason": "nothing to fold"})),
     }
+}
+
+/// The compaction worker: one JSON line per round that did something.
+async fn watch(args: &CompactArgs) -> Result<()> {
+    let path = args.config.as_ref().context("--watch needs --config")?;
+    let mut config = ivflake_server::ServerConfig::load(path)?;
+    config.resolve_env();
+    let worker = ivflake_server::CompactionWorker::open(config).await?;
+    eprintln!("ivflake compaction worker on {} (Ctrl-C stops)", path.display());
+    worker
+        .run(args.rounds, crate::serve::shutdown_signal(), |round| {
+            if !round.is_empty() {
+                println!("{}", json!({ "round": round }));
+            }
+        })
+        .await;
+    Ok(())
 }
 
 pub async fn gc(args: GcArgs) -> Result<()> {

@@ -26,6 +26,7 @@ mod admission;
 pub mod api;
 mod api_error;
 mod auth;
+pub mod compaction;
 pub mod config;
 mod error;
 mod names;
@@ -46,6 +47,7 @@ use ivflake::{ComputePool, FetchScheduler, IndexLocation, OpenOptions};
 
 pub use admission::{Admission, Overloaded};
 pub use api_error::{ApiError, ErrorBody, ErrorCode};
+pub use compaction::{CompactionWorker, Round};
 pub use config::{IndexConfig, PreloadSetting, Secret, ServerConfig};
 pub use error::ServerError;
 pub use names::validate_name;
@@ -111,12 +113,14 @@ impl Server {
         })?
         .map(Arc::new);
         if let Some(api) = &vectors {
-            vectors::VectorApi::compact_in_background(api, Duration::from_secs(10));
+            if config.compaction.in_server() {
+                vectors::VectorApi::compact_in_background(api, Duration::from_secs(10));
+            }
             if !config.vectors.auth {
                 tracing::warn!("the S3 Vectors API accepts unsigned requests (--no-auth): local use only");
             }
         }
-        let registry = Registry::new(open, config.limits.max_indexes);
+        let registry = Registry::new(open, config.limits.max_indexes, config.compaction.in_server());
         // Opened side by side: each open waits on the store, not the CPU.
         let opened = futures::future::join_all(
             config

@@ -216,7 +216,7 @@ impl IndexEntry {
 /// How often a writable index checks whether its log is due for compaction.
 const COMPACTION_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 /// Unindexed entries past which a writable index compacts, unless its config says.
-const DEFAULT_COMPACT_UNINDEXED_ENTRIES: u64 = 100_000;
+pub(crate) const DEFAULT_COMPACT_UNINDEXED_ENTRIES: u64 = 100_000;
 
 /// Compacts a writable index whenever its log holds more unindexed entries
 /// than its threshold; stops once the index is no longer served. A failed
@@ -254,16 +254,19 @@ pub struct Registry {
     open: OpenOptions,
     /// The most indexes served at once.
     max_indexes: usize,
+    /// Writable indexes compact in the background (`[compaction] mode = "server"`).
+    compact_in_server: bool,
 }
 
 impl Registry {
     /// An empty registry of at most `max_indexes`, whose indexes share
     /// `open`'s scheduler and compute pool.
-    pub fn new(open: OpenOptions, max_indexes: usize) -> Self {
+    pub fn new(open: OpenOptions, max_indexes: usize, compact_in_server: bool) -> Self {
         Self {
             indexes: RwLock::new(BTreeMap::new()),
             open,
             max_indexes,
+            compact_in_server,
         }
     }
 
@@ -366,7 +369,7 @@ impl Registry {
             reloading: tokio::sync::Mutex::new(None),
             reload_epoch: AtomicU64::new(0),
         });
-        if entry.config.writable {
+        if entry.config.writable && self.compact_in_server {
             tokio::spawn(compact_in_background(Arc::downgrade(&entry)));
         }
         Ok(entry)

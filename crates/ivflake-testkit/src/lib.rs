@@ -53,6 +53,9 @@ pub trait GetHook: fmt::Debug + Send + Sync + 'static {
     fn put_options(&self, options: PutOptions) -> PutOptions {
         options
     }
+
+    /// Runs when a LIST starts (by default, nothing).
+    fn on_list(&self) {}
 }
 
 /// A store that ignores conditional creates, as some S3-compatible servers
@@ -129,12 +132,15 @@ impl<H: GetHook> ObjectStore for HookedStore<H> {
         self.inner.delete_stream(locations)
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.hook.on_list();
         self.inner.list(prefix)
     }
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.hook.on_list();
         self.inner.list_with_offset(prefix, offset)
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.hook.on_list();
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
@@ -153,10 +159,12 @@ pub fn requested(options: &GetOptions) -> Option<Range<u64>> {
     }
 }
 
-/// Counts GETs (range reads and whole-object reads) and the ranges asked for.
+/// Counts GETs (range reads and whole-object reads), the ranges asked
+/// for, and LISTs.
 #[derive(Debug, Default)]
 pub struct GetCounter {
     gets: AtomicUsize,
+    lists: AtomicUsize,
     ranges: Mutex<Vec<Range<u64>>>,
 }
 
@@ -165,8 +173,13 @@ impl GetCounter {
         self.gets.load(Ordering::SeqCst)
     }
 
+    pub fn lists(&self) -> usize {
+        self.lists.load(Ordering::SeqCst)
+    }
+
     pub fn reset(&self) {
         self.gets.store(0, Ordering::SeqCst);
+        self.lists.store(0, Ordering::SeqCst);
         self.ranges.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
@@ -183,6 +196,10 @@ impl GetHook for GetCounter {
             self.ranges.lock().unwrap_or_else(|p| p.into_inner()).push(r);
         }
         Ok(())
+    }
+
+    fn on_list(&self) {
+        self.lists.fetch_add(1, Ordering::SeqCst);
     }
 }
 

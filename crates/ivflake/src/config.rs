@@ -46,6 +46,8 @@ pub struct FetchConfig {
     pub hedge: Option<HedgeConfig>,
     /// The local-disk tier under the memory cache; `None` (the default) disables it.
     pub disk_cache: Option<DiskCacheConfig>,
+    /// What the store charges, to price each search (`SearchStats::cost`).
+    pub prices: StorePrices,
 }
 
 impl Default for FetchConfig {
@@ -65,7 +67,38 @@ impl Default for FetchConfig {
             get_retries: 1,
             hedge: None,
             disk_cache: None,
+            prices: StorePrices::default(),
         }
+    }
+}
+
+/// What the store charges per request and per byte, in US dollars, to
+/// price each search's requests. The default is S3 Standard's list price
+/// in us-east-1: GETs $0.0004 and LISTs $0.005 per 1,000, and nothing per
+/// byte read from an instance in the bucket's region (reading across
+/// regions or out to the internet is charged per GB: set `per_gb`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StorePrices {
+    pub per_get: f64,
+    pub per_list: f64,
+    /// Per GB (2^30 bytes, as AWS bills) received.
+    pub per_gb: f64,
+}
+
+impl Default for StorePrices {
+    fn default() -> Self {
+        Self {
+            per_get: 0.0004 / 1000.0,
+            per_list: 0.005 / 1000.0,
+            per_gb: 0.0,
+        }
+    }
+}
+
+impl StorePrices {
+    /// The price of `gets` GETs, `lists` LISTs and `bytes` received.
+    pub fn price(&self, gets: u64, lists: u64, bytes: u64) -> f64 {
+        gets as f64 * self.per_get + lists as f64 * self.per_list + bytes as f64 / (1u64 << 30) as f64 * self.per_gb
     }
 }
 

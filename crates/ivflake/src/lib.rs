@@ -53,7 +53,7 @@ pub use attributes::write::{write_attributes, BuildInput, ParquetTable};
 pub use attributes::{Attributes, ATTRIBUTES_SUFFIX};
 pub use commit::Sequence;
 pub use compute::ComputePool;
-pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig};
+pub use config::{default_retry, DiskCacheConfig, FetchConfig, HedgeConfig, StorePrices};
 pub use error::{Error, Result};
 pub use fetch::{
     BackgroundLoad, CacheReport, FetchCounters, FetchScheduler, ListRequest, BACKGROUND_GETS, BACKGROUND_GET_BYTES,
@@ -75,4 +75,4 @@ pub use mutable::{
     MAX_GET_IDS, MAX_LIST_IDS,
 };
 pub use object::{IndexObject, ListVerifier};
-pub use stats::{Residency, SearchStats};
+pub use stats::{Residency, SearchStats, StoreCost};

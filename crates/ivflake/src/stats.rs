@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::StorePrices;
+
 /// Counters one search's fetches update, possibly from spawned GET tasks.
 #[derive(Debug, Default)]
 pub struct SearchIo {
@@ -104,6 +106,8 @@ pub struct SearchStats {
     pub version: Option<u64>,
     pub log_position: Option<u64>,
     pub unindexed_entries: u64,
+    /// The store requests this search sent, by kind, and their price.
+    pub cost: StoreCost,
     pub quantizer_ms: f64,
     pub fetch_ms: f64,
     pub scan_ms: f64,
@@ -123,9 +127,51 @@ impl SearchStats {
         self.lists_shared = io.lists_shared.load(Ordering::Relaxed) as usize;
         self.shared_wait_ms = io.shared_wait_us.load(Ordering::Relaxed) as f64 / 1000.0;
         self.hedged_gets = io.hedges.load(Ordering::Relaxed);
+        self.cost.get_requests = self.gets;
+        self.cost.bytes = self.bytes_fetched;
         self.lists_from_store = self.lists_probed.saturating_sub(
             self.lists_from_memory + self.lists_from_disk + self.lists_shared + self.failed_lists.len(),
         );
+    }
+}
+
+/// What one search's store requests cost: counted by kind (each request
+/// sent, hedges and re-sends included, as the store bills them) and priced
+/// with the scheduler's [`StorePrices`].
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StoreCost {
+    /// Range GETs: lists, refine codes, id map pages, attribute chunks, and
+    /// the log records a mutable index's refresh read.
+    pub get_requests: u64,
+    /// LISTs: a mutable index reading the heads of its log and versions.
+    pub list_requests: u64,
+    /// Bytes received from the store.
+    pub bytes: u64,
+    /// US dollars at the configured prices.
+    pub usd: f64,
+}
+
+impl StoreCost {
+    /// Adds `other`'s requests and bytes, and prices the sum again.
+    pub(crate) fn add(&mut self, other: &StoreCost, prices: &StorePrices) {
+        self.get_requests += other.get_requests;
+        self.list_requests += other.list_requests;
+        self.bytes += other.bytes;
+        self.usd = prices.price(self.get_requests, self.list_requests, self.bytes);
+    }
+
+    /// Counts this cost in the process's metrics, under the index's label.
+    pub(crate) fn record_metrics(&self, index: &str) {
+        for (kind, n) in [("get", self.get_requests), ("list", self.list_requests)] {
+            if n > 0 {
+                metrics::counter!("ivflake_search_store_requests_total", "index" => index.to_owned(), "kind" => kind)
+                    .increment(n);
+            }
+        }
+        metrics::counter!("ivflake_search_store_bytes_total", "index" => index.to_owned()).increment(self.bytes);
+        // Counters are integers: nano-dollars keep a single GET ($4e-7) exact.
+        metrics::counter!("ivflake_search_cost_nanodollars_total", "index" => index.to_owned())
+            .increment((self.usd * 1e9).round() as u64);
     }
 }
 

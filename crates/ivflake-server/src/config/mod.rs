@@ -12,10 +12,14 @@ use serde::Deserialize;
 use crate::error::ServerError;
 use crate::names::validate_name;
 
+mod compaction;
 mod limits;
+mod pricing;
 pub mod vectors;
 
+pub use compaction::{CompactionConfig, CompactionMode};
 pub use limits::Limits;
+pub use pricing::PricingConfig;
 pub use vectors::VectorsConfig;
 
 /// The whole server configuration (`ivflake.toml`).
@@ -54,6 +58,10 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// The Amazon S3 Vectors API over a root prefix (off unless `root` is set).
     pub vectors: VectorsConfig,
+    /// What the store charges: each search's cost in its stats and metrics.
+    pub pricing: PricingConfig,
+    /// Who compacts: the server in the background, or a separate worker.
+    pub compaction: CompactionConfig,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +82,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             request_timeout_ms: 300_000,
             vectors: VectorsConfig::default(),
+            pricing: PricingConfig::default(),
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -476,6 +486,11 @@ impl ServerConfig {
         if let Err((key, reason)) = self.vectors.validate() {
             return invalid(&key, reason);
         }
+        for checked in [self.pricing.validate(), self.compaction.validate()] {
+            if let Err((key, reason)) = checked {
+                return invalid(key, reason);
+            }
+        }
         let l = &self.limits;
         if !(l.max_k_factor >= 1.0 && l.max_k_factor <= ivflake::MAX_K_FACTOR) {
             return invalid(
@@ -660,6 +675,7 @@ impl ServerConfig {
                 dir: dir.clone(),
                 capacity_bytes: self.cache.disk_bytes,
             }),
+            prices: self.pricing.prices(),
             ..ivflake::FetchConfig::default()
         }
     }

@@ -26,6 +26,8 @@ mod sigv4;
 mod token;
 mod wire;
 
+pub use data::compact;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

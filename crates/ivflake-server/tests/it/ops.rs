@@ -264,3 +264,45 @@ fn every_default_in_the_code_is_in_the_example_config_with_its_value() {
     }
     assert!(checked >= 35, "{checked} keys");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_search_reports_its_cost_and_the_metrics_add_it_up() {
+    // Its own index name: the metrics are the process's, shared by every test.
+    let (server, _dir, _) = local(|config, _| {
+        let index = config.indexes.remove("idx").unwrap();
+        config.indexes.insert("priced".into(), index);
+        config.pricing.get_per_1000 = 1.0;
+    })
+    .await;
+    let q = queries(4);
+    let (mut usd, mut gets) = (0.0, 0);
+    for _ in 0..3 {
+        let (status, body) = post_json(&server.url("/v1/indexes/priced/search"), &search_body(&q, 0..4, 5, 8)).await;
+        assert_eq!(status, 200);
+        let stats = &body["stats"];
+        let cost = &stats["cost"];
+        let n = cost["get_requests"].as_u64().unwrap();
+        assert_eq!(n, stats["gets"].as_u64().unwrap(), "{stats}");
+        assert!((cost["usd"].as_f64().unwrap() - n as f64 * 0.001).abs() < 1e-12, "{stats}");
+        usd += cost["usd"].as_f64().unwrap();
+        gets += n;
+    }
+    assert!(gets > 0, "the first search was cold");
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let priced = "index=\"priced\"";
+    assert_eq!(
+        metric(&text, "ivflake_search_store_requests_total", &[priced, "kind=\"get\""]),
+        gets as f64
+    );
+    assert_eq!(
+        metric(&text, "ivflake_search_cost_nanodollars_total", &[priced]),
+        (usd * 1e9).round()
+    );
+}

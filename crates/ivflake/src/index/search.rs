@@ -38,7 +38,7 @@ impl IvfIndex {
         let n = self.validate(queries, params)?;
         let work = self.run_search(queries.to_vec(), n, params.clone(), delta);
         let _in_flight = SearchInFlight::enter();
-        let outcome = match params.deadline {
+        let mut outcome = match params.deadline {
             None => work.await,
             Some(deadline) => tokio::time::timeout(deadline, work)
                 .await
@@ -48,9 +48,12 @@ impl IvfIndex {
                 })),
         };
         let index = self.metrics_name();
-        match &outcome {
+        match &mut outcome {
             Ok(r) => {
                 metrics::counter!("ivflake_searches_total", "index" => index.clone(), "outcome" => "ok").increment(1);
+                let cost = &mut r.stats.cost;
+                cost.usd = self.scheduler().config().prices.price(cost.get_requests, 0, cost.bytes);
+                cost.record_metrics(&index);
                 let s = &r.stats;
                 for (stage, v) in [
                     ("quantizer", s.quantizer_ms),

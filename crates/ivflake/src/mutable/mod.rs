@@ -44,6 +44,7 @@ use crate::commit::Sequence;
 use crate::error::{Error, Result};
 use crate::index::{IvfIndex, OpenOptions, SearchParams, SearchResults};
 use crate::location::IndexLocation;
+use crate::stats::StoreCost;
 
 /// How fresh the writes of other processes a search sees are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,21 +298,44 @@ impl MutableIndex {
         match self.shared.options.staleness {
             Staleness::Strong => {
                 let before = self.shared.current.load_full();
-                let (refreshed, first) = tokio::join!(self.refresh(), self.search_on(&before, queries, params));
-                refreshed?;
+                let (refreshed, first) = tokio::join!(
+                    self.refresh_older_than(Duration::ZERO),
+                    self.search_on(&before, queries, params)
+                );
+                let refresh = refreshed?;
                 let after = self.shared.current.load_full();
                 if after.position == before.position && Arc::ptr_eq(&after.delta, &before.delta) {
-                    return first;
+                    return first.map(|r| self.charge(r, refresh));
                 }
-                self.search_on(&after, queries, params).await
+                let again = self.search_on(&after, queries, params).await?;
+                // The first search's requests were sent too.
+                let first_cost = first.map(|r| r.stats.cost).unwrap_or_default();
+                Ok(self.charge(self.charge(again, refresh), Some(first_cost)))
             }
             Staleness::Bounded(bound) => {
+                let mut refresh = None;
                 if self.since_refresh() >= bound {
-                    self.refresh_older_than(bound).await?;
+                    refresh = self.refresh_older_than(bound).await?;
                 }
-                self.search_on(&self.shared.current.load_full(), queries, params).await
+                let results = self
+                    .search_on(&self.shared.current.load_full(), queries, params)
+                    .await?;
+                Ok(self.charge(results, refresh))
             }
         }
+    }
+
+    /// Adds to a search's cost the requests of the refresh it ran (the
+    /// searches that found the log read recently enough ran none).
+    fn charge(&self, mut results: SearchResults, extra: Option<StoreCost>) -> SearchResults {
+        if let Some(extra) = extra {
+            let prices = self.shared.options.open.scheduler.config().prices;
+            results.stats.cost.add(&extra, &prices);
+            let mut priced = extra;
+            priced.usd = prices.price(priced.get_requests, priced.list_requests, priced.bytes);
+            priced.record_metrics(&self.shared.current.load().base.metrics_name());
+        }
+        results
     }
 
     async fn search_on(&self, current: &Current, queries: &[f32], params: &SearchParams) -> Result<SearchResults> {
@@ -335,44 +359,55 @@ impl MutableIndex {
     /// a newer version (a compaction), and the log past the last position
     /// applied. One LIST each, in parallel, when nothing is new.
     pub async fn refresh(&self) -> Result<()> {
-        self.refresh_older_than(Duration::ZERO).await
+        self.refresh_older_than(Duration::ZERO).await.map(drop)
     }
 
     /// [`MutableIndex::refresh`] unless another caller refreshed within
     /// `bound` while this one waited for the state: searches that find the
-    /// bound passed at once refresh once, not once each.
-    async fn refresh_older_than(&self, bound: Duration) -> Result<()> {
+    /// bound passed at once refresh once, not once each. What the refresh
+    /// cost, when this caller ran it.
+    async fn refresh_older_than(&self, bound: Duration) -> Result<Option<StoreCost>> {
         let mut state = self.shared.state.lock().await;
         if !bound.is_zero() && self.since_refresh() < bound {
-            return Ok(());
+            return Ok(None);
         }
-        self.refresh_locked(&mut state).await
+        self.refresh_locked(&mut state).await.map(Some)
     }
 
-    /// The refresh, by the holder of the state.
-    async fn refresh_locked(&self, state: &mut State) -> Result<()> {
+    /// The refresh, by the holder of the state: its requests counted (a
+    /// LIST that pages past 1,000 names counts once).
+    async fn refresh_locked(&self, state: &mut State) -> Result<StoreCost> {
         let started = Instant::now();
+        let mut cost = StoreCost {
+            list_requests: 2,
+            ..StoreCost::default()
+        };
         let (newer, log) = tokio::join!(
             self.shared.versions.positions_from(state.position + 1),
             self.shared.log.positions_from(state.builder.next_position())
         );
         if let Some(&latest) = newer?.last() {
             *state = load_version(&self.shared.root, &self.shared.versions, &self.shared.options, latest).await?;
+            // The commit point's GET and the new base's open.
+            let open = state.base.open_stats();
+            cost.get_requests += 1 + open.gets;
+            cost.bytes += open.bytes;
+            cost.list_requests += 1;
             let log = self.shared.log.positions_from(state.builder.next_position()).await?;
-            self.catch_up(state, &log).await?;
+            self.catch_up(state, &log, &mut cost).await?;
         } else {
-            self.catch_up(state, &log?).await?;
+            self.catch_up(state, &log?, &mut cost).await?;
         }
         self.publish(state);
         if let Ok(mut last) = self.shared.last_refresh.lock() {
             *last = started;
         }
-        Ok(())
+        Ok(cost)
     }
 
     /// Applies the log records at `positions` that follow the state's,
     /// in order, fetched a few at a time; stops at a gap.
-    async fn catch_up(&self, state: &mut State, positions: &[u64]) -> Result<()> {
+    async fn catch_up(&self, state: &mut State, positions: &[u64], cost: &mut StoreCost) -> Result<()> {
         let next = state.builder.next_position();
         let contiguous: Vec<u64> = positions
             .iter()
@@ -383,21 +418,30 @@ impl MutableIndex {
             .map(|(_, p)| p)
             .collect();
         let shape = (state.base.info().d, code_size(state.base.info()));
-        let mut records = futures::stream::iter(contiguous.into_iter().map(|p| self.read_record(shape, p))).buffered(8);
+        let mut records =
+            futures::stream::iter(contiguous.into_iter().map(|p| self.read_record_sized(shape, p))).buffered(8);
         while let Some(record) = records.next().await {
-            let record = record?;
+            let (record, bytes) = record?;
+            cost.get_requests += 1;
+            cost.bytes += bytes;
             self.apply(state, record).await?;
         }
         Ok(())
     }
 
     /// The record at `position`, for an index of `(d, code size)`.
-    async fn read_record(&self, (d, code_size): (usize, usize), position: u64) -> Result<Record> {
+    async fn read_record(&self, shape: (usize, usize), position: u64) -> Result<Record> {
+        Ok(self.read_record_sized(shape, position).await?.0)
+    }
+
+    /// [`Self::read_record`] and the bytes it read.
+    async fn read_record_sized(&self, (d, code_size): (usize, usize), position: u64) -> Result<(Record, u64)> {
         let raw = self.shared.log.read(position).await?;
-        Record::decode(&raw, d, code_size).map_err(|reason| Error::Corrupt {
+        let record = Record::decode(&raw, d, code_size).map_err(|reason| Error::Corrupt {
             uri: format!("{}/{LOG_DIR}/{position:020}{LOG_SUFFIX}", self.shared.root.uri),
             reason,
-        })
+        })?;
+        Ok((record, raw.len() as u64))
     }
 
     /// Applies one record at the state's next position, re-encoding its

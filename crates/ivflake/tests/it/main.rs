@@ -13,6 +13,7 @@ mod backends;
 mod caches;
 mod commit;
 mod concurrency;
+mod cost;
 mod equivalence;
 mod faults;
 mod fixtures;

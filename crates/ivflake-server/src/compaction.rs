@@ -1,0 +1,211 @@
+//! The compaction worker (`ivflake compact --watch`): every writable index
+//! a config serves and every S3 Vectors index under its `[vectors] root`
+//! is compacted once its log passes its threshold, and collected (`gc`)
+//! now and then, so search replicas (`[compaction] mode = "worker"`) never
+//! spend their CPU and memory on it. Any number of workers may run: a
+//! compaction commits with a conditional create, so one of two racing
+//! workers loses cleanly and tries again later.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ivflake::{CompactOptions, ComputePool, FetchScheduler, IndexLocation, MutableIndex, MutableOptions, OpenOptions};
+use serde::Serialize;
+
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::registry::DEFAULT_COMPACT_UNINDEXED_ENTRIES;
+use crate::vectors::{self, VectorApi};
+
+/// A writable index of the config and its threshold.
+struct Writable {
+    name: String,
+    index: MutableIndex,
+    threshold: u64,
+}
+
+/// What one round did, by index (`name`, or `bucket/index`).
+#[derive(Debug, Default, Serialize)]
+pub struct Round {
+    pub compacted: Vec<Compacted>,
+    pub collected: Vec<String>,
+    /// Indexes whose compaction or gc failed, with the error; tried again next round.
+    pub failed: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Compacted {
+    pub index: String,
+    pub version: u64,
+    pub entries: u64,
+    pub ms: f64,
+}
+
+impl Round {
+    pub fn is_empty(&self) -> bool {
+        self.compacted.is_empty() && self.collected.is_empty() && self.failed.is_empty()
+    }
+}
+
+pub struct CompactionWorker {
+    config: ServerConfig,
+    writable: Vec<Writable>,
+    vectors: Option<Arc<VectorApi>>,
+    last_gc: Option<Instant>,
+}
+
+impl CompactionWorker {
+    /// Opens every writable index of `config` and its S3 Vectors root.
+    pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
+        let compute = ComputePool::new(config.compute_threads).map_err(|source| ServerError::ComputePool { source })?;
+        let open = OpenOptions {
+            scheduler: FetchScheduler::new(config.fetch_config()),
+            compute,
+            ..OpenOptions::default()
+        };
+        let options = MutableOptions {
+            open,
+            ..MutableOptions::default()
+        };
+        let mut writable = Vec::new();
+        for (name, index) in config.indexes.iter().filter(|(_, i)| i.writable) {
+            let failed = |source| ServerError::WorkerOpen {
+                index: name.clone(),
+                source,
+            };
+            let location = IndexLocation::parse_prefix(&index.uri, options.open.scheduler.config()).map_err(failed)?;
+            writable.push(Writable {
+                name: name.clone(),
+                index: MutableIndex::open_at(location, options.clone()).await.map_err(failed)?,
+                threshold: index
+                    .compact_unindexed_entries
+                    .unwrap_or(DEFAULT_COMPACT_UNINDEXED_ENTRIES),
+            });
+        }
+        let vectors = VectorApi::open(&config.vectors, None, options)
+            .await
+            .map_err(|source| ServerError::VectorRoot {
+                uri: config.vectors.root.clone().unwrap_or_default(),
+                source,
+            })?
+            .map(Arc::new);
+        Ok(Self {
+            config,
+            writable,
+            vectors,
+            last_gc: None,
+        })
+    }
+
+    /// One pass over every index: each reads its log's head, compacts when
+    /// due, and, every `gc_interval_secs`, drops what no version names.
+    pub async fn round(&mut self) -> Round {
+        let mut round = Round::default();
+        let gc_due = self
+            .last_gc
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(self.config.compaction.gc_interval_secs));
+        let retention = Duration::from_secs(self.config.compaction.gc_retention_secs);
+        for w in &self.writable {
+            let outcome = async {
+                w.index.refresh().await?;
+                if w.threshold > 0 && w.index.unindexed().0 >= w.threshold {
+                    if let Some(r) = w.index.compact(&CompactOptions::default()).await? {
+                        round.compacted.push(Compacted {
+                            index: w.name.clone(),
+                            version: r.version,
+                            entries: r.entries,
+                            ms: r.ms,
+                        });
+                    }
+                }
+                if gc_due {
+                    w.index.gc(retention).await?;
+                    round.collected.push(w.name.clone());
+                }
+                Ok::<_, ivflake::Error>(())
+            }
+            .await;
+            if let Err(e) = outcome {
+                round.failed.push((w.name.clone(), e.to_string()));
+            }
+        }
+        if let Some(api) = &self.vectors {
+            vectors_round(api, gc_due.then_some(retention), &mut round).await;
+        }
+        if gc_due {
+            self.last_gc = Some(Instant::now());
+        }
+        round
+    }
+
+    /// Rounds every `interval_ms` until `rounds` have run (0: until
+    /// `shutdown` resolves), each reported to `report`.
+    pub async fn run(
+        mut self,
+        rounds: u64,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut report: impl FnMut(&Round),
+    ) {
+        let mut every = tokio::time::interval(Duration::from_millis(self.config.compaction.interval_ms));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut done = 0;
+        while rounds == 0 || done < rounds {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = every.tick() => {}
+            }
+            let round = self.round().await;
+            for (index, error) in &round.failed {
+                tracing::warn!(%index, %error, "compaction failed; trying again next round");
+            }
+            report(&round);
+            done += 1;
+        }
+    }
+}
+
+/// The S3 Vectors indexes' part of a round: every index of every bucket.
+async fn vectors_round(api: &VectorApi, gc: Option<Duration>, round: &mut Round) {
+    let threshold = api.config.compact_unindexed_entries;
+    let buckets = match api.catalog.bucket_names().await {
+        Ok(b) => b,
+        Err(e) => return round.failed.push(("vector buckets".into(), e.to_string())),
+    };
+    for bucket in buckets {
+        let names = match api.catalog.index_names(&bucket).await {
+            Ok(n) => n,
+            Err(e) => {
+                round.failed.push((bucket.clone(), e.to_string()));
+                continue;
+            }
+        };
+        for name in names {
+            let label = format!("{bucket}/{name}");
+            let outcome = async {
+                let open = api.catalog.index(&bucket, &name).await?;
+                open.index.refresh().await?;
+                if threshold > 0 && open.index.unindexed().0 >= threshold {
+                    if let Some(r) = vectors::compact(api, &open).await? {
+                        round.compacted.push(Compacted {
+                            index: label.clone(),
+                            version: r.version,
+                            entries: r.entries,
+                            ms: r.ms,
+                        });
+                    }
+                }
+                if let Some(retention) = gc {
+                    open.index.gc(retention).await?;
+                    round.collected.push(label.clone());
+                }
+                Ok::<_, vectors::S3vError>(())
+            }
+            .await;
+            if let Err(e) = outcome {
+                round.failed.push((label, e.to_string()));
+            }
+        }
+    }
+}
