@@ -17,10 +17,11 @@ TEST_ENV := OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 # Faiss 1.12 is built from source once per machine (scripts/build_faiss.sh,
 # a few minutes on 2 cores) into ~/.cache/ivflake; later runs find it there.
 deps: $(VENV)/.ok
-	@if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/libopenblas.so ]; then \
+	@if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null || ! command -v haproxy >/dev/null \
+		|| [ ! -e /usr/lib/x86_64-linux-gnu/libopenblas.so ]; then \
 		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq cmake g++ libopenblas-dev; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq cmake g++ libopenblas-dev haproxy; \
 	fi
 	scripts/build_faiss.sh >/dev/null
 

@@ -305,6 +305,10 @@ pub async fn query_vectors(State(state): State<AppState>, body: Bytes) -> Respon
             ));
         }
         let schema = open.index.attribute_schema();
+        if schema.field_with_name(metadata::KEY_COLUMN).is_err() {
+            // Nothing was ever put: no key column to return yet.
+            return Ok(ok(&json!({ "vectors": [], "distanceMetric": record.distance_metric })));
+        }
         let filter = input
             .filter
             .as_ref()

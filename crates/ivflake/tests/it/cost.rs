@@ -47,7 +47,11 @@ async fn a_search_is_priced_by_the_gets_and_bytes_the_store_saw() {
     assert_eq!(cold.cost.get_requests, counting.gets() as u64);
     assert_eq!(cold.cost.list_requests, 0);
     assert_eq!(cold.cost.bytes, store_bytes);
-    assert!(close(cold.cost.usd, by_hand(counting.gets(), 0, store_bytes)), "{:?}", cold.cost);
+    assert!(
+        close(cold.cost.usd, by_hand(counting.gets(), 0, store_bytes)),
+        "{:?}",
+        cold.cost
+    );
 
     // Warm: every list from memory, nothing sent, nothing owed.
     counting.reset();
@@ -82,13 +86,13 @@ async fn a_mutable_search_also_pays_for_reading_the_log() {
     assert_eq!(counting.lists(), 2);
     assert_eq!(quiet.cost.list_requests, 2);
     assert_eq!(quiet.cost.get_requests, counting.gets() as u64);
-    assert!(close(
-        quiet.cost.usd,
-        by_hand(counting.gets(), 2, quiet.cost.bytes)
-    ));
+    assert!(close(quiet.cost.usd, by_hand(counting.gets(), 2, quiet.cost.bytes)));
 
     // Another process's write: the refresh GETs its record too.
-    writer.upsert(&clustered(10, D, 9), &(5000..5010).collect::<Vec<_>>()).await.unwrap();
+    writer
+        .upsert(&clustered(10, D, 9), &(5000..5010).collect::<Vec<_>>())
+        .await
+        .unwrap();
     counting.reset();
     let fresh = reader.search(&queries, 10, 4).await.unwrap().stats;
     assert_eq!(fresh.unindexed_entries, 10, "the search saw the write");

@@ -1,0 +1,53 @@
+"""The figure of docs/scaling.md from benchmarks/bench_scaling.py's JSON.
+
+Usage (from the repo root):
+    python -m benchmarks.plot_scaling docs/data/scaling.json [--out docs/img/scaling.png]
+
+Two panels against nlist, log-log, one line per dimension, codec and coarse
+quantizer: the header's bytes (file minus lists), and the median wall time
+of `ivflake.open` from a local directory.
+"""
+import argparse
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results")
+    p.add_argument("--out", default="docs/img/scaling.png")
+    a = p.parse_args()
+    res = json.load(open(a.results))
+    rows = res["nlist_sweep"]
+    series = sorted({(r["d"], r["codec"], r["quantizer"]) for r in rows}, key=lambda s: (-s[0], s[2], s[1]))
+    fig, (header, open_ms) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"SQ8": "o-", "PQ32": "s--"}
+    for d, codec, quantizer in series:
+        pts = sorted((r for r in rows if (r["d"], r["codec"], r["quantizer"]) == (d, codec, quantizer)),
+                     key=lambda r: r["nlist"])
+        x = [r["nlist"] for r in pts]
+        style = styles.get(codec, "o-") if quantizer == "flat" else "^:"
+        label = f"d={d}, {codec}" + ("" if quantizer == "flat" else f", {quantizer} quantizer")
+        header.plot(x, [r["header_bytes"] / 2**20 for r in pts], style, label=label)
+        open_ms.plot(x, [r["wall_ms_median"] for r in pts], style, label=label)
+    for ax in (header, open_ms):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("nlist")
+        ax.grid(True, which="both", alpha=0.3)
+    header.set_ylabel("header bytes (file − lists), MiB")
+    header.set_title("Header size against nlist")
+    open_ms.set_ylabel("ivflake.open, median wall ms (local directory)")
+    open_ms.set_title(f"Open time against nlist ({res['args']['reps']} opens each)")
+    header.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=110)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
