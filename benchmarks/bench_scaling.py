@@ -49,8 +49,8 @@ Measured: file bytes, list bytes (as above), header bytes = file − list
 bytes; `ivflake.open(path)` from the local directory --reps times after one
 untimed open (page cache warm), wall time and `open_stats`; the resident
 memory an open adds and its peak; the quantizer's time per single query inside ivflake
-(`quantizer_ms` at nprobe --nprobe) and in faiss-cpu (one thread).
-The memory is measured in fresh processes (--mem-reps): one opens a tiny
+(`quantizer_ms` at nprobe --nprobe) and in faiss-cpu (one thread);
+faiss-cpu's read_index of the whole file, for reference. The memory is measured in fresh processes (--mem-reps): one opens a tiny
 index first (runtime, store, Faiss statics), then this file; the figures are
 VmRSS after the open and VmHWM during it (reset through clear_refs), each
 over VmRSS before it.
@@ -241,6 +241,7 @@ def measure_codecs(ivflake, a, d, work):
         }
         log(f"  {row['bytes_per_vector']:.2f} B/vector; ivflake warm scan "
             f"{row['ivflake_warm']['scan_ns_per_code_p50']:.1f} ns/code, total p50 {row['ivflake_warm']['total_ms_p50']:.3f} ms")
+        row["load_average"] = os.getloadavg()
         rows.append(row)
         del index
         if not a.keep:
@@ -357,6 +358,19 @@ def measure_open(ivflake, path, reps, nprobe, xq, work, mem_reps):
     return out
 
 
+def faiss_read_ms(path, reps=3):
+    """faiss-cpu's read_index of the whole file from the page cache (the
+    reference for open; IVF-PQ's precomputed table skipped, as ivflake's
+    default skips it past 64 MiB)."""
+    ms = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        index = faiss.read_index(path, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+        ms.append((time.perf_counter() - t) * 1e3)
+        del index
+    return median(ms)
+
+
 def quantizer_ms(quantizer, xq, nprobe):
     faiss.omp_set_num_threads(1)
     ms = []
@@ -414,6 +428,8 @@ def sweep(ivflake, a, d, work, with_hnsw):
                 del index
                 gc.collect()
                 row.update(measure_open(ivflake, path, a.reps, a.nprobe, xq, work, a.mem_reps))
+                row["faiss_cpu_read_index_ms_median"] = faiss_read_ms(path)
+                row["load_average"] = os.getloadavg()
                 log(f"d={d} IVF{nlist} {qname} {codec}: header {header / 2**20:.2f} MiB, open "
                     f"{row['wall_ms_median']:.1f} ms (stats {row['open_stats_ms_median']:.1f}), "
                     f"RSS +{row['rss_after_open_bytes_median'] / 2**20:.1f} MiB, quantizer "
@@ -459,8 +475,9 @@ def main():
     p.add_argument("--dims", default="128,768", help="part 1: dimensions")
     p.add_argument("--n", type=int, default=32768, help="part 1: vectors per codec index")
     p.add_argument("--train", type=int, default=PQ_TRAIN, help="part 1: training vectors")
-    # 32768 / 8 = 4096 vectors a list, about a list of a billion vectors in
-    # 262,144 lists (3,815): per-list costs (PQ's distance table) weigh as they would there.
+    # 32768 / 8 = 4096 vectors a list on average, the order of a list of a
+    # billion vectors in 262,144 lists (3,815), so per-list costs (PQ's
+    # distance table) weigh about as they would there.
     p.add_argument("--codec-nlist", type=int, default=8, help="part 1: lists (n / nlist vectors a list)")
     p.add_argument("--codec-nprobe", type=int, default=4, help="part 1: nprobe of the timed searches")
     p.add_argument("--nq", type=int, default=100, help="part 1: single-query searches per row")
@@ -480,7 +497,7 @@ def main():
     if a.quick:
         a.n, a.nq, a.reps, a.nq_quantizer, a.mem_reps = 8192, 30, 3, 10, 1
         a.nlists, a.hnsw_nlists, a.min_add = "1024,4096", "4096", 4096
-    a.dims = [int(x) for x in a.dims.split(",")]
+    a.dims = [int(x) for x in a.dims.split(",") if x]
     a.sweep_dims = [int(x) for x in a.sweep_dims.split(",") if x]
     a.nlists = [int(x) for x in a.nlists.split(",")]
     a.hnsw_nlists = [int(x) for x in a.hnsw_nlists.split(",") if x]

@@ -71,7 +71,12 @@ class Replica:
              *self.extra_args],
             env=env, stdout=subprocess.DEVNULL, stderr=log)
         log.close()
-        wait_until(self.ready, 60, f"{self.name} ready")
+        try:
+            wait_until(self.ready, 60, f"{self.name} ready")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         return self
 
     def ready(self) -> bool:
@@ -139,7 +144,12 @@ class Balancer:
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.cfg)], stdout=log, stderr=log)
         log.close()
-        wait_until(lambda: self.socket_path.exists(), 10, "haproxy's stats socket")
+        try:
+            wait_until(lambda: self.socket_path.exists(), 10, "haproxy's stats socket")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         return self
 
     def command(self, line: str) -> str:

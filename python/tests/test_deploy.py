@@ -336,3 +336,16 @@ def test_ivflake_toml_loads_in_the_server(tmp_path):
             assert result.returncode == 0 and "valid" in result.stdout.lower(), output
         else:
             assert result.returncode != 0 and "not_a_setting" in output, output
+
+
+def test_haproxy_accepts_its_config(tmp_path):
+    """HAProxy's own parser (`haproxy -c`), on the file as deployed and on a
+    copy with a mistake in the routing rules."""
+    assert shutil.which("haproxy"), "haproxy is not installed: `make deps` installs it"
+    cfg = BASE / "haproxy.cfg"
+    ok = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "haproxy.cfg"
+    broken.write_text(cfg.read_text().replace("balance hash var(txn.route)", "balance hash var(txn.route"))
+    bad = subprocess.run(["haproxy", "-c", "-q", "-f", str(broken)], capture_output=True, text=True)
+    assert bad.returncode != 0

@@ -40,6 +40,11 @@ D, N, NLIST, NPROBE = 64, 20_000, 256, 16
 INDEXES = [f"catalog-{i}" for i in range(6)]
 QUERIES_PER_INDEX, PASSES = 24, 6
 STALENESS_S = 1.0
+# The S3 Vectors indexes' compaction threshold: the worker folds an index past it.
+VECTORS_THRESHOLD = 200
+# The servers' own background check period (registry.rs): a replica that
+# compacted on its own would have done so within it.
+SERVER_COMPACTION_CHECK_S = 10
 READY_DELAY_MS = 2000
 
 REPORT = {}
@@ -56,11 +61,11 @@ def report(key, value):
 def world(tmp_path_factory):
     """Six IVF-Flat indexes (faiss-cpu) and an empty writable one in the
     moto bucket, the replicas' config, and each index's queries."""
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed: `make deps` installs it")
     bucket = os.environ.get("IVFLAKE_S3_BUCKET")
     if not bucket or not os.environ.get("AWS_ENDPOINT_URL"):
         pytest.skip("no S3 server: AWS_ENDPOINT_URL and IVFLAKE_S3_BUCKET are set by `make test`")
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not installed: `make deps` installs it")
     import faiss
 
     work = tmp_path_factory.mktemp("replicas")
@@ -87,7 +92,7 @@ def world(tmp_path_factory):
         "[cache]\nmemory_bytes = 536870912\n"
         "[compaction]\nmode = \"worker\"\ninterval_ms = 200\n"
         f"[vectors]\nroot = \"s3://{bucket}/{prefix}/vectors/\"\nauth = false\n"
-        f"staleness_ms = {int(STALENESS_S * 1000)}\ncompact_unindexed_entries = 0\n"
+        f"staleness_ms = {int(STALENESS_S * 1000)}\ncompact_unindexed_entries = {VECTORS_THRESHOLD}\n"
         f"[indexes.writable]\nuri = \"{writable}\"\nwritable = true\ncompact_unindexed_entries = 1000\n"
         + "".join(f"[indexes.{n}]\nuri = \"s3://{bucket}/{prefix}/{n}.faiss\"\n" for n in INDEXES))
     return {"work": work, "config": config, "queries": queries}
@@ -99,12 +104,17 @@ class Cluster:
     def __init__(self, world, n, balance="repo", balance_factor=None):
         self.replicas = [Replica(cli_binary(), world["config"], f"r{i + 1}", world["work"]) for i in range(n)]
         self.balancer = None
-        for r in self.replicas:
-            r.start()
-        if balance:
-            self.balancer = Balancer(self.replicas, world["work"], None if balance == "repo" else balance,
-                                     balance_factor).start()
-            self.balancer.wait_up([r.name for r in self.replicas])
+        try:
+            for r in self.replicas:
+                r.start()
+            if balance:
+                self.balancer = Balancer(self.replicas, world["work"], None if balance == "repo" else balance,
+                                         balance_factor)
+                self.balancer.start()
+                self.balancer.wait_up([r.name for r in self.replicas])
+        except BaseException:
+            self.close()
+            raise
 
     def store_gets(self):
         return sum(r.store_gets() for r in self.replicas)
@@ -178,6 +188,7 @@ def test_consistent_hashing_keeps_store_gets_near_one_replica(world):
 
 def test_a_replica_killed_mid_load_costs_clients_no_error(world):
     cluster = Cluster(world, 3)
+    load = None
     try:
         run_load(cluster.balancer.url, workload(world, passes=1))  # warm
         load = Load(cluster.balancer.url, workload(world, passes=1, seed=2), repeat=True).start()
@@ -202,14 +213,16 @@ def test_a_replica_killed_mid_load_costs_clients_no_error(world):
         assert not load.errors, f"{len(load.errors)} client errors, e.g. {load.errors[:3]}"
         assert int(backend["wretr"] or 0) + int(backend["wredis"] or 0) > 0, "the kill was noticed"
         for index in orphans:
-            others = {replica for i, replica in after if i == index}
-            assert others and victim not in others, f"{index} after the kill: {others}"
+            assert any(i == index for i, _ in after), f"{index} was served after the kill"
     finally:
+        if load:
+            load.stop()
         cluster.close()
 
 
 def test_a_rolling_restart_costs_clients_no_error(world):
     cluster = Cluster(world, 3)
+    load = None
     try:
         load = Load(cluster.balancer.url, workload(world, passes=1, seed=3), repeat=True).start()
         wait_until(lambda: load.count() >= 100, 120, "100 requests before the restart")
@@ -224,6 +237,8 @@ def test_a_rolling_restart_costs_clients_no_error(world):
         report("rolling_restart", {"requests": load.count(), "client_errors": len(load.errors)})
         assert not load.errors, f"{len(load.errors)} client errors, e.g. {load.errors[:3]}"
     finally:
+        if load:
+            load.stop()
         cluster.close()
 
 
@@ -285,15 +300,24 @@ def test_writes_through_one_replica_are_seen_through_another_and_the_worker_comp
                     vectorBucketName="shop", indexName="items-0", topK=1,
                     queryVector={"float32": v.tolist()})["vectors"]] == [f"k{i}"]))
         report("staleness", {"bound_s": STALENESS_S, "native_s": native, "s3_vectors_s": s3v})
+        # The bound, and a poll and a refresh's round trip on top.
         for delay in native + s3v:
-            assert delay <= STALENESS_S + 0.5, (native, s3v)
+            assert delay <= STALENESS_S + 0.75, (native, s3v)
+
+        # A PutVectors body past HAProxy's 64 KiB buffer still routes by its
+        # names (boto3 writes them first), and passes the worker's threshold.
+        big = rng.normal(size=(VECTORS_THRESHOLD + 100, D)).astype("float32")
+        r = lb.put_vectors(vectorBucketName="shop", indexName="items-1", vectors=[
+            {"key": f"b{j}", "data": {"float32": v.tolist()}} for j, v in enumerate(big)])
+        assert r["ResponseMetadata"]["HTTPHeaders"]["x-ivflake-replica"] in routed["items-1"]
 
         # 1,200 more entries pass the writable index's threshold (1,000): the
         # replicas (mode "worker") leave it; `ivflake compact --watch` folds it.
         ids = list(range(20_000, 21_200))
         post(f"{a.url}/v1/indexes/writable/upsert",
              {"ids": ids, "vectors": rng.normal(size=(len(ids), D)).astype("float32").tolist()})
-        time.sleep(2 * STALENESS_S)
+        # Longer than a server's own compaction check: the replicas left it.
+        time.sleep(SERVER_COMPACTION_CHECK_S + 1)
         probe = {"vectors": [[0.0] * D], "k": 1, "nprobe": 16}
         before = post(f"{b.url}/v1/indexes/writable/search", probe)["stats"]
         assert before["unindexed_entries"] >= 1200, before
@@ -301,8 +325,9 @@ def test_writes_through_one_replica_are_seen_through_another_and_the_worker_comp
                                  "--rounds", "2"], capture_output=True, text=True, timeout=300)
         assert worker.returncode == 0, worker.stderr
         rounds = [json.loads(line)["round"] for line in worker.stdout.splitlines()]
-        compacted = [c["index"] for r in rounds for c in r["compacted"]]
-        assert compacted == ["writable"], worker.stdout
+        compacted = sorted(c["index"] for r in rounds for c in r["compacted"])
+        assert compacted == ["shop/items-1", "writable"], worker.stdout
+        assert all(not r["failed"] for r in rounds), worker.stdout
         wait_until(lambda: post(f"{b.url}/v1/indexes/writable/search", probe)["stats"]["version"] > before["version"],
                    10, "the replica sees the worker's version")
         after = post(f"{b.url}/v1/indexes/writable/search", probe)["stats"]

@@ -80,7 +80,6 @@ def test_warm_search_reads_nothing_from_the_store(fixtures, manifest, queries):
     assert cold["gets"] > 0
     assert warm["gets"] == 0 and warm["lists_from_memory"] == warm["lists_probed"]
     # Each search's store requests, priced at S3 Standard's $0.0004 per 1,000 GETs.
-    assert cold["cost"]["get_requests"] == cold["gets"] and cold["cost"]["bytes"] == cold["bytes_fetched"]
     assert cold["cost"]["usd"] == pytest.approx(cold["gets"] * 0.0004 / 1000)
     assert warm["cost"] == {"get_requests": 0, "list_requests": 0, "bytes": 0, "usd": 0.0}
     assert_same_as_faiss(D, I, *expected(fixtures, "ivfpq_l2"))

@@ -91,11 +91,11 @@ pub struct CompactArgs {
     #[arg(long, default_value_t = 0)]
     pub rounds: u64,
     /// An untrained index trains once it holds this many vectors per list.
-    #[arg(long, default_value_t = 39)]
+    #[arg(long, default_value_t = 39, conflicts_with = "watch")]
     pub min_train_per_list: usize,
     /// Train a fresh quantizer and codec with the index's factory on every
     /// kept raw vector, in memory (the index must keep vectors).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub retrain: bool,
 }
 

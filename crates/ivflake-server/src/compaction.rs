@@ -17,11 +17,13 @@ use crate::error::ServerError;
 use crate::registry::DEFAULT_COMPACT_UNINDEXED_ENTRIES;
 use crate::vectors::{self, VectorApi};
 
-/// A writable index of the config and its threshold.
+/// A writable index of the config: opened at its first round that can
+/// (one that will not open is reported and tried again, never fatal).
 struct Writable {
     name: String,
-    index: MutableIndex,
+    uri: String,
     threshold: u64,
+    index: Option<MutableIndex>,
 }
 
 /// What one round did, by index (`name`, or `bucket/index`).
@@ -29,8 +31,14 @@ struct Writable {
 pub struct Round {
     pub compacted: Vec<Compacted>,
     pub collected: Vec<String>,
-    /// Indexes whose compaction or gc failed, with the error; tried again next round.
-    pub failed: Vec<(String, String)>,
+    /// Indexes that failed to open, compact or gc; tried again next round.
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failed {
+    pub index: String,
+    pub error: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,13 +57,16 @@ impl Round {
 
 pub struct CompactionWorker {
     config: ServerConfig,
+    options: MutableOptions,
     writable: Vec<Writable>,
     vectors: Option<Arc<VectorApi>>,
     last_gc: Option<Instant>,
 }
 
 impl CompactionWorker {
-    /// Opens every writable index of `config` and its S3 Vectors root.
+    /// The worker for `config`: its S3 Vectors root opened now (a root
+    /// that cannot be served is an error), its writable indexes at the
+    /// first round.
     pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
         let compute = ComputePool::new(config.compute_threads).map_err(|source| ServerError::ComputePool { source })?;
@@ -68,30 +79,23 @@ impl CompactionWorker {
             open,
             ..MutableOptions::default()
         };
-        let mut writable = Vec::new();
-        for (name, index) in config.indexes.iter().filter(|(_, i)| i.writable) {
-            let failed = |source| ServerError::WorkerOpen {
-                index: name.clone(),
-                source,
-            };
-            let location = IndexLocation::parse_prefix(&index.uri, options.open.scheduler.config()).map_err(failed)?;
-            writable.push(Writable {
+        let writable = config
+            .indexes
+            .iter()
+            .filter(|(_, i)| i.writable)
+            .map(|(name, index)| Writable {
                 name: name.clone(),
-                index: MutableIndex::open_at(location, options.clone()).await.map_err(failed)?,
+                uri: index.uri.clone(),
                 threshold: index
                     .compact_unindexed_entries
                     .unwrap_or(DEFAULT_COMPACT_UNINDEXED_ENTRIES),
-            });
-        }
-        let vectors = VectorApi::open(&config.vectors, None, options)
-            .await
-            .map_err(|source| ServerError::VectorRoot {
-                uri: config.vectors.root.clone().unwrap_or_default(),
-                source,
-            })?
-            .map(Arc::new);
+                index: None,
+            })
+            .collect();
+        let vectors = VectorApi::open_shared(&config.vectors, None, options.clone()).await?;
         Ok(Self {
             config,
+            options,
             writable,
             vectors,
             last_gc: None,
@@ -106,11 +110,18 @@ impl CompactionWorker {
             .last_gc
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(self.config.compaction.gc_interval_secs));
         let retention = Duration::from_secs(self.config.compaction.gc_retention_secs);
-        for w in &self.writable {
+        for w in &mut self.writable {
             let outcome = async {
-                w.index.refresh().await?;
-                if w.threshold > 0 && w.index.unindexed().0 >= w.threshold {
-                    if let Some(r) = w.index.compact(&CompactOptions::default()).await? {
+                let index = match &w.index {
+                    Some(index) => index,
+                    None => {
+                        let location = IndexLocation::parse_prefix(&w.uri, self.options.open.scheduler.config())?;
+                        w.index.insert(MutableIndex::open_at(location, self.options.clone()).await?)
+                    }
+                };
+                index.refresh().await?;
+                if w.threshold > 0 && index.unindexed().0 >= w.threshold {
+                    if let Some(r) = index.compact(&CompactOptions::default()).await? {
                         round.compacted.push(Compacted {
                             index: w.name.clone(),
                             version: r.version,
@@ -120,14 +131,17 @@ impl CompactionWorker {
                     }
                 }
                 if gc_due {
-                    w.index.gc(retention).await?;
+                    index.gc(retention).await?;
                     round.collected.push(w.name.clone());
                 }
                 Ok::<_, ivflake::Error>(())
             }
             .await;
             if let Err(e) = outcome {
-                round.failed.push((w.name.clone(), e.to_string()));
+                round.failed.push(Failed {
+                    index: w.name.clone(),
+                    error: e.to_string(),
+                });
             }
         }
         if let Some(api) = &self.vectors {
@@ -157,8 +171,8 @@ impl CompactionWorker {
                 _ = every.tick() => {}
             }
             let round = self.round().await;
-            for (index, error) in &round.failed {
-                tracing::warn!(%index, %error, "compaction failed; trying again next round");
+            for f in &round.failed {
+                tracing::warn!(index = %f.index, error = %f.error, "compaction failed; trying again next round");
             }
             report(&round);
             done += 1;
@@ -171,13 +185,21 @@ async fn vectors_round(api: &VectorApi, gc: Option<Duration>, round: &mut Round)
     let threshold = api.config.compact_unindexed_entries;
     let buckets = match api.catalog.bucket_names().await {
         Ok(b) => b,
-        Err(e) => return round.failed.push(("vector buckets".into(), e.to_string())),
+        Err(e) => {
+            return round.failed.push(Failed {
+                index: "vector buckets".into(),
+                error: e.to_string(),
+            })
+        }
     };
     for bucket in buckets {
         let names = match api.catalog.index_names(&bucket).await {
             Ok(n) => n,
             Err(e) => {
-                round.failed.push((bucket.clone(), e.to_string()));
+                round.failed.push(Failed {
+                    index: bucket.clone(),
+                    error: e.to_string(),
+                });
                 continue;
             }
         };
@@ -204,7 +226,10 @@ async fn vectors_round(api: &VectorApi, gc: Option<Duration>, round: &mut Round)
             }
             .await;
             if let Err(e) = outcome {
-                round.failed.push((label, e.to_string()));
+                round.failed.push(Failed {
+                    index: label,
+                    error: e.to_string(),
+                });
             }
         }
     }

@@ -43,9 +43,6 @@ pub enum ServerError {
     /// conditional creates.
     #[error("cannot serve the vector root {uri}")]
     VectorRoot { uri: String, source: ivflake::Error },
-    /// The compaction worker could not open a writable index of the config.
-    #[error("the compaction worker cannot open index {index}")]
-    WorkerOpen { index: String, source: ivflake::Error },
 }
 
 /// " in PATH" when a config came from a file.

@@ -47,7 +47,7 @@ use ivflake::{ComputePool, FetchScheduler, IndexLocation, OpenOptions};
 
 pub use admission::{Admission, Overloaded};
 pub use api_error::{ApiError, ErrorBody, ErrorCode};
-pub use compaction::{CompactionWorker, Round};
+pub use compaction::{CompactionWorker, Failed, Round};
 pub use config::{IndexConfig, PreloadSetting, Secret, ServerConfig};
 pub use error::ServerError;
 pub use names::validate_name;
@@ -97,7 +97,7 @@ impl Server {
             state_dir: config.state_dir.clone(),
             ..OpenOptions::default()
         };
-        let vectors = vectors::VectorApi::open(
+        let vectors = vectors::VectorApi::open_shared(
             &config.vectors,
             root,
             ivflake::MutableOptions {
@@ -106,12 +106,7 @@ impl Server {
                 ..ivflake::MutableOptions::default()
             },
         )
-        .await
-        .map_err(|source| ServerError::VectorRoot {
-            uri: config.vectors.root.clone().unwrap_or_default(),
-            source,
-        })?
-        .map(Arc::new);
+        .await?;
         if let Some(api) = &vectors {
             if config.compaction.in_server() {
                 vectors::VectorApi::compact_in_background(api, Duration::from_secs(10));

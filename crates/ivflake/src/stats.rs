@@ -140,8 +140,9 @@ impl SearchStats {
 /// with the scheduler's [`StorePrices`].
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StoreCost {
-    /// Range GETs: lists, refine codes, id map pages, attribute chunks, and
-    /// the log records a mutable index's refresh read.
+    /// Range GETs: lists, attribute chunks, refine codes and id map pages
+    /// (their waves count apart, in `refine_gets` and `id_map_gets`, and
+    /// here too), and the log records a mutable index's refresh read.
     pub get_requests: u64,
     /// LISTs: a mutable index reading the heads of its log and versions.
     pub list_requests: u64,
@@ -152,6 +153,12 @@ pub struct StoreCost {
 }
 
 impl StoreCost {
+    /// Adds the store requests and bytes of `io` (a refine or id-map wave's own counters).
+    pub(crate) fn add_io(&mut self, io: &SearchIo) {
+        self.get_requests += io.gets.load(Ordering::Relaxed);
+        self.bytes += io.bytes_fetched.load(Ordering::Relaxed);
+    }
+
     /// Adds `other`'s requests and bytes, and prices the sum again.
     pub(crate) fn add(&mut self, other: &StoreCost, prices: &StorePrices) {
         self.get_requests += other.get_requests;

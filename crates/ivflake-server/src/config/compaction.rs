@@ -18,6 +18,10 @@ pub enum CompactionMode {
     Worker,
 }
 
+/// The shortest `gc_retention_secs`: past a replica's staleness bound and
+/// a search in flight, with room for a compaction's upload.
+pub const MIN_GC_RETENTION_SECS: u64 = 300;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompactionConfig {
@@ -45,6 +49,15 @@ impl Default for CompactionConfig {
 
 impl CompactionConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.gc_retention_secs < MIN_GC_RETENTION_SECS {
+            return Err((
+                "compaction.gc_retention_secs",
+                format!(
+                    "must be at least {MIN_GC_RETENTION_SECS}: a shorter one deletes what a compaction still uploads \
+                     or a replica still reads"
+                ),
+            ));
+        }
         for (key, value) in [
             ("compaction.interval_ms", self.interval_ms),
             ("compaction.gc_interval_secs", self.gc_interval_secs),
@@ -74,5 +87,7 @@ mod tests {
         assert!(toml::from_str::<CompactionConfig>("mode = \"sometimes\"\n").is_err());
         let zero: CompactionConfig = toml::from_str("interval_ms = 0\n").unwrap();
         assert_eq!(zero.validate().unwrap_err().0, "compaction.interval_ms");
+        let hasty: CompactionConfig = toml::from_str("gc_retention_secs = 5\n").unwrap();
+        assert_eq!(hasty.validate().unwrap_err().0, "compaction.gc_retention_secs");
     }
 }

@@ -64,6 +64,21 @@ pub struct VectorApi {
 }
 
 impl VectorApi {
+    /// [`VectorApi::open`], shared, its failure a [`crate::error::ServerError`] naming the root.
+    pub async fn open_shared(
+        config: &VectorsConfig,
+        location: Option<ivflake::IndexLocation>,
+        options: ivflake::MutableOptions,
+    ) -> Result<Option<Arc<Self>>, crate::error::ServerError> {
+        Ok(Self::open(config, location, options)
+            .await
+            .map_err(|source| crate::error::ServerError::VectorRoot {
+                uri: config.root.clone().unwrap_or_default(),
+                source,
+            })?
+            .map(Arc::new))
+    }
+
     /// Opens the root named in `config`, or `location` when given
     /// (refused when its store ignores conditional creates).
     pub async fn open(

@@ -282,7 +282,6 @@ async fn each_search_reports_its_cost_and_the_metrics_add_it_up() {
         let stats = &body["stats"];
         let cost = &stats["cost"];
         let n = cost["get_requests"].as_u64().unwrap();
-        assert_eq!(n, stats["gets"].as_u64().unwrap(), "{stats}");
         assert!(
             (cost["usd"].as_f64().unwrap() - n as f64 * 0.001).abs() < 1e-12,
             "{stats}"

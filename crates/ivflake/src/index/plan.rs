@@ -603,6 +603,9 @@ impl SearchPlan {
             .sum();
         stats.failed_lists.sort_unstable();
         stats.absorb(&self.io);
+        if let Some(rerank) = &self.rerank {
+            stats.cost.add_io(&rerank.io);
+        }
         stats.total_ms = ms(self.started.elapsed());
         Ok(SearchResults {
             k: self.params.k,

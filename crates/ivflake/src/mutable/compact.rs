@@ -466,7 +466,8 @@ impl MutableIndex {
     }
 
     /// Deletes base files, log records and commit points that neither the
-    /// current version nor any version younger than `retention` needs, and
+    /// current version nor any version replaced less than `retention` ago
+    /// needs (a replica may still read one for its staleness bound), and
     /// only those older than `retention` themselves (a compaction's new
     /// base waits that long to be committed). `retention` must exceed the
     /// longest compaction and the longest a reader keeps an old version.
@@ -478,16 +479,23 @@ impl MutableIndex {
             return Ok(GcReport::default());
         };
         let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
-        let mut kept = vec![Version::decode(&shared.versions.read(current).await?, self.uri())?];
+        let newest = Version::decode(&shared.versions.read(current).await?, self.uri())?;
+        let mut successor_created = newest.created_ms;
+        let mut kept = vec![newest];
         let mut dropped = Vec::new();
-        for &p in older {
+        // Newest first: a version is aged from when its successor replaced
+        // it (readers move on then), not from its own creation.
+        for &p in older.iter().rev() {
             let v = Version::decode(&shared.versions.read(p).await?, self.uri())?;
-            if v.created_ms >= cutoff {
+            let created = v.created_ms;
+            if successor_created >= cutoff {
                 kept.push(v);
             } else {
                 dropped.push(p);
             }
+            successor_created = created;
         }
+        dropped.reverse();
         let named: HashSet<&str> = kept
             .iter()
             .flat_map(|v| std::iter::once(v.base.as_str()).chain(v.rows.iter().map(String::as_str)))

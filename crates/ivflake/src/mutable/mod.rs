@@ -307,10 +307,14 @@ impl MutableIndex {
                 if after.position == before.position && Arc::ptr_eq(&after.delta, &before.delta) {
                     return first.map(|r| self.charge(r, refresh));
                 }
-                let again = self.search_on(&after, queries, params).await?;
-                // The first search's requests were sent too.
-                let first_cost = first.map(|r| r.stats.cost).unwrap_or_default();
-                Ok(self.charge(self.charge(again, refresh), Some(first_cost)))
+                let mut again = self.search_on(&after, queries, params).await?;
+                // The first search's requests were sent too (and counted
+                // in the metrics by that search).
+                if let Ok(first) = first {
+                    let prices = self.shared.options.open.scheduler.config().prices;
+                    again.stats.cost.add(&first.stats.cost, &prices);
+                }
+                Ok(self.charge(again, refresh))
             }
             Staleness::Bounded(bound) => {
                 let mut refresh = None;
@@ -325,8 +329,9 @@ impl MutableIndex {
         }
     }
 
-    /// Adds to a search's cost the requests of the refresh it ran (the
-    /// searches that found the log read recently enough ran none).
+    /// Adds to a search's cost, and to the metrics, the requests of the
+    /// refresh it ran (the searches that found the log read recently
+    /// enough ran none).
     fn charge(&self, mut results: SearchResults, extra: Option<StoreCost>) -> SearchResults {
         if let Some(extra) = extra {
             let prices = self.shared.options.open.scheduler.config().prices;

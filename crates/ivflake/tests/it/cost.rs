@@ -104,3 +104,17 @@ async fn a_mutable_search_also_pays_for_reading_the_log() {
         by_hand(counting.gets(), counting.lists(), fresh.cost.bytes)
     ));
 }
+
+#[tokio::test]
+async fn a_refined_search_prices_its_refine_wave_too() {
+    let bytes = std::fs::read(ivflake_testkit::fixtures::fixtures().join("ivfpq_rflat_l2.faiss")).unwrap();
+    let (index, counting) = open_in_memory(bytes, priced()).await;
+    let queries = clustered(2, index.info().d, 7);
+    counting.reset();
+    let stats = index.search(&queries, 10, 8).await.unwrap().stats;
+    assert!(stats.refine_gets > 0, "the refine wave read codes: {stats:?}");
+    assert_eq!(stats.cost.get_requests, counting.gets() as u64);
+    assert_eq!(stats.cost.get_requests, stats.gets + stats.refine_gets);
+    let store_bytes: u64 = counting.ranges().iter().map(|r| r.end - r.start).sum();
+    assert_eq!(stats.cost.bytes, store_bytes);
+}
