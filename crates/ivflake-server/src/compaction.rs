@@ -116,7 +116,8 @@ impl CompactionWorker {
                     Some(index) => index,
                     None => {
                         let location = IndexLocation::parse_prefix(&w.uri, self.options.open.scheduler.config())?;
-                        w.index.insert(MutableIndex::open_at(location, self.options.clone()).await?)
+                        w.index
+                            .insert(MutableIndex::open_at(location, self.options.clone()).await?)
                     }
                 };
                 index.refresh().await?;

@@ -208,6 +208,14 @@ async fn every_documented_metric_moves_with_its_event() {
     );
     checks.moved(&before, &after, "ivflake_store_gets_total", &[], "a cold search");
     checks.moved(&before, &after, "ivflake_store_bytes_total", &[], "a cold search");
+    // Each search's cost, by index: its GETs, their bytes, their price.
+    for name in [
+        "ivflake_search_store_requests_total",
+        "ivflake_search_store_bytes_total",
+        "ivflake_search_cost_nanodollars_total",
+    ] {
+        checks.moved(&before, &after, name, &["index=\"plain\""], "a cold search");
+    }
     checks.moved(
         &before,
         &after,

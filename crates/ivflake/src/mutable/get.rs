@@ -148,7 +148,9 @@ impl MutableIndex {
         }
         match self.shared.options.staleness {
             super::Staleness::Strong => self.refresh().await?,
-            super::Staleness::Bounded(bound) => drop(self.refresh_older_than(bound).await?),
+            super::Staleness::Bounded(bound) => {
+                self.refresh_older_than(bound).await?;
+            }
         }
         let mut out: Vec<Option<KeptRow>> = vec![None; ids.len()];
         let mut from_log: Vec<(usize, VectorAt)> = Vec::new();
