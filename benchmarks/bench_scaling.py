@@ -456,7 +456,7 @@ def environment(ivflake):
         rabitq.update(supported=False, error=str(e))
     return {
         "python": platform.python_version(), "faiss_cpu": faiss.__version__, "numpy": np.__version__,
-        "ivflake": getattr(ivflake, "__version__", None), "ivflake_module": ivflake.__file__,
+        "ivflake": getattr(ivflake, "__version__", None), "ivflake_module": os.path.relpath(ivflake.__file__, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "cpus": os.cpu_count(), "machine": platform.machine(),
         "mem_total_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
