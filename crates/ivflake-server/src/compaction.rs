@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ivflake::{CompactOptions, ComputePool, FetchScheduler, IndexLocation, MutableIndex, MutableOptions, OpenOptions};
+use ivflake::{ComputePool, FetchScheduler, IndexLocation, MutableIndex, MutableOptions, OpenOptions};
 use serde::Serialize;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
-use crate::registry::DEFAULT_COMPACT_UNINDEXED_ENTRIES;
+use crate::registry::{compact_if_due, DEFAULT_COMPACT_UNINDEXED_ENTRIES};
 use crate::vectors::{self, VectorApi};
 
 /// A writable index of the config: opened at its first round that can
@@ -47,6 +47,17 @@ pub struct Compacted {
     pub version: u64,
     pub entries: u64,
     pub ms: f64,
+}
+
+impl Compacted {
+    fn of(index: String, report: &ivflake::CompactReport) -> Self {
+        Self {
+            index,
+            version: report.version,
+            entries: report.entries,
+            ms: report.ms,
+        }
+    }
 }
 
 impl Round {
@@ -121,15 +132,8 @@ impl CompactionWorker {
                     }
                 };
                 index.refresh().await?;
-                if w.threshold > 0 && index.unindexed().0 >= w.threshold {
-                    if let Some(r) = index.compact(&CompactOptions::default()).await? {
-                        round.compacted.push(Compacted {
-                            index: w.name.clone(),
-                            version: r.version,
-                            entries: r.entries,
-                            ms: r.ms,
-                        });
-                    }
+                if let Some(r) = compact_if_due(index, w.threshold).await? {
+                    round.compacted.push(Compacted::of(w.name.clone(), &r));
                 }
                 if gc_due {
                     index.gc(retention).await?;
@@ -183,7 +187,6 @@ impl CompactionWorker {
 
 /// The S3 Vectors indexes' part of a round: every index of every bucket.
 async fn vectors_round(api: &VectorApi, gc: Option<Duration>, round: &mut Round) {
-    let threshold = api.config.compact_unindexed_entries;
     let buckets = match api.catalog.bucket_names().await {
         Ok(b) => b,
         Err(e) => {
@@ -209,15 +212,8 @@ async fn vectors_round(api: &VectorApi, gc: Option<Duration>, round: &mut Round)
             let outcome = async {
                 let open = api.catalog.index(&bucket, &name).await?;
                 open.index.refresh().await?;
-                if threshold > 0 && open.index.unindexed().0 >= threshold {
-                    if let Some(r) = vectors::compact(api, &open).await? {
-                        round.compacted.push(Compacted {
-                            index: label.clone(),
-                            version: r.version,
-                            entries: r.entries,
-                            ms: r.ms,
-                        });
-                    }
+                if let Some(r) = vectors::compact_if_due(api, &open).await? {
+                    round.compacted.push(Compacted::of(label.clone(), &r));
                 }
                 if let Some(retention) = gc {
                     open.index.gc(retention).await?;

@@ -218,6 +218,19 @@ const COMPACTION_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_s
 /// Unindexed entries past which a writable index compacts, unless its config says.
 pub(crate) const DEFAULT_COMPACT_UNINDEXED_ENTRIES: u64 = 100_000;
 
+/// Compacts a writable index when its log holds at least `threshold`
+/// unindexed entries (0: never); the rule the server's background loop and
+/// the compaction worker share.
+pub(crate) async fn compact_if_due(
+    index: &MutableIndex,
+    threshold: u64,
+) -> ivflake::Result<Option<ivflake::CompactReport>> {
+    if threshold == 0 || index.unindexed().0 < threshold {
+        return Ok(None);
+    }
+    index.compact(&ivflake::CompactOptions::default()).await
+}
+
 /// Compacts a writable index whenever its log holds more unindexed entries
 /// than its threshold; stops once the index is no longer served. A failed
 /// compaction (another replica committed first, the store failed) is
@@ -235,10 +248,7 @@ async fn compact_in_background(entry: std::sync::Weak<IndexEntry>) {
         let Some(writable) = entry.current().writable.clone() else {
             return;
         };
-        if threshold == 0 || writable.unindexed().0 < threshold {
-            continue;
-        }
-        match writable.compact(&ivflake::CompactOptions::default()).await {
+        match compact_if_due(&writable, threshold).await {
             Ok(Some(report)) => tracing::info!(index = %entry.name, version = report.version,
                 entries = report.entries, ms = report.ms, "compacted"),
             Ok(None) => {}

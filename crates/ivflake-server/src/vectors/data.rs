@@ -406,6 +406,17 @@ fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
 /// Compacts an index (one compaction per index on this server at a
 /// time): its first trains the factory `vectors.factory` gives for the
 /// vectors it holds then.
+/// [`compact`] when the index's log holds at least
+/// `compact_unindexed_entries` unindexed vectors (0: never); the rule the
+/// server's background loop and the compaction worker share.
+pub async fn compact_if_due(api: &VectorApi, open: &OpenIndex) -> S3vResult<Option<ivflake::CompactReport>> {
+    let threshold = api.config.compact_unindexed_entries;
+    if threshold == 0 || open.index.unindexed().0 < threshold {
+        return Ok(None);
+    }
+    compact(api, open).await
+}
+
 pub async fn compact(api: &VectorApi, open: &OpenIndex) -> S3vResult<Option<ivflake::CompactReport>> {
     let Ok(_one) = open.compacting.try_lock() else {
         return Ok(None);

@@ -26,7 +26,7 @@ mod sigv4;
 mod token;
 mod wire;
 
-pub use data::compact;
+pub use data::compact_if_due;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -163,16 +163,13 @@ impl VectorApi {
             loop {
                 every.tick().await;
                 let Some(api) = weak.upgrade() else { return };
-                let threshold = api.config.compact_unindexed_entries;
-                if threshold == 0 {
+                if api.config.compact_unindexed_entries == 0 {
                     return;
                 }
                 for open in api.catalog.opened() {
-                    if open.index.unindexed().0 >= threshold {
-                        if let Err(e) = data::compact(&api, &open).await {
-                            tracing::warn!(index = %open.record.name, bucket = %open.record.bucket, error = %e,
-                                "background compaction failed");
-                        }
+                    if let Err(e) = data::compact_if_due(&api, &open).await {
+                        tracing::warn!(index = %open.record.name, bucket = %open.record.bucket, error = %e,
+                            "background compaction failed");
                     }
                 }
             }
