@@ -45,6 +45,7 @@ mod mutable;
 mod object;
 mod probes;
 mod stats;
+pub mod text;
 
 pub use attributes::filter::{AttributeFilter, CmpOp, FilterLimits, FilterParser, Literal};
 pub use attributes::rows::from_json_rows as attributes_from_json;
@@ -71,8 +72,8 @@ pub use layout::{ListRange, ListRanges};
 pub use location::IndexLocation;
 pub use manifest::{Manifest, ManifestList, MANIFEST_SUFFIX};
 pub use mutable::{
-    CompactOptions, CompactReport, GcReport, KeptRow, ListedIds, MutableIndex, MutableOptions, Staleness, Version,
-    MAX_GET_IDS, MAX_LIST_IDS,
+    CompactOptions, CompactReport, GcReport, HybridHit, HybridQuery, HybridResults, KeptRow, ListedIds, MutableIndex,
+    MutableOptions, Staleness, Version, MAX_GET_IDS, MAX_LIST_IDS,
 };
 pub use object::{IndexObject, ListVerifier};
 pub use stats::{Residency, SearchStats, StoreCost};

@@ -160,8 +160,15 @@ impl MutableIndex {
             built.bytes_written += kept.bytes_written;
             rows.push(kept.name);
         }
+        let text = if version.text_fields.is_empty() {
+            None
+        } else {
+            let new = IvfIndex::open_at(self.shared.root.child(&name)?, self.shared.options.open.clone()).await?;
+            self.build_text(&new, &version.text_fields).await?
+        };
         gate::reach("compact:uploaded");
         let next = Version {
+            text,
             base: name.clone(),
             codec: if trains { name.clone() } else { version.codec.clone() },
             trained: version.trained || trains,
@@ -498,7 +505,11 @@ impl MutableIndex {
         dropped.reverse();
         let named: HashSet<&str> = kept
             .iter()
-            .flat_map(|v| std::iter::once(v.base.as_str()).chain(v.rows.iter().map(String::as_str)))
+            .flat_map(|v| {
+                std::iter::once(v.base.as_str())
+                    .chain(v.rows.iter().map(String::as_str))
+                    .chain(v.text.iter().map(|t| t.name.as_str()))
+            })
             .collect();
         let log_start = kept.iter().map(|v| v.log_start).min().unwrap_or(0);
         let old = |meta: &object_store::ObjectMeta| (meta.last_modified.timestamp_millis() as u64) < cutoff;

@@ -60,6 +60,9 @@ pub(crate) struct DeltaSnapshot {
     pub schema: SchemaRef,
     /// The records' attribute batches the runs' rows point into.
     batches: Arc<Vec<Arc<RecordBatch>>>,
+    /// The entries' text index, built by the first text search of this
+    /// snapshot (`text.rs`).
+    pub text: std::sync::OnceLock<Arc<super::text::DeltaText>>,
 }
 
 impl DeltaSnapshot {
@@ -104,6 +107,22 @@ impl DeltaSnapshot {
             .map(|r| r.map_or((usize::MAX, 0), |(b, r)| (b as usize, r as usize)))
             .collect();
         rows::gather(schema, &sources, &picks)
+    }
+
+    /// Every live entry: (id, list, attribute row), list by list.
+    pub fn live_entries(&self) -> Vec<(i64, u32, Option<RowRef>)> {
+        let mut out = Vec::with_capacity(self.entries as usize);
+        for (list, runs) in self.runs.iter().enumerate() {
+            for run in runs {
+                let ids_at = run.bytes.len() - run.count as usize * 8;
+                for (i, raw) in run.bytes[ids_at..].chunks_exact(8).enumerate() {
+                    let id = i64::from_le_bytes(raw.try_into().unwrap_or_default());
+                    let row = run.rows.get(i).copied().filter(|&r| r != NO_ROW);
+                    out.push((id, list as u32, row));
+                }
+            }
+        }
+        out
     }
 
     /// Whether any write carried attributes (or the base has them).
@@ -242,6 +261,7 @@ impl DeltaBuilder {
                 entries: 0,
                 schema: schema.clone(),
                 batches: Arc::default(),
+                text: Default::default(),
             }),
             schema,
             batches: Arc::default(),
@@ -397,6 +417,7 @@ impl DeltaBuilder {
             tombstone_bloom,
             schema: self.schema.clone(),
             batches: self.batches.clone(),
+            text: Default::default(),
         });
     }
 

@@ -19,6 +19,7 @@ mod kept;
 mod list;
 mod record;
 mod retrain;
+mod text;
 mod version;
 mod writer;
 
@@ -37,6 +38,7 @@ pub use get::MAX_GET_IDS;
 pub use kept::KeptRow;
 pub use list::{ListedIds, MAX_LIST_IDS};
 use record::Record;
+pub use text::{HybridHit, HybridQuery, HybridResults};
 pub use version::Version;
 use version::{BASES_DIR, LOG_DIR, LOG_SUFFIX, VERSIONS_DIR, VERSION_SUFFIX};
 
@@ -70,6 +72,8 @@ pub struct MutableOptions {
     /// `get`, and what a retrain trains on). Ids and attributes are kept
     /// either way.
     pub keep_vectors: bool,
+    /// For a new index: its text fields (full-text search, `text/`).
+    pub text_fields: Vec<crate::text::TextField>,
 }
 
 impl Default for MutableOptions {
@@ -80,6 +84,7 @@ impl Default for MutableOptions {
             group_commit_window: Duration::ZERO,
             max_batch: 100_000,
             keep_vectors: true,
+            text_fields: Vec::new(),
         }
     }
 }
@@ -112,6 +117,8 @@ struct Shared {
     writer: tokio::sync::OnceCell<writer::GroupCommit>,
     /// Kept-rows segments opened so far, by name (immutable objects).
     segments: std::sync::Mutex<std::collections::HashMap<String, Arc<kept::Segment>>>,
+    /// Text bundles opened so far, by name (immutable objects; single-flight opens).
+    text_bundles: moka::future::Cache<String, Arc<crate::text::TextBundle>>,
 }
 
 /// A writable index under a prefix. Cheap to clone.
@@ -182,6 +189,14 @@ impl MutableIndex {
 
     async fn commit_first(root: IndexLocation, mut first: Version, options: MutableOptions) -> Result<Self> {
         first.keep_vectors = options.keep_vectors;
+        crate::text::TextField::check_all(&options.text_fields)?;
+        // A Faiss file's entries need a text bundle, built from the opened
+        // base in a version of its own; an empty index's fields need none yet.
+        let from_file = first.trained;
+        let text_fields = options.text_fields.clone();
+        if !from_file {
+            first.text_fields = text_fields.clone();
+        }
         let versions = Sequence::new(
             root.store.clone(),
             child(&root, VERSIONS_DIR),
@@ -194,7 +209,11 @@ impl MutableIndex {
                 format!("{} already holds a mutable index", root.uri),
             ));
         }
-        Self::open_at(root, options).await
+        let index = Self::open_at(root, options).await?;
+        if from_file && !text_fields.is_empty() {
+            index.set_text_fields(text_fields).await?;
+        }
+        Ok(index)
     }
 
     /// Opens the mutable index under `uri` at its newest version.
@@ -236,6 +255,7 @@ impl MutableIndex {
                 last_refresh: std::sync::Mutex::new(Instant::now()),
                 writer: tokio::sync::OnceCell::new(),
                 segments: Default::default(),
+                text_bundles: moka::future::Cache::new(4),
             }),
         };
         index.refresh().await?;

@@ -7,6 +7,7 @@
 //! <prefix>/bases/<random>.faiss.attrs.parquet      a base's attributes, one row group per list
 //! <prefix>/bases/<random>.faiss.ivfmanifest        a base's checksum sidecar
 //! <prefix>/rows/<random>.parquet                   kept rows: each compaction's writes by id
+//! <prefix>/bases/<random>.text                     a base's text index (`text/bundle.rs`)
 //! ```
 //!
 //! A version names its base and the first log position not folded into
@@ -58,6 +59,13 @@ pub struct Version {
     /// retrain), or only ids and attributes.
     #[serde(default = "yes")]
     pub keep_vectors: bool,
+    /// The text fields full-text search reads (`text/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_fields: Vec<crate::text::TextField>,
+    /// The base's text index of those fields; `None` while the base has
+    /// no entries (or no text fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<crate::text::BundleRef>,
 }
 
 fn yes() -> bool {
@@ -78,6 +86,8 @@ impl Version {
             created_ms: now_ms(),
             rows: Vec::new(),
             keep_vectors: true,
+            text_fields: Vec::new(),
+            text: None,
         }
     }
 
@@ -111,6 +121,10 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// A base file name no other writer picks: 128 random bits.
+pub(crate) fn new_text_name() -> String {
+    new_base_name().replace(".faiss", ".text")
+}
+
 pub(crate) fn new_base_name() -> String {
     let id = crate::commit::unique_id();
     format!(

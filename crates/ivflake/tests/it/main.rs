@@ -26,4 +26,5 @@ mod mutable;
 mod mutable_attrs;
 mod mutable_get;
 mod preload;
+mod text;
 mod wrapped;
