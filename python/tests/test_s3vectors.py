@@ -396,10 +396,10 @@ def test_every_operation_and_its_errors(tmp_path):
         with pytest.raises(E.ValidationException):
             c.create_index(vectorBucketName="ops-b", indexName="idx-big", dataType="float32", dimension=4097,
                            distanceMetric="euclidean")
-        with pytest.raises(E.ValidationException, match="not supported"):
+        with pytest.raises(E.ValidationException, match="language"):
             c.create_index(vectorBucketName="ops-b", indexName="idx-text", dataType="float32", dimension=4,
                            distanceMetric="euclidean", metadataConfiguration={
-                               "textSearchConfigurations": [{"metadataKey": "t", "language": "en"}]})
+                               "textSearchConfigurations": [{"metadataKey": "t", "language": "xx"}]})
         index = call("GetIndex", vectorBucketName="ops-b", indexName="idx.a")["index"]
         assert (index["dimension"], index["distanceMetric"], index["indexMode"]) == (4, "euclidean", "CLASSIC")
         c.create_index(vectorBucketName="ops-b", indexName="idx.b", dataType="float32", dimension=4,
@@ -409,9 +409,9 @@ def test_every_operation_and_its_errors(tmp_path):
         call("UpdateIndexMode", vectorBucketName="ops-b", indexName="idx.b", indexMode="ENHANCED")
         assert c.get_index(indexArn=index["indexArn"].replace("idx.a", "idx.b"))["index"]["indexMode"] == \
             "ENHANCED"
-        with pytest.raises(E.ValidationException, match="not supported"):
+        with pytest.raises(E.ValidationException, match="not full-text searchable"):
             call("UpdateMetadataConfiguration", vectorBucketName="ops-b", indexName="idx.a",
-                 add={"textSearchConfigurations": [{"metadataKey": "t", "language": "en"}]})
+                 delete={"textSearchConfigurations": [{"metadataKey": "t"}]})
 
         arn = index["indexArn"]
         call("TagResource", resourceArn=arn, tags={"a": "1", "b": "2"})
@@ -472,7 +472,7 @@ def test_every_operation_and_its_errors(tmp_path):
             c.query_vectors(vectorBucketName="ops-b", indexName="idx.a", topK=10_001, queryVector=q)
         with pytest.raises(E.ValidationException, match="dimension"):
             c.query_vectors(vectorBucketName="ops-b", indexName="idx.a", topK=1, queryVector={"float32": [1.0]})
-        with pytest.raises(E.ValidationException, match="full-text"):
+        with pytest.raises(E.ValidationException, match="not full-text searchable"):
             c.query_vectors(vectorBucketName="ops-b", indexName="idx.a", topK=1,
                             queryTexts=[{"text": "red shoes", "metadataKey": "label"}])
         with pytest.raises(E.NotFoundException):

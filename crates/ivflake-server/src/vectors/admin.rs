@@ -326,12 +326,10 @@ pub async fn create_index(State(state): State<AppState>, body: Bytes) -> Respons
                 ));
             }
         }
-        if !metadata.text_search_configurations.is_empty() {
-            return Err(S3vError::invalid(
-                "metadataConfiguration.textSearchConfigurations",
-                "full-text search is not supported by this server yet",
-            ));
-        }
+        let text_fields = super::text::fields_of(
+            &metadata.text_search_configurations,
+            "metadataConfiguration.textSearchConfigurations",
+        )?;
         check_encryption(&input.encryption_configuration)?;
         let tags = input.tags.unwrap_or_default();
         check_tags(&tags)?;
@@ -364,6 +362,7 @@ pub async fn create_index(State(state): State<AppState>, body: Bytes) -> Respons
                     ..Settings::default()
                 },
                 &factory,
+                text_fields,
             )
             .await?;
         Ok(ok(
@@ -384,7 +383,11 @@ pub async fn get_index(State(state): State<AppState>, body: Bytes) -> Response {
         )?;
         let record = api.catalog.index_record(&bucket, &name).await?;
         let settings = api.catalog.settings(&[&bucket, "indexes", &name]).await?;
-        let metadata = (!record.metadata.non_filterable_metadata_keys.is_empty()).then(|| record.metadata.clone());
+        // Text configurations as the index holds them now (they change).
+        let mut metadata = record.metadata.clone();
+        metadata.text_search_configurations =
+            super::text::configs_of(&api.catalog.index(&bucket, &name).await?.index.version().text_fields);
+        let metadata = (metadata != super::wire::MetadataConfiguration::default()).then_some(metadata);
         Ok(ok(&json!({"index": IndexOut {
             index_arn: api.catalog.index_arn(&bucket, &name),
             vector_bucket_name: bucket,
@@ -463,27 +466,6 @@ pub async fn update_index_mode(State(state): State<AppState>, body: Bytes) -> Re
             .update_settings(&parts, |s| s.mode = Some(input.index_mode))
             .await?;
         Ok(ok(&json!({})))
-    })
-    .await
-}
-
-pub async fn update_metadata_configuration(State(state): State<AppState>, body: Bytes) -> Response {
-    run(state, async |_, api| {
-        let input: UpdateMetadataConfigurationInput = parse(body).await?;
-        let (bucket, name) = index_of(
-            &api.catalog,
-            input.vector_bucket_name,
-            input.index_name,
-            input.index_arn,
-        )?;
-        api.catalog.index_record(&bucket, &name).await?;
-        if input.add.is_some() || input.delete.is_some() {
-            return Err(S3vError::invalid(
-                "add",
-                "full-text search configurations are not supported by this server yet",
-            ));
-        }
-        Ok(ok(&json!({"indexArn": api.catalog.index_arn(&bucket, &name)})))
     })
     .await
 }

@@ -343,7 +343,13 @@ impl Catalog {
     }
 
     /// Claims the name, then creates the (empty) mutable index under it.
-    pub async fn create_index(&self, record: IndexRecord, settings: Settings, factory: &str) -> S3vResult<()> {
+    pub async fn create_index(
+        &self,
+        record: IndexRecord,
+        settings: Settings,
+        factory: &str,
+        text_fields: Vec<ivflake::text::TextField>,
+    ) -> S3vResult<()> {
         let (bucket, name) = (record.bucket.clone(), record.name.clone());
         let p = self.index_prefix(&bucket, &name);
         let parts: Vec<&str> = p.iter().map(String::as_str).collect();
@@ -360,7 +366,10 @@ impl Catalog {
         data.push("data");
         self.delete_under(&self.path(&data)).await?;
         let location = self.data_location(&bucket, &name)?;
-        let options = self.options.clone();
+        let options = ivflake::MutableOptions {
+            text_fields,
+            ..self.options.clone()
+        };
         if let Err(e) = MutableIndex::create_at(location, record.dimension, metric_of(&record), factory, options).await
         {
             // The name is given back: a retry creates the index again.

@@ -273,25 +273,32 @@ pub async fn list_vectors(State(state): State<AppState>, body: Bytes) -> Respons
 pub async fn query_vectors(State(state): State<AppState>, body: Bytes) -> Response {
     run(state, async |state, api| {
         let input: QueryVectorsInput = parse(body).await?;
-        if input.query_texts.is_some() || input.return_scores == Some(true) {
-            return Err(S3vError::invalid(
-                if input.query_texts.is_some() {
-                    "queryTexts"
-                } else {
-                    "returnScores"
-                },
-                "full-text and hybrid search are not supported by this server yet",
-            ));
-        }
-        let open = open(api, input.vector_bucket_name, input.index_name, input.index_arn).await?;
+        let open = open(
+            api,
+            input.vector_bucket_name.clone(),
+            input.index_name.clone(),
+            input.index_arn.clone(),
+        )
+        .await?;
         let record = &open.record;
         check_range("topK", input.top_k, 1, MAX_TOP_K)?;
         let top_k = input.top_k as usize;
-        let query_data = input
-            .query_vector
+        let texts = input
+            .query_texts
             .as_ref()
-            .ok_or_else(|| S3vError::invalid("queryVector", "is required"))?;
-        let query = vector_of("queryVector", query_data, record.dimension, record.cosine())?;
+            .map(|t| super::text::query_texts(t, &open.index.version().text_fields))
+            .transpose()?;
+        let query = match (&input.query_vector, &texts) {
+            (Some(data), _) => Some(vector_of("queryVector", data, record.dimension, record.cosine())?),
+            (None, Some(_)) => None,
+            (None, None) => {
+                return Err(S3vError::invalid(
+                    "queryVector",
+                    "a request must include queryVector, queryTexts, or both",
+                ))
+            }
+        };
+        let query_data = input.query_vector.as_ref();
         let settings = api.catalog.settings(&[&record.bucket, "indexes", &record.name]).await?;
         let index_mode = settings.mode.unwrap_or_else(|| record.mode.clone());
         let mode = input.query_mode.clone().unwrap_or_else(|| index_mode.clone());
@@ -321,7 +328,7 @@ pub async fn query_vectors(State(state): State<AppState>, body: Bytes) -> Respon
             record.name,
             super::token::digest(&[
                 &top_k.to_le_bytes(),
-                bytemuck_bytes(query_data.float32.as_deref().unwrap_or_default()).as_slice(),
+                bytemuck_bytes(query_data.and_then(|q| q.float32.as_deref()).unwrap_or_default()).as_slice(),
                 input
                     .filter
                     .as_ref()
@@ -363,6 +370,21 @@ pub async fn query_vectors(State(state): State<AppState>, body: Bytes) -> Respon
             .admission
             .try_admit(1)
             .map_err(|e| S3vError::from(crate::api_error::ApiError::from(e)))?;
+        let distance_of = |raw: f32| {
+            if record.cosine() {
+                1.0 - raw
+            } else if api.config.euclidean_squared {
+                raw
+            } else {
+                raw.max(0.0).sqrt()
+            }
+        };
+        if let Some(texts) = texts {
+            // One page of all `topK` (no follow-up token).
+            let params = SearchParams { k: top_k, ..params };
+            return super::text::query(&open, &input, query, texts, params, distance_of).await;
+        }
+        let query = query.unwrap_or_default();
         let results = open.index.search_with(&query, &params).await?;
         let attributes = results.attributes.unwrap_or_default();
         let mut vectors = Vec::new();
@@ -376,14 +398,7 @@ pub async fn query_vectors(State(state): State<AppState>, body: Bytes) -> Respon
                 continue;
             };
             let Some(key) = stored_key(row) else { continue };
-            let raw = results.distances[slot];
-            let distance = if record.cosine() {
-                1.0 - raw
-            } else if api.config.euclidean_squared {
-                raw
-            } else {
-                raw.max(0.0).sqrt()
-            };
+            let distance = distance_of(results.distances[slot]);
             vectors.push(QueryOutputVector {
                 key: key.to_string(),
                 distance: input.return_distance.then_some(distance),

@@ -23,6 +23,7 @@ mod error;
 mod filter;
 mod metadata;
 mod sigv4;
+mod text;
 mod token;
 mod wire;
 
@@ -212,7 +213,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/UpdateIndexMode", post(admin::update_index_mode))
         .route(
             "/UpdateMetadataConfiguration",
-            post(admin::update_metadata_configuration),
+            post(text::update_metadata_configuration),
         )
         .route(
             "/tags/{*arn}",

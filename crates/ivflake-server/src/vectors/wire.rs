@@ -40,7 +40,7 @@ pub struct MetadataConfiguration {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub non_filterable_metadata_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub text_search_configurations: Vec<Value>,
+    pub text_search_configurations: Vec<super::text::TextSearchConfiguration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,8 @@
 //! index's build and its queries use (registered under the language's code
 //! on every tantivy index of `text/`).
 //!
+//! - `standard` (S3 Vectors' analyzer when no language is given): tantivy's
+//!   simple tokenizer and lower-casing, no stemming.
 //! - European languages (`en`, `fr`, `es`, `pt`, `it`, `de`, `nl`):
 //!   tantivy's simple tokenizer, lower-casing and its Snowball stemmer.
 //! - Chinese, Japanese and Korean (`zh`, `ja`, `ko`): overlapping bigrams
@@ -25,6 +27,7 @@ const MAX_TERM_BYTES: usize = 40;
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     #[default]
+    Standard,
     En,
     Fr,
     Es,
@@ -38,7 +41,8 @@ pub enum Language {
 }
 
 impl Language {
-    pub const ALL: [Language; 10] = [
+    pub const ALL: [Language; 11] = [
+        Language::Standard,
         Language::En,
         Language::Fr,
         Language::Es,
@@ -53,6 +57,7 @@ impl Language {
 
     pub fn code(self) -> &'static str {
         match self {
+            Language::Standard => "standard",
             Language::En => "en",
             Language::Fr => "fr",
             Language::Es => "es",
@@ -80,6 +85,12 @@ impl Language {
 
     pub(crate) fn analyzer(self) -> TextAnalyzer {
         let stemming = match self {
+            Language::Standard => {
+                return TextAnalyzer::builder(SimpleTokenizer::default())
+                    .filter(RemoveLongFilter::limit(MAX_TERM_BYTES))
+                    .filter(LowerCaser)
+                    .build()
+            }
             Language::En => Stemming::English,
             Language::Fr => Stemming::French,
             Language::Es => Stemming::Spanish,
@@ -199,6 +210,7 @@ mod tests {
     fn european_languages_stem_and_lower_case() {
         assert_eq!(Language::En.terms("Running SHOES, red"), ["run", "shoe", "red"]);
         assert_eq!(Language::Fr.terms("les chaussures"), ["le", "chaussur"]);
+        assert_eq!(Language::Standard.terms("Running SHOES"), ["running", "shoes"]);
     }
 
     #[test]
