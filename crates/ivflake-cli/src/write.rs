@@ -34,6 +34,20 @@ pub struct CreateArgs {
     /// and the index cannot be retrained).
     #[arg(long)]
     pub no_keep_vectors: bool,
+    /// A string attribute made full-text searchable, `COLUMN` or
+    /// `COLUMN:LANGUAGE` (standard, en, fr, es, pt, it, de, nl, zh, ja, ko;
+    /// standard when left out). Repeat for more.
+    #[arg(long = "text-field", value_parser = parse_text_field)]
+    pub text_fields: Vec<ivflake::text::TextField>,
+}
+
+fn parse_text_field(spec: &str) -> Result<ivflake::text::TextField, String> {
+    let (column, language) = spec.split_once(':').unwrap_or((spec, "standard"));
+    let language = ivflake::text::Language::from_code(language).map_err(|e| e.to_string())?;
+    if column.is_empty() {
+        return Err("a text field names its column".into());
+    }
+    Ok(ivflake::text::TextField::column(column, language))
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +125,7 @@ pub struct GcArgs {
 pub async fn create(args: CreateArgs) -> Result<()> {
     let options = MutableOptions {
         keep_vectors: !args.no_keep_vectors,
+        text_fields: args.text_fields.clone(),
         ..MutableOptions::default()
     };
     let index = match (&args.from, args.d, &args.factory) {

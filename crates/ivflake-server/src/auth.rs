@@ -114,7 +114,9 @@ impl Auth {
 fn needed(method: &Method, route: &str) -> (Scope, &'static str) {
     match (method.as_str(), route) {
         ("GET" | "HEAD", "/v1/indexes" | "/v1/indexes/{name}" | "/metrics") => (Scope::Search, "reading"),
-        ("POST", "/v1/indexes/{name}/search" | "/v1/indexes/{name}/get") => (Scope::Search, "searching"),
+        ("POST", "/v1/indexes/{name}/search" | "/v1/indexes/{name}/get" | "/v1/indexes/{name}/query") => {
+            (Scope::Search, "searching")
+        }
         ("POST", "/v1/indexes/{name}/upsert" | "/v1/indexes/{name}/delete") => (Scope::Write, "writing to an index"),
         ("POST", "/v1/indexes/{name}/compact" | "/v1/vector-buckets/{bucket}/indexes/{index}/compact") => {
             (Scope::Write, "compacting an index")

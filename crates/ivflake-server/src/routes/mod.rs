@@ -43,6 +43,7 @@ use crate::telemetry::track_http;
 
 pub(crate) mod errors;
 mod middleware;
+pub(crate) mod text;
 pub(crate) mod writes;
 
 pub(crate) use middleware::admit;
@@ -90,6 +91,8 @@ pub fn router(state: AppState, auth: Auth) -> Router {
         .route("/v1/indexes/{name}/delete", post(writes::delete))
         .route("/v1/indexes/{name}/compact", post(writes::compact))
         .route("/v1/indexes/{name}/get", post(writes::get))
+        .route("/v1/indexes/{name}/query", post(text::query))
+        .route("/v1/indexes/{name}/text-fields", post(text::set_text_fields))
         .route("/metrics", get(metrics))
         // Inner: the body's bytes are reserved, the body is read (time-outs,
         // limit), and only then is a request slot taken, so a slow sender

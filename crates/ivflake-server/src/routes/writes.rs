@@ -80,7 +80,10 @@ pub struct CompactResponse {
     pub compacted: Option<CompactReport>,
 }
 
-fn writable(state: &AppState, name: Result<Path<String>, PathRejection>) -> Result<(String, MutableIndex), ApiError> {
+pub(super) fn writable(
+    state: &AppState,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<(String, MutableIndex), ApiError> {
     let entry = lookup(state, name)?;
     let writable = entry.current().writable.clone().ok_or_else(|| {
         ApiError::new(
