@@ -1,7 +1,7 @@
 """Type stubs of the native module `ivflake._ivflake` (re-exported by `ivflake`)."""
 
 import os
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +13,24 @@ ArrayLike = Union[npt.ArrayLike, np.ndarray]
 IdFilter = Mapping[str, Any]
 """``{"allow": ids}``, ``{"deny": ids}``, ``{"range": [start, end]}`` or
 ``{"range": {"start": s, "end": e}}`` (end excluded)."""
+
+TextFields = Union[Mapping[str, str], Sequence[str]]
+"""``{"column": "language code"}`` (``"en"``, ``"fr"``, ``"de"``, ``"zh"``...; a code the
+library does not know raises ValueError listing those it does), or a list of
+columns, each in English."""
+
+class Hit(TypedDict):
+    """One result of `MutableIndex.query` (and of `search(..., text=...)`)."""
+
+    id: int
+    fused: Optional[float]
+    """Reciprocal Rank Fusion's score when more than one ranking was fused."""
+    distance: Optional[float]
+    """The vector search's distance, when it ranked this id."""
+    bm25: Dict[str, float]
+    """BM25 score per text field whose query ranked this id."""
+    attributes: Optional[Dict[str, Any]]
+    """The `return_attributes` columns; None when none were asked for."""
 
 class IvflakeError(Exception):
     """Base class of every ivflake error; raised as such for store and internal failures."""
@@ -186,11 +204,14 @@ def create(
     from_uri: Optional[str] = None,
     staleness: Optional[float] = None,
     keep_vectors: bool = True,
+    text_fields: Optional[TextFields] = None,
 ) -> MutableIndex:
     """Creates a mutable index under the prefix `uri`: empty (`d`, `metric`,
     `factory`; exact until a compaction trains `factory`), or on the Faiss IVF
     file `from_uri`, used in place. `keep_vectors=False` keeps no raw vectors
-    for `get`."""
+    for `get`. `text_fields` makes string attribute columns searchable by
+    text (`MutableIndex.query`): ``{"body": "en"}``, or ``["body"]`` for
+    English."""
 
 def open_mutable(uri: str, *, staleness: Optional[float] = None) -> MutableIndex:
     """Opens the mutable index under `uri`; `staleness` in seconds (0: strong)."""
@@ -198,6 +219,7 @@ def open_mutable(uri: str, *, staleness: Optional[float] = None) -> MutableIndex
 class MutableIndex:
     """An index that takes writes; each returns once durable in the store."""
 
+    @overload
     def search(
         self,
         xq: Any,
@@ -208,7 +230,65 @@ class MutableIndex:
         ids: Optional[Any] = None,
         timeout: Optional[float] = None,
         attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
-    ) -> Tuple[Any, Any]: ...
+        text: None = None,
+    ) -> Tuple[Any, Any]:
+        """`(D, I)` for the `k` nearest neighbours of each row of `xq` among
+        the base and every write since."""
+    @overload
+    def search(
+        self,
+        xq: Optional[Any],
+        k: int,
+        *,
+        nprobe: int = 16,
+        filter: Optional[Dict[str, Any]] = None,
+        ids: Optional[Any] = None,
+        timeout: Optional[float] = None,
+        attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
+        text: Mapping[str, str],
+    ) -> List[Hit]:
+        """With `text`: `query(xq, k, text=text, ...)` (`xq` one vector or None)."""
+    def query(
+        self,
+        xq: Optional[Any] = None,
+        k: int = 10,
+        *,
+        text: Optional[Mapping[str, str]] = None,
+        nprobe: int = 16,
+        filter: Optional[IdFilter] = None,
+        attribute_filter: Optional[Union[Dict[str, Any], str]] = None,
+        return_attributes: Optional[Sequence[str]] = None,
+        timeout: Optional[float] = None,
+    ) -> List[Hit]:
+        """A full-text, vector or hybrid search: the best `k` hits for the query
+        vector `xq` (1-D, or shape (1, d); None for text only) and the text
+        queries `text`, `{"field": "query text", ...}` (BM25 over the
+        index's text fields; any of a query's words matches). With more than
+        one ranking (a vector and a text, or two texts) each ranks `k` and
+        they are fused by Reciprocal Rank Fusion, sum of 1 / (60 + rank).
+
+        Returns a list of dicts, best first: `id`, `fused` (RRF's score, None
+        for one ranking), `distance` (when the vector search ranked it),
+        `bm25` (`{field: score}` for the text queries that ranked it) and
+        `attributes` (the `return_attributes` columns, or None). `filter`
+        (the id filter forms of `search`) and `attribute_filter` apply to
+        every ranking. `timeout` in seconds bounds the whole query
+        (DeadlineExceeded). Raises ValueError for an unknown text field, an
+        empty text, or neither `xq` nor `text`.
+
+        Example::
+
+            hits = index.query(xq, 10, text={"body": "red shoes"}, return_attributes=["title"])
+        """
+    def set_text_fields(self, fields: TextFields) -> None:
+        """Makes these the index's text fields (a dict `{"column": "language
+        code"}` or a list of columns, in English) in place of the current
+        ones: builds the base's text index for them and commits a version.
+        Writes may go on meanwhile.
+        """
+    @property
+    def text_fields(self) -> Dict[str, str]:
+        """The text fields `query` searches, as `{"column": "language code"}`."""
     def upsert(self, xb: Any, ids: Any, attributes: Optional[Any] = None) -> int: ...
     def get(self, ids: Any) -> Tuple[Any, List[Optional[Dict[str, Any]]]]: ...
     def delete(self, ids: Any) -> int: ...

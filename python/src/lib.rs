@@ -11,6 +11,7 @@ mod index;
 mod mutable;
 mod runtime;
 mod store;
+mod text;
 
 use pyo3::prelude::*;
 

@@ -1,19 +1,24 @@
 //! `ivflake.create` and the `MutableIndex` class: an index under a prefix
 //! that takes `upsert` and `delete` (Faiss's `add_with_ids` order: vectors,
-//! then ids), searched as `Index` is, and compacted into standard Faiss files.
+//! then ids), searched as `Index` is, and compacted into standard Faiss files;
+//! and searched by text too (`query`, BM25 and hybrid; conversions in `text.rs`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ivflake::{CompactOptions, Metric, MutableIndex as Inner, MutableOptions, SearchStats, Staleness};
+use ivflake::{
+    CompactOptions, HybridQuery, Metric, MutableIndex as Inner, MutableOptions, SearchParams, SearchStats, Staleness,
+};
 use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::convert::{queries, to_dict, Neighbours};
 use crate::errors::to_py;
 use crate::index::{positive, search_params, SearchKeywords};
 use crate::runtime::wait;
+use crate::text::{fields_dict, hits_list, text_fields, text_queries};
 
 fn options(staleness: Option<f64>) -> PyResult<MutableOptions> {
     let staleness = match staleness {
@@ -39,8 +44,12 @@ fn options(staleness: Option<f64>) -> PyResult<MutableOptions> {
 /// store that ignores conditional writes (it would let writers overwrite
 /// each other) or an index that cannot take writes. `keep_vectors=False`
 /// keeps no raw vectors for `get` (ids and attributes are kept).
+/// `text_fields` makes string attribute columns searchable by text
+/// (`query`): a dict `{"column": "language code"}` ("en", "fr", "zh"...; an
+/// unknown code raises ValueError listing them) or a list of columns (in
+/// English).
 #[pyfunction]
-#[pyo3(signature = (uri, *, d=None, metric="l2", factory=None, from_uri=None, staleness=None, keep_vectors=true))]
+#[pyo3(signature = (uri, *, d=None, metric="l2", factory=None, from_uri=None, staleness=None, keep_vectors=true, text_fields=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
     py: Python<'_>,
@@ -51,9 +60,15 @@ pub(crate) fn create(
     from_uri: Option<String>,
     staleness: Option<f64>,
     keep_vectors: bool,
+    text_fields: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<MutableIndex> {
+    let text_fields = match text_fields.filter(|f| !f.is_none()) {
+        Some(fields) => crate::text::text_fields(fields)?,
+        None => Vec::new(),
+    };
     let options = MutableOptions {
         keep_vectors,
+        text_fields,
         ..options(staleness)?
     };
     let metric = Metric::from_name(metric)
@@ -97,6 +112,32 @@ impl MutableIndex {
     }
 }
 
+/// The one query vector of a hybrid query: `xq` 1-D, or one row.
+fn one_vector(xq: &Bound<'_, PyAny>, d: usize) -> PyResult<Vec<f32>> {
+    let array = queries(xq, d)?;
+    let rows = array.shape()[0];
+    if rows != 1 {
+        return Err(PyValueError::new_err(format!(
+            "xq holds {rows} vectors; a query by text takes one (1-D, or shape (1, d))"
+        )));
+    }
+    Ok(array
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("xq: {e}")))?
+        .to_vec())
+}
+
+/// The columns `return_attributes` names: a list of str (a bare str is
+/// refused, not read as its letters).
+fn column_names(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let usage = "return_attributes must be a list of column names";
+    match value.filter(|v| !v.is_none()) {
+        None => Ok(Vec::new()),
+        Some(v) if v.is_instance_of::<PyString>() => Err(PyValueError::new_err(format!("{usage}, not one string"))),
+        Some(v) => v.extract().map_err(|_| PyValueError::new_err(usage)),
+    }
+}
+
 /// An id array: int64, one dimension.
 fn ids_of<'py>(ids: &Bound<'py, PyAny>) -> PyResult<Vec<i64>> {
     let np = ids.py().import("numpy")?;
@@ -112,8 +153,10 @@ impl MutableIndex {
     /// `(D, I)` for the `k` nearest neighbours of each row of `xq` among the
     /// base and every write since. `nprobe` is capped at the base's lists.
     /// `attribute_filter` (S3 Vectors' filter language) reads the base's
-    /// attributes and those writes carried.
-    #[pyo3(signature = (xq, k, *, nprobe=16, filter=None, ids=None, timeout=None, attribute_filter=None))]
+    /// attributes and those writes carried. With `text` (`{"field": "query
+    /// text"}`), it is `query(xq, k, text=text, ...)`: `xq` one vector (or
+    /// None), and a list of hit dicts instead of `(D, I)`.
+    #[pyo3(signature = (xq, k, *, nprobe=16, filter=None, ids=None, timeout=None, attribute_filter=None, text=None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -125,6 +168,7 @@ impl MutableIndex {
         ids: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
         attribute_filter: Option<&Bound<'py, PyAny>>,
+        text: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let params = search_params(
             SearchKeywords {
@@ -139,6 +183,9 @@ impl MutableIndex {
             },
             16,
         )?;
+        if let Some(text) = text.filter(|t| !t.is_none()) {
+            return Ok(self.hybrid(py, Some(xq), Some(text), params)?.into_any());
+        }
         let array = queries(xq, self.inner.version().d)?;
         let vectors = array
             .as_slice()
@@ -146,6 +193,74 @@ impl MutableIndex {
         let results = wait(py, self.inner.search_with(vectors, &params))?.map_err(to_py)?;
         *self.last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
         Ok(Neighbours(results).into_pyobject(py)?.into_any())
+    }
+
+    /// A full-text, vector or hybrid search: the best `k` hits for the query
+    /// vector `xq` (1-D, or shape (1, d); None for text only) and the text
+    /// queries `text`, `{"field": "query text", ...}` (BM25 over the
+    /// index's text fields; any of a query's words matches). With more than
+    /// one ranking (a vector and a text, or two texts) each ranks `k` and
+    /// they are fused by Reciprocal Rank Fusion, sum of 1 / (60 + rank).
+    ///
+    /// Returns a list of dicts, best first: `id`, `fused` (RRF's score, None
+    /// for one ranking), `distance` (when the vector search ranked it),
+    /// `bm25` (`{field: score}` for the text queries that ranked it) and
+    /// `attributes` (the `return_attributes` columns, or None). `filter`
+    /// (the id filter forms of `search`) and `attribute_filter` apply to
+    /// every ranking. `timeout` in seconds bounds the whole query
+    /// (DeadlineExceeded). Raises ValueError for an unknown text field, an
+    /// empty text, or neither `xq` nor `text`.
+    ///
+    /// Example::
+    ///
+    ///     hits = index.query(xq, 10, text={"body": "red shoes"}, return_attributes=["title"])
+    #[pyo3(signature = (xq=None, k=10, *, text=None, nprobe=16, filter=None, attribute_filter=None, return_attributes=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        xq: Option<&Bound<'py, PyAny>>,
+        k: i64,
+        text: Option<&Bound<'py, PyAny>>,
+        nprobe: i64,
+        filter: Option<&Bound<'py, PyAny>>,
+        attribute_filter: Option<&Bound<'py, PyAny>>,
+        return_attributes: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let params = SearchParams {
+            return_attributes: column_names(return_attributes)?,
+            ..search_params(
+                SearchKeywords {
+                    k,
+                    nprobe: Some(nprobe),
+                    filter,
+                    ids: None,
+                    allow_partial: false,
+                    timeout,
+                    attribute_filter,
+                    k_factor: None,
+                },
+                16,
+            )?
+        };
+        self.hybrid(py, xq, text, params)
+    }
+
+    /// Makes these the index's text fields (a dict `{"column": "language
+    /// code"}` or a list of columns, in English) in place of the current
+    /// ones: builds the base's text index for them and commits a version.
+    /// Writes may go on meanwhile.
+    fn set_text_fields(&self, py: Python<'_>, fields: &Bound<'_, PyAny>) -> PyResult<()> {
+        let fields = text_fields(fields)?;
+        wait(py, self.inner.set_text_fields(fields))?.map_err(to_py)?;
+        Ok(())
+    }
+
+    /// The text fields `query` searches, as `{"column": "language code"}`.
+    #[getter(text_fields)]
+    fn get_text_fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        fields_dict(py, &self.inner.version().text_fields)
     }
 
     /// Inserts the rows of `xb` under `ids`, replacing any id present
@@ -307,6 +422,48 @@ impl MutableIndex {
             self.inner.base_uri(),
             self.inner.unindexed().0
         )
+    }
+}
+
+impl MutableIndex {
+    /// One hybrid query of `query` or `search(text=...)`: checks the
+    /// vector and the texts, runs it with the GIL released, bounded by the
+    /// parameters' deadline as a whole (the library bounds only its vector
+    /// search), and keeps its stats.
+    fn hybrid<'py>(
+        &self,
+        py: Python<'py>,
+        xq: Option<&Bound<'py, PyAny>>,
+        text: Option<&Bound<'py, PyAny>>,
+        params: SearchParams,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let vector = match xq.filter(|x| !x.is_none()) {
+            Some(xq) => Some(one_vector(xq, self.inner.version().d)?),
+            None => None,
+        };
+        let texts = match text.filter(|t| !t.is_none()) {
+            Some(text) => text_queries(text)?,
+            None => Vec::new(),
+        };
+        let deadline = params.deadline;
+        let query = HybridQuery { vector, texts, params };
+        let work = self.inner.query(&query);
+        let results = wait(py, async move {
+            match deadline {
+                None => work.await,
+                Some(deadline) => {
+                    tokio::time::timeout(deadline, work)
+                        .await
+                        .unwrap_or(Err(ivflake::Error::DeadlineExceeded {
+                            deadline,
+                            stage: "querying",
+                        }))
+                }
+            }
+        })?
+        .map_err(to_py)?;
+        *self.last_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(results.stats.clone());
+        hits_list(py, &results.hits, &query.texts)
     }
 }
 
