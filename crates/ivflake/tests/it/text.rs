@@ -378,3 +378,55 @@ async fn a_cold_text_query_reads_the_tail_then_one_wave_of_postings() {
     reader.query(&text_query("w1 w2 w3", K)).await.unwrap();
     assert_eq!(counting.gets(), 0);
 }
+
+/// A bundle others overwrote: a changed tail is refused by its checksum,
+/// and garbage postings end the query with an error, never a crash.
+#[tokio::test]
+async fn a_corrupt_bundle_is_an_error_not_a_crash() {
+    use object_store::ObjectStoreExt;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let root = IndexLocation::new(store.clone(), "x", "memory://text/x");
+    let writer = MutableIndex::create_at(root.clone(), D, Metric::L2, "IVF4,Flat", text_options())
+        .await
+        .unwrap();
+    let mut corpus = Corpus {
+        rng: StdRng::seed_from_u64(13),
+        live: HashMap::new(),
+        vectors: HashMap::new(),
+        next: 0,
+    };
+    corpus.write(&writer, 1000).await;
+    writer.compact(&CompactOptions::default()).await.unwrap().unwrap();
+    let bundle = writer.version().text.unwrap();
+    let path = object_store::path::Path::from(format!("x/{}", bundle.name));
+    let good = store.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+    let cold = (bundle.size - bundle.tail) as usize;
+
+    let mut bad_tail = good.clone();
+    bad_tail[cold + bundle.tail as usize / 2] ^= 0x5a;
+    store.put(&path, bad_tail.into()).await.unwrap();
+    let reader = MutableIndex::open_at(root.clone(), text_options()).await.unwrap();
+    let err = reader.query(&text_query("w1 w2", K)).await.unwrap_err();
+    assert!(matches!(err, ivflake::Error::Corrupt { .. }), "{err}");
+
+    let mut bad_postings = good.clone();
+    let mut rng = StdRng::seed_from_u64(1);
+    for b in &mut bad_postings[..cold] {
+        *b = rng.gen();
+    }
+    store.put(&path, bad_postings.into()).await.unwrap();
+    let reader = MutableIndex::open_at(root, text_options()).await.unwrap();
+    for text in ["w1", "w1 w2 w3", "w250"] {
+        // Garbage postings decode to some documents or to an error; either
+        // way the query returns, and soon.
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), reader.query(&text_query(text, K)))
+            .await
+            .expect("the query returned");
+        if let Err(e) = outcome {
+            assert!(
+                matches!(e, ivflake::Error::Corrupt { .. } | ivflake::Error::Internal(_)),
+                "{e}"
+            );
+        }
+    }
+}
