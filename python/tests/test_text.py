@@ -201,12 +201,6 @@ def test_bm25_equals_bm25s_after_writes_compaction_and_more_writes(root):
     assert again.query(text={"body": text}) == index.query(text={"body": text})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: a filtered text query that widens its candidates (mutable/text.rs, text_ranking) "
-    "judges only those past the previous round's count, but ties at the cut are kept by document "
-    "order in a round and by id after the merge, so a candidate can be skipped or judged twice",
-)
 def test_a_filtered_text_query_keeps_tied_candidates_at_its_cut(tmp_path):
     """60 documents of category c0 score highest, then 20 tied ones (ids 0
     to 19, of which 0 to 3 are c1), then 20 lower ones of c1. A query

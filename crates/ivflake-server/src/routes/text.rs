@@ -165,7 +165,7 @@ pub(crate) async fn query(
         .map_err(|_| {
             ApiError::from(ivflake::Error::DeadlineExceeded {
                 deadline: timeout,
-                stage: "query",
+                stage: "searching",
             })
         })??;
     Ok(Json(QueryResponse {

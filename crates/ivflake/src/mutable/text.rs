@@ -254,8 +254,21 @@ impl MutableIndex {
         Ok(delta.text.get_or_init(|| built).clone())
     }
 
-    /// A full-text, vector or hybrid search (see the module's doc).
+    /// A full-text, vector or hybrid search (see the module's doc), within
+    /// `params.deadline` when one is set.
     pub async fn query(&self, query: &HybridQuery) -> Result<HybridResults> {
+        match query.params.deadline {
+            Some(deadline) => tokio::time::timeout(deadline, self.query_within(query))
+                .await
+                .map_err(|_| Error::DeadlineExceeded {
+                    deadline,
+                    stage: "searching",
+                })?,
+            None => self.query_within(query).await,
+        }
+    }
+
+    async fn query_within(&self, query: &HybridQuery) -> Result<HybridResults> {
         let started = std::time::Instant::now();
         let params = &query.params;
         params.filter.validate()?;
@@ -275,6 +288,16 @@ impl MutableIndex {
         let field_of = TextQuery::check_all(&query.texts, fields)?;
         if let Some(f) = &params.attribute_filter {
             f.check(&current.delta.schema)?;
+        }
+        if let Some(n) = params
+            .return_attributes
+            .iter()
+            .find(|n| current.delta.schema.field_with_name(n).is_err())
+        {
+            return Err(Error::filter(
+                format!("return_attributes.{n}"),
+                format!("unknown column {n:?}"),
+            ));
         }
         let vector = async {
             match &query.vector {
@@ -423,11 +446,13 @@ impl MutableIndex {
         let filtered = params.attribute_filter.is_some();
         let k = params.k;
         let mut n = if filtered {
-            (4 * k).max(64).min(MAX_TEXT_CANDIDATES)
+            (4 * k).clamp(64, MAX_TEXT_CANDIDATES)
         } else {
             k
         };
-        let mut seen = 0usize;
+        // Candidates judged by the filter, by id: a wider round may order
+        // ties at the old cut otherwise, so positions would not do.
+        let mut judged: std::collections::HashSet<i64> = std::collections::HashSet::new();
         let mut kept: Vec<(i64, f32, Doc)> = Vec::new();
         loop {
             let (base2, delta2, postings2, terms2, allowed2) = (
@@ -486,7 +511,8 @@ impl MutableIndex {
                 return Ok(candidates.into_iter().take(k).collect());
             }
             // Only the candidates not judged yet are read.
-            let fresh = &candidates[seen.min(candidates.len())..];
+            let fresh: Vec<(i64, f32, Doc)> = candidates.iter().filter(|c| !judged.contains(&c.0)).copied().collect();
+            judged.extend(fresh.iter().map(|c| c.0));
             let filter = params
                 .attribute_filter
                 .as_ref()
@@ -507,8 +533,8 @@ impl MutableIndex {
                         .map(|(c, _)| *c),
                 );
             }
-            seen = candidates.len();
             if kept.len() >= k || exhausted || n >= MAX_TEXT_CANDIDATES {
+                kept.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 kept.truncate(k);
                 return Ok(kept);
             }

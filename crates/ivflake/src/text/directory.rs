@@ -155,10 +155,13 @@ impl Directory for BundleDirectory {
 }
 
 /// Reads of a `RamDirectory`, noted: (file, range).
+/// Reads noted: (file, byte range).
+type Reads = Arc<Mutex<Vec<(PathBuf, Range<usize>)>>>;
+
 #[derive(Debug, Clone)]
 pub(super) struct Recorder {
     inner: RamDirectory,
-    pub reads: Arc<Mutex<Vec<(PathBuf, Range<usize>)>>>,
+    pub reads: Reads,
 }
 
 impl Recorder {
@@ -181,7 +184,7 @@ impl Recorder {
 struct RecordedFile {
     path: PathBuf,
     inner: Arc<dyn FileHandle>,
-    reads: Arc<Mutex<Vec<(PathBuf, Range<usize>)>>>,
+    reads: Reads,
 }
 
 impl HasLen for RecordedFile {
