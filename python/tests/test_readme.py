@@ -115,3 +115,31 @@ def test_the_python_example_runs_as_written(sandbox):
     exec("async def _example():\n" + textwrap.indent(code, "    ") + "\n    return D, I\n", namespace)
     D, I = asyncio.run(namespace["_example"]())
     assert D.shape == I.shape == (5, 10) and D.dtype == np.float32 and I.dtype == np.int64
+
+
+def test_the_text_search_example_runs_as_written(sandbox):
+    """The full-text block: its index created under the test bucket, with
+    generated `xb`, `ids`, `texts`, `cats` and `xq`; then its queries'
+    answers checked: the documents holding the words come first."""
+    import ivflake
+
+    work, prefix = sandbox
+    (block,) = [b for b in readme_blocks("python") if "text_fields=" in b]
+    uri = prefix + "docs/"
+    code = block.replace('"s3://bucket/docs/"', repr(uri))
+    assert code != block, "the README's example URI changed: update this test's substitution"
+    rng = np.random.default_rng(1)
+    n = 200
+    texts = [("red running shoes" if i % 10 == 0 else f"plain item {i}") for i in range(n)]
+    namespace = {"ivflake": ivflake, "xb": rng.standard_normal((n, 384)).astype("float32"),
+                 "ids": np.arange(n, dtype="int64"), "texts": texts,
+                 "cats": ["shoes" if i % 20 == 0 else "other" for i in range(n)],
+                 "xq": rng.standard_normal(384).astype("float32")}
+    exec(code, namespace)
+    index = namespace["index"]
+    hits = index.query(text={"body": "red running shoes"}, k=5)
+    assert len(hits) == 5 and all(h["id"] % 10 == 0 for h in hits)
+    hybrid = index.query(namespace["xq"], k=5, text={"body": "red running shoes"},
+                         attribute_filter={"cat": "shoes"}, return_attributes=["body"])
+    assert hybrid and all(h["id"] % 20 == 0 and h["attributes"]["body"] == "red running shoes" for h in hybrid)
+    assert index.text_fields == {"body": "en", "title": "standard"}
