@@ -3,7 +3,9 @@ search: ivflake beside LanceDB's full-text search, on the same generated
 documents and the same store, an S3 server (s3rver) behind
 `latency_proxy.py`'s 20 ms per request. A bench, not a test.
 
-Usage (from the repo root; the ivflake package and lancedb in the venv):
+Usage (from the repo root; a release build of the ivflake package and
+lancedb in the venv; `machine.ivflake_module_debug` in the JSON says
+whether the module was a dev-profile build):
 
     OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_text \\
         --n 1000000 --report docs/data/bench_text.json
@@ -701,6 +703,7 @@ def main():
     p.add_argument("--max-minutes", type=float, default=40, help="time budget of the query phases")
     p.add_argument("--reuse", action="store_true", help="reuse both indexes under --work if built with these parameters")
     p.add_argument("--systems", default="ivflake,lancedb", help="which to run (a check of one side alone)")
+    p.add_argument("--label", default="", help="free text saved in the JSON (e.g. how the ivflake module was built)")
     p.add_argument("--proxy-log", help="append each request the proxy sees (method, path, Range) to this file")
     a = p.parse_args()
     a.nlist = nlist_for(a.n)
@@ -715,7 +718,8 @@ def main():
 
     so = ivflake._ivflake.__file__
     res = {
-        "params": {k: v for k, v in vars(a).items() if k not in ("work", "s3rver_dir", "report")},
+        "params": {k: v for k, v in vars(a).items() if k not in ("work", "s3rver_dir", "report", "label", "proxy_log")},
+        "label": a.label,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "lancedb": md.version("lancedb"), "ivflake": ivflake.__version__,
                     "ivflake_module": so, "ivflake_module_bytes": os.path.getsize(so),
