@@ -133,6 +133,24 @@ impl SearchStats {
             self.lists_from_memory + self.lists_from_disk + self.lists_shared + self.failed_lists.len(),
         );
     }
+
+    /// Adds the reads of `io`, another wave of the same search (a text
+    /// query's postings, its hits' rows), to what this search counted.
+    pub(crate) fn add_io(&mut self, io: &SearchIo) {
+        let mut other = SearchStats::default();
+        other.absorb(io);
+        self.gets += other.gets;
+        self.bytes_fetched += other.bytes_fetched;
+        self.lists_from_memory += other.lists_from_memory;
+        self.bytes_from_memory += other.bytes_from_memory;
+        self.lists_from_disk += other.lists_from_disk;
+        self.bytes_from_disk += other.bytes_from_disk;
+        self.retries += other.retries;
+        self.lists_shared += other.lists_shared;
+        self.shared_wait_ms += other.shared_wait_ms;
+        self.hedged_gets += other.hedged_gets;
+        self.cost.add_io(io);
+    }
 }
 
 /// What one search's store requests cost: counted by kind (each request

@@ -62,7 +62,7 @@ pub(crate) struct DeltaSnapshot {
     batches: Arc<Vec<Arc<RecordBatch>>>,
     /// The entries' text index, built by the first text search of this
     /// snapshot (`text.rs`).
-    pub text: std::sync::OnceLock<Arc<super::text::DeltaText>>,
+    pub text: std::sync::OnceLock<Arc<super::delta_text::DeltaText>>,
 }
 
 impl DeltaSnapshot {

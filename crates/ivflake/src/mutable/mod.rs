@@ -12,6 +12,7 @@
 
 mod compact;
 mod delta;
+mod delta_text;
 mod fold_attrs;
 mod gate;
 mod get;
@@ -119,6 +120,8 @@ struct Shared {
     segments: std::sync::Mutex<std::collections::HashMap<String, Arc<kept::Segment>>>,
     /// Text bundles opened so far, by name (immutable objects; single-flight opens).
     text_bundles: moka::future::Cache<String, Arc<crate::text::TextBundle>>,
+    /// The writes' text index built last: the next snapshot's starts from its parts.
+    last_delta_text: std::sync::Mutex<Option<Arc<delta_text::DeltaText>>>,
 }
 
 /// A writable index under a prefix. Cheap to clone.
@@ -256,6 +259,7 @@ impl MutableIndex {
                 writer: tokio::sync::OnceCell::new(),
                 segments: Default::default(),
                 text_bundles: moka::future::Cache::new(4),
+                last_delta_text: Default::default(),
             }),
         };
         index.refresh().await?;

@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::{DataType, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
-use super::delta::{DeltaSnapshot, RowRef};
+use super::delta::RowRef;
+use super::delta_text::{text_schema, texts_of, DeltaText};
 use super::version::new_text_name;
 use super::{Current, MutableIndex, Staleness, Version};
 use crate::attributes::rows;
@@ -28,7 +28,7 @@ use crate::attributes::value::{AttributeRow, AttributeValue};
 use crate::error::{Error, Result};
 use crate::index::{IvfIndex, SearchParams};
 use crate::stats::{SearchIo, SearchStats};
-use crate::text::{self, query_terms, BundleRef, MemoryText, Statistics, TextBundle, TextField, TextQuery};
+use crate::text::{self, query_terms, BundleRef, Statistics, TextBundle, TextField, TextQuery};
 
 /// Largest candidate list a filtered text query widens to.
 const MAX_TEXT_CANDIDATES: usize = 10_000;
@@ -64,66 +64,12 @@ pub struct HybridResults {
     pub stats: SearchStats,
 }
 
-/// The writes since the base as a text index: document `i` is `docs[i]`.
-pub(crate) struct DeltaText {
-    text: MemoryText,
-    docs: Vec<(i64, Option<RowRef>)>,
-}
-
-impl std::fmt::Debug for DeltaText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeltaText").field("docs", &self.docs.len()).finish()
-    }
-}
-
 /// Where a text hit's row is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Doc {
     /// The base bundle's document (the base's entry in list order).
     Base(u32),
     Delta(Option<RowRef>),
-}
-
-/// Per row of `batch`, each field's text (a missing column: none).
-fn texts_of(fields: &[TextField], batch: Option<&RecordBatch>, rows: usize) -> Vec<Vec<Option<String>>> {
-    let columns: Vec<Option<Arc<dyn Array>>> = fields
-        .iter()
-        .map(|f| batch.and_then(|b| b.column_by_name(&f.column).cloned()))
-        .collect();
-    (0..rows)
-        .map(|row| {
-            fields
-                .iter()
-                .zip(&columns)
-                .map(|(f, column)| {
-                    let column = column.as_ref()?;
-                    if column.is_null(row) {
-                        return None;
-                    }
-                    let value = match column.data_type() {
-                        DataType::Utf8 => column.as_string::<i32>().value(row),
-                        DataType::LargeUtf8 => column.as_string::<i64>().value(row),
-                        DataType::Utf8View => column.as_string_view().value(row),
-                        _ => return None,
-                    };
-                    f.text_of(value).map(|t| t.into_owned())
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The attribute schema's text columns, as `schema` types them.
-fn text_schema(fields: &[TextField], schema: &Schema) -> SchemaRef {
-    let mut out: Vec<arrow_schema::Field> = Vec::new();
-    for f in fields {
-        if let Ok(field) = schema.field_with_name(&f.column) {
-            if !out.iter().any(|g| g.name() == field.name()) {
-                out.push(field.clone());
-            }
-        }
-    }
-    Arc::new(Schema::new(out))
 }
 
 impl MutableIndex {
@@ -209,8 +155,9 @@ impl MutableIndex {
         Ok(next)
     }
 
-    /// The current base's bundle, opened once per process (one GET).
-    async fn bundle(&self, r: &BundleRef, fields: &[TextField]) -> Result<Arc<TextBundle>> {
+    /// The current base's bundle, opened once per process (one GET, which
+    /// `io` counts for the query that opens it).
+    async fn bundle(&self, r: &BundleRef, fields: &[TextField], io: &Arc<SearchIo>) -> Result<Arc<TextBundle>> {
         let location = self.shared.root.child(&r.name)?;
         let fields = fields.to_vec();
         let compute = self.shared.options.open.compute.clone();
@@ -219,6 +166,8 @@ impl MutableIndex {
             .text_bundles
             .try_get_with(r.name.clone(), async move {
                 let tail = TextBundle::read_tail(&location, &r2).await?;
+                io.record_get();
+                io.record_bytes(tail.len() as u64);
                 compute
                     .run(move || TextBundle::parse(location, &r2, &fields, &tail).map(Arc::new))
                     .await
@@ -227,30 +176,25 @@ impl MutableIndex {
             .map_err(|e: Arc<Error>| (*e).clone())
     }
 
-    /// The snapshot's writes as a text index (built once per snapshot).
-    async fn delta_text(&self, delta: &Arc<DeltaSnapshot>, fields: &[TextField]) -> Result<Arc<DeltaText>> {
+    /// The snapshot's writes as a text index: built once per snapshot,
+    /// from the parts of the last one built (`delta_text.rs`).
+    async fn delta_text(&self, current: &Current) -> Result<Arc<DeltaText>> {
+        let delta = &current.delta;
         if let Some(t) = delta.text.get() {
             return Ok(t.clone());
         }
-        let (delta2, fields) = (delta.clone(), fields.to_vec());
+        let previous = self.shared.last_delta_text.lock().ok().and_then(|l| l.clone());
+        let (delta2, fields, version) = (delta.clone(), current.version.text_fields.clone(), current.position);
         let built = self
             .shared
             .options
             .open
             .compute
-            .run(move || {
-                let entries = delta2.live_entries();
-                let schema = text_schema(&fields, &delta2.schema);
-                let rows: Vec<Option<RowRef>> = entries.iter().map(|e| e.2).collect();
-                let batch = delta2.gather_rows(&schema, &rows)?;
-                let docs = texts_of(&fields, Some(&batch), rows.len());
-                let text = MemoryText::build(&fields, docs.into_iter())?;
-                Ok(Arc::new(DeltaText {
-                    text,
-                    docs: entries.into_iter().map(|(id, _, row)| (id, row)).collect(),
-                }))
-            })
+            .run(move || DeltaText::build(&delta2, &fields, version, previous.as_deref()).map(Arc::new))
             .await?;
+        if let Ok(mut last) = self.shared.last_delta_text.lock() {
+            *last = Some(built.clone());
+        }
         Ok(delta.text.get_or_init(|| built).clone())
     }
 
@@ -316,8 +260,6 @@ impl MutableIndex {
         let (vector, texts) = futures::future::try_join(vector, texts).await?;
 
         let mut stats = vector.as_ref().map(|v| v.stats.clone()).unwrap_or_default();
-        stats.absorb(&io);
-        stats.cost.add_io(&io);
         let mut rankings: Vec<Vec<i64>> = Vec::new();
         let mut distances = HashMap::new();
         let mut vector_rows = HashMap::new();
@@ -376,7 +318,8 @@ impl MutableIndex {
                 text_rows.insert(*id, row_values(batch, i, self.uri())?);
             }
         }
-        stats.absorb(&io);
+        // The text waves (tail, postings, rows) on top of the vector search's.
+        stats.add_io(&io);
         let hits = order
             .into_iter()
             .map(|(id, score)| HybridHit {
@@ -425,7 +368,7 @@ impl MutableIndex {
         let fields = &current.version.text_fields;
         let terms = query_terms(fields[field].language, text)?;
         let base = match &current.version.text {
-            Some(r) => Some(self.bundle(r, fields).await?),
+            Some(r) => Some(self.bundle(r, fields, io).await?),
             None => None,
         };
         let scheduler = self.shared.options.open.scheduler.clone();
@@ -436,7 +379,7 @@ impl MutableIndex {
                     None => Ok(None),
                 }
             },
-            self.delta_text(&current.delta, fields),
+            self.delta_text(current),
         )
         .await?;
         let id_set = Arc::new(params.filter.id_set());
@@ -469,24 +412,32 @@ impl MutableIndex {
                 .open
                 .compute
                 .run(move || {
-                    let mut parts = vec![delta2.text.searcher()];
+                    let mut parts: Vec<&tantivy::Searcher> = delta2.searchers().collect();
                     if let Some(b) = &base2 {
                         parts.push(b.searcher());
                     }
                     let stats = Statistics { parts };
-                    let d2 = delta2.clone();
-                    let a2 = allowed2.clone();
-                    let delta_mask: text::Mask =
-                        Arc::new(move |doc| d2.docs.get(doc as usize).is_some_and(|&(id, _)| a2(id)));
-                    let mut out: Vec<(i64, f32, Doc)> = delta2
-                        .text
-                        .top(field, &terms2, &stats, n, delta_mask)?
-                        .into_iter()
-                        .map(|(doc, s)| {
-                            let (id, row) = delta2.docs[doc as usize];
+                    let ask = |mask| text::Ask {
+                        field,
+                        terms: &terms2,
+                        stats: &stats,
+                        n,
+                        mask,
+                    };
+                    let mut out: Vec<(i64, f32, Doc)> = Vec::new();
+                    for (p, part) in delta2.parts.iter().enumerate() {
+                        let (d2, a2) = (delta2.clone(), allowed2.clone());
+                        let mask: text::Mask = Arc::new(move |doc| {
+                            d2.parts[p]
+                                .docs
+                                .get(doc as usize)
+                                .is_some_and(|d| d2.is_live(d) && a2(d.0))
+                        });
+                        out.extend(part.text.top(ask(mask))?.into_iter().map(|(doc, s)| {
+                            let (id, row) = part.docs[doc as usize];
                             (id, s, Doc::Delta(row))
-                        })
-                        .collect();
+                        }));
+                    }
                     if let (Some(b), Some(fetched)) = (&base2, postings2) {
                         let b2 = b.clone();
                         let base_mask: text::Mask = Arc::new(move |doc| {
@@ -494,7 +445,7 @@ impl MutableIndex {
                                 .get(doc as usize)
                                 .is_some_and(|&id| tombstones.binary_search(&id).is_err() && allowed2(id))
                         });
-                        let found = b.top(field, &terms2, &stats, n, base_mask, fetched)?;
+                        let found = b.top(ask(base_mask), fetched)?;
                         out.extend(
                             found
                                 .into_iter()

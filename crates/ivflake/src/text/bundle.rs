@@ -26,7 +26,7 @@ use tantivy::schema::Field;
 use tantivy::{Index, Searcher, Term};
 
 use super::directory::{with_postings, BundleDirectory, BundleFile, Fetched, Recorder};
-use super::segment::{self, Candidates, Mask, Statistics};
+use super::segment::{self, Ask, Candidates};
 use super::{analyzer, tantivy_error, TextField};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchScheduler, ListRequest};
@@ -442,17 +442,9 @@ impl TextBundle {
         Ok(Arc::new(fetched))
     }
 
-    /// The best `n` documents for `terms` in `field`, reading `fetched`'s postings.
-    pub fn top(
-        &self,
-        field: usize,
-        terms: &[String],
-        stats: &Statistics<'_>,
-        n: usize,
-        mask: Mask,
-        fetched: Arc<Fetched>,
-    ) -> Result<Candidates> {
-        with_postings(fetched, || segment::top(&self.searcher, field, terms, stats, n, mask))
+    /// `ask`'s ranking, reading `fetched`'s postings.
+    pub fn top(&self, ask: Ask<'_>, fetched: Arc<Fetched>) -> Result<Candidates> {
+        with_postings(fetched, || segment::top(&self.searcher, ask))
     }
 }
 

@@ -24,7 +24,7 @@ pub use analyzer::Language;
 pub use bundle::BundleRef;
 pub(crate) use bundle::{build_bundle, TextBundle};
 pub use fuse::{rrf, RRF_K};
-pub(crate) use segment::{Mask, MemoryText, Statistics};
+pub(crate) use segment::{Ask, Mask, MemoryText, Statistics};
 
 use crate::error::{Error, Result};
 

@@ -93,16 +93,25 @@ impl Bm25StatisticsProvider for Statistics<'_> {
 /// Documents a search may return (ids written since, filtered out...).
 pub(crate) type Mask = Arc<dyn Fn(DocId) -> bool + Send + Sync>;
 
-/// The best `n` documents `mask` allows for `terms` (analyzed) in field
-/// `field`: any term matches, scored by BM25 with `stats`.
-pub(super) fn top(
-    searcher: &Searcher,
-    field: usize,
-    terms: &[String],
-    stats: &Statistics<'_>,
-    n: usize,
-    mask: Mask,
-) -> Result<Candidates> {
+/// One ranking asked of a text index: the best `n` documents `mask`
+/// allows for `terms` (analyzed) in field `field`, any term matching,
+/// scored by BM25 with `stats`.
+pub(crate) struct Ask<'a> {
+    pub field: usize,
+    pub terms: &'a [String],
+    pub stats: &'a Statistics<'a>,
+    pub n: usize,
+    pub mask: Mask,
+}
+
+pub(super) fn top(searcher: &Searcher, ask: Ask<'_>) -> Result<Candidates> {
+    let Ask {
+        field,
+        terms,
+        stats,
+        n,
+        mask,
+    } = ask;
     if terms.is_empty() || n == 0 {
         return Ok(Vec::new());
     }
@@ -151,14 +160,7 @@ impl MemoryText {
         &self.searcher
     }
 
-    pub fn top(
-        &self,
-        field: usize,
-        terms: &[String],
-        stats: &Statistics<'_>,
-        n: usize,
-        mask: Mask,
-    ) -> Result<Candidates> {
-        top(&self.searcher, field, terms, stats, n, mask)
+    pub fn top(&self, ask: Ask<'_>) -> Result<Candidates> {
+        top(&self.searcher, ask)
     }
 }
