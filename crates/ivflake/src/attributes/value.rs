@@ -47,6 +47,17 @@ impl AttributeValue {
             }
         })
     }
+
+    /// Every column of `batch` at `row`, nulls as [`AttributeValue::Null`].
+    pub(crate) fn row_of(batch: &arrow_array::RecordBatch, row: usize, uri: &str) -> Result<AttributeRow> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| Ok((f.name().clone(), Self::from_arrow(f.name(), c.as_ref(), row, uri)?)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -64,13 +64,8 @@ impl KeptRow {
             let values = v.value(row);
             values.as_primitive::<Float32Type>().values().to_vec()
         });
-        let mut out = AttributeRow::new();
-        for (field, column) in attributes.schema().fields().iter().zip(attributes.columns()) {
-            let value = AttributeValue::from_arrow(field.name(), column.as_ref(), row, uri)?;
-            if value != AttributeValue::Null {
-                out.insert(field.name().clone(), value);
-            }
-        }
+        let mut out = AttributeValue::row_of(attributes, row, uri)?;
+        out.retain(|_, value| *value != AttributeValue::Null);
         Ok(Self {
             vector,
             attributes: out,

@@ -315,7 +315,7 @@ impl MutableIndex {
         let mut text_rows: HashMap<i64, AttributeRow> = HashMap::new();
         if let Some(batch) = &read {
             for (i, (id, _)) in wanted.iter().enumerate() {
-                text_rows.insert(*id, row_values(batch, i, self.uri())?);
+                text_rows.insert(*id, AttributeValue::row_of(batch, i, self.uri())?);
             }
         }
         // The text waves (tail, postings, rows) on top of the vector search's.
@@ -585,20 +585,4 @@ impl MutableIndex {
         let refs: Vec<Option<&RecordBatch>> = sources.iter().map(Some).collect();
         rows::gather(&schema, &refs, &picks).map(Some)
     }
-}
-
-/// Row `row` of `batch` as typed values.
-fn row_values(batch: &RecordBatch, row: usize, uri: &str) -> Result<AttributeRow> {
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| {
-            Ok((
-                f.name().clone(),
-                AttributeValue::from_arrow(f.name(), c.as_ref(), row, uri)?,
-            ))
-        })
-        .collect()
 }
