@@ -159,6 +159,9 @@ def test_full_text_and_hybrid_search_through_boto3(server):
     assert text_search(c, " ".join(terms)) == text_search(c, " ".join(terms))
     with pytest.raises(E.ValidationException, match="queryVector"):
         c.query_vectors(vectorBucketName="text-b", indexName="docs", topK=K)
+    with pytest.raises(E.ValidationException, match="one page"):
+        c.query_vectors(vectorBucketName="text-b", indexName="docs", topK=K, nextToken="x",
+                        queryTexts=[{"text": "w1", "metadataKey": "body"}])
     with pytest.raises(E.ValidationException, match="distinct"):
         c.query_vectors(vectorBucketName="text-b", indexName="docs", topK=K,
                         queryTexts=[{"text": "w1", "metadataKey": "body"}, {"text": "w2", "metadataKey": "body"}])

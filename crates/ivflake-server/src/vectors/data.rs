@@ -288,6 +288,12 @@ pub async fn query_vectors(State(state): State<AppState>, body: Bytes) -> Respon
             .as_ref()
             .map(|t| super::text::query_texts(t, &open.index.version().text_fields))
             .transpose()?;
+        if texts.is_some() && input.next_token.is_some() {
+            return Err(S3vError::invalid(
+                "nextToken",
+                "full-text and hybrid results come in one page of topK",
+            ));
+        }
         let query = match (&input.query_vector, &texts) {
             (Some(data), _) => Some(vector_of("queryVector", data, record.dimension, record.cosine())?),
             (None, Some(_)) => None,
