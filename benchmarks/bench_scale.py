@@ -170,9 +170,12 @@ def start_proxy(a, work, upstream_port, procs):
     port_file = os.path.join(work, "proxy.ports")
     if os.path.exists(port_file):
         os.remove(port_file)
+    # `a.proxy_log` (bench_text's): the proxy logs each request there.
+    proxy_log = getattr(a, "proxy_log", None)
     proc = subprocess.Popen([sys.executable, latency_proxy.__file__,
                              "--upstream", f"127.0.0.1:{upstream_port}", "--delay-ms", str(a.delay_ms),
-                             "--port-file", port_file, "--max-seconds", str(a.max_minutes * 60 + 600)])
+                             "--port-file", port_file, "--max-seconds", str(a.max_minutes * 60 + 600)] +
+                            (["--log", proxy_log] if proxy_log else []))
     procs.append(proc)
     deadline = time.time() + 30
     while not os.path.exists(port_file):

@@ -80,6 +80,7 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 import numpy as np  # noqa: E402
 
 from benchmarks import latency_proxy  # noqa: E402
+from benchmarks.bench_scale import s3_client, start_proxy  # noqa: E402  (the same proxy and client as the 10M run)
 from benchmarks.common import Generator, free_port, log, stop_all, summary, wait_port  # noqa: E402
 
 BUCKET = "bench"
@@ -365,31 +366,6 @@ def start_s3rver(a, work, procs):
     return port
 
 
-def start_proxy(a, work, upstream_port, procs):
-    port_file = os.path.join(work, "proxy.ports")
-    if os.path.exists(port_file):
-        os.remove(port_file)
-    proc = subprocess.Popen([sys.executable, latency_proxy.__file__, "--upstream", f"127.0.0.1:{upstream_port}",
-                             "--delay-ms", str(a.delay_ms), "--port-file", port_file,
-                             "--max-seconds", str(a.max_minutes * 60 + 600)] +
-                            (["--log", a.proxy_log] if a.proxy_log else []))
-    procs.append(proc)
-    deadline = time.time() + 30
-    while not os.path.exists(port_file):
-        if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError("the latency proxy did not start")
-        time.sleep(0.1)
-    port, control = map(int, open(port_file).read().split())
-    return port, control
-
-
-def s3_client(port):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                        aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
-
-
 def upload_dir(s3, local, prefix):
     from boto3.s3.transfer import TransferConfig
 
@@ -654,17 +630,20 @@ def log_rows(phase, rows, systems):
             log(f"{phase} {kind}: top-k overlap ivflake / LanceDB {rows[f'overlap_{kind}']:.3f}")
 
 
-def ratios(res):
-    """ivflake / LanceDB per row, p50 and p99."""
-    out = {}
+def rows_of(res):
+    """Each measured row: (phase, kind, ivflake's figures, LanceDB's)."""
     for phase in ("warm", "cold", "cold_meta"):
         for kind in ("fts", "hybrid"):
             try:
-                i, l_ = res[phase]["ivflake"][kind], res[phase]["lancedb"][kind]
+                yield phase, kind, res[phase]["ivflake"][kind], res[phase]["lancedb"][kind]
             except KeyError:
                 continue
-            out[f"{phase}/{kind}"] = {"p50": i["p50"] / l_["p50"], "p99": i["p99"] / l_["p99"]}
-    return out
+
+
+def ratios(res):
+    """ivflake / LanceDB per row, p50 and p99."""
+    return {f"{phase}/{kind}": {"p50": i["p50"] / l_["p50"], "p99": i["p99"] / l_["p99"]}
+            for phase, kind, i, l_ in rows_of(res)}
 
 
 def print_table(res):
@@ -672,16 +651,11 @@ def print_table(res):
     print("| row | ivflake p50 / p99 ms | LanceDB p50 / p99 ms | ivflake / LanceDB p50 / p99 | "
           "ivflake GETs (last_stats) | store requests (proxy) ivflake / LanceDB |")
     print("|---|---:|---:|---:|---:|---:|")
-    for phase in ("warm", "cold", "cold_meta"):
-        for kind in ("fts", "hybrid"):
-            try:
-                i, l_ = res[phase]["ivflake"][kind], res[phase]["lancedb"][kind]
-            except KeyError:
-                continue
-            g = i.get("gets_per_query", i.get("gets_total", 0) / max(1, i["n"]))
-            print(f"| {'full-text' if kind == 'fts' else 'hybrid'}, {names[phase]} | {i['p50']:.2f} / {i['p99']:.2f} | "
-                  f"{l_['p50']:.2f} / {l_['p99']:.2f} | {i['p50'] / l_['p50']:.2f}× / {i['p99'] / l_['p99']:.2f}× | "
-                  f"{g:.1f} | {i['store_requests_per_query']:.1f} / {l_['store_requests_per_query']:.1f} |")
+    for phase, kind, i, l_ in rows_of(res):
+        g = i.get("gets_per_query", i.get("gets_total", 0) / max(1, i["n"]))
+        print(f"| {'full-text' if kind == 'fts' else 'hybrid'}, {names[phase]} | {i['p50']:.2f} / {i['p99']:.2f} | "
+              f"{l_['p50']:.2f} / {l_['p99']:.2f} | {i['p50'] / l_['p50']:.2f}× / {i['p99'] / l_['p99']:.2f}× | "
+              f"{g:.1f} | {i['store_requests_per_query']:.1f} / {l_['store_requests_per_query']:.1f} |")
     for name, b in res["build"].items():
         print(f"build {name}: {b['build_s']:.1f} s, {b['bytes_total'] / 1e6:.1f} MB in {b['files']} files")
 
