@@ -133,6 +133,15 @@ struct Corpus {
 }
 
 impl Corpus {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            live: HashMap::new(),
+            vectors: HashMap::new(),
+            next: 0,
+        }
+    }
+
     async fn write(&mut self, index: &MutableIndex, n: usize) {
         let docs: Vec<Doc> = (0..n).map(|_| doc(&mut self.rng)).collect();
         let ids: Vec<i64> = (self.next..self.next + n as i64).collect();
@@ -215,12 +224,7 @@ async fn bm25_equals_the_reference_before_and_after_compaction_and_after_writes(
     let index = MutableIndex::create_at(root, D, Metric::L2, "IVF4,Flat", text_options())
         .await
         .unwrap();
-    let mut corpus = Corpus {
-        rng: StdRng::seed_from_u64(7),
-        live: HashMap::new(),
-        vectors: HashMap::new(),
-        next: 0,
-    };
+    let mut corpus = Corpus::new(7);
     for _ in 0..4 {
         corpus.write(&index, 400).await;
     }
@@ -273,12 +277,7 @@ async fn hybrid_results_are_rrf_of_the_vector_and_text_rankings() {
     let index = MutableIndex::create_at(root, D, Metric::L2, "IVF4,Flat", text_options())
         .await
         .unwrap();
-    let mut corpus = Corpus {
-        rng: StdRng::seed_from_u64(9),
-        live: HashMap::new(),
-        vectors: HashMap::new(),
-        next: 0,
-    };
+    let mut corpus = Corpus::new(9);
     corpus.write(&index, 1500).await;
     index.compact(&CompactOptions::default()).await.unwrap().unwrap();
     corpus.write(&index, 200).await;
@@ -346,12 +345,7 @@ async fn a_cold_text_query_reads_the_tail_then_one_wave_of_postings() {
     let writer = MutableIndex::create_at(root.clone(), D, Metric::L2, "IVF4,Flat", text_options())
         .await
         .unwrap();
-    let mut corpus = Corpus {
-        rng: StdRng::seed_from_u64(11),
-        live: HashMap::new(),
-        vectors: HashMap::new(),
-        next: 0,
-    };
+    let mut corpus = Corpus::new(11);
     corpus.write(&writer, 3000).await;
     writer.compact(&CompactOptions::default()).await.unwrap().unwrap();
     let bundle = writer.version().text.unwrap();
@@ -405,12 +399,7 @@ async fn a_corrupt_bundle_is_an_error_not_a_crash() {
     let writer = MutableIndex::create_at(root.clone(), D, Metric::L2, "IVF4,Flat", text_options())
         .await
         .unwrap();
-    let mut corpus = Corpus {
-        rng: StdRng::seed_from_u64(13),
-        live: HashMap::new(),
-        vectors: HashMap::new(),
-        next: 0,
-    };
+    let mut corpus = Corpus::new(13);
     corpus.write(&writer, 1000).await;
     writer.compact(&CompactOptions::default()).await.unwrap().unwrap();
     let bundle = writer.version().text.unwrap();
@@ -457,12 +446,7 @@ async fn text_queries_between_small_writes_see_each_write() {
     let index = MutableIndex::create_at(root, D, Metric::L2, "IVF4,Flat", text_options())
         .await
         .unwrap();
-    let mut corpus = Corpus {
-        rng: StdRng::seed_from_u64(21),
-        live: HashMap::new(),
-        vectors: HashMap::new(),
-        next: 0,
-    };
+    let mut corpus = Corpus::new(21);
     for step in 0..12 {
         corpus.write(&index, 40).await;
         let text = corpus.queries()[step % 6].clone();
