@@ -262,7 +262,8 @@ impl MutableIndex {
                 last_delta_text: Default::default(),
             }),
         };
-        index.refresh().await?;
+        let (refreshed, ()) = tokio::join!(index.refresh(), index.open_text());
+        refreshed?;
         Ok(index)
     }
 

@@ -152,11 +152,27 @@ impl MutableIndex {
             });
         }
         self.refresh().await?;
+        self.open_text().await;
         Ok(next)
     }
 
+    /// Opens the current base's bundle (one GET of its tail) as part of
+    /// opening the index, beside the refresh's reads: a cold text query
+    /// is then one wave of postings, as a cold vector query is one wave of
+    /// lists. A failure is only logged: vector search does not need the
+    /// bundle, and the first text query tries again and reports it.
+    pub(super) async fn open_text(&self) {
+        let current = self.shared.current.load_full();
+        let Some(r) = &current.version.text else { return };
+        let io = Arc::new(SearchIo::default());
+        if let Err(e) = self.bundle(r, &current.version.text_fields, &io).await {
+            tracing::warn!(uri = self.uri(), bundle = %r.name, "text bundle not opened: {e}");
+        }
+    }
+
     /// The current base's bundle, opened once per process (one GET, which
-    /// `io` counts for the query that opens it).
+    /// `io` counts for whoever opens it: `open_text`, or a query after the
+    /// base changed).
     async fn bundle(&self, r: &BundleRef, fields: &[TextField], io: &Arc<SearchIo>) -> Result<Arc<TextBundle>> {
         let location = self.shared.root.child(&r.name)?;
         let fields = fields.to_vec();
