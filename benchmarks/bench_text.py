@@ -40,16 +40,17 @@ Warm: one open handle per system (ivflake with a staleness of an hour, so
 no refresh LIST; LanceDB never checks for new versions by default), every
 query run once untimed, then timed, both systems interleaved query by query
 (the first alternating). Cold: per query a fresh handle opened outside the
-timer (ivflake `open_mutable`: the commit point and the base's header;
-LanceDB a new connection with a new Session and `open_table`), so the timed
-query loads what the text index needs beside its postings (ivflake: the
-bundle's tail; LanceDB: its FTS index's metadata) and, for hybrid, the
-probed lists; interleaved query by query. "Cold, text metadata loaded":
-the same, after an untimed full-text query of a word no document has, so
-only postings come from the store. The proxy counts each system's requests
-per query; ivflake's own `last_stats` gives its GETs (for a hybrid query
-it counts the text half's only: the vector search's GETs are overwritten
-when the two are merged, so the proxy's count is the one to read there).
+timer (ivflake `open_mutable`: the commit point, the base's header and,
+beside them, the text bundle's tail; LanceDB a new connection with a new
+Session and `open_table`), then the timed query: ivflake's reads postings
+(and, for hybrid, the probed lists); LanceDB's loads its FTS index's
+metadata, then postings. Since the two split the work between open and
+query differently, each cold row also gives open + query, per query.
+Interleaved query by query. "Cold, text metadata loaded": the same, after
+an untimed full-text query of a word no document has, so only postings
+come from the store. The proxy counts each system's requests per query;
+ivflake's own `last_stats` gives its GETs, the vector search's and the
+text's.
 LanceDB returns row ids (`_rowid`), as ivflake returns ids: selecting its
 `id` column would read the data file, one more round trip a query.
 
@@ -564,7 +565,8 @@ def run_cold(systems, xq, texts, control, nq, deadline, variant):
     (variant "meta": then an untimed full-text query of an absent word),
     then the timed query; interleaved query by query."""
     kinds = ("fts", "hybrid") if variant == "open" else ("fts",)
-    rows = {s.name: {k: {"ms": [], "ids": [], "requests": [], "bytes_down": [], "stats": [], "open_ms": []}
+    rows = {s.name: {k: {"ms": [], "ids": [], "requests": [], "bytes_down": [], "stats": [], "open_ms": [],
+                         "open_requests": []}
                      for k in kinds} for s in systems}
     done = 0
     for i in range(nq):
@@ -574,7 +576,9 @@ def run_cold(systems, xq, texts, control, nq, deadline, variant):
         order = systems if i % 2 == 0 else systems[::-1]
         for kind in kinds:
             for s in order:
+                latency_proxy.query(control, "reset")
                 h, open_ms = timed(s.open)
+                open_requests = latency_proxy.query(control, "reset")["requests"]
                 if variant == "meta":
                     s.fts(h, ABSENT_WORD)
                 latency_proxy.query(control, "reset")
@@ -587,6 +591,7 @@ def run_cold(systems, xq, texts, control, nq, deadline, variant):
                 r["ms"].append(ms)
                 r["ids"].append(ids)
                 r["open_ms"].append(open_ms)
+                r["open_requests"].append(open_requests)
                 r["requests"].append(px["requests"])
                 r["bytes_down"].append(px["bytes_down"])
                 r["stats"].append(keep_stats(s.stats(h)))
@@ -599,6 +604,8 @@ def run_cold(systems, xq, texts, control, nq, deadline, variant):
             r = rows[s.name][kind]
             row = {**summary(r["ms"]), "latency_ms": r["ms"], "ids": r["ids"],
                    "open_ms": summary(r["open_ms"]),
+                   "open_plus_query_ms": summary([a + b for a, b in zip(r["open_ms"], r["ms"])]),
+                   "open_requests_per_open": float(np.mean(r["open_requests"])),
                    "store_requests_per_query": float(np.mean(r["requests"])),
                    "store_requests": r["requests"],
                    "bytes_down_per_query": float(np.mean(r["bytes_down"]))}
@@ -642,8 +649,13 @@ def rows_of(res):
 
 def ratios(res):
     """ivflake / LanceDB per row, p50 and p99."""
-    return {f"{phase}/{kind}": {"p50": i["p50"] / l_["p50"], "p99": i["p99"] / l_["p99"]}
-            for phase, kind, i, l_ in rows_of(res)}
+    out = {f"{phase}/{kind}": {"p50": i["p50"] / l_["p50"], "p99": i["p99"] / l_["p99"]}
+           for phase, kind, i, l_ in rows_of(res)}
+    for phase, kind, i, l_ in rows_of(res):
+        if phase == "cold" and "open_plus_query_ms" in i and "open_plus_query_ms" in l_:
+            a, b = i["open_plus_query_ms"], l_["open_plus_query_ms"]
+            out[f"{phase}/{kind}/open+query"] = {"p50": a["p50"] / b["p50"], "p99": a["p99"] / b["p99"]}
+    return out
 
 
 def print_table(res):
@@ -656,6 +668,13 @@ def print_table(res):
         print(f"| {'full-text' if kind == 'fts' else 'hybrid'}, {names[phase]} | {i['p50']:.2f} / {i['p99']:.2f} | "
               f"{l_['p50']:.2f} / {l_['p99']:.2f} | {i['p50'] / l_['p50']:.2f}× / {i['p99'] / l_['p99']:.2f}× | "
               f"{g:.1f} | {i['store_requests_per_query']:.1f} / {l_['store_requests_per_query']:.1f} |")
+    for phase, kind, i, l_ in rows_of(res):
+        if phase == "cold" and "open_plus_query_ms" in i and "open_plus_query_ms" in l_:
+            a, b = i["open_plus_query_ms"], l_["open_plus_query_ms"]
+            print(f"| {'full-text' if kind == 'fts' else 'hybrid'}, {names[phase]}: open + query | "
+                  f"{a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} | "
+                  f"{a['p50'] / b['p50']:.2f}× / {a['p99'] / b['p99']:.2f}× | | "
+                  f"{i['open_requests_per_open']:.1f} / {l_['open_requests_per_open']:.1f} at open |")
     for name, b in res["build"].items():
         print(f"build {name}: {b['build_s']:.1f} s, {b['bytes_total'] / 1e6:.1f} MB in {b['files']} files")
 
