@@ -457,15 +457,14 @@ impl MutableIndex {
                     if let (Some(b), Some(fetched)) = (&base2, postings2) {
                         let b2 = b.clone();
                         let base_mask: text::Mask = Arc::new(move |doc| {
-                            b2.ids()
-                                .get(doc as usize)
-                                .is_some_and(|&id| tombstones.binary_search(&id).is_err() && allowed2(id))
+                            b2.id(doc)
+                                .is_some_and(|id| tombstones.binary_search(&id).is_err() && allowed2(id))
                         });
                         let found = b.top(ask(base_mask), fetched)?;
                         out.extend(
                             found
                                 .into_iter()
-                                .map(|(doc, s)| (b.ids()[doc as usize], s, Doc::Base(doc))),
+                                .filter_map(|(doc, s)| Some((b.id(doc)?, s, Doc::Base(doc)))),
                         );
                     }
                     out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -8,8 +8,8 @@
 //! The blobs are the files opening reads whole (term dictionary, field
 //! norms, metadata), the byte ranges it reads of the cold files (the
 //! hotcache, found by recording an open at build time, as Quickwit does),
-//! and the documents' ids, document `i` being the base's `i`-th entry in
-//! list order. The commit point records the tail's length, so an open is
+//! and the documents' ids (bit-packed, `ids.rs`), document `i` being the
+//! base's `i`-th entry in list order. The commit point records the tail's length, so an open is
 //! one GET; a query then fetches its terms' postings, each term's bytes a
 //! "list" of the fetch scheduler (cached in its memory and disk tiers), in
 //! one wave.
@@ -26,6 +26,7 @@ use tantivy::schema::Field;
 use tantivy::{Index, Searcher, Term};
 
 use super::directory::{with_postings, BundleDirectory, BundleFile, Fetched, Recorder};
+use super::ids::PackedIds;
 use super::segment::{self, Ask, Candidates};
 use super::{analyzer, tantivy_error, TextField};
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ use crate::location::IndexLocation;
 use crate::object::IndexObject;
 use crate::stats::SearchIo;
 
-const FRAMING: Framing = Framing::new(b"IVFTEXT1", 1);
+const FRAMING: Framing = Framing::new(b"IVFTEXT1", 2);
 /// The largest tail an open reads: its term dictionaries, norms and ids
 /// (about 9 bytes a document and the dictionaries' terms).
 const MAX_TAIL_BYTES: u64 = 2 << 30;
@@ -198,11 +199,12 @@ pub(crate) fn build_bundle(
         }
         files.push(entry);
     }
+    let packed = PackedIds::encode(ids);
     let ids_span = Span {
         at: blobs.len() as u64,
-        len: ids.len() as u64 * 8,
+        len: packed.len() as u64,
     };
-    blobs.extend(ids.iter().flat_map(|id| id.to_le_bytes()));
+    blobs.extend_from_slice(&packed);
     let manifest = Manifest {
         docs: ids.len() as u64,
         fields: fields.to_vec(),
@@ -245,7 +247,7 @@ fn merge_ranges(ranges: &mut [Range<usize>]) -> Vec<Range<usize>> {
 pub(crate) struct TextBundle {
     pub uri: String,
     searcher: Searcher,
-    ids: Vec<i64>,
+    ids: PackedIds,
     /// Per field, the scheduler's identity for its terms' postings.
     objects: Vec<Arc<IndexObject>>,
     /// Where the postings file starts in the object, and each field's
@@ -328,18 +330,13 @@ impl TextBundle {
             };
             files.insert(PathBuf::from(&f.path), Arc::new(file));
         }
-        let ids_raw = blob(&manifest.ids)?;
-        if ids_raw.len() as u64 != manifest.docs * 8 || manifest.docs != r.docs {
+        if manifest.docs != r.docs {
             return Err(corrupt(
                 &uri,
-                format!("{} bytes of ids for {} documents", ids_raw.len(), r.docs),
+                format!("{} documents, its commit point says {}", manifest.docs, r.docs),
             ));
         }
-        let ids: Vec<i64> = ids_raw
-            .as_slice()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect();
+        let ids = PackedIds::decode(blob(&manifest.ids)?.as_slice(), manifest.docs).map_err(|e| corrupt(&uri, e))?;
         let postings_at = match postings_at {
             Some(at) => at,
             None if manifest.docs == 0 => 0,
@@ -375,8 +372,9 @@ impl TextBundle {
         &self.searcher
     }
 
-    pub fn ids(&self) -> &[i64] {
-        &self.ids
+    /// The id of document `doc`.
+    pub fn id(&self, doc: u32) -> Option<i64> {
+        self.ids.get(doc)
     }
 
     /// Fetches the postings of `terms` in field `field` in one wave

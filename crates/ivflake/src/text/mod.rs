@@ -6,6 +6,7 @@
 //!   written by `build` and opened from its tail alone (Quickwit's split and
 //!   hotcache are the model), its postings fetched per query;
 //! - `directory`: the read-only tantivy `Directory` over a bundle;
+//! - `ids`: a bundle's document ids, bit-packed;
 //! - `segment`: one searchable text index (a bundle, or the writes since
 //!   the base in memory), scored with statistics summed over all of them;
 //! - `fuse`: Reciprocal Rank Fusion.
@@ -16,6 +17,7 @@ mod analyzer;
 mod bundle;
 mod directory;
 mod fuse;
+mod ids;
 mod segment;
 
 use serde::{Deserialize, Serialize};
