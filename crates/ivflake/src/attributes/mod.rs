@@ -36,7 +36,7 @@ use crate::fetch::{FetchScheduler, ListRequest, VersionPin};
 use crate::layout::{ListRange, ListRanges};
 use crate::location::IndexLocation;
 use crate::object::IndexObject;
-use crate::stats::SearchIo;
+use crate::stats::{SearchIo, StoreCost};
 use filter::{type_name, Literal};
 use summary::ListSummary;
 
@@ -66,9 +66,11 @@ pub struct Attributes {
     row_group_of_list: Vec<Option<usize>>,
     /// Per row group.
     summaries: Vec<ListSummary>,
-    /// Keeps this version's chunks in the memory cache; also its key there.
     /// Keeps this version's chunks wanted in the memory cache, and keys them there.
     pin: VersionPin,
+    /// What opening read: the footer probe, and the footer when the probe
+    /// fell short of it.
+    opened: StoreCost,
 }
 
 impl std::fmt::Debug for Attributes {
@@ -105,6 +107,11 @@ impl Attributes {
         let size = meta.size;
         let start = got.range.start;
         let tail = got.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;
+        let mut opened = StoreCost {
+            get_requests: 1,
+            bytes: tail.len() as u64,
+            ..StoreCost::default()
+        };
         if size < 8 || tail.len() < 8 {
             return Err(Error::attributes(&uri, "too short to be a Parquet file"));
         }
@@ -130,7 +137,10 @@ impl Attributes {
                 .get_opts(&location.path, opts)
                 .await
                 .map_err(|e| Error::from_store(&uri, meta.e_tag.as_deref(), e))?;
-            got.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?
+            let footer = got.bytes().await.map_err(|e| Error::from_store(&uri, None, e))?;
+            opened.get_requests += 1;
+            opened.bytes += footer.len() as u64;
+            footer
         };
         let parquet_meta = ParquetMetaDataReader::decode_metadata(&footer_bytes)
             .map_err(|e| Error::attributes(&uri, format!("bad footer: {e}")))?;
@@ -150,7 +160,13 @@ impl Attributes {
             row_group_of_list,
             summaries,
             pin,
+            opened,
         }))
+    }
+
+    /// What opening read from the store.
+    pub fn open_cost(&self) -> &StoreCost {
+        &self.opened
     }
 
     pub fn uri(&self) -> &str {

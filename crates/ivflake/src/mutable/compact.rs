@@ -185,7 +185,6 @@ impl MutableIndex {
         }
         gate::reach("compact:committed");
         self.refresh().await?;
-        self.open_text().await;
         Ok(Some(CompactReport {
             version: position + 1,
             base: name,

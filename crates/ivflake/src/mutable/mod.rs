@@ -240,7 +240,8 @@ impl MutableIndex {
                 source: "no commit point: not a mutable index (create one first)".into(),
             }),
         })?;
-        let state = load_version(&root, &versions, &options, position).await?;
+        let (state, text_tail) = load_version(&root, &versions, &options, position).await?;
+        let version = state.version.clone();
         let current = Current {
             position,
             version: state.version.clone(),
@@ -262,8 +263,8 @@ impl MutableIndex {
                 last_delta_text: Default::default(),
             }),
         };
-        let (refreshed, ()) = tokio::join!(index.refresh(), index.open_text());
-        refreshed?;
+        index.adopt_bundle(&version, text_tail).await;
+        index.refresh().await?;
         Ok(index)
     }
 
@@ -417,11 +418,23 @@ impl MutableIndex {
             self.shared.log.positions_from(state.builder.next_position())
         );
         if let Some(&latest) = newer?.last() {
-            *state = load_version(&self.shared.root, &self.shared.versions, &self.shared.options, latest).await?;
-            // The commit point's GET and the new base's open.
+            let (loaded, text_tail) =
+                load_version(&self.shared.root, &self.shared.versions, &self.shared.options, latest).await?;
+            *state = loaded;
+            // The commit point's GET, the new base's open (its attributes'
+            // footer too) and its text tail.
             let open = state.base.open_stats();
             cost.get_requests += 1 + open.gets;
             cost.bytes += open.bytes;
+            if let Some(attributes) = state.base.attributes().await? {
+                cost.get_requests += attributes.open_cost().get_requests;
+                cost.bytes += attributes.open_cost().bytes;
+            }
+            if let Some(tail) = &text_tail {
+                cost.get_requests += 1;
+                cost.bytes += tail.len() as u64;
+            }
+            self.adopt_bundle(&state.version, text_tail).await;
             cost.list_requests += 1;
             let log = self.shared.log.positions_from(state.builder.next_position()).await?;
             self.catch_up(state, &log, &mut cost).await?;
@@ -558,13 +571,19 @@ async fn load_version(
     versions: &Sequence,
     options: &MutableOptions,
     position: u64,
-) -> Result<State> {
+) -> Result<(State, Option<bytes::Bytes>)> {
     let raw = versions.read(position).await?;
     let version = Version::decode(
         &raw,
         &format!("{}/{VERSIONS_DIR}/{position:020}{VERSION_SUFFIX}", root.uri),
     )?;
-    let base = IvfIndex::open_at(base_location(root, &version.base, options)?, options.open.clone()).await?;
+    // The text bundle's tail is read beside the base's open, whose round
+    // trips hide it: a cold text query is then one wave of postings.
+    let (base, text_tail) = tokio::join!(
+        async { IvfIndex::open_at(base_location(root, &version.base, options)?, options.open.clone()).await },
+        text::read_bundle_tail(root, &version)
+    );
+    let base = base?;
     let info = base.info();
     if info.d != version.d {
         return Err(Error::Corrupt {
@@ -578,12 +597,13 @@ async fn load_version(
         None => Arc::new(arrow_schema::Schema::empty()),
     };
     let builder = DeltaBuilder::new(info.nlist, code_size(info), version.log_start, schema);
-    Ok(State {
+    let state = State {
         position,
         version,
         base,
         builder,
-    })
+    };
+    Ok((state, text_tail))
 }
 
 /// The prefix a new index is created under; a local directory is made.

@@ -27,6 +27,7 @@ use crate::attributes::rows;
 use crate::attributes::value::{AttributeRow, AttributeValue};
 use crate::error::{Error, Result};
 use crate::index::{IvfIndex, SearchParams};
+use crate::location::IndexLocation;
 use crate::stats::{SearchIo, SearchStats};
 use crate::text::{self, query_terms, BundleRef, Statistics, TextBundle, TextField, TextQuery};
 
@@ -34,6 +35,20 @@ use crate::text::{self, query_terms, BundleRef, Statistics, TextBundle, TextFiel
 const MAX_TEXT_CANDIDATES: usize = 10_000;
 /// Lists whose attributes one read of the bundle's build takes.
 const BUILD_LISTS_PER_READ: usize = 256;
+
+/// The tail of `version`'s text bundle, if it has one: read beside its
+/// base's open. A failed read is logged, and left to the first text query.
+pub(super) async fn read_bundle_tail(root: &IndexLocation, version: &Version) -> Option<bytes::Bytes> {
+    let r = version.text.as_ref()?;
+    let read = async { TextBundle::read_tail(&root.child(&r.name)?, r).await };
+    match read.await {
+        Ok(tail) => Some(tail),
+        Err(e) => {
+            tracing::warn!(uri = %root.uri, bundle = %r.name, "text bundle's tail not read: {e}");
+            None
+        }
+    }
+}
 
 /// A search by text, by vector, or both.
 #[derive(Debug, Clone)]
@@ -152,28 +167,33 @@ impl MutableIndex {
             });
         }
         self.refresh().await?;
-        self.open_text().await;
         Ok(next)
     }
 
-    /// Opens the current base's bundle (one GET of its tail) as part of
-    /// opening the index, beside the refresh's reads: a cold text query
-    /// is then one wave of postings, as a cold vector query is one wave of
-    /// lists. A failure is only logged: vector search does not need the
-    /// bundle, and the first text query tries again and reports it.
-    pub(super) async fn open_text(&self) {
-        let current = self.shared.current.load_full();
-        let Some(r) = &current.version.text else { return };
+    /// Opens the version's bundle from the tail `load_version` read beside
+    /// its base (`read_bundle_tail`). A failure is only logged: vector
+    /// search does not need the bundle, and the first text query reads
+    /// the tail again and reports it.
+    pub(super) async fn adopt_bundle(&self, version: &Version, tail: Option<bytes::Bytes>) {
+        let (Some(r), Some(tail)) = (&version.text, tail) else {
+            return;
+        };
         let io = Arc::new(SearchIo::default());
-        if let Err(e) = self.bundle(r, &current.version.text_fields, &io).await {
+        if let Err(e) = self.bundle(r, &version.text_fields, &io, Some(tail)).await {
             tracing::warn!(uri = self.uri(), bundle = %r.name, "text bundle not opened: {e}");
         }
     }
 
-    /// The current base's bundle, opened once per process (one GET, which
-    /// `io` counts for whoever opens it: `open_text`, or a query after the
-    /// base changed).
-    async fn bundle(&self, r: &BundleRef, fields: &[TextField], io: &Arc<SearchIo>) -> Result<Arc<TextBundle>> {
+    /// The current base's bundle, opened once per process from its tail:
+    /// `read`, or one GET, which `io` counts (for a query that found it
+    /// not open, when opening the index could not).
+    async fn bundle(
+        &self,
+        r: &BundleRef,
+        fields: &[TextField],
+        io: &Arc<SearchIo>,
+        read: Option<bytes::Bytes>,
+    ) -> Result<Arc<TextBundle>> {
         let location = self.shared.root.child(&r.name)?;
         let fields = fields.to_vec();
         let compute = self.shared.options.open.compute.clone();
@@ -181,9 +201,15 @@ impl MutableIndex {
         self.shared
             .text_bundles
             .try_get_with(r.name.clone(), async move {
-                let tail = TextBundle::read_tail(&location, &r2).await?;
-                io.record_get();
-                io.record_bytes(tail.len() as u64);
+                let tail = match read {
+                    Some(tail) => tail,
+                    None => {
+                        let tail = TextBundle::read_tail(&location, &r2).await?;
+                        io.record_get();
+                        io.record_bytes(tail.len() as u64);
+                        tail
+                    }
+                };
                 compute
                     .run(move || TextBundle::parse(location, &r2, &fields, &tail).map(Arc::new))
                     .await
@@ -384,7 +410,7 @@ impl MutableIndex {
         let fields = &current.version.text_fields;
         let terms = query_terms(fields[field].language, text)?;
         let base = match &current.version.text {
-            Some(r) => Some(self.bundle(r, fields, io).await?),
+            Some(r) => Some(self.bundle(r, fields, io, None).await?),
             None => None,
         };
         let scheduler = self.shared.options.open.scheduler.clone();

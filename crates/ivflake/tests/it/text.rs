@@ -389,6 +389,23 @@ async fn a_cold_text_query_is_one_wave_of_postings_after_open() {
     counting.reset();
     reader.query(&text_query("w1 w2 w3", K)).await.unwrap();
     assert_eq!(counting.gets(), 0);
+
+    // Another process compacts: the reader's refresh reads the new
+    // bundle's tail beside the new base, once, and counts it; a text
+    // query after it reads postings only.
+    corpus.write(&writer, 500).await;
+    writer.compact(&CompactOptions::default()).await.unwrap().unwrap();
+    let next = writer.version().text.unwrap();
+    assert_ne!(next.name, bundle.name);
+    let is_next_tail = |r: &std::ops::Range<u64>| r.end == next.size && r.end - r.start == next.tail;
+    counting.reset();
+    let refreshed = reader.query(&text_query("w1 w2 w3", K)).await.unwrap();
+    let ranges = counting.ranges();
+    assert_eq!(ranges.iter().filter(|r| is_next_tail(r)).count(), 1, "{ranges:?}");
+    assert_eq!(counting.gets() as u64, refreshed.stats.cost.get_requests, "{ranges:?}");
+    counting.reset();
+    reader.query(&text_query("w4 w5", K)).await.unwrap();
+    assert!(!counting.ranges().iter().any(is_next_tail), "{:?}", counting.ranges());
 }
 
 /// A bundle others overwrote: a changed tail is refused by its checksum,
