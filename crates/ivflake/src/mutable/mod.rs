@@ -241,7 +241,6 @@ impl MutableIndex {
             }),
         })?;
         let (state, text_tail) = load_version(&root, &versions, &options, position).await?;
-        let version = state.version.clone();
         let current = Current {
             position,
             version: state.version.clone(),
@@ -263,7 +262,7 @@ impl MutableIndex {
                 last_delta_text: Default::default(),
             }),
         };
-        index.adopt_bundle(&version, text_tail).await;
+        index.adopt_bundle(&index.version(), text_tail).await;
         index.refresh().await?;
         Ok(index)
     }
