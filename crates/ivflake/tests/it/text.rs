@@ -217,13 +217,19 @@ fn cached(config: ivflake::FetchConfig) -> MutableOptions {
     }
 }
 
+/// A new IVF4,Flat index with the text field `body`, under `name` in `store`.
+async fn text_index(store: Arc<dyn ObjectStore>, name: &str) -> (IndexLocation, MutableIndex) {
+    let root = IndexLocation::new(store, name, format!("memory://text/{name}"));
+    let index = MutableIndex::create_at(root.clone(), D, Metric::L2, "IVF4,Flat", text_options())
+        .await
+        .unwrap();
+    (root, index)
+}
+
 #[tokio::test]
 async fn bm25_equals_the_reference_before_and_after_compaction_and_after_writes() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let root = IndexLocation::new(store, "t", "memory://text/t");
-    let index = MutableIndex::create_at(root, D, Metric::L2, "IVF4,Flat", text_options())
-        .await
-        .unwrap();
+    let (_, index) = text_index(store, "t").await;
     let mut corpus = Corpus::new(7);
     for _ in 0..4 {
         corpus.write(&index, 400).await;
@@ -273,10 +279,7 @@ async fn bm25_equals_the_reference_before_and_after_compaction_and_after_writes(
 #[tokio::test]
 async fn hybrid_results_are_rrf_of_the_vector_and_text_rankings() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let root = IndexLocation::new(store, "h", "memory://text/h");
-    let index = MutableIndex::create_at(root, D, Metric::L2, "IVF4,Flat", text_options())
-        .await
-        .unwrap();
+    let (_, index) = text_index(store, "h").await;
     let mut corpus = Corpus::new(9);
     corpus.write(&index, 1500).await;
     index.compact(&CompactOptions::default()).await.unwrap().unwrap();
@@ -344,10 +347,7 @@ async fn a_cold_text_query_is_one_wave_of_postings_after_open() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let counting = Arc::new(counting_store(inner));
     let store: Arc<dyn ObjectStore> = counting.clone();
-    let root = IndexLocation::new(store, "c", "memory://text/c");
-    let writer = MutableIndex::create_at(root.clone(), D, Metric::L2, "IVF4,Flat", text_options())
-        .await
-        .unwrap();
+    let (root, writer) = text_index(store, "c").await;
     let mut corpus = Corpus::new(11);
     corpus.write(&writer, 3000).await;
     writer.compact(&CompactOptions::default()).await.unwrap().unwrap();
@@ -414,10 +414,7 @@ async fn a_cold_text_query_is_one_wave_of_postings_after_open() {
 async fn a_corrupt_bundle_is_an_error_not_a_crash() {
     use object_store::ObjectStoreExt;
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let root = IndexLocation::new(store.clone(), "x", "memory://text/x");
-    let writer = MutableIndex::create_at(root.clone(), D, Metric::L2, "IVF4,Flat", text_options())
-        .await
-        .unwrap();
+    let (root, writer) = text_index(store.clone(), "x").await;
     let mut corpus = Corpus::new(13);
     corpus.write(&writer, 1000).await;
     writer.compact(&CompactOptions::default()).await.unwrap().unwrap();
@@ -461,10 +458,7 @@ async fn a_corrupt_bundle_is_an_error_not_a_crash() {
 #[tokio::test]
 async fn text_queries_between_small_writes_see_each_write() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let root = IndexLocation::new(store, "w", "memory://text/w");
-    let index = MutableIndex::create_at(root, D, Metric::L2, "IVF4,Flat", text_options())
-        .await
-        .unwrap();
+    let (_, index) = text_index(store, "w").await;
     let mut corpus = Corpus::new(21);
     for step in 0..12 {
         corpus.write(&index, 40).await;
